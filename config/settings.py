@@ -1,0 +1,199 @@
+"""A node's settings: `lienthong.toml` in the node directory.
+
+`load(dir)` reads and validates it; every error names the field path and the bad
+value (`parent.address: must be host:port (got 'foo')`). `render(...)` writes the
+commented file `lienthong init` creates; `example.toml` beside this module is the
+documented reference, parsed by a test.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tomlkit
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_FILE = "lienthong.toml"
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """The configuration file is missing or has bad values; `str()` lists them."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def _host_port(value: str) -> str:
+    if value == "":
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be host:port (got {value!r})")
+    return value
+
+
+def _node_id(value: str) -> str:
+    if not _NODE_ID.match(value):
+        raise ValueError(f"must be letters, digits, '.', '_' or '-', at most 64 (got {value!r})")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+NodeId = Annotated[str, AfterValidator(_node_id)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSettings(_Section):
+    id: NodeId
+    name: str = ""
+    mode: Literal["provincial", "district"]
+
+
+class ServerSettings(_Section):
+    listen: HostPort = ""
+
+
+class ParentSettings(_Section):
+    address: HostPort = ""
+    id: str = ""
+
+
+class TlsSettings(_Section):
+    ca: str = "tls/ca.crt"
+    cert: str = "tls/node.crt"
+    key: str = "tls/node.key"
+
+
+class ReplicationSettings(_Section):
+    batch_size: int = Field(500, ge=1, le=10_000)
+    window: int = Field(4, ge=1, le=64)
+    poll_interval: float = Field(0.2, gt=0, le=60)
+    backoff_initial: float = Field(0.5, gt=0, le=60)
+    backoff_max: float = Field(30.0, gt=0, le=3600)
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(_Section):
+    node: NodeSettings
+    server: ServerSettings = ServerSettings()
+    parent: ParentSettings = ParentSettings()
+    tls: TlsSettings = TlsSettings()
+    replication: ReplicationSettings = ReplicationSettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _mode_needs_links(self) -> Settings:
+        if self.node.mode == "provincial" and not self.server.listen:
+            raise ValueError("server.listen: a provincial node must listen for its children (got '')")
+        if self.node.mode == "district" and not self.parent.address:
+            raise ValueError("parent.address: a district-mode node needs its parent's host:port (got '')")
+        return self
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "is not a setting lienthong knows (check its spelling)"
+        elif item["type"] == "missing":
+            message = "is required"
+        elif "input" in item and f"got {item['input']!r}" not in message and item["type"] != "value_error":
+            message = f"{message} (got {item['input']!r})"
+        lines.append(f"{path}: {message}" if path else message)
+    return "; ".join(lines)
+
+
+def load(node_dir: Path) -> Settings:
+    path = node_dir / CONFIG_FILE
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no {CONFIG_FILE} in {node_dir}", "create the node with `lienthong init --dir DIR ...`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax at that line") from None
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}", f"fix the value in {path}") from None
+
+
+def validate(data: dict[str, object]) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc), "fix the value and run the command again") from None
+
+
+TEMPLATE = """\
+# lienthong node configuration.
+# Reference for every setting: docs/configuration.md. Edit, then restart the node.
+
+[node]
+# This node's id. It is bound into the node's certificate: changing it here alone
+# makes the node unable to connect. Use the unit code, e.g. "86-28894".
+id = {id}
+# A name for people (shown by `lienthong status`).
+name = {name}
+# provincial: accepts child nodes. district: any subordinate unit (commune, ward,
+# agency); it replicates to its parent and may have children of its own.
+mode = {mode}
+
+[server]
+# host:port to accept child nodes on (mTLS). Empty: this node has no children.
+listen = {listen}
+
+[parent]
+# host:port of the parent node. Empty: this node is the top of its tree.
+address = {parent}
+# When set, the parent's certificate must carry this node id (else the
+# certificate must match the host in `address`).
+id = {parent_id}
+
+[tls]
+# Paths relative to the node directory.
+ca = "tls/ca.crt"
+cert = "tls/node.crt"
+key = "tls/node.key"
+
+[replication]
+# Records per batch, and batches in flight before waiting for acknowledgement.
+batch_size = 500
+window = 4
+# Seconds between checks for new local changes when idle.
+poll_interval = 0.2
+# Reconnect backoff in seconds: doubles from `backoff_initial` to `backoff_max`, with jitter.
+backoff_initial = 0.5
+backoff_max = 30.0
+
+[log]
+# debug | info | warning | error
+level = "info"
+# auto: readable on a terminal, JSON otherwise | json | console
+format = "auto"
+"""
+
+
+def render(*, id: str, name: str, mode: str, listen: str, parent: str, parent_id: str = "") -> str:
+    """The commented configuration file for a new node (validated before it is written)."""
+
+    def q(value: str) -> str:
+        return tomlkit.item(value).as_string()
+
+    text = TEMPLATE.format(id=q(id), name=q(name), mode=q(mode), listen=q(listen), parent=q(parent), parent_id=q(parent_id))
+    validate(tomllib.loads(text))
+    return text

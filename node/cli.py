@@ -1,0 +1,282 @@
+"""The `lienthong` command: every operator task, one subcommand each.
+
+This is the one boundary where expected failures become `Error: …` / `Try: …`
+on stderr and exit code 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lienthong.adapters import jsonl
+from lienthong.config import settings as config
+from lienthong.sync import clock, records
+from lienthong.sync.errors import LienthongError
+from lienthong.sync.store import Store
+
+from . import logs, runtime, tls
+
+CHUNK = 10_000
+DIR_OPTION = click.option(
+    "--dir",
+    "node_dir",
+    required=True,
+    envvar="LIENTHONG_DIR",
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The node directory (created by `lienthong init`).",
+)
+
+
+def fail(message: str, hint: str = "") -> None:
+    raise LienthongError(message, hint)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="lienthong")
+def cli() -> None:
+    """lienthong: a node that shares an IOC unit's reports, feedback and indicators with its parent."""
+
+
+# ------------------------------------------------------------------ ca
+
+
+@cli.group()
+def ca() -> None:
+    """The provincial certificate authority."""
+
+
+@ca.command("init")
+@click.argument("ca_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default="lienthong provincial CA", show_default=True, help="The CA's name in certificates.")
+def ca_init(ca_dir: Path, name: str) -> None:
+    """Create a CA in CA_DIR (its key is written with mode 0600; keep it offline)."""
+    cert = tls.init_ca(ca_dir, name)
+    click.echo(f"Created CA {name!r}: certificate {cert}, key {ca_dir / tls.CA_KEY} (mode 0600).")
+    click.echo(f"Next: lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}")
+
+
+# ------------------------------------------------------------------ init
+
+
+@cli.command()
+@DIR_OPTION
+@click.option("--mode", type=click.Choice(["provincial", "district"]), required=True, help="provincial accepts children; district is any subordinate unit.")
+@click.option("--id", "node_id", required=True, help="This node's id, usually its unit code (e.g. 86-28894).")
+@click.option("--name", default="", help="A name for people, e.g. 'Xã Ba Tri'.")
+@click.option("--listen", default="", metavar="HOST:PORT", help="Accept child nodes here (default for provincial: 0.0.0.0:7443).")
+@click.option("--parent", default="", metavar="HOST:PORT", help="The parent node's address (required for district mode).")
+@click.option("--parent-id", default="", help="The parent's node id; when given, its certificate must carry it.")
+@click.option("--ca", "ca_dir", type=click.Path(file_okay=False, path_type=Path), help="Issue this node's certificate from this CA.")
+@click.option("--san", multiple=True, metavar="NAME", help="Extra host name or IP the node is reached at (repeatable).")
+def init(node_dir: Path, mode: str, node_id: str, name: str, listen: str, parent: str, parent_id: str, ca_dir: Path | None, san: tuple[str, ...]) -> None:
+    """Create a node directory: configuration, store, inbox and (with --ca) certificate."""
+    if mode == "provincial" and not listen:
+        listen = "0.0.0.0:7443"
+    if mode == "district" and not parent:
+        fail("a district-mode node needs its parent's address", "add --parent HOST:PORT (the provincial node's address)")
+    if (node_dir / config.CONFIG_FILE).exists():
+        fail(f"{node_dir} already holds a node", "use another --dir, or run the existing node")
+    text = config.render(id=node_id, name=name, mode=mode, listen=listen, parent=parent, parent_id=parent_id)
+    settings = config.validate(tomllib.loads(text))
+    if ca_dir is not None:
+        tls.check_ca(ca_dir)
+    node_dir.mkdir(parents=True, exist_ok=True)
+    hosts = [listen.rpartition(":")[0].strip("[]")] if listen else []
+    if ca_dir is not None:
+        tls.issue_node(ca_dir, runtime.tls_paths(node_dir, settings), node_id, mode, [*hosts, *san])
+    Store.create(node_dir / runtime.STORE_FILE, node_id).close()
+    (node_dir / "inbox").mkdir(exist_ok=True)
+    (node_dir / config.CONFIG_FILE).write_text(text, encoding="utf-8")
+    click.echo(f"Created {mode} node {node_id!r} in {node_dir}.")
+    if ca_dir is None:
+        click.echo("It has no certificate yet: issue one with `lienthong init --ca CA_DIR` on a new directory.")
+    click.echo(f"Next: lienthong run --dir {node_dir}")
+
+
+# ------------------------------------------------------------------ run / status
+
+
+def _settings(node_dir: Path) -> config.Settings:
+    return config.load(node_dir)
+
+
+@cli.command()
+@DIR_OPTION
+def run(node_dir: Path) -> None:
+    """Run the node in the foreground; SIGTERM or SIGINT stops it gracefully."""
+    settings = _settings(node_dir)
+    logs.configure(settings.log.level, settings.log.format)
+    asyncio.run(runtime.Node(node_dir, settings).run())
+
+
+@cli.command()
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def status(node_dir: Path, as_json: bool) -> None:
+    """Show the node, its parent link and its children (works while stopped too)."""
+    from . import status as status_mod
+
+    data = status_mod.collect(node_dir, _settings(node_dir))
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    from .render import print_status
+
+    print_status(data)
+
+
+@cli.command()
+@DIR_OPTION
+@click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for the node's answer.")
+def health(node_dir: Path, timeout: float) -> None:
+    """Exit 0 if the node runs and (when it listens) answers the gRPC health check over mTLS."""
+    settings = _settings(node_dir)
+    info = runtime.running_info(node_dir)
+    if info is None:
+        fail(f"the node in {node_dir} is not running", f"start it with `lienthong run --dir {node_dir}`")
+    if info.get("port"):
+        from .healthcheck import check
+
+        check(f"127.0.0.1:{info['port']}", runtime.tls_paths(node_dir, settings).load(), settings.node.id, timeout)
+    click.echo("healthy")
+
+
+# ------------------------------------------------------------------ data
+
+
+@cli.command()
+@DIR_OPTION
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def ingest(node_dir: Path, files: tuple[Path, ...]) -> None:
+    """Store records from canonical JSON Lines FILES (one record per line).
+
+    Valid lines are stored, refused lines are listed with their reason; the
+    exit code is 1 when any line was refused.
+    """
+    settings = _settings(node_dir)
+    store = Store.open(node_dir / runtime.STORE_FILE)
+    refused_any = False
+    try:
+        hlc = clock.HybridClock(store.max_version())
+        for path in files:
+            total = records_ok = 0
+            summary = {"imported": 0, "updated": 0, "unchanged": 0}
+            errors: list[jsonl.LineError] = []
+            chunk: list[records.Keyed] = []
+
+            def flush() -> None:
+                result = store.write_local(chunk, hlc)
+                summary["imported"] += result.imported
+                summary["updated"] += result.updated
+                summary["unchanged"] += result.unchanged
+                chunk.clear()
+
+            for _, item in jsonl.parse(path, settings.node.id):
+                total += 1
+                if isinstance(item, jsonl.LineError):
+                    errors.append(item)
+                    continue
+                records_ok += 1
+                chunk.append(item)
+                if len(chunk) >= CHUNK:
+                    flush()
+            flush()
+            click.echo(
+                f"{path}: {summary['imported']} imported, {summary['updated']} updated, "
+                f"{summary['unchanged']} unchanged, {len(errors)} refused"
+            )
+            for error in errors[:50]:
+                where = f" {error.field}:" if error.field else ""
+                click.echo(f"  line {error.line}:{where} {error.message}", err=True)
+            if len(errors) > 50:
+                click.echo(f"  … and {len(errors) - 50} more refused lines", err=True)
+            refused_any = refused_any or bool(errors)
+    finally:
+        store.close()
+    if refused_any:
+        sys.exit(1)
+
+
+QUERY_KINDS = {"indicators": records.INDICATOR, "reports": records.REPORT, "feedback": records.FEEDBACK}
+
+
+@cli.command()
+@DIR_OPTION
+@click.argument("what", type=click.Choice(sorted(QUERY_KINDS)))
+@click.option("--unit", help="Only this unit.")
+@click.option("--period", help="Only this period (e.g. 2026-10, 2026Q3).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array for scripts.")
+def query(node_dir: Path, what: str, unit: str | None, period: str | None, as_json: bool) -> None:
+    """List indicators, reports or feedback held by this node."""
+    _settings(node_dir)
+    store = Store.open(node_dir / runtime.STORE_FILE)
+    try:
+        rows: list[dict[str, Any]] = []
+        for env in store.iter_records(QUERY_KINDS[what], records.nfc(unit) if unit else None):
+            row = records.to_dict(env)
+            if period and row.get("period") != period:
+                continue
+            rows.append(row)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    from .render import print_rows
+
+    print_rows(what, rows)
+
+
+@cli.command()
+@DIR_OPTION
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+def backup(node_dir: Path, dest: Path) -> None:
+    """Copy the node's store to DEST while it runs (SQLite online backup)."""
+    if dest.exists():
+        fail(f"{dest} exists", "choose a new file name")
+    store = Store.open(node_dir / runtime.STORE_FILE)
+    try:
+        store.backup(dest)
+    finally:
+        store.close()
+    click.echo(f"Backed up {node_dir / runtime.STORE_FILE} to {dest}.")
+
+
+@cli.command()
+@click.option("--children", default=3, show_default=True, type=click.IntRange(1, 50), help="Subordinate nodes directly under the province.")
+@click.option("--records", "volume", default=20_000, show_default=True, type=click.IntRange(0, 2_000_000), help="Generated indicator values per subordinate node.")
+@click.option("--keep", is_flag=True, help="Keep the nodes' directories and print where they are.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for all data to arrive.")
+def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
+    """Run a province with subordinate nodes (one two tiers down) on this machine and watch data flow."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(children, volume, keep, timeout))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except (LienthongError, config.ConfigError) as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"Try: {exc.hint}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,187 @@
+"""The node process: lifecycle, server, uplink and graceful shutdown.
+
+    NEW → STARTING → RUNNING → STOPPING → STOPPED
+
+`lienthong run` builds a `Node` and runs it until SIGTERM or SIGINT, which take
+the same graceful path (the node is PID 1 in its container): stop accepting,
+let in-flight batches finish for a few seconds, mark links down, close the store.
+A lock file in the node directory (held with flock while the node runs) tells
+`status` whether the node is running and which port it bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import fcntl
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from lienthong.config.settings import Settings
+from lienthong.sync import transport
+from lienthong.sync.errors import LienthongError, StoreError
+from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, Uplink
+from lienthong.sync.store import Store
+
+from .tls import NodeTlsPaths
+
+STORE_FILE = "lienthong.db"
+LOCK_FILE = "node.lock"
+STOP_GRACE = 5.0
+
+log = structlog.get_logger("lienthong.node")
+
+
+class State(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+def tls_paths(node_dir: Path, settings: Settings) -> NodeTlsPaths:
+    return NodeTlsPaths(
+        ca=node_dir / settings.tls.ca, cert=node_dir / settings.tls.cert, key=node_dir / settings.tls.key
+    )
+
+
+def tuning(settings: Settings) -> Tuning:
+    r = settings.replication
+    return Tuning(r.batch_size, r.window, r.poll_interval, r.backoff_initial, r.backoff_max)
+
+
+@contextlib.contextmanager
+def run_lock(node_dir: Path) -> Iterator[Path]:
+    """Hold the node directory's run lock; refuses a second node on one directory."""
+    path = node_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        info = running_info(node_dir) or {}
+        raise LienthongError(
+            f"a node is already running on {node_dir} (pid {info.get('pid', '?')})",
+            "stop it first, or use `lienthong status` to see it",
+        ) from None
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
+
+
+def running_info(node_dir: Path) -> dict[str, Any] | None:
+    """What the running node wrote into its lock file, or None if no node runs."""
+    path = node_dir / LOCK_FILE
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = path.read_text() or "{}"
+            try:
+                info: dict[str, Any] = json.loads(text)
+            except json.JSONDecodeError:
+                info = {}
+            return info
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+class Node:
+    """One lienthong node, run in the foreground by `run()`."""
+
+    def __init__(self, node_dir: Path, settings: Settings) -> None:
+        self.dir = node_dir
+        self.settings = settings
+        self.state = State.NEW
+        self.port = 0
+        self._stop = asyncio.Event()
+        self.log = log.bind(node=settings.node.id)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        self.state = State.STARTING
+        settings = self.settings
+        with run_lock(self.dir) as lock_path:
+            store = Store.open(self.dir / STORE_FILE)
+            if store.node_id != settings.node.id:
+                store.close()
+                raise StoreError(
+                    f"the store in {self.dir} belongs to node {store.node_id!r}, the config says {settings.node.id!r}",
+                    "put node.id back, or create a new node directory",
+                )
+            store.mark_all_disconnected()
+            tls = tls_paths(self.dir, settings).load()
+            changes = Changes()
+            tune = tuning(settings)
+            server = health = None
+            children = Children()
+            tasks: list[asyncio.Task[None]] = []
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+            try:
+                if settings.server.listen:
+                    sessions = ChildSession(store, tune, changes, children)
+
+                    def refused(peer: str, kind: str, exc: LienthongError) -> None:
+                        self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)
+
+                    server, self.port, health = await transport.serve(settings.server.listen, tls, sessions.serve, refused)
+                if settings.parent.address:
+                    address, name = settings.parent.address, settings.parent.id
+
+                    def connect() -> contextlib.AbstractAsyncContextManager[Any]:
+                        return transport.connect(address, tls, name)
+
+                    uplink = Uplink(store, connect, tune, changes, address)
+                    tasks.append(asyncio.create_task(uplink.run(), name="uplink"))
+                lock_path.write_text(
+                    json.dumps({"pid": os.getpid(), "port": self.port, "listen": settings.server.listen, "started": time.time()})
+                )
+                self.state = State.RUNNING
+                self.log.info("node.running", mode=settings.node.mode, listen=settings.server.listen, port=self.port,
+                              parent=settings.parent.address, pid=os.getpid())
+                waiter = asyncio.create_task(self._stop.wait())
+                await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                for task in tasks:
+                    if task.done() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+            finally:
+                self.state = State.STOPPING
+                self.log.info("node.stopping")
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if server is not None:
+                    # Child sessions are endless streams: end them (an applying batch
+                    # finishes its transaction in its worker thread), then the server.
+                    live = list(children.live.values())
+                    for session in live:
+                        session.cancel()
+                    await asyncio.gather(*live, return_exceptions=True)
+                    await transport.stop(server, health, STOP_GRACE)
+                store.mark_all_disconnected()
+                store.close()
+                self.state = State.STOPPED
+                self.log.info("node.stopped")

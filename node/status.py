@@ -1,0 +1,83 @@
+"""What `lienthong status` reports, read from the node directory alone.
+
+It works whether or not the node runs: link states come from the store, and a
+link is shown connected only while the node process holds its run lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from lienthong.config.settings import Settings
+from lienthong.sync.store import Store
+
+from .runtime import STORE_FILE, running_info, tls_paths
+from .tls import certificate_summary
+
+
+def iso(ts: float | None) -> str | None:
+    if not ts:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
+    running = running_info(node_dir)
+    store = Store.open(node_dir / STORE_FILE)
+    try:
+        cert_path = tls_paths(node_dir, settings).cert
+        certificate = certificate_summary(cert_path) if cert_path.exists() else None
+        head = store.head()
+        out: dict[str, Any] = {
+            "node": {
+                "id": settings.node.id,
+                "name": settings.node.name,
+                "mode": settings.node.mode,
+                "running": running is not None,
+                "pid": running.get("pid") if running else None,
+                "listen": settings.server.listen or None,
+                "port": running.get("port") if running else None,
+                "epoch": store.epoch,
+                "head": head,
+                "certificate": certificate,
+            },
+            "records": store.counts(),
+            "parent": None,
+            "children": [],
+            "quarantine": store.quarantine(),
+        }
+        if settings.parent.address:
+            up = store.uplink_state()
+            out["parent"] = {
+                "address": settings.parent.address,
+                "id": up["parent_id"] or None,
+                "connected": bool(running and up["connected"]),
+                "last_contact": iso(up["last_contact"]),
+                "pending": store.pending(),
+                "acked": up["acked"],
+                "sent": up["sent"],
+                "acknowledged": up["acked_records"],
+                "received": up["received"],
+                "down_applied": up["down_applied"],
+                "refused": store.refused_count(),
+                "refused_records": store.refused(),
+            }
+        for child in store.children():
+            out["children"].append(
+                {
+                    "id": child["child"],
+                    "connected": bool(running and child["connected"]),
+                    "last_contact": iso(child["last_contact"]),
+                    "applied": child["applied"],
+                    "epoch": child["epoch"],
+                    "received": child["received"],
+                    "rejected": child["rejected"],
+                    "queued_down": child["queued"],
+                    "address": child["address"],
+                }
+            )
+        return out
+    finally:
+        store.close()

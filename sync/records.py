@@ -1,0 +1,366 @@
+"""Records: the five kinds DESIGN §3 replicates, their identities and their fields.
+
+A record is a `wire.records_pb2.Envelope` (identity, provenance, version) around a
+typed body. This module builds envelopes from plain fields, derives deterministic
+ids from natural keys, and turns envelopes back into plain dictionaries.
+
+Identity is deterministic: the id is the first 16 bytes of SHA-256 over the kind
+and the natural key, all text NFC-normalised first, so the same fact ingested
+twice (or on two nodes from two encodings) is one record. The origin node is part
+of every key, which is what keeps "exactly one writer per record" true.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .errors import InputError
+from .wire import records_pb2 as pb
+
+Envelope = pb.Envelope
+
+INDICATOR = pb.KIND_INDICATOR
+REPORT = pb.KIND_REPORT
+FEEDBACK = pb.KIND_FEEDBACK
+FEEDBACK_EVENT = pb.KIND_FEEDBACK_EVENT
+DEFINITION = pb.KIND_DEFINITION
+
+KIND_NAMES = {
+    INDICATOR: "indicator",
+    REPORT: "report",
+    FEEDBACK: "feedback",
+    FEEDBACK_EVENT: "feedback_event",
+    DEFINITION: "definition",
+}
+KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
+BODY_TYPES: dict[int, type[Any]] = {
+    INDICATOR: pb.IndicatorValue,
+    REPORT: pb.Report,
+    FEEDBACK: pb.Feedback,
+    FEEDBACK_EVENT: pb.FeedbackEvent,
+    DEFINITION: pb.Definition,
+}
+# Kinds the parent sends down to the child whose subtree holds the record's unit.
+ROUTED_DOWN_BY_UNIT = frozenset({FEEDBACK, FEEDBACK_EVENT})
+
+ID_BYTES = 16
+_SEP = "\x1f"
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CODE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+# Canonical periods: year, half-year, quarter, month, ISO week, day.
+PERIOD = re.compile(r"^\d{4}(S[12]|Q[1-4]|-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?|W(0[1-9]|[1-4]\d|5[0-3]))?$")
+FEEDBACK_STATUSES = frozenset(
+    {
+        "received",
+        "assigned",
+        "accepted",
+        "in_progress",
+        "resolved",
+        "closed",
+        "reopened",
+        "returned",
+        "satisfaction",
+    }
+)
+
+
+def nfc(text: str) -> str:
+    """Vietnamese text arrives in NFC and NFD; everything is keyed in NFC."""
+    return unicodedata.normalize("NFC", text)
+
+
+def record_id(kind: int, *key: str) -> bytes:
+    """The deterministic id of a record of `kind` with natural key `key`."""
+    material = _SEP.join([KIND_NAMES[kind], *(nfc(part) for part in key)])
+    return hashlib.sha256(material.encode()).digest()[:ID_BYTES]
+
+
+def fingerprint(record_id_: bytes, version: int) -> bytes:
+    """Short hash naming one version of one record; used to check a resume point."""
+    return hashlib.sha256(record_id_ + version.to_bytes(8, "big")).digest()[:8]
+
+
+def content_hash(env: Envelope) -> bytes:
+    """Hash of what a record says (not when): equal hashes mean 'unchanged'."""
+    h = hashlib.sha256()
+    for part in (env.unit, env.agency, "1" if env.deleted else "0"):
+        h.update(part.encode())
+        h.update(b"\x1f")
+    h.update(env.body)
+    return h.digest()[:8]
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """A record before its version is assigned: id, kind, unit, agency, body."""
+
+    id: bytes
+    kind: int
+    unit: str
+    agency: str
+    body: bytes
+    deleted: bool = False
+
+    def envelope(self, origin: str, version: int) -> Envelope:
+        return Envelope(
+            id=self.id,
+            kind=self.kind,  # type: ignore[arg-type]
+            origin=origin,
+            unit=self.unit,
+            agency=self.agency,
+            version=version,
+            deleted=self.deleted,
+            body=self.body,
+        )
+
+
+# ---------------------------------------------------------------- field checks
+
+
+def text(fields: Mapping[str, Any], name: str, *, required: bool = True, limit: int = 10_000) -> str:
+    value = fields.get(name)
+    if value is None or value == "":
+        if required:
+            raise InputError(f"'{name}' is required", f"add a non-empty '{name}'", field=name, code="missing")
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"'{name}' must be text (got {value!r})", f"write '{name}' as a JSON string", field=name)
+    value = nfc(value.strip())
+    if len(value) > limit:
+        raise InputError(f"'{name}' is longer than {limit} characters", "shorten it", field=name, code="too_long")
+    return value
+
+
+def code(fields: Mapping[str, Any], name: str, *, required: bool = True) -> str:
+    value = text(fields, name, required=required, limit=128)
+    if value and not CODE.match(value):
+        raise InputError(f"'{name}' is not a valid code (got {value!r})", "use a code without control characters", field=name)
+    return value
+
+
+def period(fields: Mapping[str, Any], name: str = "period") -> str:
+    value = text(fields, name, limit=16)
+    if not PERIOD.match(value):
+        raise InputError(
+            f"'{name}' is not a period (got {value!r})",
+            "write it as 2026, 2026S1, 2026Q3, 2026-10, 2026W05 or 2026-10-24",
+            field=name,
+            code="bad_period",
+        )
+    return value
+
+
+def decimal_text(fields: Mapping[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if isinstance(value, bool) or value is None or value == "":
+        raise InputError(f"'{name}' must be a number", f"write '{name}' as a JSON number", field=name, code="bad_value")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise InputError(
+            f"'{name}' is not a number (got {value!r})", "write it with a '.' decimal point and no separators", field=name, code="bad_value"
+        ) from None
+    if not number.is_finite():
+        raise InputError(f"'{name}' must be finite (got {value!r})", "write a finite number", field=name, code="bad_value")
+    return format(number.normalize(), "f") if number == number.to_integral() else str(number)
+
+
+def timestamp(fields: Mapping[str, Any], name: str, *, required: bool = True) -> str:
+    from datetime import datetime
+
+    value = text(fields, name, required=required, limit=64)
+    if not value:
+        return ""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(
+            f"'{name}' is not a date-time (got {value!r})", "write it as 2026-10-24T16:20:00+07:00", field=name, code="bad_time"
+        ) from None
+    if parsed.tzinfo is None:
+        raise InputError(f"'{name}' has no UTC offset (got {value!r})", "add the offset, e.g. +07:00", field=name, code="bad_time")
+    return value
+
+
+# ---------------------------------------------------------------- builders
+
+
+def indicator_value(origin: str, fields: Mapping[str, Any]) -> Keyed:
+    """Indicator value keyed by indicator, unit, period, disaggregation, origin, agency."""
+    body = pb.IndicatorValue(
+        indicator=code(fields, "indicator"),
+        period=period(fields),
+        value=decimal_text(fields, "value"),
+        disaggregation=code(fields, "disaggregation", required=False),
+        comment=text(fields, "comment", required=False),
+        follow_up=bool(fields.get("follow_up", False)),
+    )
+    unit, agency = code(fields, "unit"), code(fields, "agency", required=False)
+    rid = record_id(INDICATOR, body.indicator, unit, body.period, body.disaggregation, origin, agency)
+    return Keyed(rid, INDICATOR, unit, agency, body.SerializeToString(deterministic=True), bool(fields.get("deleted")))
+
+
+def report(origin: str, fields: Mapping[str, Any]) -> Keyed:
+    """Report keyed by type, unit and period (or its source id), and its origin."""
+    body = pb.Report(
+        report_type=code(fields, "report_type"),
+        period=period(fields),
+        title=text(fields, "title"),
+        submitted_at=timestamp(fields, "submitted_at"),
+        summary=text(fields, "summary", required=False),
+        signed_by=text(fields, "signed_by", required=False),
+        source_id=code(fields, "source_id", required=False),
+    )
+    for item in fields.get("attachments") or []:
+        if not isinstance(item, Mapping):
+            raise InputError("each attachment must be an object", "give name, sha256 and size", field="attachments")
+        body.attachments.add(name=text(item, "name"), sha256=code(item, "sha256"), size=int(item.get("size", 0)))
+    unit, agency = code(fields, "unit"), code(fields, "agency", required=False)
+    key = body.source_id or _SEP.join((body.report_type, body.period))
+    rid = record_id(REPORT, key, unit, origin, agency)
+    return Keyed(rid, REPORT, unit, agency, body.SerializeToString(deterministic=True), bool(fields.get("deleted")))
+
+
+def feedback(origin: str, fields: Mapping[str, Any]) -> Keyed:
+    """Citizen feedback keyed by its source system (agency) and ticket id."""
+    citizen = fields.get("citizen") or {}
+    if not isinstance(citizen, Mapping):
+        raise InputError("'citizen' must be an object", "give name, phone and email", field="citizen")
+    body = pb.Feedback(
+        source_id=code(fields, "source_id"),
+        category=code(fields, "category"),
+        category_name=text(fields, "category_name", required=False),
+        description=text(fields, "description"),
+        received_at=timestamp(fields, "received_at"),
+        address=text(fields, "address", required=False),
+        media_url=text(fields, "media_url", required=False),
+        due_at=timestamp(fields, "due_at", required=False),
+        assigned_unit=code(fields, "assigned_unit", required=False),
+        citizen=pb.Person(
+            name=text(citizen, "name", required=False),
+            phone=text(citizen, "phone", required=False),
+            email=text(citizen, "email", required=False),
+        ),
+    )
+    if fields.get("lat") is not None and fields.get("lon") is not None:
+        try:
+            body.lat, body.lon, body.has_location = float(fields["lat"]), float(fields["lon"]), True
+        except (TypeError, ValueError):
+            raise InputError("'lat'/'lon' must be numbers", "write them as JSON numbers", field="lat") from None
+    unit, agency = code(fields, "unit"), code(fields, "agency", required=False)
+    rid = feedback_id(origin, agency, body.source_id)
+    return Keyed(rid, FEEDBACK, unit, agency, body.SerializeToString(deterministic=True))
+
+
+def feedback_id(origin: str, agency: str, source_id: str) -> bytes:
+    return record_id(FEEDBACK, agency, source_id, origin)
+
+
+def feedback_event(origin: str, fields: Mapping[str, Any]) -> Keyed:
+    """An immutable event in a feedback item's life, keyed by item, status, time, actor."""
+    status = text(fields, "status", limit=32).lower().replace(" ", "_")
+    if status not in FEEDBACK_STATUSES:
+        raise InputError(
+            f"'status' is not a feedback status (got {status!r})",
+            "use one of " + ", ".join(sorted(FEEDBACK_STATUSES)),
+            field="status",
+            code="bad_status",
+        )
+    body = pb.FeedbackEvent(
+        feedback=code(fields, "feedback"),
+        status=status,
+        at=timestamp(fields, "at"),
+        note=text(fields, "note", required=False),
+        unit=code(fields, "assigned_unit", required=False),
+        feedback_origin=code(fields, "feedback_origin", required=False) or origin,
+    )
+    rating = fields.get("rating")
+    if rating is not None:
+        if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
+            raise InputError("'rating' must be a whole number from 1 to 5", "write e.g. 4", field="rating")
+        body.rating = rating
+    unit, agency = code(fields, "unit"), code(fields, "agency", required=False)
+    rid = record_id(FEEDBACK_EVENT, body.feedback_origin, body.feedback, body.status, body.at, origin, agency)
+    return Keyed(rid, FEEDBACK_EVENT, unit, agency, body.SerializeToString(deterministic=True))
+
+
+def definition(origin: str, fields: Mapping[str, Any]) -> Keyed:
+    """A definition (indicator, report type, unit, ...) written by the province."""
+    import json
+
+    payload = fields.get("fields", {})
+    if not isinstance(payload, Mapping):
+        raise InputError("'fields' must be an object", "give the definition's fields as a JSON object", field="fields")
+    body = pb.Definition(
+        type=code(fields, "type"),
+        code=code(fields, "code"),
+        json=json.dumps(payload, ensure_ascii=False, sort_keys=True),
+    )
+    unit = code(fields, "unit", required=False) or origin
+    rid = record_id(DEFINITION, body.type, body.code, origin)
+    return Keyed(rid, DEFINITION, unit, "", body.SerializeToString(deterministic=True), bool(fields.get("deleted")))
+
+
+BUILDERS = {
+    "indicator": indicator_value,
+    "report": report,
+    "feedback": feedback,
+    "feedback_event": feedback_event,
+    "definition": definition,
+}
+
+
+def build(origin: str, fields: Mapping[str, Any]) -> Keyed:
+    """Build a record from canonical fields (one JSON Lines object)."""
+    kind = fields.get("kind")
+    builder = BUILDERS.get(kind) if isinstance(kind, str) else None
+    if builder is None:
+        raise InputError(
+            f"'kind' must be one of {', '.join(BUILDERS)} (got {kind!r})",
+            "set 'kind' on every line",
+            field="kind",
+            code="bad_kind",
+        )
+    return builder(origin, fields)
+
+
+# ---------------------------------------------------------------- reading back
+
+
+def body_of(env: Envelope) -> Any:
+    body = BODY_TYPES[env.kind]()
+    body.ParseFromString(env.body)
+    return body
+
+
+def to_dict(env: Envelope) -> dict[str, Any]:
+    """The canonical fields of a record, plus origin, version and id (hex)."""
+    from google.protobuf.json_format import MessageToDict
+
+    out: dict[str, Any] = {"kind": KIND_NAMES.get(env.kind, "unknown")}
+    body = MessageToDict(body_of(env), preserving_proto_field_name=True, always_print_fields_with_no_presence=False)
+    if env.kind == FEEDBACK_EVENT and "unit" in body:
+        body["assigned_unit"] = body.pop("unit")
+    if env.kind == DEFINITION:
+        import json
+
+        body["fields"] = json.loads(body.pop("json", "{}") or "{}")
+    if env.kind == INDICATOR:
+        number = Decimal(body.get("value", "0"))
+        body["value"] = int(number) if number == number.to_integral() else float(number)
+    out.update(body)
+    out["unit"] = env.unit
+    if env.agency:
+        out["agency"] = env.agency
+    if env.deleted:
+        out["deleted"] = True
+    out["origin"] = env.origin
+    out["version"] = env.version
+    out["id"] = env.id.hex()
+    return out

@@ -1,0 +1,401 @@
+"""The replication engine (DESIGN §4), independent of the transport.
+
+A child runs an `Uplink`: it opens one stream to its parent and, on it, sends
+batches of its change log and applies the parent's downward queue. A parent runs
+`ChildSession.serve` for each child stream. Both sides send through a
+`WindowedSender`: at most `window` unacknowledged batches in flight, read from
+SQLite only as the window opens, so memory does not grow with the backlog.
+
+Exactly-once effect from at-least-once delivery:
+
+- The parent applies a batch and stores the child's checkpoint in one SQLite
+  transaction, then acknowledges. On reconnect the handshake resumes from that
+  checkpoint; anything sent twice is a version-guarded no-op.
+- The child checks the parent's checkpoint against its own log (a fingerprint of
+  the entry at that sequence). If they differ the child was restored from an
+  older copy: it mints a new epoch and everything is sent again.
+- The same holds downward, with the child's cursor stored with the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationError
+from .records import NODE_ID
+from .store import OutBatch, Refusal, Store
+from .wire import replication_pb2 as wire
+
+PROTOCOL = 1
+
+log = structlog.get_logger("lienthong.sync")
+
+
+class Stream(Protocol):
+    """One bidirectional replication stream, as the transport provides it.
+
+    `send` may be called from several tasks; the transport serialises writes.
+    `recv` returns None when the peer closed the stream cleanly. Both raise
+    `ReplicationError` (or a subclass) when the link fails.
+    """
+
+    async def send(self, message: Any) -> None: ...
+
+    async def recv(self) -> Any | None: ...
+
+
+@dataclass(frozen=True)
+class Tuning:
+    batch_size: int = 500
+    window: int = 4
+    poll_interval: float = 0.2
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+class Changes:
+    """In-process 'the store changed' signal; senders also poll for writes made
+    by other processes (the CLI's `ingest`)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class WindowedSender:
+    """Sends batches fetched from the store with at most `window` unacknowledged."""
+
+    def __init__(
+        self,
+        fetch: Callable[[int, int], OutBatch | None],
+        send: Callable[[OutBatch], Awaitable[None]],
+        cursor: int,
+        tuning: Tuning,
+        changes: Changes,
+    ) -> None:
+        self._fetch = fetch
+        self._send = send
+        self.cursor = cursor
+        self._tuning = tuning
+        self._changes = changes
+        self.inflight: deque[tuple[int, int]] = deque()  # (last seq, records)
+        self.sent_records = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def run(self) -> None:
+        while True:
+            if len(self.inflight) >= self._tuning.window:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            batch = await asyncio.to_thread(self._fetch, self.cursor, self._tuning.batch_size)
+            if batch is None:
+                await self._changes.wait(self._tuning.poll_interval)
+                continue
+            self.inflight.append((batch.last, len(batch.envelopes)))
+            self.cursor = batch.last
+            await self._send(batch)
+            self.sent_records += len(batch.envelopes)
+
+    def acknowledge(self, last: int) -> tuple[int, int]:
+        """Drop in-flight batches up to `last`; returns (batches, records) acknowledged."""
+        if not self.inflight or self.inflight[0][0] > last:
+            raise ProtocolError(f"acknowledgement for {last} matches no batch in flight", "the link reconnects by itself")
+        batches = records = 0
+        while self.inflight and self.inflight[0][0] <= last:
+            records += self.inflight.popleft()[1]
+            batches += 1
+        self._room.set()
+        return batches, records
+
+
+def _batch_message(batch: OutBatch) -> wire.Batch:
+    return wire.Batch(after=batch.after, last=batch.last, records=batch.envelopes, last_fingerprint=batch.fingerprint)
+
+
+async def _first(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait until one task ends, cancel the rest, and re-raise the first error."""
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+# ====================================================================== child side
+
+
+class Uplink:
+    """The child's end: keeps one stream to the parent open, reconnecting with
+    exponential backoff and jitter, and never gives up while the node runs."""
+
+    def __init__(
+        self,
+        store: Store,
+        connect: Callable[[], contextlib.AbstractAsyncContextManager[Stream]],
+        tuning: Tuning,
+        changes: Changes,
+        address: str,
+    ) -> None:
+        self.store = store
+        self._connect = connect
+        self._tuning = tuning
+        self._changes = changes
+        self.address = address
+        self.connected = False
+        self.log = log.bind(peer="parent", address=address)
+
+    async def run(self) -> None:
+        delay = self._tuning.backoff_initial
+        while True:
+            started = time.monotonic()
+            try:
+                async with self._connect() as stream:
+                    await self._session(stream)
+                self.log.info("link.closed", reason="the parent closed the stream")
+            except EpochChanged as exc:
+                self.log.warning("link.epoch_changed", error=exc.message)
+                delay = 0.0
+            except HandshakeRefused as exc:
+                self.log.error("link.refused", error=exc.message, hint=exc.hint)
+            except ReplicationError as exc:
+                self.log.warning("link.down", error=exc.message)
+            finally:
+                if self.connected:
+                    self.connected = False
+                    await asyncio.to_thread(self.store.set_uplink, connected=0)
+            if time.monotonic() - started > 10:
+                delay = self._tuning.backoff_initial  # it was up for a while: start the backoff over
+            # Full jitter keeps 170 children from reconnecting in step after an outage.
+            await asyncio.sleep(random.uniform(0, delay) if delay else 0)
+            delay = min(max(delay * 2, self._tuning.backoff_initial), self._tuning.backoff_max)
+
+    async def _session(self, stream: Stream) -> None:
+        store = self.store
+        down_epoch, down_applied = store.down_cursor()
+        await stream.send(
+            wire.Up(
+                hello=wire.Hello(
+                    protocol=PROTOCOL,
+                    epoch=store.epoch,
+                    head=store.head(),
+                    down_epoch=down_epoch,
+                    down_applied=down_applied,
+                    node_id=store.node_id,
+                )
+            )
+        )
+        first = await stream.recv()
+        if first is None or first.WhichOneof("msg") != "welcome":
+            raise ProtocolError("the parent did not answer the handshake", "check that the address is a lienthong node")
+        welcome = first.welcome
+        if welcome.epoch != store.epoch:
+            raise ProtocolError("the parent answered for another epoch", "it reconnects by itself")
+        if welcome.applied > store.head() or await asyncio.to_thread(store.fingerprint_at, welcome.applied) != welcome.applied_fingerprint:
+            epoch = await asyncio.to_thread(store.mint_epoch)
+            raise EpochChanged(
+                f"the parent holds {welcome.applied} entries of this node's change log that this store does not match "
+                f"(restored from a backup?); new epoch {epoch}, resending everything",
+            )
+        known_parent = store.uplink_state()["parent_id"]
+        if known_parent and welcome.parent_id != known_parent:
+            raise HandshakeRefused(
+                f"the node at {self.address} is {welcome.parent_id!r}, but this node's parent is {known_parent!r}",
+                "use `lienthong reparent` to move this node to a new parent",
+            )
+        await asyncio.to_thread(
+            store.set_uplink, parent_id=welcome.parent_id, address=self.address, connected=1, acked=welcome.applied, last_contact=time.time()
+        )
+        self.connected = True
+        self.log = self.log.bind(peer=welcome.parent_id)
+        self.log.info("link.up", resume_from=welcome.applied, head=store.head(), down_applied=down_applied)
+        window = welcome.window or self._tuning.window
+        tuning = Tuning(**{**self._tuning.__dict__, "window": min(window, self._tuning.window)})
+
+        async def send(batch: OutBatch) -> None:
+            await stream.send(wire.Up(batch=_batch_message(batch)))
+
+        sender = WindowedSender(store.changes_after, send, welcome.applied, tuning, self._changes)
+        await _first([asyncio.create_task(sender.run()), asyncio.create_task(self._receive(stream, sender, welcome.down_epoch))])
+
+    async def _receive(self, stream: Stream, sender: WindowedSender, parent_epoch: str) -> None:
+        store = self.store
+        pending_acked = pending_records = flushed_sent = 0
+        pending_refusals: list[Refusal] = []
+        last_flush = time.monotonic()
+
+        async def flush() -> None:
+            nonlocal pending_records, pending_refusals, last_flush, flushed_sent
+            sent = sender.sent_records - flushed_sent
+            await asyncio.to_thread(store.record_acks, pending_acked, pending_records, sent, pending_refusals)
+            pending_records, pending_refusals, last_flush, flushed_sent = 0, [], time.monotonic(), flushed_sent + sent
+        try:
+            while True:
+                message = await stream.recv()
+                if message is None:
+                    return
+                which = message.WhichOneof("msg")
+                if which == "ack":
+                    ack = message.ack
+                    batches, n = sender.acknowledge(ack.last)
+                    pending_acked, pending_records = ack.last, pending_records + n
+                    pending_refusals.extend(Refusal(r.id, r.version, r.code, r.reason) for r in ack.rejected)
+                    for r in ack.rejected:
+                        self.log.warning("record.refused_by_parent", record=r.id.hex(), code=r.code, reason=r.reason)
+                    self.log.info("batch.acked", last=ack.last, batches=batches, records=n, refused=len(ack.rejected))
+                    if pending_refusals or time.monotonic() - last_flush > 0.5:
+                        await flush()
+                elif which == "batch":
+                    batch = message.batch
+                    n = await asyncio.to_thread(store.apply_from_parent, parent_epoch, batch.after, batch.last, list(batch.records))
+                    await stream.send(wire.Up(down_ack=wire.DownAck(last=batch.last)))
+                    self._changes.notify()
+                    self.log.info("batch.received", last=batch.last, records=n)
+                else:
+                    raise ProtocolError(f"unexpected message {which!r} from the parent", "it reconnects by itself")
+        finally:
+            if pending_acked or sender.sent_records > flushed_sent:
+                await flush()
+
+
+# ====================================================================== parent side
+
+
+class Children:
+    """The parent's registry of live child sessions: one per child; a new stream
+    from the same child replaces the old one (a half-open link after a cut)."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, asyncio.Task[Any]] = {}
+
+    async def take_over(self, child: str) -> None:
+        old = self.live.get(child)
+        current = asyncio.current_task()
+        if old is not None and old is not current and not old.done():
+            old.cancel()
+            with contextlib.suppress(BaseException):
+                await old
+        if current is not None:
+            self.live[child] = current
+
+    def release(self, child: str) -> None:
+        if self.live.get(child) is asyncio.current_task():
+            del self.live[child]
+
+
+class ChildSession:
+    """The parent's end of one child's stream."""
+
+    def __init__(self, store: Store, tuning: Tuning, changes: Changes, children: Children) -> None:
+        self.store = store
+        self._tuning = tuning
+        self._changes = changes
+        self._children = children
+
+    async def serve(self, child: str, address: str, stream: Stream) -> None:
+        """Serve a child whose identity `child` the transport took from its certificate."""
+        store = self.store
+        bound = log.bind(peer=child, address=address)
+        if not NODE_ID.match(child):
+            raise HandshakeRefused(f"the certificate's node id {child!r} is not valid", "issue the node a new certificate")
+        if child == store.node_id:
+            raise HandshakeRefused(f"a peer presented this node's own identity {child!r}", "each node needs its own certificate")
+        first = await stream.recv()
+        if first is None or first.WhichOneof("msg") != "hello":
+            raise ProtocolError(f"child {child} did not start with a handshake", "upgrade lienthong on the child")
+        hello = first.hello
+        if hello.protocol != PROTOCOL:
+            raise HandshakeRefused(f"child {child} speaks protocol {hello.protocol}, this node {PROTOCOL}", "run the same lienthong version")
+        if hello.node_id and hello.node_id != child:
+            bound.error("link.refused", claimed=hello.node_id, reason="identity mismatch")
+            raise HandshakeRefused(
+                f"the peer claims to be {hello.node_id!r} but its certificate says {child!r}",
+                "use the certificate issued to this node",
+            )
+        await self._children.take_over(child)
+        try:
+            await asyncio.to_thread(store.register_child, child, address)
+            state = await asyncio.to_thread(store.child_state, child)
+            applied, fingerprint = (state.applied, state.fingerprint) if state.epoch == hello.epoch else (0, b"")
+            down_cursor = hello.down_applied if hello.down_epoch == store.epoch else 0
+            await stream.send(
+                wire.Down(
+                    welcome=wire.Welcome(
+                        protocol=PROTOCOL,
+                        parent_id=store.node_id,
+                        epoch=hello.epoch,
+                        applied=applied,
+                        applied_fingerprint=fingerprint,
+                        down_epoch=store.epoch,
+                        window=self._tuning.window,
+                    )
+                )
+            )
+            bound.info("link.up", epoch=hello.epoch, resume_from=applied, child_head=hello.head, down_from=down_cursor)
+
+            async def send(batch: OutBatch) -> None:
+                await stream.send(wire.Down(batch=_batch_message(batch)))
+
+            def fetch(seq: int, limit: int) -> OutBatch | None:
+                return store.down_after(child, seq, limit)
+
+            sender = WindowedSender(fetch, send, down_cursor, self._tuning, self._changes)
+            await _first(
+                [asyncio.create_task(sender.run()), asyncio.create_task(self._receive(child, hello.epoch, stream, sender, bound))]
+            )
+            bound.info("link.closed", reason="the child closed the stream")
+        finally:
+            self._children.release(child)
+            if child not in self._children.live:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(store.set_child, child, connected=0, last_contact=time.time())
+
+    async def _receive(self, child: str, epoch: str, stream: Stream, sender: WindowedSender, bound: Any) -> None:
+        store = self.store
+        while True:
+            message = await stream.recv()
+            if message is None:
+                return
+            which = message.WhichOneof("msg")
+            if which == "batch":
+                batch = message.batch
+                refusals = await asyncio.to_thread(
+                    store.apply_from_child, child, epoch, batch.after, batch.last, batch.last_fingerprint, list(batch.records)
+                )
+                await stream.send(
+                    wire.Down(
+                        ack=wire.Ack(
+                            last=batch.last,
+                            rejected=[wire.Rejection(id=r.id, version=r.version, code=r.code, reason=r.reason) for r in refusals],
+                        )
+                    )
+                )
+                self._changes.notify()
+                bound.info("batch.applied", last=batch.last, records=len(batch.records), refused=len(refusals))
+                for r in refusals:
+                    bound.warning("record.quarantined", record=r.id.hex(), code=r.code, reason=r.reason)
+            elif which == "down_ack":
+                sender.acknowledge(message.down_ack.last)
+            else:
+                raise ProtocolError(f"unexpected message {which!r} from child {child}", "it reconnects by itself")

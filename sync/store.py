@@ -1,0 +1,726 @@
+"""The node's store: one SQLite file (WAL) holding records, the change log and
+replication checkpoints.
+
+Invariants this module keeps (DESIGN §3–§4):
+
+- Every write of a record version appends to `changelog` in the same
+  transaction. Triggers on `records` do it, so no code path can forget.
+- A version is applied only if it is newer than the stored one and comes from
+  the record's own origin (single writer): applying a batch twice changes nothing.
+- A peer's checkpoint is written in the same transaction as the data it covers.
+- `records.rid` is an insert-ordered surrogate key; the random 16-byte record id
+  lives in a secondary unique index, so inserts append to the main B-tree
+  (MEASUREMENTS: ~4x faster than random primary keys).
+- The change log has an epoch, minted when the database is created; a child
+  restored from a backup mints a new one and is resent from the start.
+
+Threading: one writer connection behind a lock; each reading thread gets its
+own connection. Methods are blocking; the replication engine calls them from
+worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from google.protobuf.message import DecodeError
+
+from . import clock, records
+from .errors import ProtocolError, SchemaTooNew, StoreError
+from .records import Envelope, Keyed
+
+SCHEMA_VERSION = 1
+VIA_LOCAL = ""
+VIA_PARENT = "^"
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.executescript(
+        """
+        CREATE TABLE records (
+            rid      INTEGER PRIMARY KEY,     -- insert-ordered surrogate key
+            id       BLOB NOT NULL UNIQUE,    -- deterministic record id (16 bytes)
+            kind     INTEGER NOT NULL,
+            origin   TEXT NOT NULL,
+            unit     TEXT NOT NULL,
+            agency   TEXT NOT NULL,
+            version  INTEGER NOT NULL,
+            deleted  INTEGER NOT NULL,
+            chash    BLOB NOT NULL,           -- content hash, for 'unchanged' on re-ingest
+            via      TEXT NOT NULL,           -- '' local, '^' from the parent, else the child id
+            envelope BLOB NOT NULL            -- the envelope exactly as received or written
+        );
+        CREATE INDEX records_by_kind_unit ON records(kind, unit);
+        -- Append-only change log: one entry per stored record version.
+        -- `up` is 0 for versions received from the parent (never sent back up).
+        CREATE TABLE changelog (
+            seq     INTEGER PRIMARY KEY,
+            rid     INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            up      INTEGER NOT NULL
+        );
+        CREATE TRIGGER records_logged_insert AFTER INSERT ON records BEGIN
+            INSERT INTO changelog(rid, version, up) VALUES (new.rid, new.version, new.via != '^');
+        END;
+        CREATE TRIGGER records_logged_update AFTER UPDATE OF version ON records BEGIN
+            INSERT INTO changelog(rid, version, up) VALUES (new.rid, new.version, new.via != '^');
+        END;
+        CREATE TRIGGER changelog_append_only_update BEFORE UPDATE ON changelog BEGIN
+            SELECT RAISE(ABORT, 'the change log is append-only');
+        END;
+        CREATE TRIGGER changelog_append_only_delete BEFORE DELETE ON changelog BEGIN
+            SELECT RAISE(ABORT, 'the change log is append-only');
+        END;
+        -- The parent's queue of records to send down, one entry per child and record.
+        CREATE TABLE downqueue (
+            seq   INTEGER PRIMARY KEY,
+            child TEXT NOT NULL,
+            rid   INTEGER NOT NULL
+        );
+        CREATE INDEX downqueue_by_child ON downqueue(child, seq);
+        """
+    )
+    db["children"].create(
+        {
+            "child": str,
+            "epoch": str,  # the child's change-log epoch the checkpoint belongs to
+            "applied": int,  # last child change-log sequence durably applied here
+            "fingerprint": bytes,  # fingerprint of the child's entry at `applied`
+            "received": int,  # records received from the child (all sessions)
+            "rejected": int,  # records refused and quarantined
+            "connected": int,
+            "address": str,
+            "first_seen": float,
+            "last_contact": float,
+            "last_error": str,
+        },
+        pk="child",
+        not_null={"child", "applied", "received", "rejected", "connected"},
+        defaults={"applied": 0, "received": 0, "rejected": 0, "connected": 0, "epoch": ""},
+    )
+    db["uplink"].create(
+        {
+            "one": int,
+            "parent_id": str,
+            "address": str,
+            "down_epoch": str,  # the parent's epoch our downward cursor belongs to
+            "down_applied": int,  # last downward-queue sequence applied here
+            "acked": int,  # last own change-log sequence the parent acknowledged
+            "sent": int,  # records sent up (all sessions)
+            "acked_records": int,  # records acknowledged by the parent (all sessions)
+            "received": int,  # records received from the parent
+            "connected": int,
+            "last_contact": float,
+            "last_error": str,
+        },
+        pk="one",
+        defaults={"down_applied": 0, "acked": 0, "sent": 0, "acked_records": 0, "received": 0, "connected": 0},
+    )
+    db["uplink"].insert({"one": 1, "down_epoch": "", "parent_id": "", "address": ""})
+    # Which child's subtree holds a unit / an origin node (learned from what children send).
+    db["child_units"].create({"unit": str, "child": str}, pk="unit")
+    db["child_origins"].create({"origin": str, "child": str}, pk="origin")
+    # Records this node refused from a child, kept for the operator and the child.
+    db["quarantine"].create(
+        {"child": str, "id": bytes, "version": int, "code": str, "reason": str, "at": float, "envelope": bytes},
+        pk=("child", "id", "version"),
+    )
+    # Records of ours that the parent refused; shown by `status` until superseded.
+    db["refused"].create(
+        {"id": bytes, "version": int, "code": str, "reason": str, "at": float},
+        pk=("id", "version"),
+    )
+
+
+MIGRATIONS = {1: _migration_1}
+
+UPSERT = """
+INSERT INTO records(id, kind, origin, unit, agency, version, deleted, chash, via, envelope)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(id) DO UPDATE SET
+    kind = excluded.kind, unit = excluded.unit, agency = excluded.agency,
+    version = excluded.version, deleted = excluded.deleted, chash = excluded.chash,
+    via = excluded.via, envelope = excluded.envelope
+WHERE excluded.version > records.version AND excluded.origin = records.origin
+"""
+
+
+@dataclass
+class WriteSummary:
+    """What a local write did, counted like a DHIS2 import summary."""
+
+    imported: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    ids: list[bytes] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A record refused by the receiving node, with a machine code and a reason."""
+
+    id: bytes
+    version: int
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChildState:
+    epoch: str
+    applied: int
+    fingerprint: bytes
+    known: bool
+
+
+@dataclass(frozen=True)
+class OutBatch:
+    """A batch to send: it covers log sequences (after, last] and carries the
+    envelopes among them that the receiver needs."""
+
+    after: int
+    last: int
+    envelopes: list[bytes]
+    fingerprint: bytes
+
+
+class Store:
+    """A node's SQLite store. Create with `Store.create`, open with `Store.open`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._w = conn
+        self._wlock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self.db = sqlite_utils.Database(conn)
+        self.node_id = self.meta("node_id")
+        self._origin_owner: dict[str, str] = {}
+        self._unit_owner: dict[str, str] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: an acknowledged batch survives a power cut, not only a crash.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @classmethod
+    def create(cls, path: Path, node_id: str) -> Store:
+        if path.exists():
+            raise StoreError(f"a store already exists at {path}", "use a new node directory, or `lienthong run` this one")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".creating")
+        tmp.unlink(missing_ok=True)
+        conn = cls._connect(tmp)
+        db = sqlite_utils.Database(conn)
+        cls._migrate(db)
+        conn.execute("INSERT INTO meta VALUES ('node_id', ?), ('epoch', ?), ('created', ?)", (node_id, new_epoch(), str(time.time())))
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        for suffix in ("-wal", "-shm"):
+            Path(str(tmp) + suffix).unlink(missing_ok=True)
+        tmp.rename(path)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        if not path.exists():
+            raise StoreError(f"no store at {path}", "create the node first with `lienthong init`")
+        try:
+            conn = cls._connect(path)
+            cls._migrate(sqlite_utils.Database(conn))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"the store at {path} cannot be opened: {exc}", "restore it from a backup") from None
+        return cls(path, conn)
+
+    @staticmethod
+    def _migrate(db: sqlite_utils.Database) -> None:
+        current = db.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the store has schema version {current}, newer than this lienthong understands ({SCHEMA_VERSION})",
+                "upgrade lienthong on this machine",
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            with _transaction(db.conn):
+                MIGRATIONS[version](db)
+                db.execute(f"PRAGMA user_version={version}")
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._wlock:
+            self._w.close()
+
+    def _r(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect(self.path)
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._wlock, _transaction(self._w):
+            yield self._w
+
+    def backup(self, dest: Path) -> None:
+        """Online backup to `dest` (SQLite's backup API; the node may be running)."""
+        target = sqlite3.connect(dest)
+        try:
+            with self._wlock:
+                self._w.backup(target)
+        finally:
+            target.close()
+
+    # ------------------------------------------------------------ metadata
+
+    def meta(self, key: str, default: str = "") -> str:
+        row = self._r().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    @property
+    def epoch(self) -> str:
+        return self.meta("epoch")
+
+    def mint_epoch(self) -> str:
+        """Start a new change-log epoch: the parent will take everything again."""
+        epoch = new_epoch()
+        with self._write() as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (epoch,))
+            db.execute("UPDATE uplink SET acked = 0")
+        return epoch
+
+    def max_version(self) -> int:
+        """The highest version stored (a full scan: call it at start-up only)."""
+        return self._r().execute("SELECT coalesce(max(version), 0) FROM records").fetchone()[0]
+
+    def latest_version(self) -> int:
+        """The version of the latest change-log entry (cheap)."""
+        row = self._r().execute("SELECT version FROM changelog ORDER BY seq DESC LIMIT 1").fetchone()
+        return row[0] if row else 0
+
+    def head(self) -> int:
+        return self._r().execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0]
+
+    def fingerprint_at(self, seq: int) -> bytes:
+        """Fingerprint of change-log entry `seq` (empty for 0 or a missing entry)."""
+        if seq == 0:
+            return b""
+        row = self._r().execute(
+            "SELECT r.id, c.version FROM changelog c JOIN records r ON r.rid = c.rid WHERE c.seq = ?", (seq,)
+        ).fetchone()
+        return records.fingerprint(row[0], row[1]) if row else b""
+
+    # ------------------------------------------------------------ local writes
+
+    def write_local(self, keyed: Sequence[Keyed], hlc: clock.HybridClock) -> WriteSummary:
+        """Store records written on this node, in one transaction.
+
+        A record whose content equals the stored one is counted unchanged and not
+        rewritten (re-dropping a file creates no new versions and no traffic).
+        """
+        summary = WriteSummary()
+        origin = self.node_id
+        with self._write() as db:
+            # Another process (the CLI, the node) may have written since our clock was seeded.
+            latest = db.execute("SELECT version FROM changelog ORDER BY seq DESC LIMIT 1").fetchone()
+            hlc.observe(latest[0] if latest else 0)
+            existing = self._existing(db, [k.id for k in keyed])
+            rows: dict[bytes, tuple[Any, ...]] = {}
+            for item in keyed:
+                env = item.envelope(origin, hlc.now())
+                chash = records.content_hash(env)
+                before = existing.get(item.id)
+                if before is not None and before[1] == chash:
+                    summary.unchanged += 1
+                    continue
+                if item.id in rows or before is not None:
+                    summary.updated += 1
+                else:
+                    summary.imported += 1
+                existing[item.id] = (env.version, chash)
+                rows[item.id] = _row(env, chash, VIA_LOCAL, env.SerializeToString())
+            db.executemany(UPSERT, list(rows.values()))
+            self._route_down(db, list(rows))
+            summary.ids = list(rows)
+        return summary
+
+    @staticmethod
+    def _existing(db: sqlite3.Connection, ids: Sequence[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        found: dict[bytes, tuple[int, bytes]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for rid, version, chash in db.execute(f"SELECT id, version, chash FROM records WHERE id IN ({marks})", chunk):
+                found[rid] = (version, chash)
+        return found
+
+    # ------------------------------------------------------------ upward replication (child side)
+
+    def changes_after(self, seq: int, limit: int) -> OutBatch | None:
+        """The next batch of change-log entries after `seq` to send up, or None.
+
+        Entries received from the parent, and entries superseded by a later
+        version of the same record, are covered by the batch but carry nothing:
+        the parent has them already, or will get the later version.
+        """
+        rows = self._r().execute(
+            "SELECT c.seq, c.up, c.version, r.version, r.id, r.envelope FROM changelog c "
+            "JOIN records r ON r.rid = c.rid WHERE c.seq > ? ORDER BY c.seq LIMIT ?",
+            (seq, limit),
+        ).fetchall()
+        if not rows:
+            return None
+        last = rows[-1]
+        return OutBatch(
+            after=seq,
+            last=last[0],
+            envelopes=[env for _, up, logged, current, _, env in rows if up and logged == current],
+            fingerprint=records.fingerprint(last[4], last[2]),
+        )
+
+    def pending(self) -> int:
+        """Own change-log entries the parent has not acknowledged."""
+        acked = self._r().execute("SELECT acked FROM uplink").fetchone()[0]
+        return self._r().execute("SELECT count(*) FROM changelog WHERE seq > ? AND up = 1", (acked,)).fetchone()[0]
+
+    def uplink_state(self) -> dict[str, Any]:
+        row = self._r().execute("SELECT * FROM uplink").fetchone()
+        cols = [d[0] for d in self._r().execute("SELECT * FROM uplink").description]
+        return dict(zip(cols, row, strict=True))
+
+    def record_acks(self, acked: int, acked_records: int, sent: int, refusals: Sequence[Refusal]) -> None:
+        """Persist what the parent acknowledged and what it refused."""
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE uplink SET acked = max(acked, ?), acked_records = acked_records + ?, sent = sent + ?, last_contact = ?",
+                (acked, acked_records, sent, now),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO refused VALUES (?, ?, ?, ?, ?)",
+                [(r.id, r.version, r.code, r.reason, now) for r in refusals],
+            )
+
+    def set_uplink(self, **values: Any) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        with self._write() as db:
+            db.execute(f"UPDATE uplink SET {assignments}", tuple(values.values()))
+
+    def refused(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Records of ours the parent refused and that no newer version replaced."""
+        rows = self._r().execute(
+            "SELECT f.id, f.version, f.code, f.reason, f.at, r.unit, r.kind FROM refused f "
+            "JOIN records r ON r.id = f.id AND r.version = f.version ORDER BY f.at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            {"id": i.hex(), "version": v, "code": c, "reason": why, "at": at, "unit": u, "kind": records.KIND_NAMES.get(k, "")}
+            for i, v, c, why, at, u, k in rows
+        ]
+
+    def refused_count(self) -> int:
+        return self._r().execute(
+            "SELECT count(*) FROM refused f JOIN records r ON r.id = f.id AND r.version = f.version"
+        ).fetchone()[0]
+
+    # ------------------------------------------------------------ downward replication (child side)
+
+    def apply_from_parent(self, parent_epoch: str, after: int, last: int, raws: Sequence[bytes]) -> int:
+        """Apply a batch of the parent's downward queue and move our cursor, atomically.
+
+        Returns how many records the batch carried. A batch already applied is a no-op.
+        """
+        now = time.time()
+        with self._write() as db:
+            epoch, applied = db.execute("SELECT down_epoch, down_applied FROM uplink").fetchone()
+            if epoch != parent_epoch:
+                applied = 0
+            if last <= applied:
+                return 0
+            if after != applied:
+                raise ProtocolError(f"the parent sent down {after}..{last} but we hold {applied}", "it reconnects by itself")
+            rows, ids = [], []
+            for raw in raws:
+                env = _parse(raw)
+                if env is None or _shape_problem(env) is not None:
+                    continue  # a malformed downward record cannot come from a verified parent; skip it
+                rows.append(_row(env, b"", VIA_PARENT, raw))
+                ids.append(env.id)
+            db.executemany(UPSERT, rows)
+            self._route_down(db, ids)
+            db.execute(
+                "UPDATE uplink SET down_epoch = ?, down_applied = ?, received = received + ?, last_contact = ?",
+                (parent_epoch, last, len(rows), now),
+            )
+        return len(rows)
+
+    def down_cursor(self) -> tuple[str, int]:
+        row = self._r().execute("SELECT down_epoch, down_applied FROM uplink").fetchone()
+        return row[0] or "", row[1]
+
+    # ------------------------------------------------------------ parent side
+
+    def child_state(self, child: str) -> ChildState:
+        row = self._r().execute("SELECT epoch, applied, fingerprint FROM children WHERE child = ?", (child,)).fetchone()
+        if row is None:
+            return ChildState("", 0, b"", False)
+        return ChildState(row[0] or "", row[1], row[2] or b"", True)
+
+    def register_child(self, child: str, address: str) -> None:
+        """First contact with a child: remember it and queue what it must receive."""
+        now = time.time()
+        with self._write() as db:
+            known = db.execute("SELECT 1 FROM children WHERE child = ?", (child,)).fetchone()
+            if known:
+                db.execute("UPDATE children SET connected = 1, address = ?, last_contact = ? WHERE child = ?", (address, now, child))
+                return
+            db.execute(
+                "INSERT INTO children(child, epoch, applied, connected, address, first_seen, last_contact) VALUES (?, '', 0, 1, ?, ?, ?)",
+                (child, address, now, now),
+            )
+            self._claim_units(db, child, [child])
+            self._claim_origin(db, child, child)
+            db.execute(
+                "INSERT INTO downqueue(child, rid) SELECT ?, rid FROM records WHERE kind = ? ORDER BY rid",
+                (child, records.DEFINITION),
+            )
+
+    def set_child(self, child: str, **values: Any) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        with self._write() as db:
+            db.execute(f"UPDATE children SET {assignments} WHERE child = ?", (*values.values(), child))
+
+    def apply_from_child(
+        self, child: str, epoch: str, after: int, last: int, last_fingerprint: bytes, raws: Sequence[bytes]
+    ) -> list[Refusal]:
+        """Apply one batch from a child and its checkpoint in one transaction.
+
+        Idempotent: a batch at or below the stored checkpoint is acknowledged
+        without being applied again. Refused records are quarantined, and the
+        batch still moves the checkpoint: one bad record never pins the stream.
+        """
+        parse = Envelope.FromString
+        rows: list[tuple[Any, ...]] = []
+        refusals: list[Refusal] = []
+        units: set[str] = set()
+        origins: set[str] = set()
+        quarantined: list[tuple[Any, ...]] = []
+        now = time.time()
+        for raw in raws:
+            try:
+                env = parse(raw)
+            except DecodeError:
+                refusals.append(Refusal(b"", 0, "malformed", "the record is not a valid lienthong envelope"))
+                continue
+            problem = _shape_problem(env)
+            if problem is not None:
+                refusals.append(Refusal(env.id, env.version, *problem))
+                quarantined.append((child, env.id, env.version, problem[0], problem[1], now, raw))
+                continue
+            rows.append((env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, b"", child, raw))
+            units.add(env.unit)
+            origins.add(env.origin)
+        with self._write() as db:
+            row = db.execute("SELECT epoch, applied FROM children WHERE child = ?", (child,)).fetchone()
+            if row is None:
+                raise ProtocolError(f"child {child} sent a batch before its handshake", "it reconnects by itself")
+            applied = row[1] if row[0] == epoch else 0
+            if last <= applied:
+                return []
+            if after != applied:
+                raise ProtocolError(f"child {child} sent {after}..{last} but {applied} is applied", "it reconnects by itself")
+            denied = {o for o in origins if not self._claim_origin(db, child, o)}
+            if denied:
+                keep = []
+                for r in rows:
+                    if r[2] in denied:
+                        reason = f"node {child} may not send records whose origin is {r[2]}"
+                        refusals.append(Refusal(r[0], r[5], "unauthorized_origin", reason))
+                        quarantined.append((child, r[0], r[5], "unauthorized_origin", reason, now, r[9]))
+                    else:
+                        keep.append(r)
+                rows = keep
+            db.executemany(UPSERT, rows)
+            self._claim_units(db, child, units - self._unit_owner.keys())
+            db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
+            db.execute(
+                "UPDATE children SET epoch = ?, applied = ?, fingerprint = ?, received = received + ?, "
+                "rejected = rejected + ?, last_contact = ? WHERE child = ?",
+                (epoch, last, last_fingerprint, len(rows), len(refusals), now, child),
+            )
+        return refusals
+
+    def _claim_origin(self, db: sqlite3.Connection, child: str, origin: str) -> bool:
+        """Whether `child` may send records of `origin`; the first child to send an
+        origin's records claims it. (Certificate-bound descendants replace this.)"""
+        owner = self._origin_owner.get(origin)
+        if owner is None:
+            if origin == self.node_id:
+                return False
+            row = db.execute("SELECT child FROM child_origins WHERE origin = ?", (origin,)).fetchone()
+            owner = row[0] if row else child
+            if row is None:
+                db.execute("INSERT INTO child_origins VALUES (?, ?)", (origin, child))
+            self._origin_owner[origin] = owner
+        return owner == child
+
+    def _claim_units(self, db: sqlite3.Connection, child: str, units: Iterable[str]) -> None:
+        """Learn that `units` lie in `child`'s subtree, and queue down what they must receive."""
+        for unit in units:
+            row = db.execute("SELECT child FROM child_units WHERE unit = ?", (unit,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO child_units VALUES (?, ?)", (unit, child))
+                db.execute(
+                    "INSERT INTO downqueue(child, rid) SELECT ?, rid FROM records "
+                    "WHERE unit = ? AND kind IN (?, ?) AND via != ? ORDER BY rid",
+                    (child, unit, records.FEEDBACK, records.FEEDBACK_EVENT, child),
+                )
+            self._unit_owner[unit] = row[0] if row else child
+
+    def _route_down(self, db: sqlite3.Connection, ids: Sequence[bytes]) -> None:
+        """Queue newly written records for the children that must receive them:
+        definitions to every child, feedback and its events to the child whose
+        subtree holds the unit."""
+        if not ids:
+            return
+        children = [c for (c,) in db.execute("SELECT child FROM children")]
+        if not children:
+            return
+        queue: list[tuple[str, int]] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for rid, kind, unit, via in db.execute(
+                f"SELECT r.rid, r.kind, r.unit, r.via FROM records r WHERE r.id IN ({marks}) AND (r.kind = ? OR r.kind IN (?, ?))",
+                (*chunk, records.DEFINITION, records.FEEDBACK, records.FEEDBACK_EVENT),
+            ):
+                if kind == records.DEFINITION:
+                    queue.extend((c, rid) for c in children if c != via)
+                    continue
+                owner = db.execute("SELECT child FROM child_units WHERE unit = ?", (unit,)).fetchone()
+                if owner and owner[0] != via:
+                    queue.append((owner[0], rid))
+        db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", sorted(queue, key=lambda q: q[1]))
+
+    def down_after(self, child: str, seq: int, limit: int) -> OutBatch | None:
+        """The next batch of `child`'s downward queue after `seq`, or None."""
+        rows = self._r().execute(
+            "SELECT d.seq, r.envelope FROM downqueue d JOIN records r ON r.rid = d.rid "
+            "WHERE d.child = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
+            (child, seq, limit),
+        ).fetchall()
+        if not rows:
+            return None
+        return OutBatch(after=seq, last=rows[-1][0], envelopes=[env for _, env in rows], fingerprint=b"")
+
+    def children(self) -> list[dict[str, Any]]:
+        cur = self._r().execute(
+            "SELECT c.*, (SELECT count(*) FROM downqueue d WHERE d.child = c.child) AS queued FROM children c ORDER BY c.child"
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def quarantine(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self._r().execute(
+            "SELECT child, id, version, code, reason, at FROM quarantine ORDER BY at DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [{"child": c, "id": i.hex(), "version": v, "code": code, "reason": r, "at": at} for c, i, v, code, r, at in rows]
+
+    def mark_all_disconnected(self) -> None:
+        with self._write() as db:
+            db.execute("UPDATE children SET connected = 0")
+            db.execute("UPDATE uplink SET connected = 0")
+
+    # ------------------------------------------------------------ reading
+
+    def iter_records(self, kind: int | None = None, unit: str | None = None, include_deleted: bool = False) -> Iterator[Envelope]:
+        sql, args = "SELECT envelope FROM records WHERE 1 = 1", []
+        if kind is not None:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        if unit is not None:
+            sql, args = sql + " AND unit = ?", [*args, unit]
+        if not include_deleted:
+            sql += " AND deleted = 0"
+        for (raw,) in self._r().execute(sql + " ORDER BY rid", args):
+            yield Envelope.FromString(raw)
+
+    def counts(self) -> dict[str, int]:
+        out = {name: 0 for name in records.KIND_NAMES.values()}
+        for kind, n in self._r().execute("SELECT kind, count(*) FROM records WHERE deleted = 0 GROUP BY kind"):
+            out[records.KIND_NAMES.get(kind, str(kind))] = n
+        return out
+
+    def record_versions(self) -> set[tuple[bytes, int]]:
+        """Every stored (id, version): what tests and tools compare across nodes."""
+        return set(self._r().execute("SELECT id, version FROM records").fetchall())
+
+
+def new_epoch() -> str:
+    return uuid.uuid4().hex
+
+
+def _row(env: Envelope, chash: bytes, via: str, raw: bytes) -> tuple[Any, ...]:
+    return (env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, chash, via, raw)
+
+
+def _parse(raw: bytes) -> Envelope | None:
+    try:
+        return Envelope.FromString(raw)
+    except DecodeError:
+        return None
+
+
+def _shape_problem(env: Envelope) -> tuple[str, str] | None:
+    """Why a received envelope cannot be stored, or None."""
+    if len(env.id) != records.ID_BYTES:
+        return "malformed", "the record id is not 16 bytes"
+    if env.kind not in records.KIND_NAMES:
+        return "unknown_kind", f"record kind {env.kind} is not known to this node"
+    if not records.NODE_ID.match(env.origin):
+        return "malformed", "the record has no valid origin node"
+    if not env.unit:
+        return "malformed", "the record names no unit"
+    if env.version == 0:
+        return "malformed", "the record has no version"
+    if clock.too_far_ahead(env.version):
+        return "clock_skew", "the record's version is more than a day ahead of this node's clock; check the sender's clock"
+    return None
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")

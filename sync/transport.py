@@ -1,0 +1,189 @@
+"""gRPC transport for replication: the only module of the core that touches grpc.
+
+`serve` runs the parent's mTLS server and hands each child stream, with the node
+id taken from the child's certificate, to a handler. `connect` opens the child's
+stream to its parent. Both translate gRPC failures into `ReplicationError`s here,
+at this one boundary, with a sentence an operator can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from .errors import HandshakeRefused, LienthongError, ProtocolError, ReplicationError, TrustError
+from .wire import replication_pb2 as wire
+from .wire import replication_pb2_grpc as wire_grpc
+
+# Large enough for a batch of 500 records of a few KB each; a record larger than
+# this is refused by the adapter long before it reaches the wire.
+MAX_MESSAGE = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    # Detect a dead link within ~30 s even when no data flows.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM bytes of the CA that signs every node, this node's certificate and key."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+
+class _GrpcStream:
+    def __init__(self, read: Callable[[], Awaitable[Any]], write: Callable[[Any], Awaitable[None]]) -> None:
+        self._read = read
+        self._write = write
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: Any) -> None:
+        async with self._lock:
+            try:
+                await self._write(message)
+            except grpc.aio.AioRpcError as exc:
+                raise _translate(exc) from None
+
+    async def recv(self) -> Any | None:
+        try:
+            message = await self._read()
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc) from None
+        return None if message is grpc.aio.EOF else message
+
+
+def _translate(exc: grpc.aio.AioRpcError) -> ReplicationError:
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return HandshakeRefused(f"the parent refused this node: {details}", "check this node's certificate and id")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        lowered = details.lower()
+        if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered or "tls" in lowered:
+            return HandshakeRefused(
+                f"the TLS handshake with the parent failed: {details}",
+                "check that both nodes' certificates come from the same provincial CA and that the parent's address matches its certificate",
+            )
+        return ReplicationError(f"the parent is unreachable: {details}", "check the parent's address and the network")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return ProtocolError(f"the peer dropped the stream: {details}", "it reconnects by itself")
+    return ReplicationError(f"the stream failed ({code.name}): {details}", "it reconnects by itself")
+
+
+# ---------------------------------------------------------------- child side
+
+
+@contextlib.asynccontextmanager
+async def connect(address: str, tls: TlsFiles, server_name: str = "") -> AsyncIterator[_GrpcStream]:
+    """Open the replication stream to the parent at `address` over mTLS.
+
+    `server_name`, when given, is the identity the parent's certificate must
+    carry; otherwise the certificate must match the host in `address`.
+    """
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert)
+    options = list(CHANNEL_OPTIONS)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    channel = grpc.aio.secure_channel(address, credentials, options=options)
+    try:
+        call = wire_grpc.ReplicationStub(channel).Sync()
+        yield _GrpcStream(call.read, call.write)
+        call.cancel()
+    finally:
+        await channel.close(grace=None)
+
+
+# ---------------------------------------------------------------- parent side
+
+Handler = Callable[[str, str, _GrpcStream], Awaitable[None]]
+
+
+def peer_identity(context: grpc.aio.ServicerContext) -> str:
+    """The node id bound into the peer's verified certificate (its common name)."""
+    auth = context.auth_context()
+    names = auth.get("x509_common_name") or []
+    if len(names) != 1:
+        raise TrustError("the peer's certificate carries no node id", "issue it from the provincial CA with `lienthong init --ca`")
+    return names[0].decode()
+
+
+class _Servicer(wire_grpc.ReplicationServicer):
+    def __init__(self, handler: Handler, on_refused: Callable[[str, str, LienthongError], None]) -> None:
+        self._handler = handler
+        self._on_refused = on_refused
+
+    async def Sync(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802 (gRPC's name)
+        peer = context.peer()
+        try:
+            child = peer_identity(context)
+            await self._handler(child, peer, _GrpcStream(context.read, context.write))
+        except (HandshakeRefused, TrustError) as exc:
+            self._on_refused(peer, "refused", exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
+        except ProtocolError as exc:
+            self._on_refused(peer, "protocol", exc)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.message)
+        except ReplicationError as exc:
+            self._on_refused(peer, "link", exc)
+
+
+async def serve(
+    listen: str, tls: TlsFiles, handler: Handler, on_refused: Callable[[str, str, LienthongError], None]
+) -> tuple[grpc.aio.Server, int, health.HealthServicer]:
+    """Start the mTLS replication server; returns it, its bound port and its health service.
+
+    Every connection must present a certificate from the CA (`require_client_auth`);
+    plaintext and unknown-CA peers are refused in the TLS handshake.
+    """
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    wire_grpc.add_ReplicationServicer_to_server(_Servicer(handler, on_refused), server)
+    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    credentials = grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True)
+    try:
+        port = server.add_secure_port(listen, credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ReplicationError(f"cannot listen on {listen}", "choose a free port or stop the program that holds it")
+    await server.start()
+    await _set_serving(health_servicer, True)
+    return server, port, health_servicer
+
+
+async def _set_serving(servicer: Any, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    result = servicer.set("", status)
+    if asyncio.iscoroutine(result):
+        await result
+    result = servicer.set("lienthong.v1.Replication", status)
+    if asyncio.iscoroutine(result):
+        await result
+
+
+async def stop(server: grpc.aio.Server, health_servicer: Any, grace: float) -> None:
+    await _set_serving(health_servicer, False)
+    await server.stop(grace)
+
+
+__all__ = ["TlsFiles", "connect", "serve", "stop", "peer_identity", "wire"]
