@@ -264,7 +264,9 @@ class Uplink:
                     for r in ack.rejected:
                         self.log.warning("record.refused_by_parent", record=r.id.hex(), code=r.code, reason=r.reason)
                     self.log.info("batch.acked", last=ack.last, batches=batches, records=n, refused=len(ack.rejected))
-                    if pending_refusals or time.monotonic() - last_flush > 0.5:
+                    # Persist at most twice a second while busy, and at once when caught up,
+                    # so `status` shows the truth within half a second.
+                    if pending_refusals or not sender.inflight or time.monotonic() - last_flush > 0.5:
                         await flush()
                 elif which == "batch":
                     batch = message.batch

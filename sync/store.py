@@ -594,6 +594,8 @@ class Store:
     def _claim_units(self, db: sqlite3.Connection, child: str, units: Iterable[str]) -> None:
         """Learn that `units` lie in `child`'s subtree, and queue down what they must receive."""
         for unit in units:
+            if unit == self.node_id:
+                continue  # this node's own unit never belongs to a child's subtree
             row = db.execute("SELECT child FROM child_units WHERE unit = ?", (unit,)).fetchone()
             if row is None:
                 db.execute("INSERT INTO child_units VALUES (?, ?)", (unit, child))

@@ -1,0 +1,272 @@
+"""Shared helpers for the lienthong benchmarks (not part of the product).
+
+Everything here drives the product from outside: the `lienthong` CLI for
+creating CAs and nodes and for running them, and the library (`Store`,
+`records.build`) only to pre-fill stores quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lienthong.sync import clock, records
+from lienthong.sync.store import Store
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+VENV_BIN = Path(sys.executable).parent
+LIENTHONG = str(VENV_BIN / "lienthong")
+RESULTS = BENCH_DIR / "results"
+STORE_FILE = "lienthong.db"
+CHUNK = 10_000
+PROVINCE_ID = "P86"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def command_line() -> str:
+    """The exact command that is running, to print beside the figures."""
+    return " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, cwd: Path | None = None) -> str:
+    """Run a `lienthong` subcommand; raise with its output if it fails."""
+    proc = subprocess.run([LIENTHONG, *args], capture_output=True, text=True, cwd=cwd)
+    if proc.returncode != 0:
+        raise RuntimeError(f"lienthong {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def make_ca(root: Path) -> Path:
+    ca = root / "ca"
+    cli("ca", "init", str(ca))
+    return ca
+
+
+def init_province(root: Path, ca: Path, port: int, node_id: str = PROVINCE_ID) -> Path:
+    d = root / "province"
+    cli("init", "--dir", str(d), "--mode", "provincial", "--id", node_id, "--listen", f"127.0.0.1:{port}", "--ca", str(ca))
+    return d
+
+
+def init_district(root: Path, ca: Path, node_id: str, parent_port: int, parent_id: str = PROVINCE_ID) -> Path:
+    d = root / f"child-{node_id}"
+    cli(
+        "init", "--dir", str(d), "--mode", "district", "--id", node_id,
+        "--parent", f"127.0.0.1:{parent_port}", "--parent-id", parent_id, "--ca", str(ca),
+    )
+    return d
+
+
+# ---------------------------------------------------------------- records
+
+
+def fields_for(unit: str, i: int, pad: int = 0) -> dict[str, Any]:
+    """A canonical indicator line, unique per (unit, i)."""
+    f: dict[str, Any] = {
+        "kind": "indicator",
+        "indicator": f"KTXH.NS.{i % 97:02d}",
+        "unit": unit,
+        "period": f"{2000 + (i // 12) % 27}-{i % 12 + 1:02d}",
+        "disaggregation": f"d{i}",
+        "value": round(i * 0.25 + 12.5, 2),
+    }
+    if pad:
+        f["comment"] = ("Ghi chú số liệu " * (pad // 16 + 1))[:pad]
+    return f
+
+
+def prefill(store_path: Path, n: int, pad: int = 0, chunk: int = CHUNK, start: int = 0) -> dict[str, Any]:
+    """Write `n` local records into the store at `store_path` (the node must not run).
+
+    Returns how long it took, the store's change-log head and the envelope bytes.
+    """
+    t0 = time.monotonic()
+    store = Store.open(store_path)
+    try:
+        origin = store.node_id
+        hlc = clock.HybridClock(store.latest_version())
+        for lo in range(start, start + n, chunk):
+            hi = min(lo + chunk, start + n)
+            keyed = [records.build(origin, fields_for(origin, i, pad)) for i in range(lo, hi)]
+            store.write_local(keyed, hlc)
+        head = store.head()
+    finally:
+        store.close()
+    info = store_facts(store_path)
+    info["prefill_s"] = time.monotonic() - t0
+    info["head"] = head
+    return info
+
+
+def store_facts(store_path: Path) -> dict[str, Any]:
+    conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
+    try:
+        n, nbytes = conn.execute("SELECT count(*), coalesce(sum(length(envelope)), 0) FROM records").fetchone()
+    finally:
+        conn.close()
+    return {"records": n, "envelope_bytes": nbytes, "avg_envelope_bytes": (nbytes / n) if n else 0.0}
+
+
+# ---------------------------------------------------------------- processes
+
+
+class NodeProc:
+    """A `lienthong run --dir D` process, its log in D/run.log."""
+
+    def __init__(self, node_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.dir = node_dir
+        self.log_path = node_dir / "run.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [LIENTHONG, "run", "--dir", str(node_dir)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.pid = self.proc.pid
+        self.hwm_kb = 0
+        self.cpu_s = 0.0
+
+    def wait_listening(self, timeout: float = 30.0) -> int:
+        """Wait until the node wrote its port into its lock file."""
+        deadline = time.monotonic() + timeout
+        lock = self.dir / "node.lock"
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                info = json.loads(lock.read_text() or "{}")
+                if info.get("pid") == self.pid and info.get("port"):
+                    return int(info["port"])
+            except (OSError, json.JSONDecodeError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.dir} did not start listening within {timeout} s; see {self.log_path}")
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"node {self.dir} exited with {self.proc.returncode}:\n{tail}")
+
+    def sample(self) -> None:
+        """Record peak RSS (VmHWM) and CPU time while the process lives."""
+        hwm = vm_hwm_kb(self.pid)
+        if hwm:
+            self.hwm_kb = max(self.hwm_kb, hwm)
+        cpu = cpu_seconds(self.pid)
+        if cpu:
+            self.cpu_s = cpu
+
+    def rss_kb(self) -> int:
+        return proc_status_kb(self.pid, "VmRSS")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        self.sample()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def proc_status_kb(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def vm_hwm_kb(pid: int) -> int:
+    return proc_status_kb(pid, "VmHWM")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+class ProvinceWatch:
+    """Polls the province's store (read-only) for how far each child is applied."""
+
+    def __init__(self, store_path: Path) -> None:
+        self._conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=30)
+        self._conn.execute("PRAGMA busy_timeout=30000")
+
+    def applied(self) -> dict[str, int]:
+        return dict(self._conn.execute("SELECT child, applied FROM children").fetchall())
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def start_profiler(pid: int, out: Path, duration: int, rate: int = 50) -> subprocess.Popen[bytes] | None:
+    """Start `py-spy record` on `pid` (speedscope output), or None if py-spy is missing."""
+    spy = VENV_BIN / "py-spy"
+    if not spy.exists():
+        print(f"(py-spy not found at {spy}; install it with {VENV_BIN / 'pip'} install py-spy)")
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--rate", str(rate), "--duration", str(duration),
+         "--format", "raw", "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_profiler(spy: subprocess.Popen[bytes]) -> None:
+    """py-spy writes its output on SIGINT (not on SIGTERM)."""
+    if spy.poll() is None:
+        spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+
+
+def save_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    return path
+
+
+def mb(nbytes: float) -> float:
+    return nbytes / 1e6

@@ -1,0 +1,114 @@
+"""The province's apply path alone: `Store.apply_from_child`, no network, no child process.
+
+    .venv/bin/python bench/apply_path.py [--records 200000] [--batch 500] [--variant NAME ...]
+
+Builds N envelopes in memory as a child would send them, then applies them to a
+fresh provincial store in batches exactly as `ChildSession` does (one call per
+batch, checkpoint in the same transaction). Variants change only connection
+settings or batch grouping from the outside (no product file is edited), to show
+what each costs:
+
+  as-is        the store as `Store.open` configures it
+  cache64m     PRAGMA cache_size = -65536 (64 MiB page cache instead of SQLite's 2 MiB default)
+  sync-normal  PRAGMA synchronous = NORMAL (NOT a proposal: it shows what the per-commit fsync costs)
+  cache64m+5k  64 MiB cache and 5,000 records per transaction (10 wire batches grouped)
+  parse-only   the Python loop before the transaction (decode + shape checks), no SQLite
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import command_line, fields_for, save_result  # noqa: E402
+
+from lienthong.sync import clock, records  # noqa: E402
+from lienthong.sync.store import Store, _shape_problem  # noqa: E402
+
+CHILD = "86-28894"
+VARIANTS = ["as-is", "cache64m", "sync-normal", "cache64m+5k", "parse-only"]
+
+
+def envelopes(n: int, pad: int) -> list[bytes]:
+    hlc = clock.HybridClock()
+    out = []
+    for i in range(n):
+        k = records.build(CHILD, fields_for(CHILD, i, pad))
+        out.append(k.envelope(CHILD, hlc.now()).SerializeToString())
+    return out
+
+
+def run_variant(variant: str, raws: list[bytes], batch: int) -> dict[str, Any]:
+    if variant == "parse-only":
+        t0 = time.perf_counter()
+        parse = records.Envelope.FromString
+        for raw in raws:
+            env = parse(raw)
+            _shape_problem(env)
+            (env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, b"", CHILD, raw)
+        dt = time.perf_counter() - t0
+        return {"variant": variant, "records": len(raws), "seconds": round(dt, 2), "records_per_s": round(len(raws) / dt)}
+    root = Path(tempfile.mkdtemp(prefix="lienthong-apply-"))
+    try:
+        store = Store.create(root / "p.db", "P86")
+        if variant in ("cache64m", "cache64m+5k"):
+            store._w.execute("PRAGMA cache_size = -65536")
+        if variant == "sync-normal":
+            store._w.execute("PRAGMA synchronous = NORMAL")
+        per_txn = 5000 if variant.endswith("+5k") else batch
+        store.register_child(CHILD, "bench")
+        epoch = "e" * 32
+        t0 = time.perf_counter()
+        lap = t0
+        laps = []
+        for lo in range(0, len(raws), per_txn):
+            chunk = raws[lo : lo + per_txn]
+            store.apply_from_child(CHILD, epoch, lo, lo + len(chunk), b"", chunk)
+            if (lo + per_txn) % 100_000 < per_txn:
+                now = time.perf_counter()
+                laps.append(round(100_000 / (now - lap)))
+                lap = now
+        dt = time.perf_counter() - t0
+        applied = store.child_state(CHILD).applied
+        store.close()
+        return {
+            "variant": variant,
+            "records": len(raws),
+            "per_transaction": per_txn,
+            "seconds": round(dt, 2),
+            "records_per_s": round(len(raws) / dt),
+            "records_per_s_per_100k": laps,
+            "applied": applied,
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=500, help="records per wire batch (the node's default is 500)")
+    ap.add_argument("--pad", type=int, default=0)
+    ap.add_argument("--variant", action="append", choices=VARIANTS, help="repeatable; default all")
+    args = ap.parse_args()
+    t0 = time.monotonic()
+    raws = envelopes(args.records, args.pad)
+    print(f"built {len(raws):,} envelopes (avg {sum(map(len, raws)) / len(raws):.0f} B) in {time.monotonic() - t0:.1f} s", flush=True)
+    results = []
+    for v in args.variant or VARIANTS:
+        r = run_variant(v, raws, args.batch)
+        results.append(r)
+        print(f"{v:12s} {r['records_per_s']:>9,} records/s  ({r['seconds']} s; per 100k: {r.get('records_per_s_per_100k', '')})", flush=True)
+    print(f"command: {command_line()}")
+    print(f"result saved to {save_result('apply_path', {'command': command_line(), 'results': results})}")
+
+
+if __name__ == "__main__":
+    main()

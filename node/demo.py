@@ -1,0 +1,257 @@
+"""`lienthong demo`: a province and its subordinate nodes on this machine.
+
+It makes a throwaway CA, a provincial node and `children` subordinate nodes under
+it, plus one node two tiers down (the Ba Tri commune's health station under the
+commune), all as real `lienthong run` processes on loopback. It feeds each the
+records made from the agency sample files and a generated volume, shows progress
+while data flows up (and dispatched feedback flows down), checks that the
+province holds every record exactly once, prints a per-node summary and stops
+every node gracefully.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lienthong.sync.store import Store
+
+from .runtime import STORE_FILE
+
+DATA = Path(__file__).parent / "demo_data"
+PROVINCE = ("86", "Tỉnh Vĩnh Long")
+COMMUNES = [
+    ("86-28894", "Xã Ba Tri"),
+    ("86-29077", "Xã Thạnh Phú"),
+    ("86-29254", "Phường Long Châu"),
+    ("86-29278", "Phường Phước Hậu"),
+    ("86-28756", "Phường An Hội"),
+    ("86-29494", "Phường Trà Vinh"),
+    ("86-29560", "Xã Cầu Kè"),
+]
+GRANDCHILD = ("86-28894.tyt", "Trạm Y tế xã Ba Tri")
+
+
+@dataclass
+class DemoNode:
+    id: str
+    name: str
+    tier: int
+    dir: Path
+    parent: DemoNode | None = None
+    listen: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    children: list[DemoNode] = field(default_factory=list)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cli(*args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([sys.executable, "-m", "lienthong.node", *args], capture_output=True, text=True, check=False)
+    if log is not None:
+        with log.open("a", encoding="utf-8") as f:
+            f.write(out.stdout + out.stderr)
+    if out.returncode not in (0,):
+        raise RuntimeError(f"`lienthong {' '.join(args)}` failed: {out.stderr.strip() or out.stdout.strip()}")
+    return out
+
+
+def _generate(path: Path, node: DemoNode, count: int, seed: int) -> None:
+    """`count` indicator values for the node's unit over past months, as an agency would send."""
+    rng = random.Random(seed)
+    unit = node.id.split(".")[0]
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(count):
+            month = i // 40
+            line = {
+                "kind": "indicator",
+                "indicator": f"KTXH.MAU.{i % 40:02d}",
+                "unit": unit,
+                "period": f"{2000 + month // 12}-{month % 12 + 1:02d}",
+                "value": round(rng.uniform(0, 100_000), 2),
+                "agency": "thongke" if node.tier == 1 else "yte",
+            }
+            f.write(json.dumps(line) + "\n")
+
+
+def _own_records(node: DemoNode) -> set[tuple[bytes, int]]:
+    store = Store.open(node.dir / STORE_FILE)
+    try:
+        return {(i, v) for i, v, o in store.db.execute("SELECT id, version, origin FROM records").fetchall() if o == node.id}
+    finally:
+        store.close()
+
+
+def _state(node: DemoNode) -> dict[str, int]:
+    store = Store.open(node.dir / STORE_FILE)
+    try:
+        up = store.uplink_state()
+        children = store.children()
+        total = store.db.execute("SELECT count(*) FROM records").fetchone()[0]
+        return {
+            "records": total,
+            "sent": up["sent"],
+            "acknowledged": up["acked_records"],
+            "from_parent": up["received"],
+            "from_children": sum(c["received"] for c in children),
+            "lag": store.pending() if node.parent else 0,
+        }
+    finally:
+        store.close()
+
+
+def run_demo(n_children: int, volume: int, keep: bool, timeout: float) -> int:
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    root = Path(tempfile.mkdtemp(prefix="lienthong-demo-"))
+    logs = root / "logs"
+    logs.mkdir()
+    nodes: list[DemoNode] = []
+    try:
+        console.print(f"[bold]lienthong demo[/] in {root}")
+        _cli("ca", "init", str(root / "ca"), "--name", "Demo CA tỉnh Vĩnh Long")
+        province = DemoNode(*PROVINCE, tier=0, dir=root / PROVINCE[0], listen=f"127.0.0.1:{_free_port()}")
+        nodes.append(province)
+        for i in range(n_children):
+            cid, name = COMMUNES[i] if i < len(COMMUNES) else (f"86-9{i:04d}", f"Xã mẫu {i}")
+            child = DemoNode(cid, name, tier=1, dir=root / cid, parent=province)
+            province.children.append(child)
+            nodes.append(child)
+        first = province.children[0]
+        first.listen = f"127.0.0.1:{_free_port()}"
+        grandchild = DemoNode(*GRANDCHILD, tier=2, dir=root / GRANDCHILD[0], parent=first)
+        first.children.append(grandchild)
+        nodes.append(grandchild)
+
+        for node in nodes:
+            args = ["init", "--dir", str(node.dir), "--id", node.id, "--name", node.name, "--ca", str(root / "ca")]
+            args += ["--mode", "provincial" if node.tier == 0 else "district"]
+            if node.listen:
+                args += ["--listen", node.listen]
+            if node.parent:
+                args += ["--parent", node.parent.listen, "--parent-id", node.parent.id]
+            _cli(*args)
+        console.print(
+            f"Created a CA, province {province.id} and {len(nodes) - 1} subordinate nodes "
+            f"({n_children} communes, and {grandchild.id} under {first.id})."
+        )
+
+        for node in nodes:
+            log = (logs / f"{node.id}.log").open("wb")
+            node.process = subprocess.Popen(
+                [sys.executable, "-m", "lienthong.node", "run", "--dir", str(node.dir)], stdout=log, stderr=log
+            )
+        console.print(f"Started {len(nodes)} nodes (logs in {logs}).")
+
+        for index, node in enumerate(nodes):
+            sample = DATA / f"{node.id}.jsonl"
+            if sample.exists():
+                _cli("ingest", "--dir", str(node.dir), str(sample), log=logs / "ingest.log")
+            if node.tier > 0 and volume:
+                generated = root / f"generated-{node.id}.jsonl"
+                _generate(generated, node, volume, seed=index)
+                _cli("ingest", "--dir", str(node.dir), str(generated), log=logs / "ingest.log")
+        console.print("Fed every node: the agency sample records, and generated indicator values on subordinate nodes.")
+
+        expected = set().union(*(_own_records(n) for n in nodes))
+        ok = _wait(console, nodes, province, len(expected), timeout)
+        if not ok:
+            console.print(f"[red]Error:[/] data did not finish flowing within {timeout:.0f} s.")
+            console.print(f"Try: look at the node logs in {logs} (kept), or run with a larger --timeout.")
+            keep = True
+            return 1
+        held = Store.open(province.dir / STORE_FILE)
+        try:
+            at_province = held.record_versions()
+        finally:
+            held.close()
+        missing = expected - at_province
+        if missing:
+            console.print(f"[red]Error:[/] the province lacks {len(missing)} records.")
+            keep = True
+            return 1
+        _summary(console, nodes)
+        console.print(
+            f"[green]OK[/]: the province holds all {len(expected)} records written at {len(nodes)} nodes, each exactly once; "
+            "dispatched feedback reached its communes."
+        )
+        return 0
+    finally:
+        _stop(nodes)
+        if keep:
+            console.print(f"Kept {root}. Try: lienthong status --dir {root / province.id}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait(console: Console, nodes: list[DemoNode], province: DemoNode, expected: int, timeout: float) -> bool:
+    dispatched = {c for c in ("86-28894", "86-29254") if any(n.id == c for n in nodes)}
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} records"), TimeElapsedColumn(),
+        console=console, transient=False, disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(f"at province {province.id}", total=expected)
+        last_line = 0.0
+        while time.monotonic() < deadline:
+            for node in nodes:
+                if node.process and node.process.poll() is not None:
+                    console.print(f"[red]Error:[/] node {node.id} exited with code {node.process.returncode}.")
+                    return False
+            states = {n.id: _state(n) for n in nodes}
+            have = states[province.id]["records"]
+            progress.update(task, completed=min(have, expected))
+            if not console.is_terminal and time.monotonic() - last_line > 2:
+                console.print(f"province {province.id}: {have:,}/{expected:,} records")
+                last_line = time.monotonic()
+            down_ok = all(states[c]["from_parent"] > 0 for c in dispatched)
+            if have >= expected and all(s["lag"] == 0 for s in states.values()) and down_ok:
+                progress.update(task, completed=expected)
+                return True
+            time.sleep(0.3)
+    return False
+
+
+def _summary(console: Console, nodes: list[DemoNode]) -> None:
+    table = Table("node", "name", "held", "sent up", "acked", "from children", "from parent", "lag", title="per-node summary (records)")
+    for node in nodes:
+        s = _state(node)
+        table.add_row(
+            ("  " * node.tier) + node.id, node.name, f"{s['records']:,}", f"{s['sent']:,}", f"{s['acknowledged']:,}",
+            f"{s['from_children']:,}", f"{s['from_parent']:,}", str(s["lag"]),
+        )
+    console.print(table)
+
+
+def _stop(nodes: list[DemoNode]) -> None:
+    for node in nodes:
+        if node.process and node.process.poll() is None:
+            node.process.send_signal(signal.SIGTERM)
+    for node in nodes:
+        if node.process:
+            try:
+                node.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                with contextlib.suppress(Exception):
+                    node.process.wait(timeout=5)
+
+
+__all__ = ["run_demo"]
