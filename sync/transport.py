@@ -79,10 +79,15 @@ def _translate(exc: grpc.aio.AioRpcError) -> ReplicationError:
         return HandshakeRefused(f"the parent refused this node: {details}", "check this node's certificate and id")
     if code == grpc.StatusCode.UNAVAILABLE:
         lowered = details.lower()
-        if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered or "tls" in lowered:
+        if "hostname verification" in lowered or "no match found for server name" in lowered:
+            return HandshakeRefused(
+                f"the parent's certificate does not name the node this one expects: {details}",
+                "check parent.address and parent.id in lienthong.toml against the parent's certificate",
+            )
+        if any(word in lowered for word in ("ssl", "tls", "handshake", "certificate", "verif", "unauthenticated")):
             return HandshakeRefused(
                 f"the TLS handshake with the parent failed: {details}",
-                "check that both nodes' certificates come from the same provincial CA and that the parent's address matches its certificate",
+                "check that both nodes' certificates come from the same provincial CA and are still valid",
             )
         return ReplicationError(f"the parent is unreachable: {details}", "check the parent's address and the network")
     if code == grpc.StatusCode.FAILED_PRECONDITION:
