@@ -15,15 +15,15 @@ from typing import Any
 
 import click
 
-from lienthong.adapters import jsonl
 from lienthong.config import settings as config
-from lienthong.sync import clock, records
+from lienthong.sync import records
+from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 
 from . import logs, runtime, tls
+from .ingest import ingest_jsonl
 
-CHUNK = 10_000
 DIR_OPTION = click.option(
     "--dir",
     "node_dir",
@@ -68,7 +68,12 @@ def ca_init(ca_dir: Path, name: str) -> None:
 
 @cli.command()
 @DIR_OPTION
-@click.option("--mode", type=click.Choice(["provincial", "district"]), required=True, help="provincial accepts children; district is any subordinate unit.")
+@click.option(
+    "--mode",
+    type=click.Choice(["provincial", "district"]),
+    required=True,
+    help="provincial accepts children; district is any subordinate unit.",
+)
 @click.option("--id", "node_id", required=True, help="This node's id, usually its unit code (e.g. 86-28894).")
 @click.option("--name", default="", help="A name for people, e.g. 'Xã Ba Tri'.")
 @click.option("--listen", default="", metavar="HOST:PORT", help="Accept child nodes here (default for provincial: 0.0.0.0:7443).")
@@ -76,7 +81,9 @@ def ca_init(ca_dir: Path, name: str) -> None:
 @click.option("--parent-id", default="", help="The parent's node id; when given, its certificate must carry it.")
 @click.option("--ca", "ca_dir", type=click.Path(file_okay=False, path_type=Path), help="Issue this node's certificate from this CA.")
 @click.option("--san", multiple=True, metavar="NAME", help="Extra host name or IP the node is reached at (repeatable).")
-def init(node_dir: Path, mode: str, node_id: str, name: str, listen: str, parent: str, parent_id: str, ca_dir: Path | None, san: tuple[str, ...]) -> None:
+def init(
+    node_dir: Path, mode: str, node_id: str, name: str, listen: str, parent: str, parent_id: str, ca_dir: Path | None, san: tuple[str, ...]
+) -> None:
     """Create a node directory: configuration, store, inbox and (with --ca) certificate."""
     if mode == "provincial" and not listen:
         listen = "0.0.0.0:7443"
@@ -161,44 +168,22 @@ def ingest(node_dir: Path, files: tuple[Path, ...]) -> None:
     Valid lines are stored, refused lines are listed with their reason; the
     exit code is 1 when any line was refused.
     """
-    settings = _settings(node_dir)
+    _settings(node_dir)
     store = Store.open(node_dir / runtime.STORE_FILE)
     refused_any = False
     try:
-        hlc = clock.HybridClock(store.max_version())
+        clock = HybridClock(store.max_version())
         for path in files:
-            total = records_ok = 0
-            summary = {"imported": 0, "updated": 0, "unchanged": 0}
-            errors: list[jsonl.LineError] = []
-            chunk: list[records.Keyed] = []
-
-            def flush() -> None:
-                result = store.write_local(chunk, hlc)
-                summary["imported"] += result.imported
-                summary["updated"] += result.updated
-                summary["unchanged"] += result.unchanged
-                chunk.clear()
-
-            for _, item in jsonl.parse(path, settings.node.id):
-                total += 1
-                if isinstance(item, jsonl.LineError):
-                    errors.append(item)
-                    continue
-                records_ok += 1
-                chunk.append(item)
-                if len(chunk) >= CHUNK:
-                    flush()
-            flush()
+            result = ingest_jsonl(store, clock, path)
             click.echo(
-                f"{path}: {summary['imported']} imported, {summary['updated']} updated, "
-                f"{summary['unchanged']} unchanged, {len(errors)} refused"
+                f"{path}: {result.imported} imported, {result.updated} updated, {result.unchanged} unchanged, {len(result.refused)} refused"
             )
-            for error in errors[:50]:
+            for error in result.refused[:50]:
                 where = f" {error.field}:" if error.field else ""
                 click.echo(f"  line {error.line}:{where} {error.message}", err=True)
-            if len(errors) > 50:
-                click.echo(f"  … and {len(errors) - 50} more refused lines", err=True)
-            refused_any = refused_any or bool(errors)
+            if len(result.refused) > 50:
+                click.echo(f"  … and {len(result.refused) - 50} more refused lines", err=True)
+            refused_any = refused_any or bool(result.refused)
     finally:
         store.close()
     if refused_any:
@@ -252,7 +237,14 @@ def backup(node_dir: Path, dest: Path) -> None:
 
 @cli.command()
 @click.option("--children", default=3, show_default=True, type=click.IntRange(1, 50), help="Subordinate nodes directly under the province.")
-@click.option("--records", "volume", default=20_000, show_default=True, type=click.IntRange(0, 2_000_000), help="Generated indicator values per subordinate node.")
+@click.option(
+    "--records",
+    "volume",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(0, 2_000_000),
+    help="Generated indicator values per subordinate node.",
+)
 @click.option("--keep", is_flag=True, help="Keep the nodes' directories and print where they are.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for all data to arrive.")
 def demo(children: int, volume: int, keep: bool, timeout: float) -> None:

@@ -155,9 +155,7 @@ def run_demo(n_children: int, volume: int, keep: bool, timeout: float) -> int:
 
         for node in nodes:
             log = (logs / f"{node.id}.log").open("wb")
-            node.process = subprocess.Popen(
-                [sys.executable, "-m", "lienthong.node", "run", "--dir", str(node.dir)], stdout=log, stderr=log
-            )
+            node.process = subprocess.Popen([sys.executable, "-m", "lienthong.node", "run", "--dir", str(node.dir)], stdout=log, stderr=log)
         console.print(f"Started {len(nodes)} nodes (logs in {logs}).")
 
         for index, node in enumerate(nodes):
@@ -205,8 +203,13 @@ def _wait(console: Console, nodes: list[DemoNode], province: DemoNode, expected:
     dispatched = {c for c in ("86-28894", "86-29254") if any(n.id == c for n in nodes)}
     deadline = time.monotonic() + timeout
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} records"), TimeElapsedColumn(),
-        console=console, transient=False, disable=not console.is_terminal,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} records"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task(f"at province {province.id}", total=expected)
         last_line = 0.0
@@ -234,8 +237,14 @@ def _summary(console: Console, nodes: list[DemoNode]) -> None:
     for node in nodes:
         s = _state(node)
         table.add_row(
-            ("  " * node.tier) + node.id, node.name, f"{s['records']:,}", f"{s['sent']:,}", f"{s['acknowledged']:,}",
-            f"{s['from_children']:,}", f"{s['from_parent']:,}", str(s["lag"]),
+            ("  " * node.tier) + node.id,
+            node.name,
+            f"{s['records']:,}",
+            f"{s['sent']:,}",
+            f"{s['acknowledged']:,}",
+            f"{s['from_children']:,}",
+            f"{s['from_parent']:,}",
+            str(s["lag"]),
         )
     console.print(table)
 

@@ -46,7 +46,9 @@ def print_status(data: dict[str, Any]) -> None:
     if data["children"]:
         table = Table("child", "link", "last contact", "applied", "received", "rejected", title="children")
         for c in data["children"]:
-            table.add_row(c["id"], _yes(c["connected"]), c["last_contact"] or "never", str(c["applied"]), str(c["received"]), str(c["rejected"]))
+            table.add_row(
+                c["id"], _yes(c["connected"]), c["last_contact"] or "never", str(c["applied"]), str(c["received"]), str(c["rejected"])
+            )
         console.print(table)
     if data["quarantine"]:
         console.print("  [red]quarantined records[/] (refused from children):")

@@ -49,9 +49,7 @@ class State(enum.Enum):
 
 
 def tls_paths(node_dir: Path, settings: Settings) -> NodeTlsPaths:
-    return NodeTlsPaths(
-        ca=node_dir / settings.tls.ca, cert=node_dir / settings.tls.cert, key=node_dir / settings.tls.key
-    )
+    return NodeTlsPaths(ca=node_dir / settings.tls.ca, cert=node_dir / settings.tls.cert, key=node_dir / settings.tls.key)
 
 
 def tuning(settings: Settings) -> Tuning:
@@ -158,8 +156,14 @@ class Node:
                     json.dumps({"pid": os.getpid(), "port": self.port, "listen": settings.server.listen, "started": time.time()})
                 )
                 self.state = State.RUNNING
-                self.log.info("node.running", mode=settings.node.mode, listen=settings.server.listen, port=self.port,
-                              parent=settings.parent.address, pid=os.getpid())
+                self.log.info(
+                    "node.running",
+                    mode=settings.node.mode,
+                    listen=settings.server.listen,
+                    port=self.port,
+                    parent=settings.parent.address,
+                    pid=os.getpid(),
+                )
                 waiter = asyncio.create_task(self._stop.wait())
                 await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
                 for task in tasks:

@@ -225,7 +225,12 @@ class Uplink:
                 "use `lienthong reparent` to move this node to a new parent",
             )
         await asyncio.to_thread(
-            store.set_uplink, parent_id=welcome.parent_id, address=self.address, connected=1, acked=welcome.applied, last_contact=time.time()
+            store.set_uplink,
+            parent_id=welcome.parent_id,
+            address=self.address,
+            connected=1,
+            acked=welcome.applied,
+            last_contact=time.time(),
         )
         self.connected = True
         self.log = self.log.bind(peer=welcome.parent_id)
@@ -250,6 +255,7 @@ class Uplink:
             sent = sender.sent_records - flushed_sent
             await asyncio.to_thread(store.record_acks, pending_acked, pending_records, sent, pending_refusals)
             pending_records, pending_refusals, last_flush, flushed_sent = 0, [], time.monotonic(), flushed_sent + sent
+
         try:
             while True:
                 message = await stream.recv()
@@ -328,7 +334,9 @@ class ChildSession:
             raise ProtocolError(f"child {child} did not start with a handshake", "upgrade lienthong on the child")
         hello = first.hello
         if hello.protocol != PROTOCOL:
-            raise HandshakeRefused(f"child {child} speaks protocol {hello.protocol}, this node {PROTOCOL}", "run the same lienthong version")
+            raise HandshakeRefused(
+                f"child {child} speaks protocol {hello.protocol}, this node {PROTOCOL}", "run the same lienthong version"
+            )
         if hello.node_id and hello.node_id != child:
             bound.error("link.refused", claimed=hello.node_id, reason="identity mismatch")
             raise HandshakeRefused(
@@ -363,9 +371,7 @@ class ChildSession:
                 return store.down_after(child, seq, limit)
 
             sender = WindowedSender(fetch, send, down_cursor, self._tuning, self._changes)
-            await _first(
-                [asyncio.create_task(sender.run()), asyncio.create_task(self._receive(child, hello.epoch, stream, sender, bound))]
-            )
+            await _first([asyncio.create_task(sender.run()), asyncio.create_task(self._receive(child, hello.epoch, stream, sender, bound))])
             bound.info("link.closed", reason="the child closed the stream")
         finally:
             self._children.release(child)

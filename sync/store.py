@@ -332,9 +332,9 @@ class Store:
         """Fingerprint of change-log entry `seq` (empty for 0 or a missing entry)."""
         if seq == 0:
             return b""
-        row = self._r().execute(
-            "SELECT r.id, c.version FROM changelog c JOIN records r ON r.rid = c.rid WHERE c.seq = ?", (seq,)
-        ).fetchone()
+        row = (
+            self._r().execute("SELECT r.id, c.version FROM changelog c JOIN records r ON r.rid = c.rid WHERE c.seq = ?", (seq,)).fetchone()
+        )
         return records.fingerprint(row[0], row[1]) if row else b""
 
     # ------------------------------------------------------------ local writes
@@ -390,11 +390,15 @@ class Store:
         version of the same record, are covered by the batch but carry nothing:
         the parent has them already, or will get the later version.
         """
-        rows = self._r().execute(
-            "SELECT c.seq, c.up, c.version, r.version, r.id, r.envelope FROM changelog c "
-            "JOIN records r ON r.rid = c.rid WHERE c.seq > ? ORDER BY c.seq LIMIT ?",
-            (seq, limit),
-        ).fetchall()
+        rows = (
+            self._r()
+            .execute(
+                "SELECT c.seq, c.up, c.version, r.version, r.id, r.envelope FROM changelog c "
+                "JOIN records r ON r.rid = c.rid WHERE c.seq > ? ORDER BY c.seq LIMIT ?",
+                (seq, limit),
+            )
+            .fetchall()
+        )
         if not rows:
             return None
         last = rows[-1]
@@ -435,20 +439,22 @@ class Store:
 
     def refused(self, limit: int = 20) -> list[dict[str, Any]]:
         """Records of ours the parent refused and that no newer version replaced."""
-        rows = self._r().execute(
-            "SELECT f.id, f.version, f.code, f.reason, f.at, r.unit, r.kind FROM refused f "
-            "JOIN records r ON r.id = f.id AND r.version = f.version ORDER BY f.at DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
+        rows = (
+            self._r()
+            .execute(
+                "SELECT f.id, f.version, f.code, f.reason, f.at, r.unit, r.kind FROM refused f "
+                "JOIN records r ON r.id = f.id AND r.version = f.version ORDER BY f.at DESC LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        )
         return [
             {"id": i.hex(), "version": v, "code": c, "reason": why, "at": at, "unit": u, "kind": records.KIND_NAMES.get(k, "")}
             for i, v, c, why, at, u, k in rows
         ]
 
     def refused_count(self) -> int:
-        return self._r().execute(
-            "SELECT count(*) FROM refused f JOIN records r ON r.id = f.id AND r.version = f.version"
-        ).fetchone()[0]
+        return self._r().execute("SELECT count(*) FROM refused f JOIN records r ON r.id = f.id AND r.version = f.version").fetchone()[0]
 
     # ------------------------------------------------------------ downward replication (child side)
 
@@ -633,11 +639,15 @@ class Store:
 
     def down_after(self, child: str, seq: int, limit: int) -> OutBatch | None:
         """The next batch of `child`'s downward queue after `seq`, or None."""
-        rows = self._r().execute(
-            "SELECT d.seq, r.envelope FROM downqueue d JOIN records r ON r.rid = d.rid "
-            "WHERE d.child = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
-            (child, seq, limit),
-        ).fetchall()
+        rows = (
+            self._r()
+            .execute(
+                "SELECT d.seq, r.envelope FROM downqueue d JOIN records r ON r.rid = d.rid "
+                "WHERE d.child = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
+                (child, seq, limit),
+            )
+            .fetchall()
+        )
         if not rows:
             return None
         return OutBatch(after=seq, last=rows[-1][0], envelopes=[env for _, env in rows], fingerprint=b"")
@@ -650,9 +660,9 @@ class Store:
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     def quarantine(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self._r().execute(
-            "SELECT child, id, version, code, reason, at FROM quarantine ORDER BY at DESC LIMIT ?", (limit,)
-        ).fetchall()
+        rows = (
+            self._r().execute("SELECT child, id, version, code, reason, at FROM quarantine ORDER BY at DESC LIMIT ?", (limit,)).fetchall()
+        )
         return [{"child": c, "id": i.hex(), "version": v, "code": code, "reason": r, "at": at} for c, i, v, code, r, at in rows]
 
     def mark_all_disconnected(self) -> None:

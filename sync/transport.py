@@ -191,4 +191,4 @@ async def stop(server: grpc.aio.Server, health_servicer: Any, grace: float) -> N
     await server.stop(grace)
 
 
-__all__ = ["TlsFiles", "connect", "serve", "stop", "peer_identity", "wire"]
+__all__ = ["TlsFiles", "connect", "peer_identity", "serve", "stop", "wire"]

@@ -40,7 +40,9 @@ def make_node(tmp_path: Path, ca_dir: Path) -> MakeNode:
         cli(*args)
         # Tests want quick reconnects; operators keep the defaults.
         config = node_dir / "lienthong.toml"
-        config.write_text(config.read_text().replace("backoff_max = 30.0", "backoff_max = 1.0").replace("backoff_initial = 0.5", "backoff_initial = 0.1"))
+        config.write_text(
+            config.read_text().replace("backoff_max = 30.0", "backoff_max = 1.0").replace("backoff_initial = 0.5", "backoff_initial = 0.1")
+        )
         return node_dir
 
     return make

@@ -11,10 +11,22 @@ from .helpers import NodeProcess, cli, running, status, wait_until, write_jsonl
 ROWS = [
     {"kind": "indicator", "indicator": "KTXH.NS.01", "unit": "86-28894", "period": "2026-10", "value": 12450.75, "agency": "thongke"},
     {"kind": "indicator", "indicator": "KTXH.NS.01", "unit": "86-29077", "period": "2026-10", "value": 8904.2},
-    {"kind": "report", "report_type": "BC-IOC-THANG", "unit": "86-28894", "period": "2026-10", "title": "Báo cáo tháng 10",
-     "submitted_at": "2026-10-24T16:20:00+07:00"},
-    {"kind": "feedback", "source_id": "1022-1", "unit": "86-28894", "category": "GT-01", "description": "Ổ gà",
-     "received_at": "2026-11-20T07:42:10+07:00"},
+    {
+        "kind": "report",
+        "report_type": "BC-IOC-THANG",
+        "unit": "86-28894",
+        "period": "2026-10",
+        "title": "Báo cáo tháng 10",
+        "submitted_at": "2026-10-24T16:20:00+07:00",
+    },
+    {
+        "kind": "feedback",
+        "source_id": "1022-1",
+        "unit": "86-28894",
+        "category": "GT-01",
+        "description": "Ổ gà",
+        "received_at": "2026-11-20T07:42:10+07:00",
+    },
     {"kind": "feedback_event", "feedback": "1022-1", "status": "accepted", "at": "2026-11-20T10:00:00+07:00", "unit": "86-28894"},
 ]
 
@@ -31,7 +43,12 @@ def test_ingest_query_and_reingest(make_node: MakeNode, tmp_path: Path) -> None:
     assert len(rows) == 1
     row = rows[0]
     assert {k: row[k] for k in ("indicator", "unit", "period", "value", "agency", "origin")} == {
-        "indicator": "KTXH.NS.01", "unit": "86-28894", "period": "2026-10", "value": 12450.75, "agency": "thongke", "origin": "86",
+        "indicator": "KTXH.NS.01",
+        "unit": "86-28894",
+        "period": "2026-10",
+        "value": 12450.75,
+        "agency": "thongke",
+        "origin": "86",
     }
     assert len(json.loads(cli("query", "--dir", str(node), "indicators", "--period", "2026-10", "--json").stdout)) == 2
     assert json.loads(cli("query", "--dir", str(node), "indicators", "--period", "2026-09", "--json").stdout) == []

@@ -66,8 +66,12 @@ def test_feedback_event_status_must_be_known() -> None:
 def test_to_dict_carries_canonical_fields_and_origin() -> None:
     """Query output carries the canonical fields plus origin."""
     fb = {
-        "kind": "feedback", "source_id": "1022-1", "unit": "86-28894", "category": "GT-01",
-        "description": "Ổ gà", "received_at": "2026-11-20T07:42:10+07:00",
+        "kind": "feedback",
+        "source_id": "1022-1",
+        "unit": "86-28894",
+        "category": "GT-01",
+        "description": "Ổ gà",
+        "received_at": "2026-11-20T07:42:10+07:00",
     }
     row = records.to_dict(records.build("86", fb).envelope("86", 5))
     assert {k: row[k] for k in ("kind", "source_id", "unit", "category", "description", "received_at", "origin")} == {**fb, "origin": "86"}

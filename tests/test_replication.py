@@ -77,7 +77,9 @@ def test_records_flow_up_and_definitions_down(tmp_path: Path, ca_dir: Path) -> N
             child = Store.create(tmp_path / "c.db", "86-28894")
             clock = HybridClock()
             child.write_local([records.build("86-28894", indicator(i)) for i in range(500)], clock)
-            prov.write_local([records.build("86", {"kind": "definition", "type": "indicator", "code": "I.1", "fields": {"name": "Một"}})], HybridClock())
+            prov.write_local(
+                [records.build("86", {"kind": "definition", "type": "indicator", "code": "I.1", "fields": {"name": "Một"}})], HybridClock()
+            )
             async with uplink(child, port, node_tls(ca_dir, tmp_path, "86-28894")):
                 await until(lambda: prov.record_versions() >= child.record_versions() and child.counts()["definition"] == 1, what="sync")
                 child.write_local([records.build("86-28894", indicator(i)) for i in range(500, 520)], clock)

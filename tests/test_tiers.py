@@ -24,8 +24,13 @@ def test_province_children_and_grandchild_converge_exactly_once(make_node: MakeN
     for i, node in enumerate(nodes):
         cli("ingest", "--dir", str(node), str(write_jsonl(tmp_path / f"{i}.jsonl", indicator_rows(node.name, 1_500, agency="thongke"))))
     feedback = {
-        "kind": "feedback", "source_id": "1022-1", "unit": "86-28894", "agency": "1022", "category": "GT-01",
-        "description": "Ổ gà lớn trên đường tỉnh 885", "received_at": "2026-11-20T07:42:10+07:00",
+        "kind": "feedback",
+        "source_id": "1022-1",
+        "unit": "86-28894",
+        "agency": "1022",
+        "category": "GT-01",
+        "description": "Ổ gà lớn trên đường tỉnh 885",
+        "received_at": "2026-11-20T07:42:10+07:00",
     }
     cli("ingest", "--dir", str(province), str(write_jsonl(tmp_path / "fb.jsonl", [feedback])))
 

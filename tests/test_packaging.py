@@ -1,0 +1,39 @@
+"""The installed package: distinctive import names, generated code in step, sample copies in step."""
+
+from __future__ import annotations
+
+import filecmp
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "samples"
+
+
+def test_installed_package_imports_under_lienthong() -> None:
+    """From outside the checkout, the layers import as lienthong.* and the console script is registered."""
+    code = "import lienthong.sync.store, lienthong.node.cli, lienthong.adapters.jsonl, lienthong.config.settings; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr
+    scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
+    assert scripts["lienthong"] == "lienthong.node.cli:main"
+
+
+def test_generated_wire_code_matches_proto() -> None:
+    """sync/wire is what proto/generate.py makes from proto/lienthong/v1 (pinned tools)."""
+    out = subprocess.run([sys.executable, str(ROOT / "proto" / "generate.py"), "--check"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="no ../shared beside this clone (a user's clone)")
+def test_sample_copies_are_in_step_with_shared() -> None:
+    """tests/testdata/samples is an exact copy of ../shared/samples."""
+    ours = ROOT / "tests" / "testdata" / "samples"
+    theirs = sorted(p.relative_to(SHARED) for p in SHARED.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file()) == theirs
+    for rel in theirs:
+        assert filecmp.cmp(SHARED / rel, ours / rel, shallow=False), f"{rel} differs from ../shared/samples"
