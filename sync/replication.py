@@ -193,7 +193,7 @@ class Uplink:
 
     async def _session(self, stream: Stream) -> None:
         store = self.store
-        down_epoch, down_applied = store.down_cursor()
+        down_epoch, down_applied, down_fingerprint = store.down_cursor()
         await stream.send(
             wire.Up(
                 hello=wire.Hello(
@@ -202,6 +202,7 @@ class Uplink:
                     head=store.head(),
                     down_epoch=down_epoch,
                     down_applied=down_applied,
+                    down_fingerprint=down_fingerprint,
                     node_id=store.node_id,
                 )
             )
@@ -224,6 +225,9 @@ class Uplink:
                 f"the node at {self.address} is {welcome.parent_id!r}, but this node's parent is {known_parent!r}",
                 "use `lienthong reparent` to move this node to a new parent",
             )
+        if (welcome.down_epoch, welcome.down_from) != (down_epoch, down_applied):
+            # The parent restarts its downward queue (its epoch changed, or it was restored).
+            await asyncio.to_thread(store.set_uplink, down_epoch=welcome.down_epoch, down_applied=welcome.down_from, down_fingerprint=b"")
         await asyncio.to_thread(
             store.set_uplink,
             parent_id=welcome.parent_id,
@@ -276,7 +280,9 @@ class Uplink:
                         await flush()
                 elif which == "batch":
                     batch = message.batch
-                    n = await asyncio.to_thread(store.apply_from_parent, parent_epoch, batch.after, batch.last, list(batch.records))
+                    n = await asyncio.to_thread(
+                        store.apply_from_parent, parent_epoch, batch.after, batch.last, list(batch.records), batch.last_fingerprint
+                    )
                     await stream.send(wire.Up(down_ack=wire.DownAck(last=batch.last)))
                     self._changes.notify()
                     self.log.info("batch.received", last=batch.last, records=n)
@@ -349,6 +355,11 @@ class ChildSession:
             state = await asyncio.to_thread(store.child_state, child)
             applied, fingerprint = (state.applied, state.fingerprint) if state.epoch == hello.epoch else (0, b"")
             down_cursor = hello.down_applied if hello.down_epoch == store.epoch else 0
+            if down_cursor and await asyncio.to_thread(store.down_fingerprint, child, down_cursor) != hello.down_fingerprint:
+                # This store was restored from an older copy: its queue numbers no longer
+                # mean what the child applied. Send everything again (applying is idempotent).
+                bound.warning("link.down_queue_reset", child_cursor=down_cursor)
+                down_cursor = 0
             await stream.send(
                 wire.Down(
                     welcome=wire.Welcome(
@@ -359,6 +370,7 @@ class ChildSession:
                         applied_fingerprint=fingerprint,
                         down_epoch=store.epoch,
                         window=self._tuning.window,
+                        down_from=down_cursor,
                     )
                 )
             )

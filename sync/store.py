@@ -115,6 +115,7 @@ def _migration_1(db: sqlite_utils.Database) -> None:
             "address": str,
             "down_epoch": str,  # the parent's epoch our downward cursor belongs to
             "down_applied": int,  # last downward-queue sequence applied here
+            "down_fingerprint": bytes,  # fingerprint of the entry at down_applied
             "acked": int,  # last own change-log sequence the parent acknowledged
             "sent": int,  # records sent up (all sessions)
             "acked_records": int,  # records acknowledged by the parent (all sessions)
@@ -458,7 +459,7 @@ class Store:
 
     # ------------------------------------------------------------ downward replication (child side)
 
-    def apply_from_parent(self, parent_epoch: str, after: int, last: int, raws: Sequence[bytes]) -> int:
+    def apply_from_parent(self, parent_epoch: str, after: int, last: int, raws: Sequence[bytes], fingerprint: bytes = b"") -> int:
         """Apply a batch of the parent's downward queue and move our cursor, atomically.
 
         Returns how many records the batch carried. A batch already applied is a no-op.
@@ -482,14 +483,15 @@ class Store:
             db.executemany(UPSERT, rows)
             self._route_down(db, ids)
             db.execute(
-                "UPDATE uplink SET down_epoch = ?, down_applied = ?, received = received + ?, last_contact = ?",
-                (parent_epoch, last, len(rows), now),
+                "UPDATE uplink SET down_epoch = ?, down_applied = ?, down_fingerprint = ?, received = received + ?, last_contact = ?",
+                (parent_epoch, last, fingerprint, len(rows), now),
             )
         return len(rows)
 
-    def down_cursor(self) -> tuple[str, int]:
-        row = self._r().execute("SELECT down_epoch, down_applied FROM uplink").fetchone()
-        return row[0] or "", row[1]
+    def down_cursor(self) -> tuple[str, int, bytes]:
+        """The parent epoch, sequence and fingerprint of what we applied of its queue."""
+        row = self._r().execute("SELECT down_epoch, down_applied, down_fingerprint FROM uplink").fetchone()
+        return row[0] or "", row[1], row[2] or b""
 
     # ------------------------------------------------------------ parent side
 
@@ -642,7 +644,7 @@ class Store:
         rows = (
             self._r()
             .execute(
-                "SELECT d.seq, r.envelope FROM downqueue d JOIN records r ON r.rid = d.rid "
+                "SELECT d.seq, r.id, r.envelope FROM downqueue d JOIN records r ON r.rid = d.rid "
                 "WHERE d.child = ? AND d.seq > ? ORDER BY d.seq LIMIT ?",
                 (child, seq, limit),
             )
@@ -650,7 +652,17 @@ class Store:
         )
         if not rows:
             return None
-        return OutBatch(after=seq, last=rows[-1][0], envelopes=[env for _, env in rows], fingerprint=b"")
+        last, last_id, _ = rows[-1]
+        return OutBatch(after=seq, last=last, envelopes=[env for _, _, env in rows], fingerprint=records.fingerprint(last_id, last))
+
+    def down_fingerprint(self, child: str, seq: int) -> bytes:
+        """Fingerprint of `child`'s downward entry `seq` (empty if there is none)."""
+        row = (
+            self._r()
+            .execute("SELECT r.id FROM downqueue d JOIN records r ON r.rid = d.rid WHERE d.child = ? AND d.seq = ?", (child, seq))
+            .fetchone()
+        )
+        return records.fingerprint(row[0], seq) if row else b""
 
     def children(self) -> list[dict[str, Any]]:
         cur = self._r().execute(

@@ -190,3 +190,66 @@ def test_clock_skew_bound_matches_the_store() -> None:
     assert not too_far_ahead((now + MAX_SKEW_MS - 1000) << LOGICAL_BITS)
     assert too_far_ahead((now + MAX_SKEW_MS + 60_000) << LOGICAL_BITS)
     assert wait_until(lambda: True)
+
+
+def definition(code: str, name: str) -> dict[str, object]:
+    return {"kind": "definition", "type": "indicator", "code": code, "fields": {"name": name}}
+
+
+def test_parent_restored_from_backup_resends_its_downward_queue(tmp_path: Path, ca_dir: Path) -> None:
+    """A province restored from an older backup reuses queue numbers; the child notices and still gets every definition."""
+
+    async def main() -> None:
+        child = Store.create(tmp_path / "c.db", "86-28894")
+        child_tls = node_tls(ca_dir, tmp_path, "86-28894")
+        clock = HybridClock()
+        async with province(tmp_path, ca_dir) as (prov, port):
+            prov.write_local([records.build("86", definition(f"D.{i}", "cũ")) for i in range(2)], clock)
+            async with uplink(child, port, child_tls):
+                await until(lambda: child.counts()["definition"] == 2, what="the first definitions")
+                prov.backup(tmp_path / "province-backup.db")
+                prov.write_local([records.build("86", definition(f"D.{i}", "cũ")) for i in range(2, 5)], clock)
+                await until(lambda: child.counts()["definition"] == 5, what="the later definitions")
+        # The province's disk is lost; it is restored from the backup and writes new definitions.
+        (tmp_path / "86.db").unlink()
+        (tmp_path / "province-backup.db").rename(tmp_path / "86.db")
+        restored = Store.open(tmp_path / "86.db")
+        restored.write_local([records.build("86", definition(f"E.{i}", "mới")) for i in range(3)], clock)
+        restored.close()
+        async with restarted_province(tmp_path, ca_dir) as (prov, port), uplink(child, port, child_tls):
+            await until(lambda: child.counts()["definition"] == 8, what="the definitions written after the restore")
+        child.close()
+
+    asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def restarted_province(tmp_path: Path, ca_dir: Path) -> AsyncIterator[tuple[Store, int]]:
+    store = Store.open(tmp_path / "86.db")
+    paths = tls.NodeTlsPaths(tmp_path / "86" / "ca.crt", tmp_path / "86" / "node.crt", tmp_path / "86" / "node.key")
+    sessions = ChildSession(store, FAST, Changes(), Children())
+    server, port, health = await transport.serve("127.0.0.1:0", paths.load(), sessions.serve, lambda *a: None)
+    try:
+        yield store, port
+    finally:
+        await transport.stop(server, health, 0)
+        store.close()
+
+
+def test_tombstone_replicates_and_hides_the_record(tmp_path: Path, ca_dir: Path) -> None:
+    """Deleting is a new version (a tombstone) that replicates like any change; queries no longer show it."""
+
+    async def main() -> None:
+        async with province(tmp_path, ca_dir) as (prov, port):
+            child = Store.create(tmp_path / "c.db", "86-28894")
+            clock = HybridClock()
+            child.write_local([records.build("86-28894", indicator(i)) for i in range(3)], clock)
+            async with uplink(child, port, node_tls(ca_dir, tmp_path, "86-28894")):
+                await until(lambda: prov.counts()["indicator"] == 3, what="the values")
+                child.write_local([records.build("86-28894", {**indicator(1), "deleted": True})], clock)
+                await until(lambda: prov.counts()["indicator"] == 2, what="the tombstone")
+            assert prov.record_versions() == child.record_versions()
+            assert len(list(prov.iter_records(records.INDICATOR, include_deleted=True))) == 3
+            child.close()
+
+    asyncio.run(main())

@@ -98,6 +98,7 @@ class Hello(_message.Message):
     DOWN_APPLIED_FIELD_NUMBER: _builtins.int
     NODE_ID_FIELD_NUMBER: _builtins.int
     SOFTWARE_FIELD_NUMBER: _builtins.int
+    DOWN_FINGERPRINT_FIELD_NUMBER: _builtins.int
     protocol: _builtins.int
     """Protocol version the child speaks; the parent refuses what it cannot serve."""
     epoch: _builtins.str
@@ -109,6 +110,10 @@ class Hello(_message.Message):
     node_id: _builtins.str
     """The child's own statement of its id; must equal its certificate's."""
     software: _builtins.str
+    down_fingerprint: _builtins.bytes
+    """Fingerprint of the downward entry at `down_applied`, so a parent restored
+    from a backup (whose queue numbers were reused) is noticed and resent.
+    """
     def __init__(
         self,
         *,
@@ -119,10 +124,11 @@ class Hello(_message.Message):
         down_applied: _builtins.int = ...,
         node_id: _builtins.str = ...,
         software: _builtins.str = ...,
+        down_fingerprint: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["down_applied", b"down_applied", "down_epoch", b"down_epoch", "epoch", b"epoch", "head", b"head", "node_id", b"node_id", "protocol", b"protocol", "software", b"software"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["down_applied", b"down_applied", "down_epoch", b"down_epoch", "down_fingerprint", b"down_fingerprint", "epoch", b"epoch", "head", b"head", "node_id", b"node_id", "protocol", b"protocol", "software", b"software"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -139,6 +145,7 @@ class Welcome(_message.Message):
     APPLIED_FINGERPRINT_FIELD_NUMBER: _builtins.int
     DOWN_EPOCH_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
+    DOWN_FROM_FIELD_NUMBER: _builtins.int
     protocol: _builtins.int
     parent_id: _builtins.str
     epoch: _builtins.str
@@ -153,6 +160,10 @@ class Welcome(_message.Message):
     down_epoch: _builtins.str
     """The parent's downward queue epoch; the child resets its cursor if it changed."""
     window: _builtins.int
+    down_from: _builtins.int
+    """Where the parent starts sending its downward queue: the child's cursor, or 0
+    after the parent's epoch changed or its store was restored from a backup.
+    """
     def __init__(
         self,
         *,
@@ -163,10 +174,11 @@ class Welcome(_message.Message):
         applied_fingerprint: _builtins.bytes = ...,
         down_epoch: _builtins.str = ...,
         window: _builtins.int = ...,
+        down_from: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "applied_fingerprint", b"applied_fingerprint", "down_epoch", b"down_epoch", "epoch", b"epoch", "parent_id", b"parent_id", "protocol", b"protocol", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "applied_fingerprint", b"applied_fingerprint", "down_epoch", b"down_epoch", "down_from", b"down_from", "epoch", b"epoch", "parent_id", b"parent_id", "protocol", b"protocol", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
