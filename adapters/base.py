@@ -1,0 +1,94 @@
+"""The adapter contract: how an agency's file becomes records.
+
+An adapter is a plugin registered in the entry-point group `lienthong.adapters`
+(the built-ins are registered the same way). The watched-folder machinery asks
+each adapter whether it `claims` a file, then calls `parse`, and commits what it
+yields in one transaction keyed by the file's content hash. Adapters never touch
+the store.
+
+Contract for `parse` (the contract test suite, tests/test_adapter_contract.py,
+holds every adapter to it):
+
+- It streams: it reads the file incrementally and yields one `Row` per record or
+  refused row, so a 1,000,000-row file is parsed in flat memory.
+- A row it cannot turn into a record is yielded as a `Row` with an `error`
+  (line, field, code, a Vietnamese and an English sentence); the other rows go on.
+- A file it cannot read at all (not text, not JSON, truncated, empty) raises
+  `FileRefused` with a code and both sentences; nothing of it is stored.
+- It raises nothing else. If it does anyway, the pipeline refuses the file with
+  the exception's text and the adapter keeps serving other files.
+- All text it puts into records is NFC-normalised (the record builders do it).
+- It never opens a path outside `ParseContext.inbox` (attachments included).
+
+Thread-safety: one adapter instance may parse several files at once from
+different threads; keep per-file state in local variables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from lienthong.sync.records import Keyed
+
+
+@dataclass(frozen=True)
+class RowError:
+    """Why one row was refused: for the receipt, in Vietnamese and English."""
+
+    line: int
+    field: str
+    code: str
+    message_vi: str
+    message_en: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """One parsed row: a record, or the reason it was refused."""
+
+    line: int
+    record: Keyed | None = None
+    error: RowError | None = None
+
+
+class FileRefused(Exception):
+    """The whole file cannot be read; nothing of it is stored."""
+
+    def __init__(self, code: str, message_vi: str, message_en: str) -> None:
+        super().__init__(message_en)
+        self.code = code
+        self.message_vi = message_vi
+        self.message_en = message_en
+
+
+@dataclass
+class ParseContext:
+    """What an adapter knows about the file it parses."""
+
+    origin: str  # this node's id: the origin of every record made
+    agency: str  # the inbox folder's name: the agency that dropped the file
+    inbox: Path  # the agency's inbox folder; no path outside it may be opened
+    # Stores an attachment's bytes as a content-addressed blob; returns its sha256.
+    store_blob: Callable[[Path], str] = field(default=lambda path: "")
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """An ingestion adapter. Instances are made once, with no arguments."""
+
+    name: str  # its entry-point name, e.g. "vn-csv"
+    version: str
+    description: str
+    kinds: frozenset[str]  # record kinds it produces: "indicator", "report", ...
+
+    def claims(self, path: Path, head: bytes) -> bool:
+        """Whether this adapter reads the file at `path`, judged by its name and first bytes (`head`,
+        up to 4 KiB). Cheap and side-effect free; never raises."""
+        ...
+
+    def parse(self, path: Path, context: ParseContext) -> Iterator[Row]:
+        """Yield one Row per record or refused row, streaming; raise FileRefused for an unreadable file."""
+        ...
