@@ -27,6 +27,7 @@ different threads; keep per-file state in local variables.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -92,3 +93,61 @@ class Adapter(Protocol):
     def parse(self, path: Path, context: ParseContext) -> Iterator[Row]:
         """Yield one Row per record or refused row, streaming; raise FileRefused for an unreadable file."""
         ...
+
+
+class SinkWriter(Protocol):
+    """Writes one file's records inside its transaction."""
+
+    def write(self, keyed: list[Keyed]) -> None: ...
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """(imported, updated, unchanged) so far."""
+        ...
+
+    ledger: dict[str, object] | None
+
+
+class Sink(Protocol):
+    """Where the pipeline commits records; the node implements it over its store.
+
+    `transaction()` is one database transaction: the file's records and its
+    ledger entry (`writer.ledger`) commit together, or nothing does.
+    """
+
+    def transaction(self) -> AbstractContextManager[SinkWriter]: ...
+
+    def ingested(self, sha256: str) -> dict[str, object] | None:
+        """The ledger entry of a file content already committed, or None."""
+        ...
+
+    def definitions(self) -> Definitions: ...
+
+    def store_blob(self, path: Path) -> str:
+        """Keep an attachment as a content-addressed blob; return its sha256."""
+        ...
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """What the province has sent down, for validating ingested records."""
+
+    units: dict[str, str]  # unit code -> parent unit code ('' for the top)
+    indicators: frozenset[str]
+    report_types: frozenset[str]
+    own_units: frozenset[str]  # the units this node answers for
+
+    def subtree(self) -> frozenset[str]:
+        """This node's own units and every unit below them in the registry."""
+        children: dict[str, list[str]] = {}
+        for unit, parent in self.units.items():
+            children.setdefault(parent, []).append(unit)
+        seen: set[str] = set()
+        stack = list(self.own_units)
+        while stack:
+            unit = stack.pop()
+            if unit in seen:
+                continue
+            seen.add(unit)
+            stack.extend(children.get(unit, []))
+        return frozenset(seen)

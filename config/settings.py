@@ -56,6 +56,8 @@ class NodeSettings(_Section):
     id: NodeId
     name: str = ""
     mode: Literal["provincial", "district"]
+    # The unit codes this node answers for; records are taken for these and the units below them.
+    units: list[str] = []
 
 
 class ServerSettings(_Section):
@@ -81,6 +83,19 @@ class ReplicationSettings(_Section):
     backoff_max: float = Field(30.0, gt=0, le=3600)
 
 
+class IngestSettings(_Section):
+    max_file_mb: int = Field(512, ge=1, le=100_000)
+    settle_seconds: float = Field(2.0, gt=0, le=3600)
+    rescan_seconds: float = Field(30.0, gt=0, le=86_400)
+
+
+class InboxSettings(_Section):
+    adapter: str = ""
+    path: str = ""
+    poll_seconds: float = Field(0.0, ge=0, le=3600)
+    atomic: bool = False
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -92,6 +107,8 @@ class Settings(_Section):
     parent: ParentSettings = ParentSettings()
     tls: TlsSettings = TlsSettings()
     replication: ReplicationSettings = ReplicationSettings()
+    ingest: IngestSettings = IngestSettings()
+    inbox: dict[str, InboxSettings] = {}
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -152,6 +169,9 @@ name = {name}
 # provincial: accepts child nodes. district: any subordinate unit (commune, ward,
 # agency); it replicates to its parent and may have children of its own.
 mode = {mode}
+# Unit codes this node answers for (default: its id). Files may carry records for
+# these units and the units below them in the province's unit registry.
+# units = ["86-28894"]
 
 [server]
 # host:port to accept child nodes on (mTLS). Empty: this node has no children.
@@ -179,6 +199,24 @@ poll_interval = 0.2
 # Reconnect backoff in seconds: doubles from `backoff_initial` to `backoff_max`, with jitter.
 backoff_initial = 0.5
 backoff_max = 30.0
+
+[ingest]
+# Files larger than this are refused (MB).
+max_file_mb = 512
+# A file written in place (not renamed into the inbox) is taken once its size and
+# time stay unchanged this many seconds.
+settle_seconds = 2.0
+# Every inbox is re-listed this often, to catch any missed file event.
+rescan_seconds = 30.0
+
+# Each folder in inbox/ is one agency's inbox (folder name = agency code); files
+# are recognised by content. Pin an adapter, another folder, polling (for SMB/NFS
+# shares) or all-or-nothing files for one agency like this:
+# [inbox.soyte]
+# adapter = "dhis2-json"       # see `lienthong adapters list`
+# path = "/mnt/soyte-export"   # default: inbox/soyte
+# poll_seconds = 5.0           # 0: inotify events
+# atomic = true                # a file with any bad row is refused whole
 
 [log]
 # debug | info | warning | error

@@ -25,16 +25,22 @@ from typing import Any
 
 import structlog
 
-from lienthong.config.settings import Settings
+from lienthong.adapters.inbox import InboxWatcher
+from lienthong.adapters.intake import Inbox, Limits, take
+from lienthong.adapters.registry import Registry, UnknownAdapter
+from lienthong.config.settings import ConfigError, Settings
 from lienthong.sync import transport
+from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError, StoreError
 from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, Uplink
 from lienthong.sync.store import Store
 
+from .intake import StoreSink
 from .tls import NodeTlsPaths
 
 STORE_FILE = "lienthong.db"
 LOCK_FILE = "node.lock"
+INBOX = "inbox"
 STOP_GRACE = 5.0
 
 log = structlog.get_logger("lienthong.node")
@@ -101,6 +107,42 @@ def running_info(node_dir: Path) -> dict[str, Any] | None:
         os.close(fd)
 
 
+def own_units(settings: Settings) -> list[str]:
+    return list(settings.node.units) or [settings.node.id]
+
+
+def inboxes(node_dir: Path, settings: Settings) -> dict[str, Inbox]:
+    """The inboxes the configuration pins (others are found as folders of inbox/)."""
+    out = {}
+    for agency, section in settings.inbox.items():
+        path = Path(section.path) if section.path else node_dir / INBOX / agency
+        out[agency] = Inbox(agency, path if path.is_absolute() else node_dir / path, section.adapter, section.atomic, section.poll_seconds)
+    return out
+
+
+def start_intake(node_dir: Path, settings: Settings, store: Store, loop: asyncio.AbstractEventLoop, changes: Changes) -> InboxWatcher:
+    """Watch the inbox folders; every file taken is committed, then the uplink is woken."""
+    registry = Registry()
+    for agency, inbox in inboxes(node_dir, settings).items():
+        if inbox.adapter:
+            try:
+                registry.get(inbox.adapter)
+            except UnknownAdapter as exc:
+                raise ConfigError(f"inbox.{agency}.adapter: {exc}", "use a name from `lienthong adapters list`") from None
+    sink = StoreSink(store, HybridClock(store.max_version()), node_dir, own_units(settings))
+    limits = Limits(max_file_bytes=settings.ingest.max_file_mb * 1024 * 1024)
+
+    def handle(path: Path, inbox: Inbox) -> None:
+        take(path, inbox, registry, sink, settings.node.id, limits)
+        loop.call_soon_threadsafe(changes.notify)
+
+    watcher = InboxWatcher(
+        node_dir / INBOX, inboxes(node_dir, settings), handle, settings.ingest.settle_seconds, settings.ingest.rescan_seconds
+    )
+    watcher.start()
+    return watcher
+
+
 class Node:
     """One lienthong node, run in the foreground by `run()`."""
 
@@ -131,6 +173,7 @@ class Node:
             changes = Changes()
             tune = tuning(settings)
             server = health = None
+            intake = None
             children = Children()
             tasks: list[asyncio.Task[None]] = []
             loop = asyncio.get_running_loop()
@@ -144,6 +187,7 @@ class Node:
                         self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)
 
                     server, self.port, health = await transport.serve(settings.server.listen, tls, sessions.serve, refused)
+                intake = start_intake(self.dir, settings, store, loop, changes)
                 if settings.parent.address:
                     address, name = settings.parent.address, settings.parent.id
 
@@ -177,6 +221,9 @@ class Node:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                if intake is not None:
+                    # The file being taken finishes its transaction; the rest wait for the next start.
+                    await asyncio.to_thread(intake.stop)
                 if server is not None:
                     # Child sessions are endless streams: end them (an applying batch
                     # finishes its transaction in its worker thread), then the server.

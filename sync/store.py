@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from . import clock, records
 from .errors import ProtocolError, SchemaTooNew, StoreError
 from .records import Envelope, Keyed
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 VIA_LOCAL = ""
 VIA_PARENT = "^"
 
@@ -143,7 +143,29 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = {1: _migration_1}
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # The ingest ledger: one row per file content ever committed, with its receipt,
+    # written in the same transaction as the file's records.
+    db["files"].create(
+        {
+            "sha256": str,
+            "name": str,
+            "agency": str,
+            "adapter": str,
+            "status": str,  # success | warning | error
+            "imported": int,
+            "updated": int,
+            "unchanged": int,
+            "refused": int,
+            "at": float,
+            "receipt": str,  # the receipt JSON
+        },
+        pk="sha256",
+    )
+    db["files"].create_index(["at"])
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2}
 
 UPSERT = """
 INSERT INTO records(id, kind, origin, unit, agency, version, deleted, chash, via, envelope)
@@ -163,7 +185,20 @@ class WriteSummary:
     imported: int = 0
     updated: int = 0
     unchanged: int = 0
-    ids: list[bytes] = field(default_factory=list)
+
+
+class FileWriter:
+    """Writes one file's records inside its transaction (see `Store.file_transaction`)."""
+
+    def __init__(self, store: Store, db: sqlite3.Connection, hlc: clock.HybridClock) -> None:
+        self._store = store
+        self._db = db
+        self._hlc = hlc
+        self.summary = WriteSummary()
+        self.ledger: dict[str, Any] | None = None
+
+    def write(self, keyed: Sequence[Keyed]) -> None:
+        self._store._write_keyed(self._db, keyed, self._hlc, self.summary)
 
 
 @dataclass(frozen=True)
@@ -347,30 +382,68 @@ class Store:
         rewritten (re-dropping a file creates no new versions and no traffic).
         """
         summary = WriteSummary()
-        origin = self.node_id
         with self._write() as db:
-            # Another process (the CLI, the node) may have written since our clock was seeded.
-            latest = db.execute("SELECT version FROM changelog ORDER BY seq DESC LIMIT 1").fetchone()
-            hlc.observe(latest[0] if latest else 0)
-            existing = self._existing(db, [k.id for k in keyed])
-            rows: dict[bytes, tuple[Any, ...]] = {}
-            for item in keyed:
-                env = item.envelope(origin, hlc.now())
-                chash = records.content_hash(env)
-                before = existing.get(item.id)
-                if before is not None and before[1] == chash:
-                    summary.unchanged += 1
-                    continue
-                if item.id in rows or before is not None:
-                    summary.updated += 1
-                else:
-                    summary.imported += 1
-                existing[item.id] = (env.version, chash)
-                rows[item.id] = _row(env, chash, VIA_LOCAL, env.SerializeToString())
-            db.executemany(UPSERT, list(rows.values()))
-            self._route_down(db, list(rows))
-            summary.ids = list(rows)
+            self._write_keyed(db, keyed, hlc, summary)
         return summary
+
+    def _write_keyed(self, db: sqlite3.Connection, keyed: Sequence[Keyed], hlc: clock.HybridClock, summary: WriteSummary) -> None:
+        # Another process (the CLI, the node) may have written since our clock was seeded.
+        latest = db.execute("SELECT version FROM changelog ORDER BY seq DESC LIMIT 1").fetchone()
+        hlc.observe(latest[0] if latest else 0)
+        existing = self._existing(db, [k.id for k in keyed])
+        rows: dict[bytes, tuple[Any, ...]] = {}
+        for item in keyed:
+            env = item.envelope(self.node_id, hlc.now())
+            chash = records.content_hash(env)
+            before = existing.get(item.id)
+            if before is not None and before[1] == chash:
+                summary.unchanged += 1
+                continue
+            if item.id in rows or before is not None:
+                summary.updated += 1
+            else:
+                summary.imported += 1
+            existing[item.id] = (env.version, chash)
+            rows[item.id] = _row(env, chash, VIA_LOCAL, env.SerializeToString())
+        db.executemany(UPSERT, list(rows.values()))
+        self._route_down(db, list(rows))
+
+    # ------------------------------------------------------------ file ingest ledger
+
+    @contextlib.contextmanager
+    def file_transaction(self, hlc: clock.HybridClock) -> Iterator[FileWriter]:
+        """One file, one transaction: its records and its ledger row commit together.
+
+        Write records with `writer.write(chunk)` (any number of chunks: memory stays
+        flat), set `writer.ledger`, and leave the block; an exception rolls all back.
+        """
+        with self._write() as db:
+            writer = FileWriter(self, db, hlc)
+            yield writer
+            if writer.ledger is None:
+                raise StoreError("a file transaction ended without its ledger entry", "this is a bug in lienthong")
+            db.execute(
+                "INSERT OR REPLACE INTO files(sha256, name, agency, adapter, status, imported, updated, unchanged, refused, at, receipt) "
+                "VALUES (:sha256, :name, :agency, :adapter, :status, :imported, :updated, :unchanged, :refused, :at, :receipt)",
+                writer.ledger,
+            )
+
+    def ingested(self, sha256: str) -> dict[str, Any] | None:
+        """The ledger entry of a file content already committed, or None."""
+        cur = self._r().execute("SELECT * FROM files WHERE sha256 = ?", (sha256,))
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
+
+    def recent_files(self, limit: int = 10) -> list[dict[str, Any]]:
+        cur = self._r().execute(
+            "SELECT name, agency, adapter, status, imported, updated, unchanged, refused, at FROM files ORDER BY at DESC LIMIT ?", (limit,)
+        )
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def file_totals(self) -> dict[str, int]:
+        row = self._r().execute("SELECT count(*), coalesce(sum(status = 'error'), 0), coalesce(sum(refused), 0) FROM files").fetchone()
+        return {"files": row[0], "files_refused": row[1], "rows_refused": row[2]}
 
     @staticmethod
     def _existing(db: sqlite3.Connection, ids: Sequence[bytes]) -> dict[bytes, tuple[int, bytes]]:

@@ -1,0 +1,273 @@
+"""Watched inbox folders: each complete file is handed to the pipeline exactly once.
+
+A node's `inbox/` holds one folder per agency (the folder name is the agency
+code). A file is taken only when it is complete:
+
+- renamed into the folder (the usual "write `x.tmp`, rename to `x.csv`"): at once;
+- written in place: when the writer closed it and its size and modification time
+  then stay the same for `CLOSE_SETTLE` seconds, or, with no close event (network
+  shares, polling), for `settle` seconds.
+
+Files present at start-up are taken; a periodic rescan catches lost events; an
+inbox in polling mode is watched by snapshots (SMB/NFS shares where inotify does
+not work). Hidden, `.tmp`, `.part` and `~$` files are ignored, and so are the
+`archive/` and `rejected/` folders inside each inbox (kept inside the watched tree
+so watchdog pairs the moves; see MEASUREMENTS.md). One worker thread takes files
+in order; a file that never finishes writing never blocks the others.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from .intake import ARCHIVE, REJECTED, Inbox, ignored, iter_candidates
+
+CLOSE_SETTLE = 0.2
+TICK = 0.05
+
+log = structlog.get_logger("lienthong.inbox")
+
+
+@dataclass
+class _Candidate:
+    inbox: Inbox
+    ready: bool  # renamed into place: complete now
+    size: int = -1
+    mtime: int = -1
+    stable_since: float = 0.0
+    settle: float = 0.0
+
+
+class InboxWatcher:
+    """Finds complete files in the inboxes and calls `handle(path, inbox)` for each, one at a time."""
+
+    def __init__(
+        self,
+        root: Path,
+        configured: dict[str, Inbox],
+        handle: Callable[[Path, Inbox], None],
+        settle: float = 2.0,
+        rescan: float = 30.0,
+    ) -> None:
+        self.root = root
+        self.configured = configured
+        self.handle = handle
+        self.settle = settle
+        self.rescan = rescan
+        self._inboxes: dict[Path, Inbox] = {}
+        self._pending: dict[Path, _Candidate] = {}
+        self._busy: set[Path] = set()
+        self._stuck: dict[Path, tuple[int, int]] = {}  # files that failed: not retried until they change
+        self._queue: queue.Queue[tuple[Path, Inbox] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._observers: list[BaseObserver] = []
+        self._threads: list[threading.Thread] = []
+        self._watched: set[Path] = set()
+        self._discover_lock = threading.Lock()
+        self.taken = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._discover()
+        handler = _Handler(self)
+        inotify = Observer()
+        inotify.schedule(handler, str(self.root), recursive=True)
+        self._watched.add(self.root)
+        self._observers.append(inotify)
+        for inbox in self._inboxes.values():
+            self._watch(inbox, handler)
+        for observer in self._observers:
+            observer.start()
+        self._threads = [
+            threading.Thread(target=self._tick, name="inbox-ticker", daemon=True),
+            threading.Thread(target=self._work, name="inbox-worker", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        self._scan()
+        log.info("inbox.watching", inboxes=sorted(i.agency for i in self._inboxes.values()), root=str(self.root))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        for observer in self._observers:
+            observer.stop()
+        for observer in self._observers:
+            observer.join(timeout)
+        for t in self._threads:
+            t.join(timeout)
+
+    def _watch(self, inbox: Inbox, handler: FileSystemEventHandler) -> None:
+        if inbox.path in self._watched:
+            return
+        if inbox.poll_seconds > 0:
+            observer: BaseObserver = PollingObserver(timeout=inbox.poll_seconds)
+        elif inbox.path.is_relative_to(self.root):
+            return  # the recursive inotify watch on the root covers it
+        else:
+            observer = Observer()
+        inbox.path.mkdir(parents=True, exist_ok=True)
+        observer.schedule(handler, str(inbox.path), recursive=False)
+        self._observers.append(observer)
+        self._watched.add(inbox.path)
+        if self._threads:  # started already: a folder created while running
+            observer.start()
+
+    # ------------------------------------------------------------ finding files
+
+    def _discover(self) -> None:
+        """Each folder under the root is an agency inbox; configured inboxes may live elsewhere."""
+        with self._discover_lock:
+            self._discover_locked()
+
+    def _discover_locked(self) -> None:
+        found: dict[Path, Inbox] = {}
+        if self.root.exists():
+            for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+                if entry.is_dir(follow_symlinks=False) and not ignored(entry.name):
+                    found[Path(entry.path)] = Inbox(agency=entry.name, path=Path(entry.path))
+        for agency, inbox in self.configured.items():
+            path = inbox.path if inbox.path != Path() else self.root / agency
+            found.pop(self.root / agency, None)
+            found[path] = replace(inbox, path=path)
+        with self._lock:
+            new = [inbox for path, inbox in found.items() if path not in self._inboxes]
+            self._inboxes = found
+        if self._threads:
+            handler = _Handler(self)
+            for inbox in new:
+                self._watch(inbox, handler)
+
+    def inbox_of(self, path: Path) -> Inbox | None:
+        """The inbox a file sits directly in (None for archive/, rejected/ and anything else)."""
+        return self._inboxes.get(path.parent)
+
+    def note(self, path: Path, renamed: bool, closed: bool = False) -> None:
+        if ignored(path.name):
+            return
+        inbox = self.inbox_of(path)
+        if inbox is None:
+            if path.parent == self.root and path.is_dir():
+                self._discover()
+            return
+        with self._lock:
+            if path in self._busy:
+                return
+            c = self._pending.get(path)
+            settle = 0.0 if renamed else CLOSE_SETTLE if closed else self.settle
+            if c is None:
+                self._pending[path] = _Candidate(inbox, renamed, settle=settle, stable_since=time.monotonic())
+            else:
+                c.ready = c.ready or renamed
+                c.settle = min(c.settle, settle)
+            if renamed:
+                self._enqueue_locked(path)
+
+    def _scan(self) -> None:
+        self._discover()
+        for path, inbox in list(self._inboxes.items()):
+            for file in iter_candidates(path):
+                with self._lock:
+                    if file not in self._pending and file not in self._busy:
+                        self._pending[file] = _Candidate(inbox, False, settle=self.settle, stable_since=time.monotonic())
+
+    def _enqueue_locked(self, path: Path) -> None:
+        c = self._pending.pop(path, None)
+        if c is not None and path not in self._busy:
+            self._busy.add(path)
+            self._queue.put((path, c.inbox))
+
+    def _tick(self) -> None:
+        last_scan = time.monotonic()
+        while not self._stop.wait(TICK):
+            now = time.monotonic()
+            if now - last_scan >= self.rescan:
+                self._scan()
+                last_scan = now
+            with self._lock:
+                for path, c in list(self._pending.items()):
+                    try:
+                        st = path.lstat()
+                    except FileNotFoundError:
+                        del self._pending[path]
+                        continue
+                    signature = (st.st_size, st.st_mtime_ns)
+                    if self._stuck.get(path) == signature:
+                        del self._pending[path]
+                        continue
+                    if c.ready:
+                        self._enqueue_locked(path)
+                    elif (c.size, c.mtime) != signature:
+                        c.size, c.mtime, c.stable_since = st.st_size, st.st_mtime_ns, now
+                    elif now - c.stable_since >= c.settle:
+                        self._enqueue_locked(path)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._stop.is_set():
+                return
+            path, inbox = item
+            try:
+                if path.exists() or path.is_symlink():
+                    self.handle(path, inbox)
+                    self.taken += 1
+            except Exception:
+                log.exception("inbox.file_failed", agency=inbox.agency, file=path.name)
+                try:
+                    st = path.lstat()
+                    self._stuck[path] = (st.st_size, st.st_mtime_ns)
+                except OSError:
+                    pass
+            finally:
+                with self._lock:
+                    self._busy.discard(path)
+
+    def idle(self) -> bool:
+        """Nothing pending, queued or being taken (for tests and the demo)."""
+        with self._lock:
+            return not self._pending and not self._busy and self._queue.empty()
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: InboxWatcher) -> None:
+        self.w = watcher
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        path = Path(os.fsdecode(event.src_path))
+        if event.is_directory:
+            if path.parent == self.w.root and path.name not in (ARCHIVE, REJECTED):
+                self.w._discover()
+            return
+        self.w.note(path, renamed=False)
+
+    def on_modified(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self.w.note(Path(os.fsdecode(event.src_path)), renamed=False)
+
+    def on_closed(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self.w.note(Path(os.fsdecode(event.src_path)), renamed=False, closed=True)
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        dest = Path(os.fsdecode(event.dest_path))
+        if event.is_directory:
+            if dest.parent == self.w.root:
+                self.w._discover()
+            return
+        self.w.note(dest, renamed=True)

@@ -1,0 +1,427 @@
+"""Taking one file in: detect its adapter, parse, validate, commit, receipt, move.
+
+`take(path, inbox, ...)` is the whole life of one dropped file:
+
+1. refuse what must not be read: a symlink, a file over the size limit;
+2. hash the content; a content already committed is not taken again: if the
+   node stopped between committing it and moving it, the original receipt is
+   finished now, otherwise the file is reported unchanged;
+3. parse it with the inbox's pinned adapter or the one that claims it, check
+   every record against the definitions the node holds and its own subtree,
+   and commit the records and the file's ledger entry in ONE transaction;
+4. only then move the file to `archive/YYYY-MM-DD/` (or `rejected/`) and write
+   its receipt beside it.
+
+Receipts are shaped like a DHIS2 import summary, with every refused row's line,
+field, code and a sentence in Vietnamese (for agency staff) and in English.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from lienthong.sync import records
+from lienthong.sync.records import Keyed
+
+from .base import Adapter, Definitions, FileRefused, ParseContext, RowError, Sink
+from .registry import Registry
+
+ARCHIVE = "archive"
+REJECTED = "rejected"
+RECEIPT_SUFFIX = ".receipt.json"
+CHUNK = 5_000
+FAILPOINT = "LIENTHONG_FAILPOINT"  # test-only fault injection (see tests/test_inbox.py)
+MAX_CONFLICTS = 1_000  # a receipt lists at most this many refused rows (the counts stay exact)
+
+log = structlog.get_logger("lienthong.intake")
+
+# Codes the pipeline itself gives, in Vietnamese for agency staff and in English.
+MESSAGES: dict[str, tuple[str, str]] = {
+    "unknown_unit": (
+        "Mã đơn vị {value} không có trong danh mục đơn vị hành chính; kiểm tra lại mã đơn vị.",
+        "Unit code {value} is not in the unit registry; check the unit code.",
+    ),
+    "outside_subtree": (
+        "Đơn vị {value} không thuộc phạm vi của nút này; gửi số liệu này vào hộp thư của đơn vị quản lý.",
+        "Unit {value} is not in this node's area; send it to the inbox of the node that manages that unit.",
+    ),
+    "unknown_indicator": (
+        "Mã chỉ tiêu {value} không có trong bộ chỉ tiêu được ban hành; kiểm tra lại mã chỉ tiêu.",
+        "Indicator code {value} is not in the approved indicator set; check the indicator code.",
+    ),
+    "unknown_report_type": (
+        "Loại báo cáo {value} không có trong danh mục báo cáo; kiểm tra lại mã loại báo cáo.",
+        "Report type {value} is not in the report schedule; check the report type code.",
+    ),
+    "unsupported_format": (
+        "Không nhận dạng được định dạng tệp; các định dạng được hỗ trợ: {value}.",
+        "The file's format is not recognised; supported adapters: {value}.",
+    ),
+    "too_large": (
+        "Tệp lớn hơn giới hạn {value} MB; chia nhỏ tệp rồi gửi lại.",
+        "The file is larger than the {value} MB limit; split it and send the parts.",
+    ),
+    "symlink": (
+        "Tệp là liên kết tượng trưng (symlink), không được nhận; hãy sao chép tệp thật vào hộp thư.",
+        "The file is a symbolic link and is not taken; copy the real file into the inbox.",
+    ),
+    "adapter_failed": (
+        "Bộ chuyển đổi {value} gặp lỗi khi đọc tệp; tệp chưa được nhận, hãy báo cho quản trị hệ thống.",
+        "Adapter {value} failed while reading the file; nothing was taken; tell the node's administrator.",
+    ),
+    "atomic": (
+        "Hộp thư này chỉ nhận cả tệp hoặc không nhận gì; tệp có {value} dòng lỗi nên không dòng nào được nhận.",
+        "This inbox takes a whole file or nothing; the file has {value} refused rows, so no row was taken.",
+    ),
+    "unchanged": (
+        "Nội dung tệp này đã được nhận lúc {value}; không có gì thay đổi.",
+        "This content was already taken at {value}; nothing changed.",
+    ),
+    "no_definitions": (
+        "Nút chưa nhận danh mục từ tỉnh nên chưa kiểm tra mã đơn vị, chỉ tiêu; số liệu vẫn được nhận.",
+        "The node holds no definitions from the province yet, so codes were not checked; the data was taken.",
+    ),
+}
+
+
+def message(code: str, value: object = "") -> tuple[str, str]:
+    vi, en = MESSAGES[code]
+    return vi.format(value=value), en.format(value=value)
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """One agency's drop folder and how it is read."""
+
+    agency: str
+    path: Path
+    adapter: str = ""  # pinned adapter name; empty: detect by content
+    atomic: bool = False  # all rows or none
+    poll_seconds: float = 0.0  # >0: poll the folder (SMB/NFS shares), no inotify
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_bytes: int = 512 * 1024 * 1024
+
+
+# ---------------------------------------------------------------- validation
+
+
+class Validator:
+    """Checks records against the definitions the node holds and its own subtree."""
+
+    def __init__(self, definitions: Definitions) -> None:
+        self.d = definitions
+        self.subtree = definitions.subtree() if definitions.units else frozenset()
+        self.flag_unchecked = not definitions.units and not definitions.indicators
+
+    def check(self, line: int, item: Keyed) -> RowError | None:
+        d = self.d
+        if d.units:
+            if item.unit not in d.units:
+                return _error(line, "unit", "unknown_unit", item.unit)
+            if item.unit not in self.subtree:
+                return _error(line, "unit", "outside_subtree", item.unit)
+        if item.kind == records.INDICATOR and d.indicators:
+            code = records.BODY_TYPES[item.kind].FromString(item.body).indicator
+            if code not in d.indicators:
+                return _error(line, "indicator", "unknown_indicator", code)
+        if item.kind == records.REPORT and d.report_types:
+            code = records.BODY_TYPES[item.kind].FromString(item.body).report_type
+            if code not in d.report_types:
+                return _error(line, "report_type", "unknown_report_type", code)
+        return None
+
+
+def _error(line: int, field: str, code: str, value: object) -> RowError:
+    vi, en = message(code, value)
+    return RowError(line, field, code, vi, en)
+
+
+# ---------------------------------------------------------------- receipts
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
+
+
+def receipt(
+    *,
+    status: str,
+    path: Path,
+    sha256: str,
+    inbox: Inbox,
+    adapter: str,
+    node: str,
+    counts: tuple[int, int, int],
+    refused: int,
+    conflicts: list[RowError],
+    description: tuple[str, str] = ("", ""),
+    received_at: str = "",
+) -> dict[str, Any]:
+    imported, updated, unchanged = counts
+    return {
+        "responseType": "ImportSummary",
+        "status": status,  # SUCCESS | WARNING | ERROR
+        "description": description[0],
+        "description_en": description[1],
+        "file": path.name,
+        "sha256": sha256,
+        "agency": inbox.agency,
+        "adapter": adapter,
+        "node": node,
+        "received_at": received_at or _now(),
+        "processed_at": _now(),
+        "importCount": {"imported": imported, "updated": updated, "unchanged": unchanged, "refused": refused},
+        "conflicts": [
+            {"line": c.line, "field": c.field, "code": c.code, "message": c.message_vi, "message_en": c.message_en}
+            for c in conflicts[:MAX_CONFLICTS]
+        ],
+        "conflicts_truncated": max(0, refused - min(len(conflicts), MAX_CONFLICTS)),
+    }
+
+
+# ---------------------------------------------------------------- one file
+
+
+class _Rollback(Exception):
+    pass
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def take(
+    path: Path,
+    inbox: Inbox,
+    registry: Registry,
+    sink: Sink,
+    node: str,
+    limits: Limits = Limits(),
+    move: bool = True,
+) -> dict[str, Any]:
+    """Take one file in; returns its receipt (also written beside the moved file)."""
+    received_at = _now()
+    bound = log.bind(agency=inbox.agency, file=path.name)
+    started = time.monotonic()
+
+    def refuse(code: str, value: object, sha: str = "", adapter: str = "") -> dict[str, Any]:
+        r = receipt(
+            status="ERROR",
+            path=path,
+            sha256=sha,
+            inbox=inbox,
+            adapter=adapter,
+            node=node,
+            counts=(0, 0, 0),
+            refused=0,
+            conflicts=[],
+            description=message(code, value),
+            received_at=received_at,
+        )
+        r["error_code"] = code
+        return r
+
+    if path.is_symlink():
+        result = refuse("symlink", "")
+    elif path.stat().st_size > limits.max_file_bytes:
+        result = refuse("too_large", limits.max_file_bytes // (1024 * 1024))
+    else:
+        sha = sha256_of(path)
+        before = sink.ingested(sha)
+        if before is not None:
+            original = json.loads(str(before["receipt"]))
+            if move and before["name"] == path.name and not _archived(path, inbox, original):
+                bound.info("file.finished", sha256=sha)  # committed before a stop, not yet moved
+                return _finish(path, inbox, original, move)
+            taken_at = str(original.get("processed_at", ""))
+            result = receipt(
+                status="SUCCESS",
+                path=path,
+                sha256=sha,
+                inbox=inbox,
+                adapter=str(before["adapter"]),
+                node=node,
+                counts=(0, 0, int(before["imported"]) + int(before["updated"]) + int(before["unchanged"])),
+                refused=0,
+                conflicts=[],
+                description=message("unchanged", taken_at),
+                received_at=received_at,
+            )
+        else:
+            result = _parse_and_commit(path, sha, inbox, registry, sink, node, received_at, refuse)
+            if os.environ.get(FAILPOINT) == "after_commit":
+                # Fault injection for the crash tests: die between commit and move.
+                os.kill(os.getpid(), signal.SIGKILL)
+    seconds = time.monotonic() - started
+    bound.info(
+        "file.taken",
+        status=result["status"],
+        adapter=result["adapter"],
+        seconds=round(seconds, 3),
+        **{k: v for k, v in result["importCount"].items()},
+    )
+    return _finish(path, inbox, result, move)
+
+
+def _parse_and_commit(
+    path: Path, sha: str, inbox: Inbox, registry: Registry, sink: Sink, node: str, received_at: str, refuse: Any
+) -> dict[str, Any]:
+    if inbox.adapter:
+        adapter: Adapter | None = registry.get(inbox.adapter)
+    else:
+        adapter = registry.detect(path)
+    if adapter is None:
+        return refuse("unsupported_format", ", ".join(registry.names()), sha)
+    definitions = sink.definitions()
+    validator = Validator(definitions)
+    context = ParseContext(origin=node, agency=inbox.agency, inbox=inbox.path, store_blob=sink.store_blob)
+    conflicts: list[RowError] = []
+    refused = 0
+    try:
+        with sink.transaction() as writer:
+            chunk: list[Keyed] = []
+            for row in adapter.parse(path, context):
+                error = row.error
+                if error is None and row.record is not None:
+                    error = validator.check(row.line, row.record)
+                if error is not None:
+                    refused += 1
+                    if len(conflicts) < MAX_CONFLICTS:  # memory stays flat for any number of bad rows
+                        conflicts.append(error)
+                    continue
+                if row.record is not None:
+                    chunk.append(row.record)
+                    if len(chunk) >= CHUNK:
+                        writer.write(chunk)
+                        chunk = []
+            if refused and inbox.atomic:
+                raise _Rollback
+            writer.write(chunk)
+            counts = writer.counts
+            status = "WARNING" if refused or validator.flag_unchecked else "SUCCESS"
+            description = message("no_definitions") if validator.flag_unchecked else ("", "")
+            result = receipt(
+                status=status,
+                path=path,
+                sha256=sha,
+                inbox=inbox,
+                adapter=adapter.name,
+                node=node,
+                counts=counts,
+                refused=refused,
+                conflicts=conflicts,
+                description=description,
+                received_at=received_at,
+            )
+            writer.ledger = _ledger(result, path, inbox, refused)
+        return result
+    except _Rollback:
+        r = receipt(
+            status="ERROR",
+            path=path,
+            sha256=sha,
+            inbox=inbox,
+            adapter=adapter.name,
+            node=node,
+            counts=(0, 0, 0),
+            refused=refused,
+            conflicts=conflicts,
+            description=message("atomic", refused),
+            received_at=received_at,
+        )
+        r["error_code"] = "atomic"
+        return r
+    except FileRefused as exc:
+        r = refuse(exc.code, "", sha, adapter.name)
+        r["description"], r["description_en"] = exc.message_vi, exc.message_en
+        return r
+    except Exception as exc:  # an adapter bug: isolate it, refuse the file, keep serving
+        log.exception("adapter.failed", adapter=adapter.name, file=path.name)
+        r = refuse("adapter_failed", adapter.name, sha, adapter.name)
+        r["description_en"] += f" ({type(exc).__name__}: {exc})"
+        return r
+
+
+def _ledger(result: dict[str, Any], path: Path, inbox: Inbox, refused: int) -> dict[str, Any]:
+    counts = result["importCount"]
+    return {
+        "sha256": result["sha256"],
+        "name": path.name,
+        "agency": inbox.agency,
+        "adapter": result["adapter"],
+        "status": result["status"].lower(),
+        "imported": counts["imported"],
+        "updated": counts["updated"],
+        "unchanged": counts["unchanged"],
+        "refused": refused,
+        "at": time.time(),
+        "receipt": json.dumps(result, ensure_ascii=False),
+    }
+
+
+def _destination(path: Path, inbox: Inbox, result: dict[str, Any]) -> Path:
+    if result["status"] == "ERROR":
+        return inbox.path / REJECTED / path.name
+    day = str(result.get("processed_at", _now()))[:10]
+    return inbox.path / ARCHIVE / day / path.name
+
+
+def _archived(path: Path, inbox: Inbox, original: dict[str, Any]) -> bool:
+    return Path(str(_destination(path, inbox, original)) + RECEIPT_SUFFIX).exists()
+
+
+def _finish(path: Path, inbox: Inbox, result: dict[str, Any], move: bool) -> dict[str, Any]:
+    """Move the file out of the inbox and write its receipt beside it (temp file, then rename)."""
+    if not move:
+        return result
+    dest = _destination(path, inbox, result)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() or dest.is_symlink():
+        dest = dest.with_name(f"{dest.stem}.{result['sha256'][:8] or int(time.time())}{dest.suffix}")
+    receipt_path = Path(str(dest) + RECEIPT_SUFFIX)
+    tmp = receipt_path.with_name("." + receipt_path.name + ".tmp")
+    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(path, dest)
+    os.replace(tmp, receipt_path)
+    result["archived_as"] = str(dest)
+    return result
+
+
+def iter_candidates(folder: Path) -> Iterator[Path]:
+    """Files directly in an inbox folder that may be taken (see `ignored`)."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if (entry.is_file(follow_symlinks=False) or entry.is_symlink()) and not ignored(entry.name):
+            yield Path(entry.path)
+
+
+def ignored(name: str) -> bool:
+    """Names never taken: hidden files, partial uploads, Office lock files, receipts."""
+    lower = name.lower()
+    return (
+        name.startswith(".")
+        or name.startswith("~$")
+        or lower.endswith((".tmp", ".part", ".partial", ".crdownload", ".swp", RECEIPT_SUFFIX))
+        or name.endswith("~")
+    )

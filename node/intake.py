@@ -1,0 +1,92 @@
+"""The node's side of ingestion: the store as the adapters' sink, and the
+watched inbox folders running inside `lienthong run`."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from lienthong.adapters.base import Definitions
+from lienthong.sync import records
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.store import FileWriter, Store
+
+BLOBS = "blobs"
+
+
+class _Writer:
+    def __init__(self, inner: FileWriter) -> None:
+        self._inner = inner
+
+    def write(self, keyed: list[records.Keyed]) -> None:
+        self._inner.write(keyed)
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        s = self._inner.summary
+        return s.imported, s.updated, s.unchanged
+
+    @property
+    def ledger(self) -> dict[str, object] | None:
+        return self._inner.ledger
+
+    @ledger.setter
+    def ledger(self, value: dict[str, object] | None) -> None:
+        self._inner.ledger = value
+
+
+class StoreSink:
+    """Commits ingested files into the node's store (one transaction per file)."""
+
+    def __init__(self, store: Store, clock: HybridClock, node_dir: Path, own_units: list[str]) -> None:
+        self.store = store
+        self.clock = clock
+        self.blobs = node_dir / BLOBS
+        self.own_units = frozenset(own_units)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_Writer]:
+        with self.store.file_transaction(self.clock) as writer:
+            yield _Writer(writer)
+
+    def ingested(self, sha256: str) -> dict[str, object] | None:
+        return self.store.ingested(sha256)
+
+    def definitions(self) -> Definitions:
+        units: dict[str, str] = {}
+        indicators: set[str] = set()
+        report_types: set[str] = set()
+        for env in self.store.iter_records(records.DEFINITION):
+            body = records.body_of(env)
+            fields = json.loads(body.json or "{}")
+            if body.type == "unit":
+                units[body.code] = str(fields.get("parent") or "")
+            elif body.type == "indicator":
+                indicators.add(body.code)
+            elif body.type in ("report_type", "report_schedule"):
+                report_types.add(str(fields.get("report_type") or body.code))
+        return Definitions(units, frozenset(indicators), frozenset(report_types), self.own_units)
+
+    def store_blob(self, path: Path) -> str:
+        """Copy `path` into blobs/ab/abcdef… named by its SHA-256 (temp file, then rename)."""
+        self.blobs.mkdir(exist_ok=True)
+        h = hashlib.sha256()
+        tmp = self.blobs / f".incoming-{os.getpid()}-{id(path)}"
+        with path.open("rb") as src, tmp.open("wb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                h.update(block)
+                dst.write(block)
+            dst.flush()
+            os.fsync(dst.fileno())
+        digest = h.hexdigest()
+        final = self.blobs / digest[:2] / digest
+        final.parent.mkdir(exist_ok=True)
+        if final.exists():
+            tmp.unlink()
+        else:
+            os.replace(tmp, final)
+        return digest
