@@ -123,6 +123,10 @@ class Sink(Protocol):
 
     def definitions(self) -> Definitions: ...
 
+    def record_refusal(self, ledger: dict[str, object]) -> None:
+        """Keep the receipt of a file refused whole, for `status` (nothing else is stored)."""
+        ...
+
     def store_blob(self, path: Path) -> str:
         """Keep an attachment as a content-addressed blob; return its sha256."""
         ...

@@ -270,6 +270,8 @@ def take(
             if os.environ.get(FAILPOINT) == "after_commit":
                 # Fault injection for the crash tests: die between commit and move.
                 os.kill(os.getpid(), signal.SIGKILL)
+    if result["status"] == "ERROR":
+        sink.record_refusal(_ledger(result, path, inbox, int(result["importCount"]["refused"])))
     seconds = time.monotonic() - started
     bound.info(
         "file.taken",
@@ -363,7 +365,8 @@ def _parse_and_commit(
 def _ledger(result: dict[str, Any], path: Path, inbox: Inbox, refused: int) -> dict[str, Any]:
     counts = result["importCount"]
     return {
-        "sha256": result["sha256"],
+        # A file refused before it was read (a symlink, too large) has no content hash: key it by name and time.
+        "sha256": result["sha256"] or "unread:" + hashlib.sha256(f"{path}:{time.time_ns()}".encode()).hexdigest(),
         "name": path.name,
         "agency": inbox.agency,
         "adapter": result["adapter"],

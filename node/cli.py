@@ -220,6 +220,31 @@ def query(node_dir: Path, what: str, unit: str | None, period: str | None, as_js
     print_rows(what, rows)
 
 
+@cli.group()
+def adapters() -> None:
+    """Ingestion adapters (built-in and installed plugins)."""
+
+
+@adapters.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def adapters_list(as_json: bool) -> None:
+    """Show the installed adapters with their versions and the record kinds they make."""
+    from lienthong.adapters.registry import Registry
+
+    registry = Registry()
+    rows = [
+        {"name": a.name, "version": a.version, "kinds": sorted(a.kinds), "description": a.description, "package": a.distribution}
+        for a in registry.installed()
+    ]
+    if as_json:
+        click.echo(json.dumps({"adapters": rows, "broken": registry.broken}, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']:<16} {row['version']:<8} {','.join(row['kinds']):<28} {row['description']} [{row['package']}]")
+    for name, error in registry.broken.items():
+        click.echo(f"{name:<16} BROKEN   {error}", err=True)
+
+
 @cli.command()
 @DIR_OPTION
 @click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))

@@ -56,6 +56,9 @@ class StoreSink:
     def ingested(self, sha256: str) -> dict[str, object] | None:
         return self.store.ingested(sha256)
 
+    def record_refusal(self, ledger: dict[str, object]) -> None:
+        self.store.record_refused_file(ledger)
+
     def definitions(self) -> Definitions:
         units: dict[str, str] = {}
         indicators: set[str] = set()

@@ -50,6 +50,14 @@ def print_status(data: dict[str, Any]) -> None:
                 c["id"], _yes(c["connected"]), c["last_contact"] or "never", str(c["applied"]), str(c["received"]), str(c["rejected"])
             )
         console.print(table)
+    ingest = data.get("ingest") or {}
+    if ingest.get("files"):
+        console.print(f"  files taken: {ingest['files']} ({ingest['files_refused']} refused whole, {ingest['rows_refused']} rows refused)")
+        for f in ingest["recent"]:
+            console.print(
+                f"    {f['at']} {f['agency']}/{f['name']} [{f['adapter']}] {f['status']}: {f['imported']} imported, "
+                f"{f['updated']} updated, {f['unchanged']} unchanged, {f['refused']} refused"
+            )
     if data["quarantine"]:
         console.print("  [red]quarantined records[/] (refused from children):")
         for q in data["quarantine"]:

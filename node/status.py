@@ -47,6 +47,7 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
             "parent": None,
             "children": [],
             "quarantine": store.quarantine(),
+            "ingest": {**store.file_totals(), "recent": [{**f, "at": iso(f["at"])} for f in store.recent_files()]},
         }
         if settings.parent.address:
             up = store.uplink_state()

@@ -428,9 +428,18 @@ class Store:
                 writer.ledger,
             )
 
+    def record_refused_file(self, ledger: dict[str, Any]) -> None:
+        """Keep the receipt of a file refused whole (nothing of it was stored)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO files(sha256, name, agency, adapter, status, imported, updated, unchanged, refused, at, receipt) "
+                "VALUES (:sha256, :name, :agency, :adapter, :status, :imported, :updated, :unchanged, :refused, :at, :receipt)",
+                ledger,
+            )
+
     def ingested(self, sha256: str) -> dict[str, Any] | None:
         """The ledger entry of a file content already committed, or None."""
-        cur = self._r().execute("SELECT * FROM files WHERE sha256 = ?", (sha256,))
+        cur = self._r().execute("SELECT * FROM files WHERE sha256 = ? AND status != 'error'", (sha256,))
         row = cur.fetchone()
         return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
 
