@@ -32,7 +32,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .intake import ARCHIVE, REJECTED, Inbox, ignored, iter_candidates
+from .intake import ARCHIVE, REJECTED, Inbox, ignored, is_attachment, iter_candidates
 
 CLOSE_SETTLE = 0.2
 TICK = 0.05
@@ -158,7 +158,7 @@ class InboxWatcher:
         return self._inboxes.get(path.parent)
 
     def note(self, path: Path, renamed: bool, closed: bool = False) -> None:
-        if ignored(path.name):
+        if ignored(path.name) or is_attachment(path.name):
             return
         inbox = self.inbox_of(path)
         if inbox is None:

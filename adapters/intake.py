@@ -296,6 +296,7 @@ def _parse_and_commit(
     validator = Validator(definitions)
     context = ParseContext(origin=node, agency=inbox.agency, inbox=inbox.path, store_blob=sink.store_blob)
     conflicts: list[RowError] = []
+    attachments: list[str] = []
     refused = 0
     try:
         with sink.transaction() as writer:
@@ -311,6 +312,8 @@ def _parse_and_commit(
                     continue
                 if row.record is not None:
                     chunk.append(row.record)
+                    if row.record.kind == records.REPORT:
+                        attachments.extend(a.name for a in records.BODY_TYPES[records.REPORT].FromString(row.record.body).attachments)
                     if len(chunk) >= CHUNK:
                         writer.write(chunk)
                         chunk = []
@@ -333,6 +336,8 @@ def _parse_and_commit(
                 description=description,
                 received_at=received_at,
             )
+            if attachments:
+                result["attachments"] = attachments
             writer.ledger = _ledger(result, path, inbox, refused)
         return result
     except _Rollback:
@@ -404,19 +409,33 @@ def _finish(path: Path, inbox: Inbox, result: dict[str, Any], move: bool) -> dic
     tmp.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
     os.replace(path, dest)
     os.replace(tmp, receipt_path)
+    # Attachments named by a report manifest move with it (they were stored as blobs).
+    for name in result.get("attachments", []):
+        attachment = path.parent / name
+        if attachment.parent == path.parent and attachment.is_file() and not attachment.is_symlink():
+            os.replace(attachment, dest.parent / name)
     result["archived_as"] = str(dest)
     return result
 
 
 def iter_candidates(folder: Path) -> Iterator[Path]:
-    """Files directly in an inbox folder that may be taken (see `ignored`)."""
+    """Files directly in an inbox folder that may be taken (see `ignored` and `is_attachment`)."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return
     for entry in entries:
-        if (entry.is_file(follow_symlinks=False) or entry.is_symlink()) and not ignored(entry.name):
+        if (entry.is_file(follow_symlinks=False) or entry.is_symlink()) and not ignored(entry.name) and not is_attachment(entry.name):
             yield Path(entry.path)
+
+
+# Documents and media are attachments: never taken on their own, they wait in the
+# inbox for the report manifest that names them and move to the archive with it.
+ATTACHMENT_TYPES = (".pdf", ".doc", ".docx", ".odt", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".zip", ".rar", ".7z", ".mp4")
+
+
+def is_attachment(name: str) -> bool:
+    return name.lower().endswith(ATTACHMENT_TYPES)
 
 
 def ignored(name: str) -> bool:

@@ -169,9 +169,9 @@ name = {name}
 # provincial: accepts child nodes. district: any subordinate unit (commune, ward,
 # agency); it replicates to its parent and may have children of its own.
 mode = {mode}
-# Unit codes this node answers for (default: its id). Files may carry records for
+# Unit codes this node answers for (empty: its id). Files may carry records for
 # these units and the units below them in the province's unit registry.
-# units = ["86-28894"]
+units = {units}
 
 [server]
 # host:port to accept child nodes on (mTLS). Empty: this node has no children.
@@ -226,12 +226,14 @@ format = "auto"
 """
 
 
-def render(*, id: str, name: str, mode: str, listen: str, parent: str, parent_id: str = "") -> str:
+def render(*, id: str, name: str, mode: str, listen: str, parent: str, parent_id: str = "", units: list[str] | None = None) -> str:
     """The commented configuration file for a new node (validated before it is written)."""
 
-    def q(value: str) -> str:
+    def q(value: object) -> str:
         return tomlkit.item(value).as_string()
 
-    text = TEMPLATE.format(id=q(id), name=q(name), mode=q(mode), listen=q(listen), parent=q(parent), parent_id=q(parent_id))
+    text = TEMPLATE.format(
+        id=q(id), name=q(name), mode=q(mode), listen=q(listen), parent=q(parent), parent_id=q(parent_id), units=q(list(units or []))
+    )
     validate(tomllib.loads(text))
     return text

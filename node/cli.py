@@ -22,7 +22,7 @@ from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 
 from . import logs, runtime, tls
-from .ingest import ingest_jsonl
+from .intake import StoreSink
 
 DIR_OPTION = click.option(
     "--dir",
@@ -81,8 +81,18 @@ def ca_init(ca_dir: Path, name: str) -> None:
 @click.option("--parent-id", default="", help="The parent's node id; when given, its certificate must carry it.")
 @click.option("--ca", "ca_dir", type=click.Path(file_okay=False, path_type=Path), help="Issue this node's certificate from this CA.")
 @click.option("--san", multiple=True, metavar="NAME", help="Extra host name or IP the node is reached at (repeatable).")
+@click.option("--unit", "units", multiple=True, metavar="CODE", help="A unit code this node answers for (repeatable; default: its id).")
 def init(
-    node_dir: Path, mode: str, node_id: str, name: str, listen: str, parent: str, parent_id: str, ca_dir: Path | None, san: tuple[str, ...]
+    node_dir: Path,
+    mode: str,
+    node_id: str,
+    name: str,
+    listen: str,
+    parent: str,
+    parent_id: str,
+    ca_dir: Path | None,
+    san: tuple[str, ...],
+    units: tuple[str, ...],
 ) -> None:
     """Create a node directory: configuration, store, inbox and (with --ca) certificate."""
     if mode == "provincial" and not listen:
@@ -91,7 +101,7 @@ def init(
         fail("a district-mode node needs its parent's address", "add --parent HOST:PORT (the provincial node's address)")
     if (node_dir / config.CONFIG_FILE).exists():
         fail(f"{node_dir} already holds a node", "use another --dir, or run the existing node")
-    text = config.render(id=node_id, name=name, mode=mode, listen=listen, parent=parent, parent_id=parent_id)
+    text = config.render(id=node_id, name=name, mode=mode, listen=listen, parent=parent, parent_id=parent_id, units=list(units))
     settings = config.validate(tomllib.loads(text))
     if ca_dir is not None:
         tls.check_ca(ca_dir)
@@ -161,29 +171,49 @@ def health(node_dir: Path, timeout: float) -> None:
 
 @cli.command()
 @DIR_OPTION
+@click.option("--agency", default="", help="The agency the files come from (as an inbox folder name would say).")
+@click.option("--adapter", "adapter_name", default="", help="Read the files with this adapter instead of recognising them.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def ingest(node_dir: Path, files: tuple[Path, ...]) -> None:
-    """Store records from canonical JSON Lines FILES (one record per line).
+def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ...]) -> None:
+    """Take FILES in, as if dropped into an inbox (the files stay where they are).
 
-    Valid lines are stored, refused lines are listed with their reason; the
-    exit code is 1 when any line was refused.
+    Any format an adapter recognises: canonical JSON Lines, Vietnamese CSV, DHIS2,
+    Open311, report manifests. Valid rows are stored, refused rows are listed with
+    their reason; the exit code is 1 when anything was refused.
     """
-    _settings(node_dir)
+    from lienthong.adapters.intake import Inbox, Limits, take
+    from lienthong.adapters.registry import Registry, UnknownAdapter
+
+    settings = _settings(node_dir)
+    registry = Registry()
+    if adapter_name:
+        try:
+            registry.get(adapter_name)
+        except UnknownAdapter as exc:
+            fail(str(exc), "use a name from `lienthong adapters list`")
     store = Store.open(node_dir / runtime.STORE_FILE)
     refused_any = False
     try:
-        clock = HybridClock(store.max_version())
+        sink = StoreSink(store, HybridClock(store.max_version()), node_dir, runtime.own_units(settings))
+        limits = Limits(max_file_bytes=settings.ingest.max_file_mb * 1024 * 1024)
         for path in files:
-            result = ingest_jsonl(store, clock, path)
+            inbox = Inbox(agency=agency, path=path.resolve().parent, adapter=adapter_name)
+            result = take(path, inbox, registry, sink, settings.node.id, limits, move=False)
+            counts = result["importCount"]
             click.echo(
-                f"{path}: {result.imported} imported, {result.updated} updated, {result.unchanged} unchanged, {len(result.refused)} refused"
+                f"{path}: {counts['imported']} imported, {counts['updated']} updated, "
+                f"{counts['unchanged']} unchanged, {counts['refused']} refused" + (f" [{result['adapter']}]" if result["adapter"] else "")
             )
-            for error in result.refused[:50]:
-                where = f" {error.field}:" if error.field else ""
-                click.echo(f"  line {error.line}:{where} {error.message}", err=True)
-            if len(result.refused) > 50:
-                click.echo(f"  … and {len(result.refused) - 50} more refused lines", err=True)
-            refused_any = refused_any or bool(result.refused)
+            if result["status"] == "ERROR":
+                click.echo(f"  refused whole: {result['description_en']}", err=True)
+            elif result["description_en"]:
+                click.echo(f"  {result['description_en']}")
+            for conflict in result["conflicts"][:50]:
+                where = f" {conflict['field']}:" if conflict["field"] else ""
+                click.echo(f"  line {conflict['line']}:{where} {conflict['message_en']}", err=True)
+            if counts["refused"] > 50:
+                click.echo(f"  … and {counts['refused'] - 50} more refused rows", err=True)
+            refused_any = refused_any or result["status"] == "ERROR" or bool(counts["refused"])
     finally:
         store.close()
     if refused_any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shutil
 import signal
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,20 +76,24 @@ def _cli(*args: str, log: Path | None = None) -> subprocess.CompletedProcess[str
     return out
 
 
+INDICATORS = [json.loads(line)["code"] for line in (DATA / "definitions.jsonl").open(encoding="utf-8") if '"type": "indicator"' in line]
+
+
 def _generate(path: Path, node: DemoNode, count: int, seed: int) -> None:
-    """`count` indicator values for the node's unit over past months, as an agency would send."""
+    """`count` values of the approved indicators for the node's unit, by month and breakdown, as an agency would send."""
     rng = random.Random(seed)
     unit = node.id.split(".")[0]
+    months = 240
     with path.open("w", encoding="utf-8") as f:
         for i in range(count):
-            month = i // 40
+            month = (i // len(INDICATORS)) % months
             line = {
                 "kind": "indicator",
-                "indicator": f"KTXH.MAU.{i % 40:02d}",
+                "indicator": INDICATORS[i % len(INDICATORS)],
                 "unit": unit,
-                "period": f"{2000 + month // 12}-{month % 12 + 1:02d}",
+                "period": f"{2006 + month // 12}-{month % 12 + 1:02d}",
+                "disaggregation": f"N{i // (len(INDICATORS) * months):03d}",
                 "value": round(rng.uniform(0, 100_000), 2),
-                "agency": "thongke" if node.tier == 1 else "yte",
             }
             f.write(json.dumps(line) + "\n")
 
@@ -106,7 +112,9 @@ def _state(node: DemoNode) -> dict[str, int]:
         up = store.uplink_state()
         children = store.children()
         total = store.db.execute("SELECT count(*) FROM records").fetchone()[0]
+        definitions = store.counts()["definition"]
         return {
+            "definitions": definitions,
             "records": total,
             "sent": up["sent"],
             "acknowledged": up["acked_records"],
@@ -147,6 +155,8 @@ def run_demo(n_children: int, volume: int, keep: bool, timeout: float) -> int:
                 args += ["--listen", node.listen]
             if node.parent:
                 args += ["--parent", node.parent.listen, "--parent-id", node.parent.id]
+            if node.tier == 2:
+                args += ["--unit", node.parent.id]  # the health station answers for its commune's figures
             _cli(*args)
         console.print(
             f"Created a CA, province {province.id} and {len(nodes) - 1} subordinate nodes "
@@ -158,23 +168,40 @@ def run_demo(n_children: int, volume: int, keep: bool, timeout: float) -> int:
             node.process = subprocess.Popen([sys.executable, "-m", "lienthong.node", "run", "--dir", str(node.dir)], stdout=log, stderr=log)
         console.print(f"Started {len(nodes)} nodes (logs in {logs}).")
 
-        for index, node in enumerate(nodes):
-            sample = DATA / f"{node.id}.jsonl"
-            if sample.exists():
-                _cli("ingest", "--dir", str(node.dir), str(sample), log=logs / "ingest.log")
+        # The province sends its definitions (units, indicator set, report schedule) down first.
+        _cli("ingest", "--dir", str(province.dir), "--agency", "ioc", str(DATA / "definitions.jsonl"), log=logs / "ingest.log")
+        n_definitions = sum(1 for _ in (DATA / "definitions.jsonl").open(encoding="utf-8"))
+        if not _until(lambda: all(_state(n)["definitions"] >= n_definitions for n in nodes), timeout):
+            return _failed(console, logs, "the definitions did not reach every node")
+        console.print(f"The province sent {n_definitions} definitions down to every node.")
+
+        # Agencies drop their files into the nodes' inboxes (written aside, then renamed into place).
+        dropped = 0
+        for node in nodes:
+            source = DATA / "inbox" / node.id
+            for sample in sorted(source.rglob("*")) if source.exists() else []:
+                if sample.is_file():
+                    _drop(sample, node.dir / "inbox" / sample.parent.name)
+                    dropped += 1
             if node.tier > 0 and volume:
                 generated = root / f"generated-{node.id}.jsonl"
-                _generate(generated, node, volume, seed=index)
-                _cli("ingest", "--dir", str(node.dir), str(generated), log=logs / "ingest.log")
-        console.print("Fed every node: the agency sample records, and generated indicator values on subordinate nodes.")
+                _generate(generated, node, volume, seed=len(node.id))
+                _drop(generated, node.dir / "inbox" / ("thongke" if node.tier == 1 else "yte"))
+                dropped += 1
+        console.print(f"Agencies dropped {dropped} files into the inboxes: the agency samples, and generated indicator values.")
+        if not _until(lambda: all(_inbox_empty(n) for n in nodes), timeout):
+            return _failed(console, logs, "the inboxes were not emptied")
+        for node in nodes:
+            updates = DATA / "updates" / f"{node.id}.jsonl"
+            if updates.exists():
+                _cli("ingest", "--dir", str(node.dir), "--agency", "1022", str(updates), log=logs / "ingest.log")
+        _receipts(console, nodes)
 
         expected = set().union(*(_own_records(n) for n in nodes))
         ok = _wait(console, nodes, province, len(expected), timeout)
         if not ok:
-            console.print(f"[red]Error:[/] data did not finish flowing within {timeout:.0f} s.")
-            console.print(f"Try: look at the node logs in {logs} (kept), or run with a larger --timeout.")
             keep = True
-            return 1
+            return _failed(console, logs, f"data did not finish flowing within {timeout:.0f} s")
         held = Store.open(province.dir / STORE_FILE)
         try:
             at_province = held.record_versions()
@@ -182,9 +209,8 @@ def run_demo(n_children: int, volume: int, keep: bool, timeout: float) -> int:
             held.close()
         missing = expected - at_province
         if missing:
-            console.print(f"[red]Error:[/] the province lacks {len(missing)} records.")
             keep = True
-            return 1
+            return _failed(console, logs, f"the province lacks {len(missing)} records")
         _summary(console, nodes)
         console.print(
             f"[green]OK[/]: the province holds all {len(expected)} records written at {len(nodes)} nodes, each exactly once; "
@@ -197,6 +223,55 @@ def run_demo(n_children: int, volume: int, keep: bool, timeout: float) -> int:
             console.print(f"Kept {root}. Try: lienthong status --dir {root / province.id}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _failed(console: Console, logs: Path, what: str) -> int:
+    console.print(f"[red]Error:[/] {what}.")
+    console.print(f"Try: look at the node logs in {logs} (kept with --keep), or run with a larger --timeout.")
+    return 1
+
+
+def _until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _drop(source: Path, inbox: Path) -> None:
+    """What a well-behaved agency system does: write under a temporary name, then rename."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    staging = inbox / f"{source.name}.part"
+    shutil.copyfile(source, staging)
+    os.replace(staging, inbox / source.name)
+
+
+def _inbox_empty(node: DemoNode) -> bool:
+    from lienthong.adapters.intake import iter_candidates
+
+    root = node.dir / "inbox"
+    return all(not any(iter_candidates(folder)) for folder in root.iterdir() if folder.is_dir())
+
+
+def _receipts(console: Console, nodes: list[DemoNode]) -> None:
+    """Show each file's receipt; for files with refused rows, the Vietnamese reasons agency staff read."""
+    table = Table("node", "agency/file", "adapter", "status", "imported", "refused", title="receipts (inbox/*/archive)")
+    notes: list[str] = []
+    for node in nodes:
+        for path in sorted((node.dir / "inbox").glob("*/*/*/*.receipt.json")) + sorted(
+            (node.dir / "inbox").glob("*/rejected/*.receipt.json")
+        ):
+            r = json.loads(path.read_text(encoding="utf-8"))
+            counts = r["importCount"]
+            table.add_row(node.id, f"{r['agency']}/{r['file']}", r["adapter"], r["status"], str(counts["imported"]), str(counts["refused"]))
+            notes += [f"  {r['file']} dòng {c['line']}: {c['message']}" for c in r["conflicts"][:6]]
+    console.print(table)
+    if notes:
+        console.print("Refused rows, as the receipts tell agency staff:")
+        for line in notes:
+            console.print(line)
 
 
 def _wait(console: Console, nodes: list[DemoNode], province: DemoNode, expected: int, timeout: float) -> bool:

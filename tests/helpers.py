@@ -118,14 +118,20 @@ def status(node_dir: Path) -> dict[str, Any]:
 class NodeProcess:
     """A real `lienthong run` process; its log goes to DIR/run.log."""
 
-    def __init__(self, node_dir: Path) -> None:
+    def __init__(self, node_dir: Path, env: dict[str, str] | None = None) -> None:
         self.dir = node_dir
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = node_dir / "run.log"
 
     def start(self) -> NodeProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "lienthong.node", "run", "--dir", str(self.dir)], stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lienthong.node", "run", "--dir", str(self.dir)],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **self.env},
+        )
         log.close()
         return self
 

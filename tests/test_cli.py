@@ -67,8 +67,8 @@ def test_bad_lines_are_listed_and_good_ones_kept(make_node: MakeNode, tmp_path: 
     out = cli("ingest", "--dir", str(node), str(tmp_path / "bad.jsonl"), check=False)
     assert out.returncode == 1
     assert "2 imported, 0 updated, 0 unchanged, 2 refused" in out.stdout
-    assert "line 2: not valid JSON" in out.stderr
-    assert "line 3: period: 'period' is not a period (got 'Tháng 13/2026'); write it as" in out.stderr
+    assert "line 2: This line is not valid JSON" in out.stderr
+    assert "line 3: period: The period «Tháng 13/2026» is not valid" in out.stderr
     assert "Traceback" not in out.stderr
 
 

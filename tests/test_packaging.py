@@ -37,3 +37,14 @@ def test_sample_copies_are_in_step_with_shared() -> None:
     assert sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file()) == theirs
     for rel in theirs:
         assert filecmp.cmp(SHARED / rel, ours / rel, shallow=False), f"{rel} differs from ../shared/samples"
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="no ../shared beside this clone (a user's clone)")
+def test_demo_sample_files_are_in_step_with_shared() -> None:
+    """Every agency file the demo drops is byte for byte a file of ../shared/samples."""
+    demo = ROOT / "node" / "demo_data" / "inbox"
+    shared = {p.name: p for p in SHARED.rglob("*") if p.is_file()}
+    files = [p for p in demo.rglob("*") if p.is_file()]
+    assert len(files) >= 9
+    for path in files:
+        assert path.name in shared and filecmp.cmp(shared[path.name], path, shallow=False), f"{path} is not in step"
