@@ -222,7 +222,7 @@ def take(
     bound = log.bind(agency=inbox.agency, file=path.name)
     started = time.monotonic()
 
-    def refuse(code: str, value: object, sha: str = "", adapter: str = "") -> dict[str, Any]:
+    def refuse(code: str, value: object, sha: str = "", adapter: str = "", text: tuple[str, str] | None = None) -> dict[str, Any]:
         r = receipt(
             status="ERROR",
             path=path,
@@ -233,7 +233,7 @@ def take(
             counts=(0, 0, 0),
             refused=0,
             conflicts=[],
-            description=message(code, value),
+            description=text or message(code, value),
             received_at=received_at,
         )
         r["error_code"] = code
@@ -321,7 +321,9 @@ def _parse_and_commit(
                 raise _Rollback
             writer.write(chunk)
             counts = writer.counts
-            status = "WARNING" if refused or validator.flag_unchecked else "SUCCESS"
+            taken = sum(counts)
+            # Nothing taken and rows refused: the file is refused (it goes to rejected/).
+            status = "ERROR" if refused and not taken else "WARNING" if refused or validator.flag_unchecked else "SUCCESS"
             description = message("no_definitions") if validator.flag_unchecked else ("", "")
             result = receipt(
                 status=status,
@@ -357,9 +359,7 @@ def _parse_and_commit(
         r["error_code"] = "atomic"
         return r
     except FileRefused as exc:
-        r = refuse(exc.code, "", sha, adapter.name)
-        r["description"], r["description_en"] = exc.message_vi, exc.message_en
-        return r
+        return refuse(exc.code, "", sha, adapter.name, (exc.message_vi, exc.message_en))
     except Exception as exc:  # an adapter bug: isolate it, refuse the file, keep serving
         log.exception("adapter.failed", adapter=adapter.name, file=path.name)
         r = refuse("adapter_failed", adapter.name, sha, adapter.name)
