@@ -28,8 +28,8 @@ from pathlib import Path
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
+from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from .intake import ARCHIVE, REJECTED, Inbox, ignored, is_attachment, iter_candidates
@@ -85,7 +85,7 @@ class InboxWatcher:
         self.root.mkdir(parents=True, exist_ok=True)
         self._discover()
         handler = _Handler(self)
-        inotify = Observer()
+        inotify = _inotify()
         inotify.schedule(handler, str(self.root), recursive=True)
         self._watched.add(self.root)
         self._observers.append(inotify)
@@ -120,7 +120,7 @@ class InboxWatcher:
         elif inbox.path.is_relative_to(self.root):
             return  # the recursive inotify watch on the root covers it
         else:
-            observer = Observer()
+            observer = _inotify()
         inbox.path.mkdir(parents=True, exist_ok=True)
         observer.schedule(handler, str(inbox.path), recursive=False)
         self._observers.append(observer)
@@ -244,6 +244,12 @@ class InboxWatcher:
             return not self._pending and not self._busy and self._queue.empty()
 
 
+def _inotify() -> BaseObserver:
+    # Full events: a file renamed in from outside the watched tree (the agency's
+    # staging folder) arrives as a move, so it is taken at once, not after settling.
+    return InotifyObserver(generate_full_events=True)
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, watcher: InboxWatcher) -> None:
         self.w = watcher
@@ -265,6 +271,8 @@ class _Handler(FileSystemEventHandler):
             self.w.note(Path(os.fsdecode(event.src_path)), renamed=False, closed=True)
 
     def on_moved(self, event: FileSystemEvent) -> None:
+        if not event.dest_path:
+            return  # moved out of the watched tree
         dest = Path(os.fsdecode(event.dest_path))
         if event.is_directory:
             if dest.parent == self.w.root:

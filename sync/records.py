@@ -300,11 +300,18 @@ def definition(origin: str, fields: Mapping[str, Any]) -> Keyed:
     body = pb.Definition(
         type=code(fields, "type"),
         code=code(fields, "code"),
-        json=json.dumps(payload, ensure_ascii=False, sort_keys=True),
+        json=json.dumps(payload, ensure_ascii=False, sort_keys=True, default=_json_number),
     )
     unit = code(fields, "unit", required=False) or origin
     rid = record_id(DEFINITION, body.type, body.code, origin)
     return Keyed(rid, DEFINITION, unit, "", body.SerializeToString(deterministic=True), bool(fields.get("deleted")))
+
+
+def _json_number(value: object) -> object:
+    """Decimals (how JSON Lines numbers are read, to keep their digits) back into JSON numbers."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 BUILDERS = {

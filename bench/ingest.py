@@ -1,0 +1,135 @@
+"""Ingest benchmarks: rows/s for big Vietnamese CSV files, and drop-to-commit latency.
+
+    python bench/ingest.py rows --rows 100000
+    python bench/ingest.py rows --rows 1000000
+    python bench/ingest.py latency --files 500
+
+`rows` writes a Vietnamese spreadsheet CSV (BOM, `;`, `1.234,5` numbers,
+`Tháng 10/2026` periods) and times `lienthong ingest` on it in a fresh node
+directory (a separate process, so its peak RSS is the ingest's own).
+`latency` runs a real node (`lienthong run`), renames files into its inbox one by
+one at a steady pace, and measures from each rename to its records being committed
+(the file's ledger entry, read from the store).
+Targets: >= 100,000 rows/s parsed and committed; peak RSS independent of file size;
+p50 <= 100 ms and p99 <= 500 ms from drop to commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HEADER = "Mã chỉ tiêu;Tên chỉ tiêu;Đơn vị tính;Kỳ báo cáo;Mã đơn vị;Tên đơn vị;Giá trị;Ghi chú\r\n"
+
+
+def lienthong(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lienthong.node", *args], capture_output=True, text=True, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def make_node(base: Path, node_id: str = "86") -> Path:
+    lienthong("ca", "init", str(base / "ca"))
+    node = base / node_id
+    lienthong("init", "--dir", str(node), "--mode", "provincial", "--id", node_id, "--listen", "127.0.0.1:0", "--ca", str(base / "ca"))
+    return node
+
+
+def write_csv(path: Path, rows: int) -> None:
+    with path.open("w", encoding="utf-8-sig", newline="") as f:
+        f.write(HEADER)
+        for i in range(rows):
+            month = i // 1000 % 12 + 1
+            year = 1990 + i // 12000
+            value = f"{i // 1000}.{i % 1000:03d},{i % 100:02d}" if i >= 1000 else f"{i},{i % 100:02d}"
+            f.write(f"KTXH.B.{i % 1000:03d};Chỉ tiêu mẫu;đơn vị;Tháng {month}/{year};86;Tỉnh Vĩnh Long;{value};\r\n")
+
+
+def rows_bench(args: argparse.Namespace) -> None:
+    base = Path(tempfile.mkdtemp(prefix="lienthong-bench-ingest-"))
+    try:
+        node = make_node(base)
+        csv = base / "chi-tieu.csv"
+        write_csv(csv, args.rows)
+        size = csv.stat().st_size
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        started = time.perf_counter()
+        out = lienthong("ingest", "--dir", str(node), "--agency", "thongke", str(csv))
+        seconds = time.perf_counter() - started
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        print(out.stdout.strip())
+        print(
+            f"rows={args.rows:,} file={size / 1e6:.1f} MB seconds={seconds:.2f} rows_per_s={args.rows / seconds:,.0f} "
+            f"peak_rss_mb={max(peak_kb, before) / 1024:.0f} (the ingest process, incl. interpreter start-up)"
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def latency_bench(args: argparse.Namespace) -> None:
+    base = Path(tempfile.mkdtemp(prefix="lienthong-bench-latency-"))
+    node = make_node(base)
+    inbox = node / "inbox" / "thongke"
+    inbox.mkdir(parents=True, exist_ok=True)
+    staging = base / "staging"
+    staging.mkdir()
+    for i in range(args.files):
+        (staging / f"f{i:04d}.csv").write_text(HEADER + f"KTXH.L.{i:04d};x;y;Tháng 10/2026;86;z;{i},5;\r\n", encoding="utf-8-sig")
+    with (base / "node.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "lienthong.node", "run", "--dir", str(node)], stdout=log, stderr=log)
+    db = sqlite3.connect(node / "lienthong.db", timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        lock = node / "node.lock"
+        while not (lock.exists() and lock.read_text(errors="ignore").strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        latencies: list[float] = []
+        for i in range(args.files):
+            name = f"f{i:04d}.csv"
+            dropped = time.perf_counter()
+            os.replace(staging / name, inbox / name)
+            while True:
+                row = db.execute("SELECT 1 FROM files WHERE name = ?", (name,)).fetchone()
+                if row:
+                    latencies.append((time.perf_counter() - dropped) * 1000)
+                    break
+                if time.perf_counter() - dropped > 10:
+                    raise SystemExit(f"{name} was not committed within 10 s; see {base / 'node.log'}")
+                time.sleep(0.002)
+            time.sleep(args.gap)
+        latencies.sort()
+        p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+        print(
+            f"files={args.files} gap={args.gap}s p50_ms={statistics.median(latencies):.1f} p90_ms={p(0.90):.1f} "
+            f"p99_ms={p(0.99):.1f} max_ms={latencies[-1]:.1f}"
+        )
+    finally:
+        db.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    rows = sub.add_parser("rows")
+    rows.add_argument("--rows", type=int, default=100_000)
+    latency = sub.add_parser("latency")
+    latency.add_argument("--files", type=int, default=500)
+    latency.add_argument("--gap", type=float, default=0.02, help="seconds between drops")
+    args = parser.parse_args()
+    print("command: python bench/ingest.py " + " ".join(sys.argv[1:]))
+    rows_bench(args) if args.what == "rows" else latency_bench(args)
+
+
+if __name__ == "__main__":
+    main()
