@@ -33,9 +33,28 @@ PROVINCE_ID = "P86"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def code_under_test() -> str:
+    """Which lienthong code this run imports (and the node processes it starts)."""
+    import lienthong.sync.store as store_module
+
+    where = Path(store_module.__file__).resolve().parent.parent
+    if where == REPO:
+        try:
+            rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--", "sync", "node", "config", "adapters"], cwd=REPO, capture_output=True, text=True
+            ).stdout.strip()
+        except OSError:
+            return str(where)
+        return f"working tree {where} at {rev}" + (" with uncommitted changes in sync/node/config/adapters" if dirty else "")
+    return f"snapshot {where}"
+
+
 def command_line() -> str:
     """The exact command that is running, to print beside the figures."""
-    return " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    pythonpath = os.environ.get("PYTHONPATH")
+    return f"PYTHONPATH={shlex.quote(pythonpath)} {cmd}" if pythonpath else cmd
 
 
 def free_port() -> int:
@@ -67,10 +86,33 @@ def init_province(root: Path, ca: Path, port: int, node_id: str = PROVINCE_ID) -
 def init_district(root: Path, ca: Path, node_id: str, parent_port: int, parent_id: str = PROVINCE_ID) -> Path:
     d = root / f"child-{node_id}"
     cli(
-        "init", "--dir", str(d), "--mode", "district", "--id", node_id,
-        "--parent", f"127.0.0.1:{parent_port}", "--parent-id", parent_id, "--ca", str(ca),
+        "init",
+        "--dir",
+        str(d),
+        "--mode",
+        "district",
+        "--id",
+        node_id,
+        "--parent",
+        f"127.0.0.1:{parent_port}",
+        "--parent-id",
+        parent_id,
+        "--ca",
+        str(ca),
     )
     return d
+
+
+def set_replication(node_dir: Path, **values: Any) -> None:
+    """Change [replication] settings in a node's lienthong.toml (batch_size, window, ...)."""
+    import tomlkit
+
+    path = node_dir / "lienthong.toml"
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    for key, value in values.items():
+        if value is not None:
+            doc["replication"][key] = value  # type: ignore[index]
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- records
@@ -129,13 +171,15 @@ def store_facts(store_path: Path) -> dict[str, Any]:
 class NodeProc:
     """A `lienthong run --dir D` process, its log in D/run.log."""
 
-    def __init__(self, node_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, node_dir: Path, env: dict[str, str] | None = None, cache_mib: int | None = None) -> None:
         self.dir = node_dir
         self.log_path = node_dir / "run.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        # cache_mib: run through bench/_patched_node.py (what-if: a larger SQLite page cache)
+        prefix = [sys.executable, str(BENCH_DIR / "_patched_node.py"), "--cache-mib", str(cache_mib)] if cache_mib else [LIENTHONG]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [LIENTHONG, "run", "--dir", str(node_dir)],
+            [*prefix, "run", "--dir", str(node_dir)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -143,6 +187,7 @@ class NodeProc:
         self.pid = self.proc.pid
         self.hwm_kb = 0
         self.cpu_s = 0.0
+        self.io: dict[str, int] = {}
 
     def wait_listening(self, timeout: float = 30.0) -> int:
         """Wait until the node wrote its port into its lock file."""
@@ -172,6 +217,9 @@ class NodeProc:
         cpu = cpu_seconds(self.pid)
         if cpu:
             self.cpu_s = cpu
+        io = proc_io(self.pid)
+        if io:
+            self.io = io
 
     def rss_kb(self) -> int:
         return proc_status_kb(self.pid, "VmRSS")
@@ -198,6 +246,15 @@ def proc_status_kb(pid: int, field: str) -> int:
     except OSError:
         pass
     return 0
+
+
+def proc_io(pid: int) -> dict[str, int]:
+    """/proc/PID/io: wchar = bytes passed to write()/pwrite(), write_bytes = bytes sent to disk."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            return {k: int(v) for k, v in (line.split(":") for line in f)}
+    except (OSError, ValueError):
+        return {}
 
 
 def vm_hwm_kb(pid: int) -> int:
@@ -236,18 +293,23 @@ class ProvinceWatch:
 
 
 def start_profiler(pid: int, out: Path, duration: int, rate: int = 50) -> subprocess.Popen[bytes] | None:
-    """Start `py-spy record` on `pid` (speedscope output), or None if py-spy is missing."""
+    """Start `py-spy record` on `pid` (raw collapsed stacks), or None if py-spy is missing.
+
+    BENCH_PYSPY_ARGS adds options, e.g. "--native" to see SQLite's C frames (it
+    pauses the process for each sample, so it slows the run more).
+    """
     spy = VENV_BIN / "py-spy"
     if not spy.exists():
         print(f"(py-spy not found at {spy}; install it with {VENV_BIN / 'pip'} install py-spy)")
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--rate", str(rate), "--duration", str(duration),
-         "--format", "raw", "--output", str(out), "--nonblocking"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    extra = os.environ.get("BENCH_PYSPY_ARGS", "").split()
+    args = [str(spy), "record", "--pid", str(pid), "--rate", str(rate), "--duration", str(duration)]
+    args += ["--format", "raw", "--output", str(out), *extra]
+    if "--native" not in extra:
+        args.append("--nonblocking")
+    with open(out.with_suffix(".log"), "wb") as log:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 
 
 def stop_profiler(spy: subprocess.Popen[bytes]) -> None:

@@ -1,13 +1,12 @@
 """Summarise a `py-spy record --format raw` file: self time and inclusive time per frame.
 
-    .venv/bin/python bench/_pyspy_summary.py PROFILE.txt [--top 30] [--filter SUBSTRING]
+.venv/bin/python bench/_pyspy_summary.py PROFILE.txt [--top 30] [--filter SUBSTRING]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import re
 
 
 def main() -> None:
@@ -20,8 +19,9 @@ def main() -> None:
     incl: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in open(args.profile, errors="replace"):
-        line = line.rstrip("\n")
+    with open(args.profile, errors="replace") as f:
+        lines = f.read().splitlines()
+    for line in lines:
         if not line:
             continue
         stack, _, n = line.rpartition(" ")

@@ -12,6 +12,8 @@ what each costs:
   cache64m     PRAGMA cache_size = -65536 (64 MiB page cache instead of SQLite's 2 MiB default)
   sync-normal  PRAGMA synchronous = NORMAL (NOT a proposal: it shows what the per-commit fsync costs)
   cache64m+5k  64 MiB cache and 5,000 records per transaction (10 wire batches grouped)
+  cache256m+50k  256 MiB cache and 50,000 records per transaction (100 wire batches grouped),
+               what a group-committing apply loop with a sized page cache would do
   parse-only   the Python loop before the transaction (decode + shape checks), no SQLite
 """
 
@@ -27,13 +29,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, fields_for, save_result  # noqa: E402
+from _common import code_under_test, command_line, fields_for, save_result
 
-from lienthong.sync import clock, records  # noqa: E402
-from lienthong.sync.store import Store, _shape_problem  # noqa: E402
+from lienthong.sync import clock, records
+from lienthong.sync.store import Store, _shape_problem
 
 CHILD = "86-28894"
-VARIANTS = ["as-is", "cache64m", "sync-normal", "cache64m+5k", "parse-only"]
+VARIANTS = ["as-is", "cache64m", "sync-normal", "cache64m+5k", "cache256m+50k", "parse-only"]
 
 
 def envelopes(n: int, pad: int) -> list[bytes]:
@@ -49,20 +51,23 @@ def run_variant(variant: str, raws: list[bytes], batch: int) -> dict[str, Any]:
     if variant == "parse-only":
         t0 = time.perf_counter()
         parse = records.Envelope.FromString
+        rows = []
         for raw in raws:
             env = parse(raw)
             _shape_problem(env)
-            (env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, b"", CHILD, raw)
+            rows.append((env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, b"", CHILD, raw))
         dt = time.perf_counter() - t0
         return {"variant": variant, "records": len(raws), "seconds": round(dt, 2), "records_per_s": round(len(raws) / dt)}
     root = Path(tempfile.mkdtemp(prefix="lienthong-apply-"))
     try:
         store = Store.create(root / "p.db", "P86")
-        if variant in ("cache64m", "cache64m+5k"):
+        if variant.startswith("cache64m"):
             store._w.execute("PRAGMA cache_size = -65536")
+        if variant.startswith("cache256m"):
+            store._w.execute("PRAGMA cache_size = -262144")
         if variant == "sync-normal":
             store._w.execute("PRAGMA synchronous = NORMAL")
-        per_txn = 5000 if variant.endswith("+5k") else batch
+        per_txn = 50_000 if variant.endswith("+50k") else 5000 if variant.endswith("+5k") else batch
         store.register_child(CHILD, "bench")
         epoch = "e" * 32
         t0 = time.perf_counter()
@@ -105,9 +110,13 @@ def main() -> None:
     for v in args.variant or VARIANTS:
         r = run_variant(v, raws, args.batch)
         results.append(r)
-        print(f"{v:12s} {r['records_per_s']:>9,} records/s  ({r['seconds']} s; per 100k: {r.get('records_per_s_per_100k', '')})", flush=True)
+        print(
+            f"{v:12s} {r['records_per_s']:>9,} records/s  ({r['seconds']} s; per 100k: {r.get('records_per_s_per_100k', '')})", flush=True
+        )
     print(f"command: {command_line()}")
-    print(f"result saved to {save_result('apply_path', {'command': command_line(), 'results': results})}")
+    print(f"code: {code_under_test()}")
+    saved = save_result("apply_path", {"command": command_line(), "code": code_under_test(), "results": results})
+    print(f"result saved to {saved}")
 
 
 if __name__ == "__main__":

@@ -24,12 +24,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
-    PROVINCE_ID,
+from _common import (
     STORE_FILE,
     NodeProc,
     ProvinceWatch,
     cli,
+    code_under_test,
     command_line,
     free_port,
     init_district,
@@ -39,6 +39,7 @@ from _common import (  # noqa: E402
     mb,
     prefill,
     save_result,
+    set_replication,
     start_profiler,
     stop_profiler,
 )
@@ -46,7 +47,18 @@ from _common import (  # noqa: E402
 CHILD_ID = "86-28894"
 
 
-def run(records: int, pad: int, profile: bool, timeout: float, keep: bool, poll: float = 0.2, quiet: bool = False) -> dict[str, Any]:
+def run(
+    records: int,
+    pad: int,
+    profile: bool,
+    timeout: float,
+    keep: bool,
+    poll: float = 0.2,
+    quiet: bool = False,
+    batch_size: int | None = None,
+    window: int | None = None,
+    province_cache_mib: int | None = None,
+) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="lienthong-bench-"))
     say = (lambda *a: None) if quiet else print
     province = child = None
@@ -56,6 +68,8 @@ def run(records: int, pad: int, profile: bool, timeout: float, keep: bool, poll:
         port = free_port()
         pdir = init_province(root, ca, port)
         cdir = init_district(root, ca, CHILD_ID, port)
+        for d in (pdir, cdir):
+            set_replication(d, batch_size=batch_size, window=window)
         say(f"prefilling the child with {records:,} records ...", flush=True)
         facts = prefill(cdir / STORE_FILE, records, pad)
         head = facts["head"]
@@ -65,7 +79,7 @@ def run(records: int, pad: int, profile: bool, timeout: float, keep: bool, poll:
             flush=True,
         )
 
-        province = NodeProc(pdir)
+        province = NodeProc(pdir, cache_mib=province_cache_mib)
         province.wait_listening()
         watch = ProvinceWatch(pdir / STORE_FILE)
         load_before = loadavg()
@@ -100,8 +114,12 @@ def run(records: int, pad: int, profile: bool, timeout: float, keep: bool, poll:
         first_batch = next((t for t, a, _, _ in samples if a > 0), None)
         result = {
             "command": command_line(),
+            "code": code_under_test(),
             "records": records,
             "pad": pad,
+            "batch_size": batch_size or "default (500)",
+            "window": window or "default (4)",
+            "province_cache_mib": province_cache_mib or "default (SQLite's 2 MiB)",
             "avg_envelope_bytes": round(facts["avg_envelope_bytes"], 1),
             "envelope_mb": round(mb(facts["envelope_bytes"]), 2),
             "prefill_s": round(facts["prefill_s"], 2),
@@ -113,6 +131,10 @@ def run(records: int, pad: int, profile: bool, timeout: float, keep: bool, poll:
             "child_peak_rss_mb": round(child.hwm_kb / 1024, 1),
             "province_cpu_s": round(province.cpu_s, 2),
             "child_cpu_s": round(child.cpu_s, 2),
+            "province_written_mb": round(mb(province.io.get("wchar", 0)), 1),
+            "province_disk_written_mb": round(mb(province.io.get("write_bytes", 0)), 1),
+            "province_write_calls": province.io.get("syscw", 0),
+            "province_written_bytes_per_record": round(province.io.get("wchar", 0) / records) if records else 0,
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
             "status_children": status["children"],
@@ -136,17 +158,27 @@ def run(records: int, pad: int, profile: bool, timeout: float, keep: bool, poll:
 def report(r: dict[str, Any]) -> None:
     print()
     print(f"command: {r['command']}")
+    print(f"code: {r['code']}")
     print(f"records: {r['records']:,} ({r['envelope_mb']} MB of envelopes, avg {r['avg_envelope_bytes']} B)")
-    print(f"time from child start to all applied at the province: {r['elapsed_s']} s "
-          f"(first batch applied after {r['first_applied_after_s']} s)")
+    print(f"replication settings: batch_size {r['batch_size']}, window {r['window']}; province page cache {r['province_cache_mib']}")
+    print(
+        f"time from child start to all applied at the province: {r['elapsed_s']} s "
+        f"(first batch applied after {r['first_applied_after_s']} s)"
+    )
     print(f"throughput: {r['records_per_s']:,} records/s, {r['mb_per_s']} MB/s")
     print(f"peak RSS: province {r['province_peak_rss_mb']} MB, child {r['child_peak_rss_mb']} MB")
     print(f"CPU: province {r['province_cpu_s']} s, child {r['child_cpu_s']} s (over {r['elapsed_s']} s wall)")
+    print(
+        f"province wrote {r['province_written_mb']} MB ({r['province_written_bytes_per_record']} B per record, "
+        f"{r['province_write_calls']:,} write calls; {r['province_disk_written_mb']} MB reached the disk)"
+    )
     print(f"load average before / after: {r['loadavg_before']} / {r['loadavg_after']}")
     for c in r["status_children"]:
         print(f"province status: child {c['id']} applied={c['applied']} received={c['received']} rejected={c['rejected']}")
     p = r["status_child_parent"]
-    print(f"child status: parent.pending={p.get('pending')} acked={p.get('acked')} sent={p.get('sent')} acknowledged={p.get('acknowledged')}")
+    print(
+        f"child status: parent.pending={p.get('pending')} acked={p.get('acked')} sent={p.get('sent')} acknowledged={p.get('acknowledged')}"
+    )
     if r.get("profile"):
         print(f"py-spy profile of the province (raw collapsed stacks): {r['profile']}")
 
@@ -158,8 +190,20 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="py-spy record the province while it applies")
     ap.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     ap.add_argument("--keep", action="store_true", help="keep the temp node directories")
+    ap.add_argument("--batch-size", type=int, help="set [replication] batch_size on both nodes (node default 500)")
+    ap.add_argument("--window", type=int, help="set [replication] window on both nodes (node default 4)")
+    ap.add_argument("--province-cache-mib", type=int, help="what-if: run the province with PRAGMA cache_size of this many MiB")
     args = ap.parse_args()
-    r = run(args.records, args.pad, args.profile, args.timeout, args.keep)
+    r = run(
+        args.records,
+        args.pad,
+        args.profile,
+        args.timeout,
+        args.keep,
+        batch_size=args.batch_size,
+        window=args.window,
+        province_cache_mib=args.province_cache_mib,
+    )
     report(r)
     print(f"result saved to {save_result('one_stream', r)}")
 
