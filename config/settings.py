@@ -76,8 +76,8 @@ class TlsSettings(_Section):
 
 
 class ReplicationSettings(_Section):
-    batch_size: int = Field(500, ge=1, le=10_000)
-    window: int = Field(4, ge=1, le=64)
+    batch_size: int = Field(1000, ge=1, le=10_000)
+    window: int = Field(8, ge=1, le=64)
     poll_interval: float = Field(0.2, gt=0, le=60)
     backoff_initial: float = Field(0.5, gt=0, le=60)
     backoff_max: float = Field(30.0, gt=0, le=3600)
@@ -192,8 +192,8 @@ key = "tls/node.key"
 
 [replication]
 # Records per batch, and batches in flight before waiting for acknowledgement.
-batch_size = 500
-window = 4
+batch_size = 1000
+window = 8
 # Seconds between checks for new local changes when idle.
 poll_interval = 0.2
 # Reconnect backoff in seconds: doubles from `backoff_initial` to `backoff_max`, with jitter.

@@ -32,10 +32,12 @@ import structlog
 
 from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationError
 from .records import NODE_ID
-from .store import OutBatch, Refusal, Store
+from .store import InBatch, OutBatch, Refusal, Store
 from .wire import replication_pb2 as wire
 
 PROTOCOL = 1
+# Rows applied in one transaction at most (group commit across consecutive batches).
+GROUP_ROWS = 20_000
 
 log = structlog.get_logger("lienthong.sync")
 
@@ -55,8 +57,8 @@ class Stream(Protocol):
 
 @dataclass(frozen=True)
 class Tuning:
-    batch_size: int = 500
-    window: int = 4
+    batch_size: int = 1000
+    window: int = 8
     poll_interval: float = 0.2
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -392,30 +394,49 @@ class ChildSession:
                     await asyncio.to_thread(store.set_child, child, connected=0, last_contact=time.time())
 
     async def _receive(self, child: str, epoch: str, stream: Stream, sender: WindowedSender, bound: Any) -> None:
+        """Apply the child's batches; all that have arrived are applied in one transaction."""
         store = self.store
-        while True:
-            message = await stream.recv()
-            if message is None:
-                return
-            which = message.WhichOneof("msg")
-            if which == "batch":
-                batch = message.batch
-                refusals = await asyncio.to_thread(
-                    store.apply_from_child, child, epoch, batch.after, batch.last, batch.last_fingerprint, list(batch.records)
-                )
-                await stream.send(
-                    wire.Down(
-                        ack=wire.Ack(
-                            last=batch.last,
-                            rejected=[wire.Rejection(id=r.id, version=r.version, code=r.code, reason=r.reason) for r in refusals],
-                        )
-                    )
-                )
-                self._changes.notify()
-                bound.info("batch.applied", last=batch.last, records=len(batch.records), refused=len(refusals))
-                for r in refusals:
-                    bound.warning("record.quarantined", record=r.id.hex(), code=r.code, reason=r.reason)
-            elif which == "down_ack":
-                sender.acknowledge(message.down_ack.last)
-            else:
-                raise ProtocolError(f"unexpected message {which!r} from child {child}", "it reconnects by itself")
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def read() -> None:
+            while True:
+                message = await stream.recv()
+                await inbox.put(message)
+                if message is None:
+                    return
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                if reader.done() and inbox.empty():
+                    reader.result()  # re-raise a link failure
+                    return
+                message = await inbox.get()
+                group: list[Any] = []
+                rows = 0
+                while message is not None:
+                    which = message.WhichOneof("msg")
+                    if which == "batch":
+                        group.append(message.batch)
+                        rows += len(message.batch.records)
+                    elif which == "down_ack":
+                        sender.acknowledge(message.down_ack.last)
+                    else:
+                        raise ProtocolError(f"unexpected message {which!r} from child {child}", "it reconnects by itself")
+                    if rows >= GROUP_ROWS or inbox.empty():
+                        break
+                    message = inbox.get_nowait()
+                if group:
+                    batches = [InBatch(b.after, b.last, b.last_fingerprint, list(b.records)) for b in group]
+                    results = await asyncio.to_thread(store.apply_batches, child, epoch, batches)
+                    for batch, refusals in zip(group, results, strict=True):
+                        rejected = [wire.Rejection(id=r.id, version=r.version, code=r.code, reason=r.reason) for r in refusals]
+                        await stream.send(wire.Down(ack=wire.Ack(last=batch.last, rejected=rejected)))
+                        for r in refusals:
+                            bound.warning("record.quarantined", record=r.id.hex(), code=r.code, reason=r.reason)
+                    self._changes.notify()
+                    bound.info("batch.applied", last=group[-1].last, batches=len(group), records=rows, refused=sum(map(len, results)))
+                if message is None:
+                    return
+        finally:
+            reader.cancel()

@@ -82,7 +82,7 @@ def test_errors_are_one_sentence_and_a_hint(make_node: MakeNode, tmp_path: Path)
 
     node = make_node("86-28894", parent="127.0.0.1:1")
     config = node / "lienthong.toml"
-    config.write_text(config.read_text().replace('address = "127.0.0.1:1"', 'address = "foo"').replace("window = 4", "window = 0"))
+    config.write_text(config.read_text().replace('address = "127.0.0.1:1"', 'address = "foo"').replace("window = 8", "window = 0"))
     out = cli("status", "--dir", str(node), check=False)
     assert out.returncode == 1
     assert "parent.address: must be host:port (got 'foo')" in out.stderr
