@@ -41,7 +41,7 @@ from .tls import NodeTlsPaths
 STORE_FILE = "lienthong.db"
 LOCK_FILE = "node.lock"
 INBOX = "inbox"
-STOP_GRACE = 5.0
+STOP_GRACE = 1.0
 
 log = structlog.get_logger("lienthong.node")
 

@@ -183,6 +183,9 @@ class Uplink:
                 self.log.error("link.refused", error=exc.message, hint=exc.hint)
             except ReplicationError as exc:
                 self.log.warning("link.down", error=exc.message)
+            except Exception:
+                # A bug, not a link failure: say so loudly, but keep the node syncing.
+                self.log.exception("link.failed")
             finally:
                 if self.connected:
                     self.connected = False
@@ -399,22 +402,27 @@ class ChildSession:
         inbox: asyncio.Queue[Any] = asyncio.Queue()
 
         async def read() -> None:
-            while True:
-                message = await stream.recv()
-                await inbox.put(message)
-                if message is None:
-                    return
+            # Everything the stream yields goes through the queue, its failure too,
+            # so the applying loop below always wakes up and the session ends.
+            try:
+                while True:
+                    message = await stream.recv()
+                    await inbox.put(message)
+                    if message is None:
+                        return
+            except BaseException as exc:
+                await inbox.put(exc)
+                raise
 
         reader = asyncio.create_task(read())
         try:
             while True:
-                if reader.done() and inbox.empty():
-                    reader.result()  # re-raise a link failure
-                    return
                 message = await inbox.get()
                 group: list[Any] = []
                 rows = 0
                 while message is not None:
+                    if isinstance(message, BaseException):
+                        raise message
                     which = message.WhichOneof("msg")
                     if which == "batch":
                         group.append(message.batch)

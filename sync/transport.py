@@ -64,6 +64,9 @@ class _GrpcStream:
                 await self._write(message)
             except grpc.aio.AioRpcError as exc:
                 raise _translate(exc) from None
+            except asyncio.InvalidStateError:
+                # gRPC already finished the call (the link was reset under us).
+                raise ReplicationError("the stream ended while sending", "it reconnects by itself") from None
 
     async def recv(self) -> Any | None:
         try:
@@ -84,6 +87,8 @@ def _translate(exc: grpc.aio.AioRpcError) -> ReplicationError:
                 f"the parent's certificate does not name the node this one expects: {details}",
                 "check parent.address and parent.id in lienthong.toml against the parent's certificate",
             )
+        if "socket closed" in lowered or "connection reset" in lowered or "broken pipe" in lowered:
+            return ReplicationError(f"the connection to the parent dropped: {details}", "it reconnects by itself")
         if any(word in lowered for word in ("ssl", "tls", "handshake", "certificate", "verif", "unauthenticated")):
             return HandshakeRefused(
                 f"the TLS handshake with the parent failed: {details}",

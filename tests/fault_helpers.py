@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .helpers import STORE_FILE, NodeProcess, changelog_duplicates, status, versions, wait_until
+from .helpers import STORE_FILE, NodeProcess, changelog_duplicates, versions, wait_until
 
 Versions = set[tuple[bytes, int]]
 
@@ -60,29 +61,50 @@ def latest(*sets: Versions) -> Versions:
     return set(best.items())
 
 
-def progress_between(node_dir: Path, origin: str, low: int, high: int, timeout: float = 60, what: str = "") -> int:
+def check_alive(procs: Iterable[NodeProcess]) -> None:
+    """Fail at once (with the logs) if a node process died that the test did not stop."""
+    procs = list(procs)
+    dead = [p for p in procs if p.proc is not None and p.proc.poll() is not None]
+    if dead:
+        names = ", ".join(f"{p.dir.name} (exit {p.proc.returncode})" for p in dead if p.proc is not None)
+        raise AssertionError(f"node process died: {names}\n{log_excerpt(procs)}")
+
+
+def wait_alive(predicate: Callable[[], Any], procs: Iterable[NodeProcess], timeout: float = 30, what: str = "condition") -> Any:
+    """`wait_until`, failing at once if one of `procs` died meanwhile."""
+    procs = list(procs)
+
+    def probe() -> Any:
+        check_alive(procs)
+        return predicate()
+
+    return wait_until(probe, timeout=timeout, what=what)
+
+
+def _progress(read: Callable[[], int], low: int, high: int, procs: Iterable[NodeProcess], timeout: float, what: str) -> int:
+    procs = list(procs)
+
+    def probe() -> int:
+        check_alive(procs)
+        n = read()
+        if n >= high:
+            raise AssertionError(f"{what} got to {n} records before the fault could be injected (< {high})")
+        return n if n >= low else 0
+
+    return int(wait_until(probe, timeout=timeout, interval=0.02, what=what))
+
+
+def progress_between(
+    node_dir: Path, origin: str, low: int, high: int, procs: Iterable[NodeProcess] = (), timeout: float = 60, what: str = ""
+) -> int:
     """Wait until `node_dir` holds at least `low` and fewer than `high` of `origin`'s
     records (a stream caught mid-flight). Fails if the stream got past `high` first."""
-
-    def probe() -> int:
-        n = count(node_dir, origin)
-        if n >= high:
-            raise AssertionError(f"{what or 'the stream'} got to {n} records before the fault could be injected (< {high})")
-        return n if n >= low else 0
-
-    return int(wait_until(probe, timeout=timeout, interval=0.02, what=what or f"{low}..{high} records of {origin} at {node_dir.name}"))
+    return _progress(lambda: count(node_dir, origin), low, high, procs, timeout, what or f"{low}..{high} records of {origin}")
 
 
-def progress_total(node_dir: Path, low: int, high: int, timeout: float = 60, what: str = "") -> int:
+def progress_total(node_dir: Path, low: int, high: int, procs: Iterable[NodeProcess] = (), timeout: float = 60, what: str = "") -> int:
     """Like `progress_between`, over all records of `node_dir`."""
-
-    def probe() -> int:
-        n = count(node_dir)
-        if n >= high:
-            raise AssertionError(f"{what or 'the stream'} got to {n} records before the fault could be injected (< {high})")
-        return n if n >= low else 0
-
-    return int(wait_until(probe, timeout=timeout, interval=0.02, what=what or f"{low}..{high} records at {node_dir.name}"))
+    return _progress(lambda: count(node_dir), low, high, procs, timeout, what or f"{low}..{high} records at {node_dir.name}")
 
 
 def diff(actual: Versions, expected: Versions) -> str:
@@ -95,31 +117,60 @@ def diff(actual: Versions, expected: Versions) -> str:
 
 
 def log_excerpt(procs: Iterable[NodeProcess], lines: int = 15) -> str:
-    """The last warnings and errors of each node's log, for failure messages."""
+    """The last warnings and errors of each node's log (and the tail of a dead one's), for failure messages."""
     out = []
     for p in procs:
-        bad = [line for line in p.log().splitlines() if '"level": "warning"' in line or '"level": "error"' in line or "Traceback" in line]
-        out.append(f"--- {p.dir.name} (alive={p.alive()}):\n" + "\n".join(bad[-lines:]))
+        text = p.log().splitlines()
+        bad = [line for line in text if '"level": "warning"' in line or '"level": "error"' in line]
+        tail = text[-6:] if not p.alive() else []
+        out.append(f"--- {p.dir.name} (alive={p.alive()}):\n" + "\n".join(line[:400] for line in [*bad[-lines:], "...", *tail]))
     return "\n".join(out)
 
 
 def wait_converged(node: Path, expected: Versions, procs: Iterable[NodeProcess], timeout: float = 90) -> None:
     """Wait until `node` holds exactly `expected`; on timeout say what differs and show the logs."""
     procs = list(procs)
+
+    def done() -> bool:
+        check_alive(procs)
+        return versions(node) == expected
+
     try:
-        wait_until(
-            lambda: versions(node) == expected, timeout=timeout, interval=0.25, what=f"{node.name} to hold exactly the expected records"
-        )
+        wait_until(done, timeout=timeout, interval=0.25, what=f"{node.name} to hold exactly the expected records")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{node.name}: {diff(versions(node), expected)}\n{log_excerpt(procs)}") from None
 
 
-def wait_caught_up(children: Iterable[Path], timeout: float = 60) -> None:
-    """Wait until every child's parent acknowledged all of its change log (status: pending 0)."""
+def pending(node_dir: Path) -> int:
+    """Own change-log entries the parent has not acknowledged (what `status` shows as pending)."""
+    sql = "SELECT count(*) FROM changelog WHERE up = 1 AND seq > (SELECT acked FROM uplink)"
+    return int(_query(node_dir, sql)[0][0])
+
+
+def wait_caught_up(children: Iterable[Path], procs: Iterable[NodeProcess] = (), timeout: float = 60) -> None:
+    """Wait until every child's parent acknowledged all of its change log (nothing pending)."""
+    procs = list(procs)
+
+    def done(child: Path) -> bool:
+        check_alive(procs)
+        return pending(child) == 0
+
     for child in children:
-        wait_until(
-            lambda c=child: status(c)["parent"]["pending"] == 0, timeout=timeout, interval=0.3, what=f"{child.name}: nothing pending"
-        )
+        wait_until(lambda c=child: done(c), timeout=timeout, interval=0.1, what=f"{child.name}: nothing pending")
+
+
+def wait_links_up(procs: Iterable[NodeProcess], since: dict[Path, int], timeout: float = 60) -> None:
+    """Wait until each (child) process logged its uplink's `link.up` after byte offset
+    `since[dir]` of its log: a fresh session (the store's `connected` flag may be stale
+    after a SIGKILL)."""
+    procs = list(procs)
+    for p in procs:
+
+        def up(p: NodeProcess = p) -> bool:
+            check_alive(procs)
+            return any("down_applied" in e for e in events(p, "link.up", since.get(p.dir, 0)))  # the uplink's, not a child's
+
+        wait_until(up, timeout=timeout, interval=0.1, what=f"{p.dir.name}: a new session with its parent")
 
 
 def assert_exactly_once(node: Path, expected: Versions, every: Iterable[Path]) -> None:
@@ -149,3 +200,26 @@ def log_size(proc: NodeProcess) -> int:
 def versions_where(node_dir: Path, where: str, args: tuple[Any, ...] = ()) -> Versions:
     """(record id, version) of a node's records matching an SQL condition on `records`."""
     return set(_query(node_dir, f"SELECT id, version FROM records WHERE {where}", args))
+
+
+def terminate(proc: NodeProcess) -> None:
+    """SIGTERM without waiting (several nodes can then shut down at once)."""
+    assert proc.proc is not None
+    if proc.proc.poll() is None:
+        proc.proc.send_signal(signal.SIGTERM)
+
+
+def wait_exited(procs: Iterable[NodeProcess], timeout: float = 30) -> None:
+    """Wait for processes sent SIGTERM to exit, and require a clean exit."""
+    for p in procs:
+        assert p.proc is not None
+        code = p.proc.wait(timeout=timeout)
+        assert code == 0, f"{p.dir.name} exited {code} on SIGTERM:\n{p.log()[-3000:]}"
+
+
+def stop_all(procs: Iterable[NodeProcess]) -> None:
+    """Stop every node gracefully at the same time (a parent's shutdown can take its grace period)."""
+    procs = list(procs)
+    for p in procs:
+        terminate(p)
+    wait_exited(procs)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from lienthong.sync import records
 
 from .conftest import MakeNode, listen_address
@@ -29,9 +30,14 @@ from .fault_helpers import (
     own,
     progress_between,
     progress_total,
+    stop_all,
+    terminate,
     versions_where,
+    wait_alive,
     wait_caught_up,
     wait_converged,
+    wait_exited,
+    wait_links_up,
 )
 from .helpers import STORE_FILE, NodeProcess, TcpProxy, cli, fill, indicator_rows, running, status, versions, wait_until, write_jsonl
 
@@ -56,7 +62,7 @@ def test_child_killed_mid_stream_resumes_exactly_once(make_node: MakeNode) -> No
 
     pp, cp = NodeProcess(province), NodeProcess(child)
     with running(pp, cp):
-        progress_between(province, child.name, 5_000, total - 20_000, what="the province to have applied part of the backlog")
+        progress_between(province, child.name, 5_000, total - 20_000, [pp, cp], what="the province to have applied part of the backlog")
         cp.kill()
         held = versions(province)
         assert held < expected, "the province holds records the child never wrote, or the kill came after the stream ended"
@@ -65,11 +71,12 @@ def test_child_killed_mid_stream_resumes_exactly_once(make_node: MakeNode) -> No
         mark = log_size(cp)
         cp.start()
         wait_converged(province, expected, [pp, cp])
-        wait_caught_up([child])
+        wait_caught_up([child], [pp, cp])
         # It resumed from the province's durable checkpoint, not from the start.
         ups = events(cp, "link.up", mark)
         assert ups, "the restarted child never logged link.up"
         assert checkpoint <= ups[0]["resume_from"] < total
+        stop_all([pp, cp])
     assert_exactly_once(province, expected, [province, child])
 
 
@@ -77,7 +84,7 @@ def test_child_killed_mid_stream_resumes_exactly_once(make_node: MakeNode) -> No
 
 
 def test_province_killed_mid_batch_resumes_exactly_once(make_node: MakeNode) -> None:
-    """The province SIGKILLed while applying children's batches (three times) keeps data and checkpoints atomic: nothing lost, nothing twice."""
+    """The province SIGKILLed mid-batch, three times, keeps data and checkpoints atomic: nothing lost, nothing twice."""
     province = make_node("86")
     address = listen_address(province)
     kids = [make_node("86-28894", parent=address), make_node("86-29077", parent=address)]
@@ -92,7 +99,7 @@ def test_province_killed_mid_batch_resumes_exactly_once(make_node: MakeNode) -> 
     procs = [pp, *(NodeProcess(k) for k in kids)]
     with running(*procs):
         for low in (8_000, 28_000, 48_000):
-            progress_total(province, low, total - 8_000, what=f"the province to apply at least {low} records")
+            progress_total(province, low, total - 8_000, procs, what=f"the province to apply at least {low} records")
             pp.kill()
             held = versions(province)
             assert held < expected, "the province holds stray records, or the kill came after the stream ended"
@@ -102,8 +109,9 @@ def test_province_killed_mid_batch_resumes_exactly_once(make_node: MakeNode) -> 
                 assert applied(province, kid.name) == count(province, kid.name), f"checkpoint and data of {kid.name} disagree"
             pp.start()
         wait_converged(province, expected, procs)
-        wait_caught_up(kids)
+        wait_caught_up(kids, procs)
         assert len(events(pp, "node.running")) == 4  # started once, restarted three times
+        stop_all(procs)
     assert_exactly_once(province, expected, [province, *kids])
 
 
@@ -111,47 +119,44 @@ def test_province_killed_mid_batch_resumes_exactly_once(make_node: MakeNode) -> 
 
 
 def test_link_cut_both_ways_mid_batch_resumes_exactly_once(make_node: MakeNode) -> None:
-    """Connections reset in both directions mid-batch, five times, lose and duplicate nothing; status shows the link down, then up."""
+    """Connections reset both ways mid-batch, five times, lose and duplicate nothing; status shows the link down, then up."""
     province = make_node("86")
     proxy = TcpProxy(int(listen_address(province).rsplit(":", 1)[1]))
     try:
         child = make_node("86-28894", parent=f"127.0.0.1:{proxy.port}")
-        total = 100_000
+        total = 60_000
         fill(child, indicator_rows(child.name, total, agency="thongke"))
         expected = own(child)
 
         pp, cp = NodeProcess(province), NodeProcess(child)
         cuts = 5
         with running(pp, cp):
-            wait_until(lambda: status(child)["parent"]["connected"], timeout=30, what="the child's link up")
+            last = 0
             for i in range(cuts):
-                low = (i + 1) * 12_000
-                progress_between(province, child.name, low, total - 10_000, what=f"batches in flight before cut {i + 1}")
-                if i == 0:
-                    # Keep the link down long enough to see it in `status` on both sides.
+                # Each cut comes after a new session started and the stream moved on: a live session.
+                # (Batches in flight when a link is cut may still land, so progress alone is no proof.)
+                wait_alive(lambda i=i: len(events(cp, "link.up")) >= i + 1, [pp, cp], what=f"session {i + 1} to start")
+                progress_between(province, child.name, last + 3_000, total - 5_000, [pp, cp], what=f"batches in flight before cut {i + 1}")
+                if i == cuts - 1:
+                    # The last cut keeps the link down long enough to see it in `status` on both sides.
                     proxy.blocked = True
                     proxy.cut()
-                    wait_until(lambda: status(child)["parent"]["connected"] is False, timeout=30, what="the child to show the link down")
-                    wait_until(
-                        lambda: child_status(province, child.name)["connected"] is False,
-                        timeout=30,
-                        what="the province to show the child down",
-                    )
+                    both = [pp, cp]
+                    wait_alive(lambda: status(child)["parent"]["connected"] is False, both, what="the child to show the link down")
+                    wait_alive(lambda: not child_status(province, child.name)["connected"], both, what="the province to show it down")
                     assert count(province, child.name) < total
                     proxy.blocked = False
-                    wait_until(lambda: status(child)["parent"]["connected"] is True, timeout=30, what="the child to show the link up again")
-                    wait_until(
-                        lambda: child_status(province, child.name)["connected"] is True,
-                        timeout=30,
-                        what="the province to show the child up again",
-                    )
+                    wait_alive(lambda: status(child)["parent"]["connected"] is True, both, what="the child to show the link up again")
+                    wait_alive(lambda: child_status(province, child.name)["connected"], both, what="the province to show it up again")
                 else:
                     proxy.cut()
+                last = count(province, child.name)
             wait_converged(province, expected, [pp, cp])
-            wait_caught_up([child])
+            wait_caught_up([child], [pp, cp])
             assert status(child)["parent"]["connected"] is True
             # Every cut broke a live session: one session per cut, plus the first.
             assert len(events(cp, "link.up")) >= cuts + 1
+            stop_all([pp, cp])
         assert_exactly_once(province, expected, [province, child])
     finally:
         proxy.close()
@@ -161,7 +166,7 @@ def test_link_cut_both_ways_mid_batch_resumes_exactly_once(make_node: MakeNode) 
 
 
 def test_child_restored_from_backup_changes_epoch_and_resends(make_node: MakeNode, tmp_path: Path) -> None:
-    """A child restored from an older backup, whose log sequences are then reused by different records, starts a new epoch and the province ends with both eras."""
+    """A child restored from an older backup, its log sequences reused by other records, gets a new epoch; the province keeps both eras."""
     province = make_node("86")
     child = make_node("86-28894", parent=listen_address(province))
     fill(child, indicator_rows(child.name, 10_000, agency="thongke"))
@@ -181,12 +186,12 @@ def test_child_restored_from_backup_changes_epoch_and_resends(make_node: MakeNod
         era1 = own(child)
         assert len(era1) == 20_000
         wait_converged(province, era1, [pp, cp])
-        wait_caught_up([child])
+        wait_caught_up([child], [pp, cp])
         old_epoch = status(child)["node"]["epoch"]
         assert child_status(province, child.name)["epoch"] == old_epoch
         checkpoint = applied(province, child.name)
         assert checkpoint == head(child) > backed_up
-        cp.stop()
+        assert cp.stop() == 0
 
         # Restore the older backup and write different records over the same log sequences:
         # new records, and new versions of records the backup holds.
@@ -208,13 +213,14 @@ def test_child_restored_from_backup_changes_epoch_and_resends(make_node: MakeNod
         mark = log_size(cp)
         cp.start()
         wait_converged(province, expected, [pp, cp])
-        wait_caught_up([child])
+        wait_caught_up([child], [pp, cp])
         new_epoch = status(child)["node"]["epoch"]
         assert new_epoch != old_epoch
         wait_until(
             lambda: child_status(province, child.name)["epoch"] == new_epoch, timeout=30, what="the province to record the new epoch"
         )
         assert events(cp, "link.epoch_changed", mark), "the child did not detect the restore"
+        stop_all([pp, cp])
     assert_exactly_once(province, expected, [province, child])
     # The child itself holds only its restored era, plus what it wrote since.
     assert versions(child, origin=child.name) == era2
@@ -224,7 +230,7 @@ def test_child_restored_from_backup_changes_epoch_and_resends(make_node: MakeNod
 
 
 def test_everything_restarted_in_random_order_converges_exactly_once(make_node: MakeNode, tmp_path: Path) -> None:
-    """Province, two children and a grandchild stopped or SIGKILLed and restarted in a random order, with ingests in between, converge exactly once, up and down."""
+    """Province, two children and a grandchild restarted (SIGTERM or SIGKILL) in a random order amid ingests converge exactly once."""
     seed = int(os.environ.get("LIENTHONG_FAULT_SEED", "20261123"))
     rng = random.Random(seed)
     province = make_node("86")
@@ -236,46 +242,44 @@ def test_everything_restarted_in_random_order_converges_exactly_once(make_node: 
     for node in nodes:
         fill(node, indicator_rows(node.name, 5_000, agency="thongke"))
 
-    procs = [NodeProcess(n) for n in nodes]
+    procs = {node: NodeProcess(node) for node in nodes}
+    children = [procs[n] for n in nodes[1:]]
     rounds = 3
-    with running(*procs):
+    marks: dict[Path, int] = {}
+    with running(*procs.values()):
         for r in range(rounds):
-            # Ingest while everything runs: new records and new versions of earlier ones.
+            wait_links_up(children, marks)
+            # Ingest while everything runs: new records and new versions of earlier ones,
+            # and, at the province, records that travel down.
             for node in rng.sample(nodes, len(nodes)):
                 rows = indicator_rows(node.name, 3_000, start=rng.randrange(0, 8_000), agency="thongke")
                 for row in rows:
                     row["value"] = row["value"] + (r + 1) * 1_000_000
-                cli("ingest", "--dir", str(node), str(write_jsonl(tmp_path / f"{node.name}-{r}.jsonl", rows)))
-            down = [
-                {"kind": "definition", "type": "indicator", "code": f"KTXH.R{r}", "fields": {"name": f"Chỉ tiêu {r}"}},
-                *(
-                    {
-                        "kind": "feedback",
-                        "source_id": f"1022-{r}-{unit}",
-                        "unit": unit,
-                        "agency": "1022",
-                        "category": "GT-01",
-                        "description": "Ổ gà lớn trên đường tỉnh 885",
-                        "received_at": "2026-11-20T07:42:10+07:00",
-                    }
-                    for unit in (commune.name, station.name)
-                ),
-            ]
-            cli("ingest", "--dir", str(province), str(write_jsonl(tmp_path / f"down-{r}.jsonl", down)))
-            time.sleep(rng.uniform(0.0, 0.5))  # let batches get mid-flight; the bounded waits come below
-            # Restart everything in a random order while batches are in flight: stop each
-            # (SIGTERM or SIGKILL), then start each, in two independent random orders.
-            for p in rng.sample(procs, len(procs)):
+                fill(node, rows)
+            fill(province, down_rows(r, [commune.name, station.name]))
+            time.sleep(rng.uniform(0.05, 0.4))  # let batches get mid-flight; bounded waits follow
+            # Restart everything while batches are in flight: stop each (SIGTERM or SIGKILL),
+            # then start each, in two independent random orders; an operator ingests into
+            # one stopped node in between.
+            terminated = []
+            for node in rng.sample(nodes, len(nodes)):
                 if rng.random() < 0.5:
-                    p.kill()
+                    procs[node].kill()
                 else:
-                    p.stop()
-                wait_until(lambda p=p: not p.alive(), timeout=20, what=f"{p.dir.name} to stop")
-            for p in rng.sample(procs, len(procs)):
-                p.start()
+                    terminate(procs[node])
+                    terminated.append(procs[node])
+                time.sleep(rng.uniform(0.0, 0.2))
+            wait_exited(terminated)
+            offline = rng.choice(nodes)
+            rows = indicator_rows(offline.name, 1_000, start=20_000 + 1_000 * r, agency="thongke")
+            cli("ingest", "--dir", str(offline), str(write_jsonl(tmp_path / f"offline-{r}.jsonl", rows)))
+            marks = {node: log_size(procs[node]) for node in nodes}
+            for node in rng.sample(nodes, len(nodes)):
+                procs[node].start()
+        wait_links_up(children, marks)
         expected = own(*nodes)
-        wait_converged(province, expected, procs, timeout=120)
-        wait_caught_up([commune, other, station], timeout=60)
+        wait_converged(province, expected, procs.values(), timeout=120)
+        wait_caught_up([commune, other, station], procs.values())
 
         # Downward: definitions reach every node, feedback only its unit's subtree.
         definitions = versions_where(province, "origin = ? AND kind = ?", ("86", records.DEFINITION))
@@ -284,9 +288,27 @@ def test_everything_restarted_in_random_order_converges_exactly_once(make_node: 
         assert len(definitions) == rounds and len(fb_commune) == rounds and len(fb_station) == rounds
         want_down = {commune: definitions | fb_commune | fb_station, other: definitions, station: definitions | fb_station}
         for node, want in want_down.items():
-            wait_until(
-                lambda n=node, w=want: versions(n, origin="86") == w, timeout=60, what=f"{node.name} to hold what the province sent down"
-            )
+            wait_until(lambda n=node, w=want: versions(n, origin="86") == w, timeout=60, what=f"{node.name} to hold what was sent down")
+        stop_all(procs.values())
     assert_exactly_once(province, expected, nodes)
     # The middle tier forwarded its child's records and holds them exactly.
     assert versions_where(commune, "origin = ?", (station.name,)) == versions(station, origin=station.name)
+
+
+def down_rows(r: int, units: list[str]) -> list[dict]:
+    """Records the province sends down: a definition (a type the intake checks ignore,
+    so it refuses no later rows) and a feedback ticket for each of `units`."""
+    rows: list[dict] = [{"kind": "definition", "type": "feedback_category", "code": f"GT-R{r}", "fields": {"name": f"Giao thông {r}"}}]
+    for unit in units:
+        rows.append(
+            {
+                "kind": "feedback",
+                "source_id": f"1022-{r}-{unit}",
+                "unit": unit,
+                "agency": "1022",
+                "category": "GT-01",
+                "description": "Ổ gà lớn trên đường tỉnh 885",
+                "received_at": "2026-11-20T07:42:10+07:00",
+            }
+        )
+    return rows
