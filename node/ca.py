@@ -375,12 +375,12 @@ def _key_kind(key: Any) -> str:
 
 
 def _check_key(key: Any) -> None:
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return
+    # Ed25519 certificates verify with openssl but gRPC's TLS stack does not offer
+    # Ed25519 signatures (NO_COMMON_SIGNATURE_ALGORITHMS): such a node could never connect.
     if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
         return
     raise TrustError(
-        f"the CSR's key is {_key_kind(key)}; this CA only signs EC P-256 (secp256r1) or Ed25519 keys",
+        f"the CSR's key is {_key_kind(key)}; this CA only signs EC P-256 (secp256r1) keys, the kind gRPC's TLS accepts",
         "make the CSR with `lienthong` on the node (it makes an EC P-256 key), or with `openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256`",
     )
 

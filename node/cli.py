@@ -21,9 +21,13 @@ from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 
+from . import ca as ca_ops
 from . import logs, runtime, tls
 from .intake import StoreSink
 
+# Node certificates live a year and a month until nodes renew their own over the
+# replication link; then they become short-lived (see docs/cli.md, `ca issue`).
+NODE_CERT_DAYS = 397
 DIR_OPTION = click.option(
     "--dir",
     "node_dir",
@@ -56,11 +60,65 @@ def ca() -> None:
 @ca.command("init")
 @click.argument("ca_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default="lienthong provincial CA", show_default=True, help="The CA's name in certificates.")
-def ca_init(ca_dir: Path, name: str) -> None:
+@click.option("--protect", is_flag=True, help=f"Encrypt the CA key with a passphrase (from ${ca_ops.PASSPHRASE_ENV}, or asked).")
+def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
     """Create a CA in CA_DIR (its key is written with mode 0600; keep it offline)."""
-    cert = tls.init_ca(ca_dir, name)
-    click.echo(f"Created CA {name!r}: certificate {cert}, key {ca_dir / tls.CA_KEY} (mode 0600).")
+    passphrase = None
+    if protect:
+        passphrase = ca_ops.passphrase_from_env() or click.prompt("CA passphrase", hide_input=True, confirmation_prompt=True).encode()
+    cert = ca_ops.init_ca_protected(ca_dir, name, passphrase)
+    click.echo(f"Created CA {name!r}: certificate {cert}, key {ca_dir / tls.CA_KEY} (mode 0600{', encrypted' if passphrase else ''}).")
+    click.echo(f"Fingerprint (SHA-256): {ca_ops.ca_fingerprint(ca_dir)}")
     click.echo(f"Next: lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}")
+
+
+@ca.command("issue")
+@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--csr", "csr_file", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="The node's CSR (tls/node.csr)."
+)
+@click.option("--role", type=click.Choice(ca_ops.ROLES), required=True, help="provincial or district, as the node's --mode.")
+@click.option("--parent", default="", help="The node's parent id, recorded with the certificate.")
+@click.option("--days", default=NODE_CERT_DAYS, show_default=True, type=click.IntRange(1, 3650), help="Validity in days.")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the certificate.")
+def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, out_file: Path) -> None:
+    """Sign a node's certificate request (offline path: CSR file in, certificate file out)."""
+    cert = ca_ops.issue_from_csr(ca_dir, csr_file.read_bytes(), role, parent, days, ca_ops.passphrase_from_env())
+    out_file.write_bytes(cert)
+    click.echo(f"Wrote {out_file}. On the node: copy it to tls/node.crt and {ca_dir / tls.CA_CERT} to tls/ca.crt.")
+
+
+@ca.command("list")
+@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def ca_list(ca_dir: Path, as_json: bool) -> None:
+    """Every certificate this CA issued, with its status (valid, expired, revoked)."""
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC).isoformat()
+    rows = ca_ops.list_issued(ca_dir)
+    for row in rows:
+        if row["status"] == "valid" and row["not_after"] < now:
+            row["status"] = "expired"
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['node_id']:<20} {row['role']:<11} {row['status']:<8} until {row['not_after'][:10]}  serial {row['serial']}")
+
+
+@ca.command("revoke")
+@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("node_or_serial")
+@click.option("--reason", default="", help="Why (e.g. key_compromise, superseded, or free text).")
+def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str) -> None:
+    """Revoke a node's certificates (by node id) or one certificate (by serial), and rewrite the CRL."""
+    serials = ca_ops.revoke(ca_dir, node_or_serial, reason)
+    crl = ca_ops.write_crl(ca_dir, ca_ops.passphrase_from_env())
+    if serials:
+        click.echo(f"Revoked {', '.join(serials)}; the revocation list {crl} is updated.")
+    else:
+        click.echo(f"Nothing to revoke: {node_or_serial} has no valid certificate. {crl} is rewritten.")
 
 
 # ------------------------------------------------------------------ init
@@ -103,18 +161,28 @@ def init(
         fail(f"{node_dir} already holds a node", "use another --dir, or run the existing node")
     text = config.render(id=node_id, name=name, mode=mode, listen=listen, parent=parent, parent_id=parent_id, units=list(units))
     settings = config.validate(tomllib.loads(text))
+    passphrase = ca_ops.passphrase_from_env()
     if ca_dir is not None:
-        tls.check_ca(ca_dir)
+        ca_ops.load_ca(ca_dir, passphrase)  # fail before anything is made
     node_dir.mkdir(parents=True, exist_ok=True)
-    hosts = [listen.rpartition(":")[0].strip("[]")] if listen else []
+    hosts = ["localhost", "127.0.0.1", "::1", *([listen.rpartition(":")[0].strip("[]")] if listen else []), *san]
+    paths = runtime.tls_paths(node_dir, settings)
+    # The node's key is made here and never leaves it; the CA signs a request.
+    csr = ca_ops.make_csr(paths.key, node_id, hosts)
     if ca_dir is not None:
-        tls.issue_node(ca_dir, runtime.tls_paths(node_dir, settings), node_id, mode, [*hosts, *san])
+        paths.cert.write_bytes(ca_ops.issue_from_csr(ca_dir, csr, mode, parent_id, NODE_CERT_DAYS, passphrase))
+        paths.ca.write_bytes((ca_dir / tls.CA_CERT).read_bytes())
+    else:
+        (paths.key.parent / "node.csr").write_bytes(csr)
     Store.create(node_dir / runtime.STORE_FILE, node_id).close()
     (node_dir / "inbox").mkdir(exist_ok=True)
     (node_dir / config.CONFIG_FILE).write_text(text, encoding="utf-8")
     click.echo(f"Created {mode} node {node_id!r} in {node_dir}.")
     if ca_dir is None:
-        click.echo("It has no certificate yet: issue one with `lienthong init --ca CA_DIR` on a new directory.")
+        click.echo(
+            f"It has no certificate yet. Its request is {paths.key.parent / 'node.csr'}: the CA signs it with "
+            f"`lienthong ca issue CA_DIR --csr node.csr --role {mode} --out node.crt`; copy node.crt and ca.crt into {paths.key.parent}."
+        )
     click.echo(f"Next: lienthong run --dir {node_dir}")
 
 
