@@ -521,6 +521,12 @@ def _header_key(cell: str) -> str | None:
     return _CSV_ALIASES.get(fold_header(cell).replace(" ", ""))
 
 
+def _is_header(cells: list[str]) -> bool:
+    """A header names the data element column first; a data row whose data element happens
+    to be called "DE" is told apart by the period in its second cell."""
+    return _header_key(cells[0]) == "dataelement" and not (len(cells) > 1 and _DHIS2_PERIOD.match(cells[1].strip()))
+
+
 class Dhis2CsvAdapter:
     """DHIS2 dataValueSets in CSV: positional columns, with or without a header line."""
 
@@ -537,7 +543,7 @@ class Dhis2CsvAdapter:
             if not lines:
                 return False
             cells = next(csv.reader([lines[0]]), [])
-            if cells and _header_key(cells[0]) == "dataelement":
+            if cells and _is_header(cells):
                 return True
             return 6 <= len(cells) <= 11 and bool(_DHIS2_PERIOD.match(cells[1].strip())) and bool(cells[0].strip())
         except Exception:
@@ -565,7 +571,7 @@ class Dhis2CsvAdapter:
                     continue
                 if first:
                     first = False
-                    if _header_key(cells[0]) == "dataelement":
+                    if _is_header(cells):
                         keys = [_header_key(cell) for cell in cells]
                         names = {_CANONICAL_FIELD[k]: cell.strip() for k, cell in zip(keys, cells, strict=True) if k in _CANONICAL_FIELD}
                         missing = [key for key in ("period", "orgunit", "value") if key not in keys]

@@ -73,6 +73,7 @@ class TlsSettings(_Section):
     ca: str = "tls/ca.crt"
     cert: str = "tls/node.crt"
     key: str = "tls/node.key"
+    crl: str = ""
 
 
 class ReplicationSettings(_Section):
@@ -189,6 +190,10 @@ id = {parent_id}
 ca = "tls/ca.crt"
 cert = "tls/node.crt"
 key = "tls/node.key"
+# On the province: the CA's revocation list (CA_DIR/ca.crl.pem, rewritten by
+# `lienthong ca revoke`). It is checked every half second and sent down to every
+# node; revoked certificates are refused, and cut off if connected.
+crl = ""
 
 [replication]
 # Records per batch, and batches in flight before waiting for acknowledgement.

@@ -67,6 +67,7 @@ def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
     if protect:
         passphrase = ca_ops.passphrase_from_env() or click.prompt("CA passphrase", hide_input=True, confirmation_prompt=True).encode()
     cert = ca_ops.init_ca_protected(ca_dir, name, passphrase)
+    audited(ca_dir, "admin.command", "ca init", name=name, fingerprint=ca_ops.ca_fingerprint(ca_dir), protected=bool(passphrase))
     click.echo(f"Created CA {name!r}: certificate {cert}, key {ca_dir / tls.CA_KEY} (mode 0600{', encrypted' if passphrase else ''}).")
     click.echo(f"Fingerprint (SHA-256): {ca_ops.ca_fingerprint(ca_dir)}")
     click.echo(f"Next: lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}")
@@ -85,6 +86,12 @@ def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, ou
     """Sign a node's certificate request (offline path: CSR file in, certificate file out)."""
     cert = ca_ops.issue_from_csr(ca_dir, csr_file.read_bytes(), role, parent, days, ca_ops.passphrase_from_env())
     out_file.write_bytes(cert)
+    from cryptography import x509
+
+    issued = x509.load_pem_x509_certificate(cert)
+    audited(
+        ca_dir, "cert.issue", issued.subject.rfc4514_string(), serial=format(issued.serial_number, "x"), role=role, parent=parent, days=days
+    )
     click.echo(f"Wrote {out_file}. On the node: copy it to tls/node.crt and {ca_dir / tls.CA_CERT} to tls/ca.crt.")
 
 
@@ -115,6 +122,7 @@ def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str) -> None:
     """Revoke a node's certificates (by node id) or one certificate (by serial), and rewrite the CRL."""
     serials = ca_ops.revoke(ca_dir, node_or_serial, reason)
     crl = ca_ops.write_crl(ca_dir, ca_ops.passphrase_from_env())
+    audited(ca_dir, "cert.revoke", node_or_serial, serials=serials, reason=reason)
     if serials:
         click.echo(f"Revoked {', '.join(serials)}; the revocation list {crl} is updated.")
     else:
@@ -175,6 +183,18 @@ def init(
     else:
         (paths.key.parent / "node.csr").write_bytes(csr)
     Store.create(node_dir / runtime.STORE_FILE, node_id).close()
+    audited(
+        node_dir,
+        "admin.command",
+        "init",
+        mode=mode,
+        node=node_id,
+        parent=parent,
+        listen=listen,
+        certificate="issued" if ca_dir else "requested",
+    )
+    if ca_dir is not None:
+        audited(ca_dir, "cert.issue", node_id, role=mode, parent=parent_id, days=NODE_CERT_DAYS)
     (node_dir / "inbox").mkdir(exist_ok=True)
     (node_dir / config.CONFIG_FILE).write_text(text, encoding="utf-8")
     click.echo(f"Created {mode} node {node_id!r} in {node_dir}.")
@@ -319,6 +339,68 @@ def query(node_dir: Path, what: str, unit: str | None, period: str | None, as_js
 
 
 @cli.group()
+def audit() -> None:
+    """The node's tamper-evident audit log (security events and admin actions)."""
+
+
+HEAD_OPTION = click.option(
+    "--head",
+    "head_text",
+    default="",
+    metavar="SEQ:HASH",
+    help="A head written down earlier (`lienthong audit head`): the log must still contain it.",
+)
+
+
+@audit.command("verify")
+@DIR_OPTION
+@HEAD_OPTION
+def audit_verify(node_dir: Path, head_text: str) -> None:
+    """Re-check the hash chain: any edit, deletion or reordering is named; exit 1 if the log was altered."""
+    from .audit import AuditLog, describe, parse_head
+
+    with AuditLog.open(node_dir) as log_:
+        result = log_.verify(parse_head(head_text) if head_text else None)
+    if not result.ok:
+        fail(describe(result), result.hint)
+    click.echo(describe(result))
+
+
+@audit.command("head")
+@DIR_OPTION
+def audit_head(node_dir: Path) -> None:
+    """Print the log's head (SEQ:HASH): write it down, or give it to an inspector, to detect a rewrite later."""
+    from .audit import AuditLog, format_head
+
+    with AuditLog.open(node_dir) as log_:
+        click.echo(format_head(log_.head()))
+
+
+@audit.command("export")
+@DIR_OPTION
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True, help="File format.")
+@HEAD_OPTION
+def audit_export(node_dir: Path, dest: Path, fmt: str, head_text: str) -> None:
+    """Export every entry with its hashes for an inspector, ending with the verification result."""
+    from .audit import AuditLog, describe, parse_head
+
+    with AuditLog.open(node_dir) as log_:
+        result = log_.export(dest, fmt, expected_head=parse_head(head_text) if head_text else None)
+    click.echo(f"Wrote {dest}. {describe(result)}")
+    if not result.ok:
+        sys.exit(1)
+
+
+def audited(directory: Path, action: str, subject: str, **details: Any) -> None:
+    """Record an operator's action in the audit log of a node or CA directory."""
+    from .audit import AuditLog
+
+    with AuditLog.open(directory) as log_:
+        log_.append(action, subject, details)
+
+
+@cli.group()
 def adapters() -> None:
     """Ingestion adapters (built-in and installed plugins)."""
 
@@ -355,6 +437,7 @@ def backup(node_dir: Path, dest: Path) -> None:
         store.backup(dest)
     finally:
         store.close()
+    audited(node_dir, "admin.command", "backup", dest=str(dest))
     click.echo(f"Backed up {node_dir / runtime.STORE_FILE} to {dest}.")
 
 

@@ -33,8 +33,11 @@ from lienthong.sync import transport
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError, StoreError
 from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, Uplink
+from lienthong.sync.revocation import Revocations
 from lienthong.sync.store import Store
 
+from .audit import AuditLog
+from .crl import CrlPublisher
 from .intake import StoreSink
 from .tls import NodeTlsPaths
 
@@ -143,6 +146,16 @@ def start_intake(node_dir: Path, settings: Settings, store: Store, loop: asyncio
     return watcher
 
 
+async def _keep_revocations(revocations: Revocations, crl: CrlPublisher | None, changes: Changes) -> None:
+    """Publish a changed CRL (province) and reload the revocation lists the store holds."""
+    while True:
+        if crl is not None and await asyncio.to_thread(crl.check):
+            changes.notify()  # the new list goes down to the children at once
+        if await asyncio.to_thread(revocations.refresh):
+            log.info("revocations.loaded", revoked=len(revocations))
+        await asyncio.sleep(0.5)
+
+
 class Node:
     """One lienthong node, run in the foreground by `run()`."""
 
@@ -170,6 +183,7 @@ class Node:
                 )
             store.mark_all_disconnected()
             tls = tls_paths(self.dir, settings).load()
+            audit_log = AuditLog.open(self.dir, actor=settings.node.id)
             changes = Changes()
             tune = tuning(settings)
             server = health = None
@@ -181,10 +195,16 @@ class Node:
                 loop.add_signal_handler(sig, self.stop)
             try:
                 if settings.server.listen:
-                    sessions = ChildSession(store, tune, changes, children)
+                    revocations = Revocations(store)
+                    revocations.refresh()
+                    crl = CrlPublisher(store, self.dir / settings.tls.crl, tls.ca) if settings.tls.crl else None
+                    tasks.append(asyncio.create_task(_keep_revocations(revocations, crl, changes), name="revocations"))
+                    sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append)
 
                     def refused(peer: str, kind: str, exc: LienthongError) -> None:
                         self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)
+                        if kind == "refused":
+                            audit_log.append("connection.refused", peer, {"error": exc.message})
 
                     server, self.port, health = await transport.serve(settings.server.listen, tls, sessions.serve, refused)
                 intake = start_intake(self.dir, settings, store, loop, changes)
@@ -234,5 +254,6 @@ class Node:
                     await transport.stop(server, health, STOP_GRACE)
                 store.mark_all_disconnected()
                 store.close()
+                audit_log.close()
                 self.state = State.STOPPED
                 self.log.info("node.stopped")

@@ -32,12 +32,15 @@ import structlog
 
 from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationError
 from .records import NODE_ID
+from .revocation import Revocations
 from .store import InBatch, OutBatch, Refusal, Store
 from .wire import replication_pb2 as wire
 
 PROTOCOL = 1
 # Rows applied in one transaction at most (group commit across consecutive batches).
 GROUP_ROWS = 20_000
+# How often a live child session re-checks its certificate against the revocation list.
+REVOCATION_CHECK = 0.5
 
 log = structlog.get_logger("lienthong.sync")
 
@@ -326,16 +329,34 @@ class Children:
 class ChildSession:
     """The parent's end of one child's stream."""
 
-    def __init__(self, store: Store, tuning: Tuning, changes: Changes, children: Children) -> None:
+    def __init__(
+        self,
+        store: Store,
+        tuning: Tuning,
+        changes: Changes,
+        children: Children,
+        revocations: Revocations | None = None,
+        audit: Callable[[str, str, dict[str, Any]], Any] | None = None,
+    ) -> None:
         self.store = store
         self._tuning = tuning
         self._changes = changes
         self._children = children
+        self._revocations = revocations
+        # Security events (refused records, revoked peers cut off) go to the node's audit log.
+        self._audit = audit or (lambda action, subject, details: None)
 
-    async def serve(self, child: str, address: str, stream: Stream) -> None:
-        """Serve a child whose identity `child` the transport took from its certificate."""
+    async def serve(self, peer: Any, address: str, stream: Stream) -> None:
+        """Serve a child whose identity (`peer.node_id`, `peer.serial`) the transport took from its certificate."""
         store = self.store
+        child = peer.node_id
         bound = log.bind(peer=child, address=address)
+        if self._revocations is not None and self._revocations.revoked(peer.serial):
+            bound.error("link.refused", reason="certificate revoked", serial=peer.serial)
+            await asyncio.to_thread(self._audit, "connection.refused", child, {"reason": "certificate revoked", "serial": peer.serial})
+            raise HandshakeRefused(
+                f"the certificate of {child} (serial {peer.serial}) is revoked", "the province must issue this node a new certificate"
+            )
         if not NODE_ID.match(child):
             raise HandshakeRefused(f"the certificate's node id {child!r} is not valid", "issue the node a new certificate")
         if child == store.node_id:
@@ -388,13 +409,31 @@ class ChildSession:
                 return store.down_after(child, seq, limit)
 
             sender = WindowedSender(fetch, send, down_cursor, self._tuning, self._changes)
-            await _first([asyncio.create_task(sender.run()), asyncio.create_task(self._receive(child, hello.epoch, stream, sender, bound))])
+            await _first(
+                [
+                    asyncio.create_task(sender.run()),
+                    asyncio.create_task(self._receive(child, hello.epoch, stream, sender, bound)),
+                    asyncio.create_task(self._watch_revocation(peer, bound)),
+                ]
+            )
             bound.info("link.closed", reason="the child closed the stream")
         finally:
             self._children.release(child)
             if child not in self._children.live:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(store.set_child, child, connected=0, last_contact=time.time())
+
+    async def _watch_revocation(self, peer: Any, bound: Any) -> None:
+        """End a live session within half a second of its certificate being revoked."""
+        if self._revocations is None:
+            await asyncio.Event().wait()
+            return
+        while not self._revocations.revoked(peer.serial):
+            await asyncio.sleep(REVOCATION_CHECK)
+        bound.error("link.cut", reason="certificate revoked", serial=peer.serial)
+        details = {"reason": "certificate revoked while connected", "serial": peer.serial}
+        await asyncio.to_thread(self._audit, "connection.refused", peer.node_id, details)
+        raise HandshakeRefused(f"the certificate of {peer.node_id} was revoked", "the province must issue this node a new certificate")
 
     async def _receive(self, child: str, epoch: str, stream: Stream, sender: WindowedSender, bound: Any) -> None:
         """Apply the child's batches; all that have arrived are applied in one transaction."""
@@ -442,6 +481,8 @@ class ChildSession:
                         await stream.send(wire.Down(ack=wire.Ack(last=batch.last, rejected=rejected)))
                         for r in refusals:
                             bound.warning("record.quarantined", record=r.id.hex(), code=r.code, reason=r.reason)
+                            details = {"record": r.id.hex(), "version": r.version, "code": r.code, "reason": r.reason}
+                            await asyncio.to_thread(self._audit, "record.refused", child, details)
                     self._changes.notify()
                     bound.info("batch.applied", last=group[-1].last, batches=len(group), records=rows, refused=sum(map(len, results)))
                 if message is None:

@@ -790,6 +790,14 @@ class Store:
         for (raw,) in self._r().execute(sql + " ORDER BY rid", args):
             yield Envelope.FromString(raw)
 
+    def definition_marker(self, definition_type: str) -> tuple[int, int]:
+        """(count, highest version) of definition records: changes whenever any definition does.
+
+        Cheap (index on kind); `definition_type` is for the caller's readability —
+        definitions are few, so one marker over all of them is enough."""
+        row = self._r().execute("SELECT count(*), coalesce(max(version), 0) FROM records WHERE kind = ?", (records.DEFINITION,)).fetchone()
+        return row[0], row[1]
+
     def counts(self) -> dict[str, int]:
         out = {name: 0 for name in records.KIND_NAMES.values()}
         for kind, n in self._r().execute("SELECT kind, count(*) FROM records WHERE deleted = 0 GROUP BY kind"):

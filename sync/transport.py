@@ -125,16 +125,29 @@ async def connect(address: str, tls: TlsFiles, server_name: str = "") -> AsyncIt
 
 # ---------------------------------------------------------------- parent side
 
-Handler = Callable[[str, str, _GrpcStream], Awaitable[None]]
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is at the other end, from its verified certificate (never from what it says)."""
+
+    node_id: str
+    serial: str  # certificate serial, lowercase hex
 
 
-def peer_identity(context: grpc.aio.ServicerContext) -> str:
-    """The node id bound into the peer's verified certificate (its common name)."""
+Handler = Callable[[Peer, str, _GrpcStream], Awaitable[None]]
+
+
+def peer_identity(context: grpc.aio.ServicerContext) -> Peer:
+    """The node id bound into the peer's verified certificate (its common name) and the certificate's serial."""
+    from cryptography import x509
+
     auth = context.auth_context()
     names = auth.get("x509_common_name") or []
-    if len(names) != 1:
+    pems = auth.get("x509_pem_cert") or []
+    if len(names) != 1 or len(pems) != 1:
         raise TrustError("the peer's certificate carries no node id", "issue it from the provincial CA with `lienthong init --ca`")
-    return names[0].decode()
+    serial = format(x509.load_pem_x509_certificate(pems[0]).serial_number, "x")
+    return Peer(names[0].decode(), serial)
 
 
 class _Servicer(wire_grpc.ReplicationServicer):
@@ -145,8 +158,7 @@ class _Servicer(wire_grpc.ReplicationServicer):
     async def Sync(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802 (gRPC's name)
         peer = context.peer()
         try:
-            child = peer_identity(context)
-            await self._handler(child, peer, _GrpcStream(context.read, context.write))
+            await self._handler(peer_identity(context), peer, _GrpcStream(context.read, context.write))
         except (HandshakeRefused, TrustError) as exc:
             self._on_refused(peer, "refused", exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
@@ -196,4 +208,4 @@ async def stop(server: grpc.aio.Server, health_servicer: Any, grace: float) -> N
     await server.stop(grace)
 
 
-__all__ = ["TlsFiles", "connect", "peer_identity", "serve", "stop", "wire"]
+__all__ = ["Peer", "TlsFiles", "connect", "peer_identity", "serve", "stop", "wire"]

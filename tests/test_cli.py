@@ -117,3 +117,22 @@ def test_status_tells_the_truth_running_or_not(make_node: MakeNode, tmp_path: Pa
     after = status(province)
     assert after["node"]["running"] is False and after["children"][0]["connected"] is False
     assert "86-28894" in cli("status", "--dir", str(province)).stdout
+
+
+def test_edited_audit_log_fails_verify(make_node: MakeNode) -> None:
+    """An edit to the audit log is named by `audit verify`, which exits 1 with one sentence and a hint."""
+    import sqlite3
+
+    node = make_node("86")
+    assert "intact" in cli("audit", "verify", "--dir", str(node)).stdout
+    head = cli("audit", "head", "--dir", str(node)).stdout.strip()
+    conn = sqlite3.connect(node / "audit.db")
+    triggers = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")]
+    for name in triggers:  # an attacker with file access drops the guards first
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("UPDATE entries SET subject = 'something else' WHERE seq = 1")
+    conn.commit()
+    conn.close()
+    out = cli("audit", "verify", "--dir", str(node), "--head", head, check=False)
+    assert out.returncode == 1 and out.stderr.startswith("Error: ") and "1" in out.stderr and "Try: " in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,80 @@
+"""Publishing the CA's revocation list from the provincial node.
+
+The operator revokes with `lienthong ca revoke CA_DIR ...`, which rewrites the signed
+CRL `CA_DIR/ca.crl.pem`. A node whose `tls.crl` points at that file checks it every
+half second; when it changes, the node verifies it against the CA certificate and
+writes it as a `revocation_list` definition, which flows down to every node below.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import structlog
+from cryptography import x509
+
+from lienthong.sync import records
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.errors import TrustError
+from lienthong.sync.revocation import DEFINITION_TYPE, normalize
+from lienthong.sync.store import Store
+
+log = structlog.get_logger("lienthong.crl")
+
+
+def read_crl(path: Path, ca_cert_pem: bytes) -> list[str]:
+    """The revoked serials of the CRL at `path`, after checking the CA signed it."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise TrustError(f"cannot read the revocation list {path}: {exc}", "rewrite it with `lienthong ca revoke`") from None
+    ca = x509.load_pem_x509_certificate(ca_cert_pem)
+    if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+        raise TrustError(f"the revocation list {path} is not signed by this node's CA", "use the CRL written by this province's CA")
+    return sorted(normalize(format(r.serial_number, "x")) for r in crl)
+
+
+class CrlPublisher:
+    """Watches the CRL file and publishes each new version as a definition record."""
+
+    def __init__(self, store: Store, path: Path, ca_cert_pem: bytes) -> None:
+        self.store = store
+        self.path = path
+        self.ca = ca_cert_pem
+        self.clock = HybridClock(store.max_version())
+        self._mtime = -1
+
+    def check(self) -> bool:
+        """Publish the CRL if the file changed; returns whether a new list was written."""
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        try:
+            serials = read_crl(self.path, self.ca)
+        except TrustError as exc:
+            log.error("crl.refused", file=str(self.path), error=exc.message, hint=exc.hint)
+            return False
+        fields = {
+            "kind": "definition",
+            "type": DEFINITION_TYPE,
+            "code": "crl",
+            "fields": {"serials": serials, "read_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+        }
+        keyed = records.build(self.store.node_id, fields)
+        current = next((e for e in self.store.iter_records(records.DEFINITION) if e.id == keyed.id), None)
+        if current is not None and records.body_of(current).json and _serials(current) == serials:
+            return False
+        self.store.write_local([keyed], self.clock)
+        log.info("crl.published", revoked=len(serials), file=str(self.path))
+        return True
+
+
+def _serials(env: records.Envelope) -> list[str]:
+    import json
+
+    return sorted(json.loads(records.body_of(env).json or "{}").get("serials", []))
