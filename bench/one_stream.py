@@ -44,6 +44,8 @@ from _common import (
     stop_profiler,
 )
 
+from lienthong.sync.replication import Tuning
+
 CHILD_ID = "86-28894"
 
 
@@ -117,8 +119,8 @@ def run(
             "code": code_under_test(),
             "records": records,
             "pad": pad,
-            "batch_size": batch_size or "default (500)",
-            "window": window or "default (4)",
+            "batch_size": batch_size or f"default ({Tuning().batch_size})",
+            "window": window or f"default ({Tuning().window})",
             "province_cache_mib": province_cache_mib or "default (SQLite's 2 MiB)",
             "avg_envelope_bytes": round(facts["avg_envelope_bytes"], 1),
             "envelope_mb": round(mb(facts["envelope_bytes"]), 2),

@@ -76,6 +76,7 @@ from typing import Any
 import structlog
 
 from lienthong.sync.errors import LienthongError
+from lienthong.sync.store import transaction
 
 log = structlog.get_logger("lienthong.audit")
 
@@ -313,7 +314,7 @@ class AuditLog:
         details_obj = json.loads(details_text)  # exactly what verify will see (tuples become lists …)
         actor = actor or self.actor
         try:
-            with self._lock, _transaction(self._w):
+            with self._lock, transaction(self._w):
                 seq, prev_hash = self._chain_from(self._w)
                 seq += 1
                 time = now()
@@ -477,7 +478,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
     if version() == SCHEMA_VERSION:
         return
-    with _transaction(conn):
+    with transaction(conn):
         current = version()  # read again: another process may have just created it
         if current > SCHEMA_VERSION:
             raise AuditError(
@@ -488,18 +489,6 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             for statement in _SCHEMA:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
-        conn.execute("COMMIT")
 
 
 # ------------------------------------------------------------ verification

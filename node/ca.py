@@ -47,8 +47,9 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from lienthong.sync.errors import TrustError
+from lienthong.sync.store import transaction
 
-from .tls import CA_CERT, CA_KEY, CA_VALIDITY, _write_private, _write_public
+from .tls import CA_CERT, CA_KEY, CA_VALIDITY, NodeTlsPaths, write_private, write_public
 
 REGISTRY = "issued.db"
 CRL_FILE = "ca.crl.pem"
@@ -111,7 +112,7 @@ def _iso(moment: dt.datetime) -> str:
 
 
 def init_ca_protected(ca_dir: Path, name: str, passphrase: bytes | None) -> Path:
-    """Create a CA in `ca_dir` like `tls.init_ca`, its key encrypted with `passphrase` when given.
+    """Create a CA in `ca_dir`, its key encrypted with `passphrase` when given.
 
     The key file is mode 0600 either way; refuses to overwrite an existing CA.
     Returns the path of the CA certificate.
@@ -142,8 +143,8 @@ def init_ca_protected(ca_dir: Path, name: str, passphrase: bytes | None) -> Path
         serialization.BestAvailableEncryption(secret) if secret else serialization.NoEncryption()
     )
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    _write_private(ca_dir / CA_KEY, pem)
-    _write_public(ca_dir / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(ca_dir / CA_KEY, pem)
+    write_public(ca_dir / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
     return ca_dir / CA_CERT
 
 
@@ -219,17 +220,6 @@ def _registry(ca_dir: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     entry = {name: row[name] for name in _COLUMNS}
     entry["sans"] = json.loads(entry["sans"])
@@ -268,7 +258,7 @@ def revoke(ca_dir: Path, node_id_or_serial: str, reason: str = "") -> list[str]:
     """
     target = node_id_or_serial.strip()
     serial = _normalize_serial(target)
-    with _registry(ca_dir) as conn, _transaction(conn):
+    with _registry(ca_dir) as conn, transaction(conn):
         by_node = conn.execute("SELECT serial, status FROM issued WHERE node_id = ?", (target,)).fetchall()
         by_serial = conn.execute("SELECT serial, status FROM issued WHERE serial = ?", (serial,)).fetchall() if serial else []
         if by_node and by_serial:
@@ -323,7 +313,7 @@ def write_crl(ca_dir: Path, passphrase: bytes | None = None, next_update: dt.tim
     ca_dir = Path(ca_dir)
     key, cert = load_ca(ca_dir, passphrase)
     now = _now()
-    with _registry(ca_dir) as conn, _transaction(conn):
+    with _registry(ca_dir) as conn, transaction(conn):
         rows = conn.execute("SELECT serial, revoked_at, reason FROM issued WHERE status = 'revoked' ORDER BY rowid").fetchall()
         number_row = conn.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()
         number = int(number_row[0]) + 1 if number_row else 1
@@ -347,7 +337,7 @@ def write_crl(ca_dir: Path, passphrase: bytes | None = None, next_update: dt.tim
             entry = entry.add_extension(x509.CRLReason(flag), critical=False)
         builder = builder.add_revoked_certificate(entry.build())
     crl = builder.sign(key, hashes.SHA256())
-    _write_public(ca_dir / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM))
+    write_public(ca_dir / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM))
     return ca_dir / CRL_FILE
 
 
@@ -519,7 +509,7 @@ def issue_from_csr(
     not_after = min(now + dt.timedelta(days=validity_days), ca_cert.not_valid_after_utc)
     if not_after <= now:
         raise TrustError(f"the CA certificate in {ca_dir} has expired", "create a new CA and re-issue every node")
-    with _registry(ca_dir) as conn, _transaction(conn):
+    with _registry(ca_dir) as conn, transaction(conn):
         _check_names_unclaimed(conn, node_id, [n.value for n in names if isinstance(n, x509.DNSName)])
         cert = (
             x509.CertificateBuilder()
@@ -591,7 +581,7 @@ def make_csr(key_path: Path, node_id: str, hosts: list[str]) -> bytes:
     else:
         key = ec.generate_private_key(ec.SECP256R1())
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        _write_private(key_path, pem)
+        write_private(key_path, pem)
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     csr = (
         x509.CertificateSigningRequestBuilder()
@@ -600,3 +590,26 @@ def make_csr(key_path: Path, node_id: str, hosts: list[str]) -> bytes:
         .sign(key, algorithm)
     )
     return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def init_ca(ca_dir: Path, name: str) -> Path:
+    """A CA whose key is not encrypted (tests, demos, a CA kept on an encrypted disk)."""
+    return init_ca_protected(ca_dir, name, None)
+
+
+def issue_node(
+    ca_dir: Path,
+    paths: NodeTlsPaths,
+    node_id: str,
+    role: str,
+    hosts: list[str],
+    days: int = 397,
+    parent: str = "",
+    passphrase: bytes | None = None,
+) -> None:
+    """Both ends of the offline path in one step, for a CA on the same machine: the node's
+    key is made at `paths.key`, its request signed and recorded, and the certificate and the
+    CA certificate written beside it. `lienthong init --ca` does this."""
+    csr = make_csr(paths.key, node_id, ["localhost", "127.0.0.1", "::1", *hosts])
+    write_public(paths.cert, issue_from_csr(ca_dir, csr, role, parent, days, passphrase))
+    write_public(paths.ca, (ca_dir / CA_CERT).read_bytes())

@@ -173,15 +173,13 @@ def init(
     if ca_dir is not None:
         ca_ops.load_ca(ca_dir, passphrase)  # fail before anything is made
     node_dir.mkdir(parents=True, exist_ok=True)
-    hosts = ["localhost", "127.0.0.1", "::1", *([listen.rpartition(":")[0].strip("[]")] if listen else []), *san]
+    hosts = [*([listen.rpartition(":")[0].strip("[]")] if listen else []), *san]
     paths = runtime.tls_paths(node_dir, settings)
     # The node's key is made here and never leaves it; the CA signs a request.
-    csr = ca_ops.make_csr(paths.key, node_id, hosts)
     if ca_dir is not None:
-        paths.cert.write_bytes(ca_ops.issue_from_csr(ca_dir, csr, mode, parent_id, NODE_CERT_DAYS, passphrase))
-        paths.ca.write_bytes((ca_dir / tls.CA_CERT).read_bytes())
+        ca_ops.issue_node(ca_dir, paths, node_id, mode, hosts, NODE_CERT_DAYS, parent_id, passphrase)
     else:
-        (paths.key.parent / "node.csr").write_bytes(csr)
+        tls.write_public(paths.key.parent / "node.csr", ca_ops.make_csr(paths.key, node_id, hosts))
     Store.create(node_dir / runtime.STORE_FILE, node_id).close()
     audited(
         node_dir,

@@ -308,7 +308,7 @@ class Store:
                 "upgrade lienthong on this machine",
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
-            with _transaction(db.conn):
+            with transaction(db.conn):
                 MIGRATIONS[version](db)
                 db.execute(f"PRAGMA user_version={version}")
 
@@ -332,7 +332,7 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._wlock, _transaction(self._w):
+        with self._wlock, transaction(self._w):
             yield self._w
 
     def backup(self, dest: Path) -> None:
@@ -863,7 +863,8 @@ def _shape_problem(env: Envelope) -> tuple[str, str] | None:
 
 
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT on a connection in autocommit mode; ROLLBACK on any exception."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield

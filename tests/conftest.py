@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lienthong.node import tls
+from lienthong.node import ca
 
 from .helpers import cli, free_port
 
@@ -16,7 +16,7 @@ from .helpers import cli, free_port
 def ca_dir(tmp_path: Path) -> Path:
     """A fresh provincial CA, made with `cryptography` for this test only."""
     path = tmp_path / "ca"
-    tls.init_ca(path, "Test CA")
+    ca.init_ca(path, "Test CA")
     return path
 
 

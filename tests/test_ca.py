@@ -191,8 +191,7 @@ def test_unprotected_ca_and_tls_ca_load(tmp_path: Path, ca_dir: Path) -> None:
     assert b"ENCRYPTED" not in (plain / tls.CA_KEY).read_bytes()
     ca.load_ca(plain, None)
     ca.load_ca(plain, b"set but not needed")
-    tls.check_ca(plain)  # still readable by tls.py's one-step path
-    ca.load_ca(ca_dir)  # a CA made by tls.init_ca
+    ca.load_ca(ca_dir)  # a CA made by ca.init_ca
     with pytest.raises(TrustError, match="no CA in"):
         ca.load_ca(tmp_path / "nowhere")
     with pytest.raises(TrustError, match="no CA in"):

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from structlog.testing import capture_logs
 
-from lienthong.node import tls
+from lienthong.node import ca, tls
 from lienthong.sync import records, transport
 from lienthong.sync.clock import LOGICAL_BITS, HybridClock, wall_ms
 from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, Uplink
@@ -26,7 +26,7 @@ FAST = Tuning(batch_size=50, window=3, poll_interval=0.05, backoff_initial=0.05,
 
 def node_tls(ca_dir: Path, base: Path, node_id: str, role: str = "district") -> transport.TlsFiles:
     paths = tls.NodeTlsPaths(base / node_id / "ca.crt", base / node_id / "node.crt", base / node_id / "node.key")
-    tls.issue_node(ca_dir, paths, node_id, role, [])
+    ca.issue_node(ca_dir, paths, node_id, role, [])
     return paths.load()
 
 
@@ -137,7 +137,7 @@ def test_mtls_refuses_unauthenticated_peers(tmp_path: Path, ca_dir: Path, case: 
         async with province(tmp_path, ca_dir) as (prov, port):
             good = node_tls(ca_dir, tmp_path, "86-28894")
             other_ca = tmp_path / "other-ca"
-            tls.init_ca(other_ca, "Rogue CA")
+            ca.init_ca(other_ca, "Rogue CA")
             rogue = node_tls(other_ca, tmp_path / "rogue", "86-28894")
             with capture_logs() as logs:
                 if case == "plaintext":

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("openssl") is No
 
 def s_client(address: str, ca: Path, *args: str) -> str:
     out = subprocess.run(
-        ["openssl", "s_client", "-connect", address, "-CAfile", str(ca), "-state", *args],
+        ["openssl", "s_client", "-connect", address, "-CAfile", str(ca), "-state", "-ign_eof", *args],
         input="",
         capture_output=True,
         text=True,
