@@ -97,6 +97,10 @@ class InboxSettings(_Section):
     atomic: bool = False
 
 
+class SharingSettings(_Section):
+    personal_data_upward: bool = False
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -110,6 +114,7 @@ class Settings(_Section):
     replication: ReplicationSettings = ReplicationSettings()
     ingest: IngestSettings = IngestSettings()
     inbox: dict[str, InboxSettings] = {}
+    sharing: SharingSettings = SharingSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -222,6 +227,12 @@ rescan_seconds = 30.0
 # path = "/mnt/soyte-export"   # default: inbox/soyte
 # poll_seconds = 5.0           # 0: inotify events
 # atomic = true                # a file with any bad row is refused whole
+
+[sharing]
+# Decree 13/2023/NĐ-CP: citizens' name, phone and e-mail in feedback do not go up
+# to the parent (a keyed hash stands in, so duplicates are still found) unless
+# this unit's policy allows it. They always go down to the unit handling the case.
+personal_data_upward = false
 
 [log]
 # debug | info | warning | error

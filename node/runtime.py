@@ -32,6 +32,7 @@ from lienthong.config.settings import ConfigError, Settings
 from lienthong.sync import transport
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError, StoreError
+from lienthong.sync.privacy import Redactor, hashing_key
 from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, Uplink
 from lienthong.sync.revocation import Revocations
 from lienthong.sync.store import Store
@@ -214,7 +215,8 @@ class Node:
                     def connect() -> contextlib.AbstractAsyncContextManager[Any]:
                         return transport.connect(address, tls, name)
 
-                    uplink = Uplink(store, connect, tune, changes, address)
+                    redact = None if settings.sharing.personal_data_upward else Redactor(hashing_key(tls.ca))
+                    uplink = Uplink(store, connect, tune, changes, address, redact)
                     tasks.append(asyncio.create_task(uplink.run(), name="uplink"))
                 lock_path.write_text(
                     json.dumps({"pid": os.getpid(), "port": self.port, "listen": settings.server.listen, "started": time.time()})

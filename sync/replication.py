@@ -162,12 +162,14 @@ class Uplink:
         tuning: Tuning,
         changes: Changes,
         address: str,
+        redact: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.store = store
         self._connect = connect
         self._tuning = tuning
         self._changes = changes
         self.address = address
+        self.redact = redact
         self.connected = False
         self.log = log.bind(peer="parent", address=address)
 
@@ -198,6 +200,15 @@ class Uplink:
             # Full jitter keeps 170 children from reconnecting in step after an outage.
             await asyncio.sleep(random.uniform(0, delay) if delay else 0)
             delay = min(max(delay * 2, self._tuning.backoff_initial), self._tuning.backoff_max)
+
+    def _fetch_up(self, seq: int, limit: int) -> OutBatch | None:
+        """The next batch up, with citizens' personal data replaced when the sharing policy says so."""
+        batch = self.store.changes_after(seq, limit)
+        if batch is None or self.redact is None or not batch.feedback:
+            return batch
+        personal = set(batch.feedback)
+        envelopes = [self.redact(raw) if raw in personal else raw for raw in batch.envelopes]
+        return OutBatch(batch.after, batch.last, envelopes, batch.fingerprint)
 
     async def _session(self, stream: Stream) -> None:
         store = self.store
@@ -253,7 +264,7 @@ class Uplink:
         async def send(batch: OutBatch) -> None:
             await stream.send(wire.Up(batch=_batch_message(batch)))
 
-        sender = WindowedSender(store.changes_after, send, welcome.applied, tuning, self._changes)
+        sender = WindowedSender(self._fetch_up, send, welcome.applied, tuning, self._changes)
         await _first([asyncio.create_task(sender.run()), asyncio.create_task(self._receive(stream, sender, welcome.down_epoch))])
 
     async def _receive(self, stream: Stream, sender: WindowedSender, parent_epoch: str) -> None:

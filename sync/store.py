@@ -22,6 +22,7 @@ worker threads.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -239,6 +240,8 @@ class OutBatch:
     last: int
     envelopes: list[bytes]
     fingerprint: bytes
+    # The envelopes among them that are citizen feedback (personal data may need redacting).
+    feedback: list[bytes] = dataclasses.field(default_factory=list)
 
 
 class Store:
@@ -490,7 +493,7 @@ class Store:
         rows = (
             self._r()
             .execute(
-                "SELECT c.seq, c.up, c.version, r.version, r.id, r.envelope FROM changelog c "
+                "SELECT c.seq, c.up, c.version, r.version, r.id, r.envelope, r.kind FROM changelog c "
                 "JOIN records r ON r.rid = c.rid WHERE c.seq > ? ORDER BY c.seq LIMIT ?",
                 (seq, limit),
             )
@@ -502,8 +505,9 @@ class Store:
         return OutBatch(
             after=seq,
             last=last[0],
-            envelopes=[env for _, up, logged, current, _, env in rows if up and logged == current],
+            envelopes=[env for _, up, logged, current, _, env, _ in rows if up and logged == current],
             fingerprint=records.fingerprint(last[4], last[2]),
+            feedback=[env for _, up, logged, current, _, env, kind in rows if up and logged == current and kind == records.FEEDBACK],
         )
 
     def pending(self) -> int:
