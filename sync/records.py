@@ -361,7 +361,7 @@ def to_dict(env: Envelope) -> dict[str, Any]:
     if env.kind == INDICATOR:
         number = Decimal(body.get("value", "0"))
         body["value"] = int(number) if number == number.to_integral() else float(number)
-    out.update(body)
+    out.update({k: v for k, v in body.items() if v != {}})  # no empty objects (a feedback without citizen data)
     out["unit"] = env.unit
     if env.agency:
         out["agency"] = env.agency
