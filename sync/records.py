@@ -72,7 +72,7 @@ FEEDBACK_STATUSES = frozenset(
 
 def nfc(text: str) -> str:
     """Vietnamese text arrives in NFC and NFD; everything is keyed in NFC."""
-    return unicodedata.normalize("NFC", text)
+    return text if text.isascii() else unicodedata.normalize("NFC", text)  # ASCII is always NFC: skip the call
 
 
 def record_id(kind: int, *key: str) -> bytes:
