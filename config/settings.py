@@ -62,6 +62,8 @@ class NodeSettings(_Section):
 
 class ServerSettings(_Section):
     listen: HostPort = ""
+    enroll_listen: HostPort = ""
+    enroll_address: HostPort = ""
 
 
 class ParentSettings(_Section):
@@ -74,6 +76,7 @@ class TlsSettings(_Section):
     cert: str = "tls/node.crt"
     key: str = "tls/node.key"
     crl: str = ""
+    ca_dir: str = ""
 
 
 class ReplicationSettings(_Section):
@@ -182,6 +185,12 @@ units = {units}
 [server]
 # host:port to accept child nodes on (mTLS). Empty: this node has no children.
 listen = {listen}
+# On the province: host:port where new nodes enroll with a one-time token (TLS,
+# no client certificate; needs tls.ca_dir). Empty: enrollment is off.
+enroll_listen = ""
+# The address new nodes use to reach enroll_listen, written into tokens
+# (default: enroll_listen, which must then not be 0.0.0.0).
+enroll_address = ""
 
 [parent]
 # host:port of the parent node. Empty: this node is the top of its tree.
@@ -199,6 +208,9 @@ key = "tls/node.key"
 # `lienthong ca revoke`). It is checked every half second and sent down to every
 # node; revoked certificates are refused, and cut off if connected.
 crl = ""
+# On the province, when it is the CA's home: the CA directory, to sign enrolling
+# nodes' requests (a protected key's passphrase comes from LIENTHONG_CA_PASSPHRASE).
+ca_dir = ""
 
 [replication]
 # Records per batch, and batches in flight before waiting for acknowledgement.

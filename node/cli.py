@@ -337,6 +337,50 @@ def query(node_dir: Path, what: str, unit: str | None, period: str | None, as_js
 
 
 @cli.group()
+def token() -> None:
+    """One-time enrollment tokens (on the province)."""
+
+
+@token.command("create")
+@DIR_OPTION
+@click.option("--id", "child_id", required=True, help="The node id the token is for (it can enroll no other).")
+@click.option("--ttl", default="24h", show_default=True, help="How long the token stays valid (e.g. 30m, 24h, 7d).")
+def token_create(node_dir: Path, child_id: str, ttl: str) -> None:
+    """Print a one-time token for a new node: it carries this province's enrollment address and CA fingerprint."""
+    from . import enroll as enroll_ops
+
+    settings = _settings(node_dir)
+    if not settings.server.enroll_listen or not settings.tls.ca_dir:
+        fail("this node does not enroll new nodes", "set server.enroll_listen and tls.ca_dir in lienthong.toml, and restart it")
+    address = settings.server.enroll_address or settings.server.enroll_listen
+    if address.startswith(("0.0.0.0:", "[::]:")):
+        fail(f"new nodes cannot reach {address}", "set server.enroll_address to the host:port they use to reach this node")
+    ca_dir = node_dir / settings.tls.ca_dir
+    text = enroll_ops.create_token(
+        node_dir, child_id, enroll_ops.parse_ttl(ttl), address, ca_ops.ca_fingerprint(ca_dir), province_id=settings.node.id
+    )
+    audited(node_dir, "admin.command", "token create", node=child_id, ttl=ttl, token_id=enroll_ops.parse_token(text).token_id)
+    click.echo(text)
+
+
+@cli.command("enroll")
+@DIR_OPTION
+@click.argument("token_text", metavar="TOKEN")
+def enroll_cmd(node_dir: Path, token_text: str) -> None:
+    """Join the province with a one-time TOKEN: the key is made here, only a request leaves."""
+    from . import enroll as enroll_ops
+
+    settings = _settings(node_dir)
+    paths = runtime.tls_paths(node_dir, settings)
+    hosts = [settings.server.listen.rpartition(":")[0].strip("[]")] if settings.server.listen else []
+    parent = enroll_ops.enroll(node_dir, token_text, paths.key, paths.cert, paths.ca, hosts=hosts, expect_node_id=settings.node.id)
+    audited(node_dir, "enroll", parent, outcome="enrolled")
+    if settings.parent.id and settings.parent.id != parent:
+        fail(f"enrolled by {parent!r}, but parent.id in lienthong.toml is {settings.parent.id!r}", "correct parent.id")
+    click.echo(f"Enrolled with {parent}: certificate {paths.cert}. Next: lienthong run --dir {node_dir}")
+
+
+@cli.group()
 def audit() -> None:
     """The node's tamper-evident audit log (security events and admin actions)."""
 

@@ -39,6 +39,7 @@ from lienthong.sync.store import Store
 
 from .audit import AuditLog
 from .crl import CrlPublisher
+from .enroll import serve_enrollment
 from .intake import StoreSink
 from .tls import NodeTlsPaths
 
@@ -188,6 +189,7 @@ class Node:
             changes = Changes()
             tune = tuning(settings)
             server = health = None
+            enroll_server = None
             intake = None
             children = Children()
             tasks: list[asyncio.Task[None]] = []
@@ -209,6 +211,16 @@ class Node:
 
                     server, self.port, health = await transport.serve(settings.server.listen, tls, sessions.serve, refused)
                 intake = start_intake(self.dir, settings, store, loop, changes)
+                if settings.server.enroll_listen:
+                    if not settings.tls.ca_dir:
+                        raise ConfigError(
+                            "server.enroll_listen: enrollment needs tls.ca_dir (the CA that signs new nodes)",
+                            "set tls.ca_dir, or empty server.enroll_listen",
+                        )
+                    enroll_server, enroll_port = await serve_enrollment(
+                        settings.server.enroll_listen, tls, self.dir / settings.tls.ca_dir, self.dir, settings.node.id, audit=audit_log
+                    )
+                    self.log.info("enrollment.listening", listen=settings.server.enroll_listen, port=enroll_port)
                 if settings.parent.address:
                     address, name = settings.parent.address, settings.parent.id
 
@@ -254,6 +266,8 @@ class Node:
                         session.cancel()
                     await asyncio.gather(*live, return_exceptions=True)
                     await transport.stop(server, health, STOP_GRACE)
+                if enroll_server is not None:
+                    await enroll_server.stop(STOP_GRACE)
                 store.mark_all_disconnected()
                 store.close()
                 audit_log.close()
