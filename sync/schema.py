@@ -1,0 +1,137 @@
+"""The store's schema, as numbered migrations (`PRAGMA user_version`).
+
+A migration only ever adds; a store opened by an older lienthong than the one
+that wrote it is refused (`SchemaTooNew`). See `store.py` for the invariants the
+triggers keep.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+SCHEMA_VERSION = 2
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.executescript(
+        """
+        CREATE TABLE records (
+            rid      INTEGER PRIMARY KEY,     -- insert-ordered surrogate key
+            id       BLOB NOT NULL UNIQUE,    -- deterministic record id (16 bytes)
+            kind     INTEGER NOT NULL,
+            origin   TEXT NOT NULL,
+            unit     TEXT NOT NULL,
+            agency   TEXT NOT NULL,
+            version  INTEGER NOT NULL,
+            deleted  INTEGER NOT NULL,
+            chash    BLOB NOT NULL,           -- content hash, for 'unchanged' on re-ingest
+            via      TEXT NOT NULL,           -- '' local, '^' from the parent, else the child id
+            envelope BLOB NOT NULL            -- the envelope exactly as received or written
+        );
+        CREATE INDEX records_by_kind_unit ON records(kind, unit);
+        -- Append-only change log: one entry per stored record version.
+        -- `up` is 0 for versions received from the parent (never sent back up).
+        CREATE TABLE changelog (
+            seq     INTEGER PRIMARY KEY,
+            rid     INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            up      INTEGER NOT NULL
+        );
+        CREATE TRIGGER records_logged_insert AFTER INSERT ON records BEGIN
+            INSERT INTO changelog(rid, version, up) VALUES (new.rid, new.version, new.via != '^');
+        END;
+        CREATE TRIGGER records_logged_update AFTER UPDATE OF version ON records BEGIN
+            INSERT INTO changelog(rid, version, up) VALUES (new.rid, new.version, new.via != '^');
+        END;
+        CREATE TRIGGER changelog_append_only_update BEFORE UPDATE ON changelog BEGIN
+            SELECT RAISE(ABORT, 'the change log is append-only');
+        END;
+        CREATE TRIGGER changelog_append_only_delete BEFORE DELETE ON changelog BEGIN
+            SELECT RAISE(ABORT, 'the change log is append-only');
+        END;
+        -- The parent's queue of records to send down, one entry per child and record.
+        CREATE TABLE downqueue (
+            seq   INTEGER PRIMARY KEY,
+            child TEXT NOT NULL,
+            rid   INTEGER NOT NULL
+        );
+        CREATE INDEX downqueue_by_child ON downqueue(child, seq);
+        """
+    )
+    db["children"].create(
+        {
+            "child": str,
+            "epoch": str,  # the child's change-log epoch the checkpoint belongs to
+            "applied": int,  # last child change-log sequence durably applied here
+            "fingerprint": bytes,  # fingerprint of the child's entry at `applied`
+            "received": int,  # records received from the child (all sessions)
+            "rejected": int,  # records refused and quarantined
+            "connected": int,
+            "address": str,
+            "first_seen": float,
+            "last_contact": float,
+            "last_error": str,
+        },
+        pk="child",
+        not_null={"child", "applied", "received", "rejected", "connected"},
+        defaults={"applied": 0, "received": 0, "rejected": 0, "connected": 0, "epoch": ""},
+    )
+    db["uplink"].create(
+        {
+            "one": int,
+            "parent_id": str,
+            "address": str,
+            "down_epoch": str,  # the parent's epoch our downward cursor belongs to
+            "down_applied": int,  # last downward-queue sequence applied here
+            "down_fingerprint": bytes,  # fingerprint of the entry at down_applied
+            "acked": int,  # last own change-log sequence the parent acknowledged
+            "sent": int,  # records sent up (all sessions)
+            "acked_records": int,  # records acknowledged by the parent (all sessions)
+            "received": int,  # records received from the parent
+            "connected": int,
+            "last_contact": float,
+            "last_error": str,
+        },
+        pk="one",
+        defaults={"down_applied": 0, "acked": 0, "sent": 0, "acked_records": 0, "received": 0, "connected": 0},
+    )
+    db["uplink"].insert({"one": 1, "down_epoch": "", "parent_id": "", "address": ""})
+    # Which child's subtree holds a unit / an origin node (learned from what children send).
+    db["child_units"].create({"unit": str, "child": str}, pk="unit")
+    db["child_origins"].create({"origin": str, "child": str}, pk="origin")
+    # Records this node refused from a child, kept for the operator and the child.
+    db["quarantine"].create(
+        {"child": str, "id": bytes, "version": int, "code": str, "reason": str, "at": float, "envelope": bytes},
+        pk=("child", "id", "version"),
+    )
+    # Records of ours that the parent refused; shown by `status` until superseded.
+    db["refused"].create(
+        {"id": bytes, "version": int, "code": str, "reason": str, "at": float},
+        pk=("id", "version"),
+    )
+
+
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # The ingest ledger: one row per file content ever committed, with its receipt,
+    # written in the same transaction as the file's records.
+    db["files"].create(
+        {
+            "sha256": str,
+            "name": str,
+            "agency": str,
+            "adapter": str,
+            "status": str,  # success | warning | error
+            "imported": int,
+            "updated": int,
+            "unchanged": int,
+            "refused": int,
+            "at": float,
+            "receipt": str,  # the receipt JSON
+        },
+        pk="sha256",
+    )
+    db["files"].create_index(["at"])
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2}
