@@ -32,7 +32,7 @@ class Revocations:
 
     def refresh(self) -> bool:
         """Reload if a revocation list changed; returns whether anything changed."""
-        marker = self._store.definition_marker(DEFINITION_TYPE)
+        marker = self._store.definition_marker()
         with self._lock:
             if marker == self._seen:
                 return False

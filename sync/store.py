@@ -670,11 +670,9 @@ class Store:
         for (raw,) in self._r().execute(sql + " ORDER BY rid", args):
             yield Envelope.FromString(raw)
 
-    def definition_marker(self, definition_type: str) -> tuple[int, int]:
-        """(count, highest version) of definition records: changes whenever any definition does.
-
-        Cheap (index on kind); `definition_type` is for the caller's readability —
-        definitions are few, so one marker over all of them is enough."""
+    def definition_marker(self) -> tuple[int, int]:
+        """(count, highest version) of definition records: it changes whenever any definition
+        does. Cheap (index on kind; definitions are few)."""
         row = self._r().execute("SELECT count(*), coalesce(max(version), 0) FROM records WHERE kind = ?", (records.DEFINITION,)).fetchone()
         return row[0], row[1]
 
