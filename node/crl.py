@@ -18,7 +18,7 @@ from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import TrustError
 from lienthong.sync.revocation import DEFINITION_TYPE, normalize
-from lienthong.sync.store import Store
+from lienthong.sync.store import NODE_DEFINITION, Store
 
 log = structlog.get_logger("lienthong.crl")
 
@@ -78,3 +78,31 @@ def _serials(env: records.Envelope) -> list[str]:
     import json
 
     return sorted(json.loads(records.body_of(env).json or "{}").get("serials", []))
+
+
+class RegistryPublisher:
+    """On the province that is the CA's home: publishes each node the CA certified with a
+    parent as a `node` definition, so every tier can check that a record's origin is the
+    sending child or one of its descendants (not just whoever sent it first)."""
+
+    def __init__(self, store: Store, ca_dir: Path) -> None:
+        self.store = store
+        self.ca_dir = ca_dir
+        self.clock = HybridClock(store.max_version())
+        self._published: dict[str, str] = {}
+
+    def check(self) -> bool:
+        from . import ca
+
+        wanted = {row["node_id"]: row["parent"] for row in ca.list_issued(self.ca_dir) if row["status"] == "valid" and row["parent"]}
+        if wanted == self._published:
+            return False
+        new = {node: parent for node, parent in wanted.items() if self._published.get(node) != parent}
+        fields = [
+            {"kind": "definition", "type": NODE_DEFINITION, "code": node, "fields": {"parent": parent}} for node, parent in new.items()
+        ]
+        summary = self.store.write_local([records.build(self.store.node_id, f) for f in fields], self.clock)
+        self._published = wanted
+        if summary.imported or summary.updated:
+            log.info("registry.published", nodes=summary.imported + summary.updated)
+        return bool(summary.imported or summary.updated)

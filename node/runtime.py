@@ -38,7 +38,7 @@ from lienthong.sync.revocation import Revocations
 from lienthong.sync.store import Store
 
 from .audit import AuditLog
-from .crl import CrlPublisher
+from .crl import CrlPublisher, RegistryPublisher
 from .enroll import serve_enrollment
 from .intake import StoreSink
 from .tls import NodeTlsPaths
@@ -148,11 +148,15 @@ def start_intake(node_dir: Path, settings: Settings, store: Store, loop: asyncio
     return watcher
 
 
-async def _keep_revocations(revocations: Revocations, crl: CrlPublisher | None, changes: Changes) -> None:
-    """Publish a changed CRL (province) and reload the revocation lists the store holds."""
+async def _keep_revocations(
+    revocations: Revocations, crl: CrlPublisher | None, registry: RegistryPublisher | None, changes: Changes
+) -> None:
+    """Publish a changed CRL and node registry (province) and reload the revocation lists the store holds."""
     while True:
         if crl is not None and await asyncio.to_thread(crl.check):
             changes.notify()  # the new list goes down to the children at once
+        if registry is not None and await asyncio.to_thread(registry.check):
+            changes.notify()
         if await asyncio.to_thread(revocations.refresh):
             log.info("revocations.loaded", revoked=len(revocations))
         await asyncio.sleep(0.5)
@@ -201,7 +205,13 @@ class Node:
                     revocations = Revocations(store)
                     revocations.refresh()
                     crl = CrlPublisher(store, self.dir / settings.tls.crl, tls.ca) if settings.tls.crl else None
-                    tasks.append(asyncio.create_task(_keep_revocations(revocations, crl, changes), name="revocations"))
+                    registry = RegistryPublisher(store, self.dir / settings.tls.ca_dir) if settings.tls.ca_dir else None
+                    # Publish once before accepting children: no child is judged on stale lists.
+                    for publisher in (crl, registry):
+                        if publisher is not None:
+                            await asyncio.to_thread(publisher.check)
+                    revocations.refresh()
+                    tasks.append(asyncio.create_task(_keep_revocations(revocations, crl, registry, changes), name="revocations"))
                     sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append)
 
                     def refused(peer: str, kind: str, exc: LienthongError) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sqlite3
 import threading
 import time
@@ -41,6 +42,7 @@ from .records import Envelope, Keyed
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 CACHE_KIB = 128 * 1024
+NODE_DEFINITION = "node"  # a registered node and its parent, published by the province
 VIA_LOCAL = ""
 VIA_PARENT = "^"
 
@@ -136,6 +138,8 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self.node_id = self.meta("node_id")
         self._origin_owner: dict[str, str] = {}
+        self._tree: dict[str, str] = {}
+        self._tree_marker: tuple[int, int] = (-1, -1)
         self._unit_owner: dict[str, str] = {}
 
     # ------------------------------------------------------------ lifecycle
@@ -537,7 +541,7 @@ class Store:
                     raise ProtocolError(
                         f"child {child} sent {batch.after}..{batch.last} but {applied} is applied", "it reconnects by itself"
                     )
-                denied = {r[2] for r in batch_rows if not self._claim_origin(db, child, r[2])}
+                denied = {origin for origin in {r[2] for r in batch_rows} if not self._claim_origin(db, child, origin)}
                 for r in batch_rows:
                     if r[2] in denied:
                         reason = f"node {child} may not send records whose origin is {r[2]}"
@@ -560,13 +564,38 @@ class Store:
             )
         return results
 
+    def _node_tree(self, db: sqlite3.Connection) -> dict[str, str]:
+        """node id -> parent id, from the `node` definitions the province publishes from its
+        CA registry (reloaded when any definition changed)."""
+        marker = db.execute("SELECT count(*), coalesce(max(version), 0) FROM records WHERE kind = ?", (records.DEFINITION,)).fetchone()
+        if marker != self._tree_marker:
+            tree: dict[str, str] = {}
+            for (raw,) in db.execute("SELECT envelope FROM records WHERE kind = ? AND deleted = 0", (records.DEFINITION,)):
+                body = records.body_of(Envelope.FromString(raw))
+                if body.type == NODE_DEFINITION:
+                    tree[body.code] = str(json.loads(body.json or "{}").get("parent") or "")
+            self._tree, self._tree_marker = tree, marker
+        return self._tree
+
     def _claim_origin(self, db: sqlite3.Connection, child: str, origin: str) -> bool:
-        """Whether `child` may send records of `origin`; the first child to send an
-        origin's records claims it. (Certificate-bound descendants replace this.)"""
+        """Whether `child` may send records of `origin`: the origin itself or one of its descendants.
+
+        Descendants come from the node registry the province publishes (certificates
+        issued with their parent). An origin the registry does not know is claimed by
+        the first child that sends its records."""
+        if origin == self.node_id:
+            return False
+        tree = self._node_tree(db)
+        if origin in tree:
+            node, seen = origin, set()
+            while node and node not in seen:
+                if node == child:
+                    return True
+                seen.add(node)
+                node = tree.get(node, "")
+            return False
         owner = self._origin_owner.get(origin)
         if owner is None:
-            if origin == self.node_id:
-                return False
             row = db.execute("SELECT child FROM child_origins WHERE origin = ?", (origin,)).fetchone()
             owner = row[0] if row else child
             if row is None:
