@@ -45,6 +45,7 @@ from _common import (
 )
 
 from lienthong.sync.replication import Tuning
+from lienthong.sync.store import CACHE_KIB
 
 CHILD_ID = "86-28894"
 
@@ -121,7 +122,7 @@ def run(
             "pad": pad,
             "batch_size": batch_size or f"default ({Tuning().batch_size})",
             "window": window or f"default ({Tuning().window})",
-            "province_cache_mib": province_cache_mib or "default (SQLite's 2 MiB)",
+            "province_cache_mib": province_cache_mib or f"default ({CACHE_KIB // 1024} MiB writer cache)",
             "avg_envelope_bytes": round(facts["avg_envelope_bytes"], 1),
             "envelope_mb": round(mb(facts["envelope_bytes"]), 2),
             "prefill_s": round(facts["prefill_s"], 2),
