@@ -284,8 +284,8 @@ _JSON_MESSAGES_VI = {
 # ---------------------------------------------------------------- shared mapping
 
 
-def _text(value: Any) -> Any:
-    """Identifiers and values may arrive as JSON numbers; codes are text."""
+def json_text(value: Any) -> Any:
+    """Identifiers and values may arrive as JSON numbers; codes are text (shared with open311)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int | Decimal):
@@ -327,7 +327,7 @@ def _data_value(
         value = item.get(key)
         if value is None or value == "":
             value = defaults.get(key)
-        return _text(value)
+        return json_text(value)
 
     raw_value = get("value")
     fields: dict[str, Any] = {

@@ -34,7 +34,6 @@ fix it. Row line numbers are the line where the request's `{` is.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from lienthong.sync.errors import InputError
 
 from . import messages
 from .base import ParseContext, Row
-from .dhis2 import JsonStream
+from .dhis2 import JsonStream, json_text
 
 NOTE_TYPES = {
     "submitted": "received",
@@ -61,14 +60,6 @@ NOTE_TYPES = {
 }
 REQUEST_STATUSES = dict(NOTE_TYPES, open="")  # "open" adds no event
 _ALLOWED = "submitted, received, assigned, accepted, in_progress, resolved, closed, reopened, returned"
-
-
-def _text(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | Decimal):
-        return str(value)
-    return value
 
 
 def _status_key(value: Any) -> str:
@@ -116,19 +107,19 @@ def _request(line: int, request: Any, context: ParseContext) -> Iterator[Row]:
     if not isinstance(request, dict):
         yield Row(line, error=messages.row_error(line, "", "not_object"))
         return
-    responsible = _text(request.get("agency_responsible"))
+    responsible = json_text(request.get("agency_responsible"))
     unit = responsible if isinstance(responsible, str) and responsible.strip() else context.origin
     names = [request.get(key) for key in ("first_name", "last_name")]
     citizen = {
         "name": " ".join(part.strip() for part in names if isinstance(part, str) and part.strip()),
-        "phone": _text(request.get("phone")),
+        "phone": json_text(request.get("phone")),
         "email": request.get("email"),
     }
     fields: dict[str, Any] = {
-        "source_id": _text(request.get("service_request_id")),
+        "source_id": json_text(request.get("service_request_id")),
         "unit": unit,
         "agency": context.agency,
-        "category": _text(request.get("service_code")),
+        "category": json_text(request.get("service_code")),
         "category_name": request.get("service_name"),
         "description": request.get("description"),
         "received_at": request.get("requested_datetime"),
@@ -164,7 +155,7 @@ def _request(line: int, request: Any, context: ParseContext) -> Iterator[Row]:
             )
             continue
         recorded.add(status)
-        assigned = (_text(note.get("agency_responsible")) or responsible) if status == "assigned" else None
+        assigned = (json_text(note.get("agency_responsible")) or responsible) if status == "assigned" else None
         yield _event(line, context, source_id, unit, status, note.get("datetime"), note.get("description"), assigned)
 
     state = request.get("status")

@@ -353,7 +353,7 @@ def token_create(node_dir: Path, child_id: str, ttl: str) -> None:
     if not settings.server.enroll_listen or not settings.tls.ca_dir:
         fail("this node does not enroll new nodes", "set server.enroll_listen and tls.ca_dir in lienthong.toml, and restart it")
     address = settings.server.enroll_address or settings.server.enroll_listen
-    if address.startswith(("0.0.0.0:", "[::]:")):
+    if address.startswith(("0.0.0.0:", "[::]:")) or address.endswith(":0"):
         fail(f"new nodes cannot reach {address}", "set server.enroll_address to the host:port they use to reach this node")
     ca_dir = node_dir / settings.tls.ca_dir
     text = enroll_ops.create_token(
