@@ -16,31 +16,18 @@ from typing import Any
 import click
 
 from lienthong.config import settings as config
-from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 
 from . import ca as ca_ops
 from . import logs, runtime, tls
+from .cli_common import DIR_OPTION, fail, load_settings
 from .intake import StoreSink
 
 # Node certificates live a year and a month until nodes renew their own over the
 # replication link; then they become short-lived (see docs/cli.md, `ca issue`).
 NODE_CERT_DAYS = 397
-DIR_OPTION = click.option(
-    "--dir",
-    "node_dir",
-    required=True,
-    envvar="LIENTHONG_DIR",
-    show_envvar=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The node directory (created by `lienthong init`).",
-)
-
-
-def fail(message: str, hint: str = "") -> None:
-    raise LienthongError(message, hint)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -207,15 +194,11 @@ def init(
 # ------------------------------------------------------------------ run / status
 
 
-def _settings(node_dir: Path) -> config.Settings:
-    return config.load(node_dir)
-
-
 @cli.command()
 @DIR_OPTION
 def run(node_dir: Path) -> None:
     """Run the node in the foreground; SIGTERM or SIGINT stops it gracefully."""
-    settings = _settings(node_dir)
+    settings = load_settings(node_dir)
     logs.configure(settings.log.level, settings.log.format)
     asyncio.run(runtime.Node(node_dir, settings).run())
 
@@ -227,7 +210,7 @@ def status(node_dir: Path, as_json: bool) -> None:
     """Show the node, its parent link and its children (works while stopped too)."""
     from . import status as status_mod
 
-    data = status_mod.collect(node_dir, _settings(node_dir))
+    data = status_mod.collect(node_dir, load_settings(node_dir))
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
         return
@@ -241,7 +224,7 @@ def status(node_dir: Path, as_json: bool) -> None:
 @click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for the node's answer.")
 def health(node_dir: Path, timeout: float) -> None:
     """Exit 0 if the node runs and (when it listens) answers the gRPC health check over mTLS."""
-    settings = _settings(node_dir)
+    settings = load_settings(node_dir)
     info = runtime.running_info(node_dir)
     if info is None:
         fail(f"the node in {node_dir} is not running", f"start it with `lienthong run --dir {node_dir}`")
@@ -270,7 +253,7 @@ def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ..
     from lienthong.adapters.intake import Inbox, Limits, take
     from lienthong.adapters.registry import Registry, UnknownAdapter
 
-    settings = _settings(node_dir)
+    settings = load_settings(node_dir)
     registry = Registry()
     if adapter_name:
         try:
@@ -306,36 +289,6 @@ def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ..
         sys.exit(1)
 
 
-QUERY_KINDS = {"indicators": records.INDICATOR, "reports": records.REPORT, "feedback": records.FEEDBACK}
-
-
-@cli.command()
-@DIR_OPTION
-@click.argument("what", type=click.Choice(sorted(QUERY_KINDS)))
-@click.option("--unit", help="Only this unit.")
-@click.option("--period", help="Only this period (e.g. 2026-10, 2026Q3).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array for scripts.")
-def query(node_dir: Path, what: str, unit: str | None, period: str | None, as_json: bool) -> None:
-    """List indicators, reports or feedback held by this node."""
-    _settings(node_dir)
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
-        rows: list[dict[str, Any]] = []
-        for env in store.iter_records(QUERY_KINDS[what], records.nfc(unit) if unit else None):
-            row = records.to_dict(env)
-            if period and row.get("period") != period:
-                continue
-            rows.append(row)
-    finally:
-        store.close()
-    if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
-        return
-    from .render import print_rows
-
-    print_rows(what, rows)
-
-
 @cli.group()
 def token() -> None:
     """One-time enrollment tokens (on the province)."""
@@ -349,7 +302,7 @@ def token_create(node_dir: Path, child_id: str, ttl: str) -> None:
     """Print a one-time token for a new node: it carries this province's enrollment address and CA fingerprint."""
     from . import enroll as enroll_ops
 
-    settings = _settings(node_dir)
+    settings = load_settings(node_dir)
     if not settings.server.enroll_listen or not settings.tls.ca_dir:
         fail("this node does not enroll new nodes", "set server.enroll_listen and tls.ca_dir in lienthong.toml, and restart it")
     address = settings.server.enroll_address or settings.server.enroll_listen
@@ -370,7 +323,7 @@ def enroll_cmd(node_dir: Path, token_text: str) -> None:
     """Join the province with a one-time TOKEN: the key is made here, only a request leaves."""
     from . import enroll as enroll_ops
 
-    settings = _settings(node_dir)
+    settings = load_settings(node_dir)
     paths = runtime.tls_paths(node_dir, settings)
     hosts = [settings.server.listen.rpartition(":")[0].strip("[]")] if settings.server.listen else []
     parent = enroll_ops.enroll(node_dir, token_text, paths.key, paths.cert, paths.ca, hosts=hosts, expect_node_id=settings.node.id)
@@ -500,6 +453,13 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
     from .demo import run_demo
 
     sys.exit(run_demo(children, volume, keep, timeout))
+
+
+# ------------------------------------------------------------------ command groups in their own modules
+
+from . import query_cmd  # noqa: E402 (registered after the core commands, in help order)
+
+cli.add_command(query_cmd.query)
 
 
 def main() -> None:
