@@ -457,9 +457,12 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 
 # ------------------------------------------------------------------ command groups in their own modules
 
-from . import query_cmd  # noqa: E402 (registered after the core commands, in help order)
+from . import feedback_cmd, query_cmd, reports_cmd, requests_cmd  # noqa: E402 (after the core commands)
 
 cli.add_command(query_cmd.query)
+cli.add_command(feedback_cmd.feedback)
+cli.add_command(reports_cmd.reports)
+cli.add_command(requests_cmd.requests)
 
 
 def main() -> None:
