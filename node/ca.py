@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
+from lienthong.sync import provenance
 from lienthong.sync.errors import TrustError
 from lienthong.sync.store import transaction
 
@@ -499,6 +500,7 @@ def issue_from_csr(
         raise TrustError(f"node {node_id!r} cannot be its own parent", "give the id of the node it sends to")
     public_key = csr.public_key()
     _check_key(public_key)
+    signing_key = provenance.certified_signing_key(csr)
     names: list[x509.GeneralName] = [x509.DNSName(node_id)]
     for name in _csr_names(csr):
         if name not in names:
@@ -533,6 +535,7 @@ def issue_from_csr(
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
             .add_extension(_authority_key_id(ca_cert), critical=False)
+            .add_extension(provenance.certificate_extension(signing_key), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
         pem = cert.public_bytes(serialization.Encoding.PEM)
@@ -583,10 +586,14 @@ def make_csr(key_path: Path, node_id: str, hosts: list[str]) -> bytes:
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         write_private(key_path, pem)
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    # The record-signing key (Ed25519, beside the TLS key) rides in the same request,
+    # with proof that this node holds it; the CA certifies it with the TLS key.
+    signing_key = provenance.load_or_make_signing_key(provenance.signing_key_path(key_path), write_private)
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]))
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(provenance.csr_extension(signing_key, key.public_key()), critical=False)
         .sign(key, algorithm)
     )
     return csr.public_bytes(serialization.Encoding.PEM)

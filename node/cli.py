@@ -260,7 +260,7 @@ def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ..
             registry.get(adapter_name)
         except UnknownAdapter as exc:
             fail(str(exc), "use a name from `lienthong adapters list`")
-    store = Store.open(node_dir / runtime.STORE_FILE)
+    store = runtime.open_store(node_dir, settings)
     refused_any = False
     try:
         sink = StoreSink(store, HybridClock(store.max_version()), node_dir, runtime.own_units(settings))
@@ -457,12 +457,13 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 
 # ------------------------------------------------------------------ command groups in their own modules
 
-from . import feedback_cmd, query_cmd, reports_cmd, requests_cmd  # noqa: E402 (after the core commands)
+from . import feedback_cmd, query_cmd, reports_cmd, requests_cmd, verify_cmd  # noqa: E402 (after the core commands)
 
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
 cli.add_command(reports_cmd.reports)
 cli.add_command(requests_cmd.requests)
+cli.add_command(verify_cmd.verify)
 
 
 def main() -> None:

@@ -29,10 +29,11 @@ from lienthong.adapters.inbox import InboxWatcher
 from lienthong.adapters.intake import Inbox, Limits, take
 from lienthong.adapters.registry import Registry, UnknownAdapter
 from lienthong.config.settings import ConfigError, Settings
-from lienthong.sync import transport
+from lienthong.sync import provenance, transport
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError, StoreError
 from lienthong.sync.privacy import Redactor, hashing_key
+from lienthong.sync.provenance import Signer, Verifier
 from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, Uplink
 from lienthong.sync.revocation import Revocations
 from lienthong.sync.store import Store
@@ -61,6 +62,32 @@ class State(enum.Enum):
 
 def tls_paths(node_dir: Path, settings: Settings) -> NodeTlsPaths:
     return NodeTlsPaths(ca=node_dir / settings.tls.ca, cert=node_dir / settings.tls.cert, key=node_dir / settings.tls.key)
+
+
+def open_store(node_dir: Path, settings: Settings, *, sign: bool = True) -> Store:
+    """The node's store, ready to seal what it writes and verify what it receives.
+
+    With `sign`, a node that has no certificate and signing key yet is refused with a
+    hint (a record written unsealed could never be proven, and its parent would refuse
+    it); read-only tools pass `sign=False`.
+    """
+    store = Store.open(node_dir / STORE_FILE)
+    paths = tls_paths(node_dir, settings)
+    try:
+        if sign:
+            store.signer = Signer.load(settings.node.id, provenance.signing_key_path(paths.key), paths.cert, paths.ca)
+        if paths.ca.exists():
+            revocations = Revocations(store)
+
+            def revoked(serial: str) -> bool:
+                revocations.refresh()  # cheap unless a revocation list changed; once per seal
+                return revocations.revoked(serial)
+
+            store.verifier = Verifier(paths.ca.read_bytes(), store.envelope, revoked)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def tuning(settings: Settings) -> Tuning:
@@ -180,7 +207,7 @@ class Node:
         self.state = State.STARTING
         settings = self.settings
         with run_lock(self.dir) as lock_path:
-            store = Store.open(self.dir / STORE_FILE)
+            store = open_store(self.dir, settings)
             if store.node_id != settings.node.id:
                 store.close()
                 raise StoreError(
@@ -238,7 +265,7 @@ class Node:
                         return transport.connect(address, tls, name)
 
                     redact = None if settings.sharing.personal_data_upward else Redactor(hashing_key(tls.ca))
-                    uplink = Uplink(store, connect, tune, changes, address, redact)
+                    uplink = Uplink(store, connect, tune, changes, address, redact, audit_log.append)
                     tasks.append(asyncio.create_task(uplink.run(), name="uplink"))
                 lock_path.write_text(
                     json.dumps({"pid": os.getpid(), "port": self.port, "listen": settings.server.listen, "started": time.time()})

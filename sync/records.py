@@ -1,4 +1,4 @@
-"""Records: the five kinds DESIGN §3 replicates, their identities and their fields.
+"""Records: the five kinds DESIGN §3 replicates (plus the seals that sign them), their identities and their fields.
 
 A record is a `wire.records_pb2.Envelope` (identity, provenance, version) around a
 typed body. This module builds envelopes from plain fields, derives deterministic
@@ -30,6 +30,7 @@ REPORT = pb.KIND_REPORT
 FEEDBACK = pb.KIND_FEEDBACK
 FEEDBACK_EVENT = pb.KIND_FEEDBACK_EVENT
 DEFINITION = pb.KIND_DEFINITION
+SEAL = pb.KIND_SEAL
 
 KIND_NAMES = {
     INDICATOR: "indicator",
@@ -37,6 +38,7 @@ KIND_NAMES = {
     FEEDBACK: "feedback",
     FEEDBACK_EVENT: "feedback_event",
     DEFINITION: "definition",
+    SEAL: "seal",
 }
 KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
 BODY_TYPES: dict[int, type[Any]] = {
@@ -45,6 +47,7 @@ BODY_TYPES: dict[int, type[Any]] = {
     FEEDBACK: pb.Feedback,
     FEEDBACK_EVENT: pb.FeedbackEvent,
     DEFINITION: pb.Definition,
+    SEAL: pb.Seal,
 }
 # Kinds the parent sends down to the child whose subtree holds the record's unit.
 ROUTED_DOWN_BY_UNIT = frozenset({FEEDBACK, FEEDBACK_EVENT})

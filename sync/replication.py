@@ -163,8 +163,11 @@ class Uplink:
         changes: Changes,
         address: str,
         redact: Callable[[bytes], bytes] | None = None,
+        audit: Callable[[str, str, dict[str, Any]], Any] | None = None,
     ) -> None:
         self.store = store
+        # Records refused from the parent go to the node's audit log.
+        self._audit = audit or (lambda action, subject, details: None)
         self._connect = connect
         self._tuning = tuning
         self._changes = changes
@@ -299,12 +302,16 @@ class Uplink:
                         await flush()
                 elif which == "batch":
                     batch = message.batch
-                    n = await asyncio.to_thread(
+                    n, refusals = await asyncio.to_thread(
                         store.apply_from_parent, parent_epoch, batch.after, batch.last, list(batch.records), batch.last_fingerprint
                     )
                     await stream.send(wire.Up(down_ack=wire.DownAck(last=batch.last)))
                     self._changes.notify()
-                    self.log.info("batch.received", last=batch.last, records=n)
+                    for r in refusals:
+                        details = {"id": r.id.hex(), "version": r.version, "code": r.code, "reason": r.reason, "from": "parent"}
+                        self.log.warning("record.refused", **details)
+                        await asyncio.to_thread(self._audit, "record.refused", "parent", details)
+                    self.log.info("batch.received", last=batch.last, records=n, refused=len(refusals))
                 else:
                     raise ProtocolError(f"unexpected message {which!r} from the parent", "it reconnects by itself")
         finally:

@@ -36,7 +36,7 @@ from typing import Any
 import sqlite_utils
 from google.protobuf.message import DecodeError
 
-from . import clock, records
+from . import clock, provenance, records
 from .errors import ProtocolError, SchemaTooNew, StoreError
 from .records import Envelope, Keyed
 from .schema import MIGRATIONS, SCHEMA_VERSION
@@ -141,6 +141,11 @@ class Store:
         self._tree: dict[str, str] = {}
         self._tree_marker: tuple[int, int] = (-1, -1)
         self._unit_owner: dict[str, str] = {}
+        # Provenance (see provenance.py): a node seals what it writes and verifies what it
+        # receives. The node installs both when it opens its store (`node.runtime.open_store`);
+        # a bare store (tools, unit tests) writes unsealed records and checks nothing.
+        self.signer: provenance.Signer | None = None
+        self.verifier: provenance.Verifier | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -288,7 +293,8 @@ class Store:
         latest = db.execute("SELECT version FROM changelog ORDER BY seq DESC LIMIT 1").fetchone()
         hlc.observe(latest[0] if latest else 0)
         existing = self._existing(db, [k.id for k in keyed])
-        rows: dict[bytes, tuple[Any, ...]] = {}
+        seal_id = provenance.new_seal_id() if self.signer else b""
+        envelopes: dict[bytes, tuple[Envelope, bytes]] = {}
         for item in keyed:
             env = item.envelope(self.node_id, hlc.now())
             chash = records.content_hash(env)
@@ -296,14 +302,40 @@ class Store:
             if before is not None and before[1] == chash:
                 summary.unchanged += 1
                 continue
-            if item.id in rows or before is not None:
+            if item.id in envelopes or before is not None:
                 summary.updated += 1
             else:
                 summary.imported += 1
             existing[item.id] = (env.version, chash)
-            rows[item.id] = _row(env, chash, VIA_LOCAL, env.SerializeToString())
-        db.executemany(UPSERT, list(rows.values()))
-        self._route_down(db, list(rows))
+            env.seal = seal_id
+            envelopes[item.id] = (env, chash)
+        if not envelopes:
+            return
+        rows = []
+        entries = []
+        for env, chash in envelopes.values():
+            raw = env.SerializeToString()
+            rows.append(_row(env, chash, VIA_LOCAL, raw))
+            if self.signer:
+                entries.append((env.id, env.version, provenance.record_hash(raw, env.kind, self.signer.redact)))
+        if self.signer:
+            # The seal goes first: in the change log, every receiver meets it before the records it signs.
+            seal = self._seal(db, seal_id, entries, hlc.now())
+            db.execute(UPSERT, _row(seal, b"", VIA_LOCAL, seal.SerializeToString()))
+        db.executemany(UPSERT, rows)
+        self._route_down(db, list(envelopes))
+
+    def _seal(self, db: sqlite3.Connection, seal_id: bytes, entries: list[tuple[bytes, int, bytes]], version: int) -> Envelope:
+        """This node's next seal over `entries`, chained to its previous one (kept in meta)."""
+        assert self.signer is not None
+        state = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('seal_seq', 'seal_head', 'epoch')").fetchall())
+        seq = int(state.get("seal_seq", "0")) + 1
+        seal = self.signer.seal(seal_id, seq, bytes.fromhex(state.get("seal_head", "")), version, state.get("epoch", ""), entries)
+        db.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            [("seal_seq", str(seq)), ("seal_head", provenance.seal_hash(seal.body).hex())],
+        )
+        return seal
 
     # ------------------------------------------------------------ file ingest ledger
 
@@ -439,34 +471,34 @@ class Store:
 
     # ------------------------------------------------------------ downward replication (child side)
 
-    def apply_from_parent(self, parent_epoch: str, after: int, last: int, raws: Sequence[bytes], fingerprint: bytes = b"") -> int:
-        """Apply a batch of the parent's downward queue and move our cursor, atomically.
+    def apply_from_parent(
+        self, parent_epoch: str, after: int, last: int, raws: Sequence[bytes], fingerprint: bytes = b""
+    ) -> tuple[int, list[Refusal]]:
+        """Verify and apply a batch of the parent's downward queue and move our cursor, atomically.
 
-        Returns how many records the batch carried. A batch already applied is a no-op.
+        Returns how many records were stored and the ones refused (bad or missing
+        signature, a definition not signed by the province): those are kept in
+        quarantine here and the cursor still moves. A batch already applied is a no-op.
         """
         now = time.time()
+        rows, refusals, quarantined = _prepare(VIA_PARENT, raws, now, self.verifier)
+        rows = [(*r[:8], VIA_PARENT, r[9]) for r in rows]
         with self._write() as db:
             epoch, applied = db.execute("SELECT down_epoch, down_applied FROM uplink").fetchone()
             if epoch != parent_epoch:
                 applied = 0
             if last <= applied:
-                return 0
+                return 0, []
             if after != applied:
                 raise ProtocolError(f"the parent sent down {after}..{last} but we hold {applied}", "it reconnects by itself")
-            rows, ids = [], []
-            for raw in raws:
-                env = _parse(raw)
-                if env is None or _shape_problem(env) is not None:
-                    continue  # a malformed downward record cannot come from a verified parent; skip it
-                rows.append(_row(env, b"", VIA_PARENT, raw))
-                ids.append(env.id)
             db.executemany(UPSERT, rows)
-            self._route_down(db, ids)
+            db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
+            self._route_down(db, [r[0] for r in rows])
             db.execute(
                 "UPDATE uplink SET down_epoch = ?, down_applied = ?, down_fingerprint = ?, received = received + ?, last_contact = ?",
                 (parent_epoch, last, fingerprint, len(rows), now),
             )
-        return len(rows)
+        return len(rows), refusals
 
     def down_cursor(self) -> tuple[str, int, bytes]:
         """The parent epoch, sequence and fingerprint of what we applied of its queue."""
@@ -522,7 +554,7 @@ class Store:
         pins the stream. Returns each batch's refusals.
         """
         now = time.time()
-        prepared = [_prepare(child, batch.raws, now) for batch in batches]
+        prepared = [_prepare(child, batch.raws, now, self.verifier) for batch in batches]
         results: list[list[Refusal]] = []
         rows: list[tuple[Any, ...]] = []
         quarantined: list[tuple[Any, ...]] = []
@@ -554,15 +586,46 @@ class Store:
                 refused += len(refusals)
                 results.append(refusals)
                 applied, fingerprint = batch.last, batch.fingerprint
-            db.executemany(UPSERT, rows)
+            cursor = db.executemany(UPSERT, rows)
+            stale = 0
+            if cursor.rowcount < len(rows):
+                # Some versions were not newer than what is stored: a resend (the same
+                # version, harmless) or a replay of an older version, refused and audited.
+                stale = self._refuse_stale(db, child, rows, prepared, results, quarantined, now)
             self._claim_units(db, child, units - self._unit_owner.keys())
             db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
             db.execute(
                 "UPDATE children SET epoch = ?, applied = ?, fingerprint = ?, received = received + ?, "
                 "rejected = rejected + ?, last_contact = ? WHERE child = ?",
-                (epoch, applied, fingerprint, len(rows), refused, now, child),
+                (epoch, applied, fingerprint, len(rows) - stale, refused + stale, now, child),
             )
         return results
+
+    def _refuse_stale(
+        self,
+        db: sqlite3.Connection,
+        child: str,
+        rows: list[tuple[Any, ...]],
+        prepared: list[tuple[list[tuple[Any, ...]], list[Refusal], list[tuple[Any, ...]]]],
+        results: list[list[Refusal]],
+        quarantined: list[tuple[Any, ...]],
+        now: float,
+    ) -> int:
+        """Refuse the rows older than what is stored (after the upsert left them alone); returns how many."""
+        stale = 0
+        batch_of = {r[0]: i for i, (batch_rows, _, _) in enumerate(prepared) for r in batch_rows}
+        stored = self._existing(db, [r[0] for r in rows])
+        for r in rows:
+            current = stored.get(r[0])
+            if current is not None and current[0] > r[5]:
+                reason = f"version {r[5]} is older than the stored version {current[0]}: an old version replayed"
+                refusal = Refusal(r[0], r[5], "stale_version", reason)
+                index = batch_of.get(r[0], len(results) - 1)
+                if index < len(results):
+                    results[index].append(refusal)
+                quarantined.append((child, r[0], r[5], "stale_version", reason, now, r[9]))
+                stale += 1
+        return stale
 
     def _node_tree(self, db: sqlite3.Connection) -> dict[str, str]:
         """node id -> parent id, from the `node` definitions the province publishes from its
@@ -644,7 +707,8 @@ class Store:
         db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", sorted(queue, key=lambda q: q[1]))
 
     def down_after(self, child: str, seq: int, limit: int) -> OutBatch | None:
-        """The next batch of `child`'s downward queue after `seq`, or None."""
+        """The next batch of `child`'s downward queue after `seq`, or None. Each record's seal
+        rides in the batch just before it, so the child can verify what it receives."""
         rows = (
             self._r()
             .execute(
@@ -657,7 +721,22 @@ class Store:
         if not rows:
             return None
         last, last_id, _ = rows[-1]
-        return OutBatch(after=seq, last=last, envelopes=[env for _, _, env in rows], fingerprint=records.fingerprint(last_id, last))
+        envelopes: list[bytes] = []
+        sealed: set[bytes] = set()
+        for _, _, raw in rows:
+            seal_id = Envelope.FromString(raw).seal
+            if seal_id and seal_id not in sealed:
+                sealed.add(seal_id)
+                seal = self.envelope(seal_id)
+                if seal is not None:
+                    envelopes.append(seal)
+            envelopes.append(raw)
+        return OutBatch(after=seq, last=last, envelopes=envelopes, fingerprint=records.fingerprint(last_id, last))
+
+    def envelope(self, record_id: bytes) -> bytes | None:
+        """The stored envelope of one record, or None."""
+        row = self._r().execute("SELECT envelope FROM records WHERE id = ?", (record_id,)).fetchone()
+        return row[0] if row else None
 
     def down_fingerprint(self, child: str, seq: int) -> bytes:
         """Fingerprint of `child`'s downward entry `seq` (empty if there is none)."""
@@ -724,9 +803,12 @@ def _row(env: Envelope, chash: bytes, via: str, raw: bytes) -> tuple[Any, ...]:
     return (env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, chash, via, raw)
 
 
-def _prepare(child: str, raws: Sequence[bytes], now: float) -> tuple[list[tuple[Any, ...]], list[Refusal], list[tuple[Any, ...]]]:
-    """Decode and shape-check a batch outside the write lock: (rows, refusals, quarantine rows)."""
+def _prepare(
+    child: str, raws: Sequence[bytes], now: float, verifier: provenance.Verifier | None
+) -> tuple[list[tuple[Any, ...]], list[Refusal], list[tuple[Any, ...]]]:
+    """Decode, shape-check and verify a batch outside the write lock: (rows, refusals, quarantine rows)."""
     parse = Envelope.FromString
+    check = verifier.check if verifier is not None else None
     rows: list[tuple[Any, ...]] = []
     refusals: list[Refusal] = []
     quarantined: list[tuple[Any, ...]] = []
@@ -737,6 +819,8 @@ def _prepare(child: str, raws: Sequence[bytes], now: float) -> tuple[list[tuple[
             refusals.append(Refusal(b"", 0, "malformed", "the record is not a valid lienthong envelope"))
             continue
         problem = _shape_problem(env)
+        if problem is None and check is not None:
+            problem = check(env, raw)
         if problem is not None:
             refusals.append(Refusal(env.id, env.version, *problem))
             quarantined.append((child, env.id, env.version, problem[0], problem[1], now, raw))

@@ -88,13 +88,13 @@ def fill(node_dir: Path, rows: list[dict[str, Any]]) -> None:
         store.close()
 
 
-def versions(node_dir: Path, origin: str | None = None) -> set[tuple[bytes, int]]:
-    """Every (record id, version) a node holds, optionally only one origin's."""
+def versions(node_dir: Path, origin: str | None = None, seals: bool = False) -> set[tuple[bytes, int]]:
+    """Every (record id, version) a node holds, optionally only one origin's; seals only if asked."""
     store = Store.open(node_dir / STORE_FILE)
     try:
-        sql, args = "SELECT id, version FROM records", ()
+        sql, args = "SELECT id, version FROM records WHERE (kind != ? OR ?)", (records.SEAL, seals)
         if origin is not None:
-            sql, args = sql + " WHERE origin = ?", (origin,)
+            sql, args = sql + " AND origin = ?", (*args, origin)
         return set(store.db.execute(sql, args).fetchall())
     finally:
         store.close()

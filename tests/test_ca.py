@@ -20,18 +20,44 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from lienthong.node import ca, tls
+from lienthong.sync import provenance
 from lienthong.sync.errors import TrustError
 
 
-def _csr(key, cn: str = "huyen-a", dns: tuple[str, ...] = (), extensions: tuple[x509.ExtensionType, ...] = ()) -> bytes:
+def _csr(
+    key, cn: str = "huyen-a", dns: tuple[str, ...] = (), extensions: tuple[x509.ExtensionType, ...] = (), signing: bool = True
+) -> bytes:
     """A CSR made directly with `cryptography`, for CSRs `make_csr` would never make."""
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+    if signing:
+        builder = builder.add_extension(provenance.csr_extension(ed25519.Ed25519PrivateKey.generate(), key.public_key()), critical=False)
     if dns:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
     for ext in extensions:
         builder = builder.add_extension(ext, critical=True)
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     return builder.sign(key, algorithm).public_bytes(serialization.Encoding.PEM)
+
+
+def test_a_request_must_carry_a_proven_signing_key(ca_dir: Path) -> None:
+    """The CA certifies a record-signing key only with proof that the requesting node holds it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(TrustError, match="no record-signing key"):
+        ca.issue_from_csr(ca_dir, _csr(key, signing=False), "district")
+    # A proof made for another TLS key (someone else's signing key, copied) is refused.
+    stolen = provenance.csr_extension(ed25519.Ed25519PrivateKey.generate(), ec.generate_private_key(ec.SECP256R1()).public_key())
+    forged = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "huyen-a")]))
+        .add_extension(stolen, critical=False)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    with pytest.raises(TrustError, match="not proven"):
+        ca.issue_from_csr(ca_dir, forged, "district")
+    good = x509.load_pem_x509_certificate(ca.issue_from_csr(ca_dir, _csr(key), "district"))
+    assert provenance.signing_public_key(good) is not None
+    assert ca.list_issued(ca_dir)[0]["node_id"] == "huyen-a"
 
 
 def _ca_cert(ca_dir: Path) -> x509.Certificate:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,10 @@ def test_province_children_and_grandchild_converge_exactly_once(make_node: MakeN
         assert changelog_duplicates(node) == 0
     # The middle tier forwarded its child's records and holds them too.
     assert versions(station, origin="86-28894.tyt") <= versions(commune)
+    # Every record at every tier is provably its origin's: seals verify and chains are whole.
+    for node in nodes:
+        result = cli("verify", "--dir", str(node), "--json")
+        report = json.loads(result.stdout)
+        assert report["ok"], report["findings"][:5]
+        assert report["seals"] >= 1
+    assert json.loads(cli("verify", "--dir", str(province), "--json").stdout)["records"] == len(expected)

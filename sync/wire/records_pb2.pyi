@@ -45,6 +45,8 @@ class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Kind.ValueType],
     """an event in a feedback item's life"""
     KIND_DEFINITION: _Kind.ValueType  # 5
     """definitions sent down by the province"""
+    KIND_SEAL: _Kind.ValueType  # 6
+    """an origin's signature over a set of its record versions"""
 
 class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
 
@@ -59,6 +61,8 @@ KIND_FEEDBACK_EVENT: Kind.ValueType  # 4
 """an event in a feedback item's life"""
 KIND_DEFINITION: Kind.ValueType  # 5
 """definitions sent down by the province"""
+KIND_SEAL: Kind.ValueType  # 6
+"""an origin's signature over a set of its record versions"""
 Global___Kind: _TypeAlias = Kind  # noqa: Y015
 
 @_typing.final
@@ -73,10 +77,7 @@ class Envelope(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
-    KEY_ID_FIELD_NUMBER: _builtins.int
-    SIGNATURE_FIELD_NUMBER: _builtins.int
-    PREV_HASH_FIELD_NUMBER: _builtins.int
-    PROOF_FIELD_NUMBER: _builtins.int
+    SEAL_FIELD_NUMBER: _builtins.int
     id: _builtins.bytes
     """Deterministic id: 16 bytes of SHA-256 over the kind and natural key."""
     kind: Global___Kind.ValueType
@@ -92,19 +93,10 @@ class Envelope(_message.Message):
     """A tombstone: the record was deleted at this version; `body` keeps its key."""
     body: _builtins.bytes
     """The typed body (IndicatorValue, Report, ...), serialised."""
-    key_id: _builtins.str
-    """Provenance, filled in by the origin node's signing key.
-    `signature` covers the envelope serialised with fields 20-29 empty.
+    seal: _builtins.bytes
+    """Provenance: the id of the origin's Seal record that covers this version
+    (see Seal). Empty only for seals themselves.
     """
-    signature: _builtins.bytes
-    prev_hash: _builtins.bytes
-    """Per-origin hash chain: hash of the previous record this origin signed."""
-    @_builtins.property
-    def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """When the signature covers a batch of record hashes instead of one record,
-        the batch's proof (the hashes that complete the path to the signed root).
-        """
-
     def __init__(
         self,
         *,
@@ -116,18 +108,100 @@ class Envelope(_message.Message):
         version: _builtins.int = ...,
         deleted: _builtins.bool = ...,
         body: _builtins.bytes = ...,
-        key_id: _builtins.str = ...,
-        signature: _builtins.bytes = ...,
-        prev_hash: _builtins.bytes = ...,
-        proof: _abc.Iterable[_builtins.bytes] | None = ...,
+        seal: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "body", b"body", "deleted", b"deleted", "id", b"id", "key_id", b"key_id", "kind", b"kind", "origin", b"origin", "prev_hash", b"prev_hash", "proof", b"proof", "signature", b"signature", "unit", b"unit", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "body", b"body", "deleted", b"deleted", "id", b"id", "kind", b"kind", "origin", b"origin", "seal", b"seal", "unit", b"unit", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Envelope: _TypeAlias = Envelope  # noqa: Y015
+
+@_typing.final
+class Seal(_message.Message):
+    """An origin node's signed statement: "I wrote these record versions, and this
+    seal follows that one". Written in the same transaction as the records it
+    covers, before them in the change log, and replicated like any record (kind
+    KIND_SEAL, a random id, never replaced). Each record version is provable on its
+    own: its SHA-256 (over its stored envelope, personal data in its redacted form)
+    is one of the entries, and the seal's signature verifies under the key that the
+    CA certified for the origin. Seals chain per origin (seq, prev), so an origin
+    that later drops or rewrites what it sealed leaves a gap or a fork that
+    `lienthong verify` reports.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    PREV_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    origin: _builtins.str
+    seq: _builtins.int
+    """1, 2, 3 … in the order the origin sealed."""
+    prev: _builtins.bytes
+    """SHA-256 of the previous seal's serialised bytes; empty for the first."""
+    version: _builtins.int
+    """HLC time of sealing (the signing time checked against the certificate)."""
+    certificate: _builtins.bytes
+    """The origin's node certificate (DER), issued by the provincial CA, which
+    carries the Ed25519 signing public key in a lienthong extension.
+    """
+    signature: _builtins.bytes
+    """Ed25519 over "lienthong seal v1\\n" + this message serialised with `signature` empty."""
+    epoch: _builtins.str
+    """The origin's change-log epoch (a new one after a restore from backup)."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealEntry]: ...
+    def __init__(
+        self,
+        *,
+        origin: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        prev: _builtins.bytes = ...,
+        version: _builtins.int = ...,
+        entries: _abc.Iterable[Global___SealEntry] | None = ...,
+        certificate: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        epoch: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "entries", b"entries", "epoch", b"epoch", "origin", b"origin", "prev", b"prev", "seq", b"seq", "signature", b"signature", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Seal: _TypeAlias = Seal  # noqa: Y015
+
+@_typing.final
+class SealEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    id: _builtins.bytes
+    version: _builtins.int
+    hash: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        id: _builtins.bytes = ...,
+        version: _builtins.int = ...,
+        hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash", "id", b"id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SealEntry: _TypeAlias = SealEntry  # noqa: Y015
 
 @_typing.final
 class IndicatorValue(_message.Message):

@@ -1,0 +1,51 @@
+"""`lienthong verify`: prove, offline, that every stored record is what its origin signed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from lienthong.sync.revocation import Revocations
+from lienthong.sync.verify import verify_store
+
+from . import runtime
+from .cli_common import DIR_OPTION, fail, load_settings
+
+SHOWN = 50
+
+
+@click.command()
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON for scripts.")
+def verify(node_dir: Path, as_json: bool) -> None:
+    """Re-verify every record's signature, and each origin's chain of seals, offline.
+
+    Exit 0 when everything verifies, 1 when any record fails (each one is named).
+    """
+    settings = load_settings(node_dir)
+    ca_path = runtime.tls_paths(node_dir, settings).ca
+    if not ca_path.exists():
+        fail(f"{ca_path} is missing: without the province's CA certificate nothing can be verified", "enroll the node, or copy ca.crt")
+    store = runtime.open_store(node_dir, settings, sign=False)
+    try:
+        revocations = Revocations(store)
+        revocations.refresh()
+        report = verify_store(store, ca_path.read_bytes(), revocations.revoked)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        verdict = "verified" if report.ok else f"{len(report.findings)} problem(s)"
+        click.echo(f"{report.records} records and {report.seals} seals from {len(report.origins)} origins: {verdict}.")
+        for finding in report.findings[:SHOWN]:
+            what = f"{finding.kind} {finding.id}" if finding.id else "chain"
+            unit = f" (unit {finding.unit})" if finding.unit else ""
+            click.echo(f"  {finding.code}: {what}{unit} from {finding.origin}: {finding.reason}", err=True)
+        if len(report.findings) > SHOWN:
+            click.echo(f"  … and {len(report.findings) - SHOWN} more (use --json for all)", err=True)
+    if not report.ok:
+        sys.exit(1)

@@ -1,0 +1,351 @@
+"""Provable provenance: who wrote each record version, and that it is unchanged.
+
+Every node has an Ed25519 *signing key* (`signing.key`, beside its TLS key). The
+provincial CA certifies it: the node's CSR carries the public key and a proof that
+the node holds the private key (an Ed25519 signature over the CSR's TLS public key);
+the CA copies the public key into the node certificate under `OID_SIGNING_KEY`.
+
+Records are *sealed*, not signed one by one (verifying an Ed25519 signature costs
+about 0.1 ms; a stream carries tens of thousands of records a second). Each local
+write makes one `Seal`: the SHA-256 of every record version it wrote, a sequence
+number and the previous seal's hash, the origin's certificate, and one signature.
+Each record names its seal (`Envelope.seal`), so one record plus its seal prove
+who wrote it and that it was not changed since. A receiving node verifies each
+seal's signature once, then each record with one hash and one lookup.
+
+A record's hash covers its stored envelope bytes, with citizen personal data in
+its redacted form (`privacy.Redactor`): the same seal then proves the full record
+a unit handles and the redacted copy its parent receives.
+
+Definitions are accepted only under a seal whose certificate has the provincial
+role. Key rotation: a renewed certificate may carry a new key; old seals carry the
+certificate they were made with, so old records stay verifiable.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+from google.protobuf.message import DecodeError
+
+from . import clock, records
+from .errors import TrustError
+from .privacy import Redactor, hashing_key
+from .records import Envelope
+
+# A private-use OID (ITU-T X.667 UUID arc): the node's Ed25519 record-signing key.
+OID_SIGNING_KEY = x509.ObjectIdentifier("2.25.126430292168813358980719615081733183135")
+SIGNING_KEY_FILE = "signing.key"
+PROVINCIAL_ROLE = "provincial"
+_POP_LABEL = b"lienthong signing key v1\n"
+_SEAL_LABEL = b"lienthong seal v1\n"
+_SEAL_CACHE = 4096
+
+
+# ---------------------------------------------------------------- keys and certificates
+
+
+def signing_key_path(tls_key_path: Path) -> Path:
+    """Where a node keeps its signing key: beside its TLS key."""
+    return Path(tls_key_path).with_name(SIGNING_KEY_FILE)
+
+
+def load_or_make_signing_key(path: Path, write_private: Callable[[Path, bytes], None]) -> ed25519.Ed25519PrivateKey:
+    """The signing key at `path`, made there (mode 0600, via `write_private`) if absent."""
+    if path.exists():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError):
+            raise TrustError(
+                f"the signing key {path} cannot be read", "move it away to make a new one, then renew the certificate"
+            ) from None
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise TrustError(f"the signing key {path} is not an Ed25519 key", "move it away to make a new one")
+        return key
+    key = ed25519.Ed25519PrivateKey.generate()
+    write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return key
+
+
+def _raw_public(key: ed25519.Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _spki(public_key: object) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+
+
+def csr_extension(signing_key: ed25519.Ed25519PrivateKey, tls_public_key: object) -> x509.UnrecognizedExtension:
+    """The CSR extension: the signing public key and proof that its holder made this request."""
+    proof = signing_key.sign(_POP_LABEL + _spki(tls_public_key))
+    return x509.UnrecognizedExtension(OID_SIGNING_KEY, _raw_public(signing_key.public_key()) + proof)
+
+
+def certified_signing_key(csr: x509.CertificateSigningRequest) -> bytes:
+    """The signing public key a CSR asks to certify, after checking the proof of possession."""
+    try:
+        value = csr.extensions.get_extension_for_oid(OID_SIGNING_KEY).value
+    except x509.ExtensionNotFound:
+        raise TrustError(
+            "the request carries no record-signing key", "make the request with this version of lienthong (`init`, `enroll`)"
+        ) from None
+    raw = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
+    if len(raw) != 32 + 64:
+        raise TrustError("the request's record-signing key is malformed", "make the request again with lienthong")
+    public = ed25519.Ed25519PublicKey.from_public_bytes(raw[:32])
+    try:
+        public.verify(raw[32:], _POP_LABEL + _spki(csr.public_key()))
+    except InvalidSignature:
+        raise TrustError(
+            "the request's record-signing key is not proven by its holder", "make the request again on the node with lienthong"
+        ) from None
+    return raw[:32]
+
+
+def certificate_extension(public_raw: bytes) -> x509.UnrecognizedExtension:
+    return x509.UnrecognizedExtension(OID_SIGNING_KEY, public_raw)
+
+
+def signing_public_key(cert: x509.Certificate) -> ed25519.Ed25519PublicKey | None:
+    try:
+        value = cert.extensions.get_extension_for_oid(OID_SIGNING_KEY).value
+    except x509.ExtensionNotFound:
+        return None
+    raw = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
+    return ed25519.Ed25519PublicKey.from_public_bytes(raw) if len(raw) == 32 else None
+
+
+def _attribute(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str:
+    values = cert.subject.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else ""
+
+
+# ---------------------------------------------------------------- hashing
+
+
+def record_hash(raw: bytes, kind: int, redact: Redactor) -> bytes:
+    """What a seal entry holds for a record version: SHA-256 of its stored envelope, with
+    citizen personal data in redacted form (so the full and the redacted copy agree)."""
+    if kind == records.FEEDBACK:
+        raw = redact(raw)
+    return hashlib.sha256(raw).digest()
+
+
+def seal_hash(seal_body: bytes) -> bytes:
+    return hashlib.sha256(seal_body).digest()
+
+
+def _to_be_signed(seal: records.pb.Seal) -> bytes:
+    unsigned = records.pb.Seal()
+    unsigned.CopyFrom(seal)
+    unsigned.signature = b""
+    return _SEAL_LABEL + unsigned.SerializeToString(deterministic=True)
+
+
+# ---------------------------------------------------------------- signing (the origin)
+
+
+class Signer:
+    """Seals this node's writes. Holds the signing key and the certificate that certifies it."""
+
+    def __init__(self, node_id: str, key: ed25519.Ed25519PrivateKey, cert_pem: bytes, ca_pem: bytes) -> None:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        certified = signing_public_key(cert)
+        if certified is None or _raw_public(certified) != _raw_public(key.public_key()):
+            raise TrustError(
+                "this node's certificate does not certify its signing key",
+                "renew the certificate (`lienthong enroll` with a new token, or `lienthong init --ca` for a local CA)",
+            )
+        self.node_id = node_id
+        self._key = key
+        self.cert_der = cert.public_bytes(serialization.Encoding.DER)
+        self.redact = Redactor(hashing_key(ca_pem))
+
+    @classmethod
+    def load(cls, node_id: str, signing_key: Path, cert: Path, ca: Path) -> Signer:
+        try:
+            key = serialization.load_pem_private_key(signing_key.read_bytes(), password=None)
+            cert_pem, ca_pem = cert.read_bytes(), ca.read_bytes()
+        except FileNotFoundError as exc:
+            raise TrustError(
+                f"{exc.filename} is missing: this node cannot sign what it writes", "enroll the node (`lienthong enroll`) or `init --ca`"
+            ) from None
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise TrustError(f"the signing key {signing_key} is not an Ed25519 key", "move it away and enroll the node again")
+        return cls(node_id, key, cert_pem, ca_pem)
+
+    def seal(
+        self, seal_id: bytes, seq: int, prev: bytes, version: int, epoch: str, entries: Iterable[tuple[bytes, int, bytes]]
+    ) -> Envelope:
+        """The seal record over `entries` ((id, version, hash) of each record version written)."""
+        body = records.pb.Seal(origin=self.node_id, seq=seq, prev=prev, version=version, certificate=self.cert_der, epoch=epoch)
+        body.entries.extend(records.pb.SealEntry(id=i, version=v, hash=h) for i, v, h in entries)
+        body.signature = self._key.sign(_to_be_signed(body))
+        return Envelope(
+            id=seal_id,
+            kind=records.SEAL,
+            origin=self.node_id,
+            unit=self.node_id,
+            version=version,
+            body=body.SerializeToString(deterministic=True),
+        )
+
+
+def new_seal_id() -> bytes:
+    return os.urandom(records.ID_BYTES)
+
+
+# ---------------------------------------------------------------- verifying (every receiver)
+
+
+@dataclass(frozen=True)
+class SealInfo:
+    origin: str
+    seq: int
+    role: str
+    serial: str
+    entries: dict[tuple[bytes, int], bytes]
+
+
+@dataclass(frozen=True)
+class _Cert:
+    node_id: str
+    role: str
+    serial: str
+    key: ed25519.Ed25519PublicKey | None
+    not_before: dt.datetime
+    not_after: dt.datetime
+    problem: str
+
+
+Problem = tuple[str, str]
+
+
+class Verifier:
+    """Checks seals and the records they cover, before a node stores anything received.
+
+    `lookup(id)` returns a stored envelope (to find seals that arrived earlier);
+    `revoked(serial)` says whether a certificate serial is revoked. Thread-compatible:
+    one verifier per applying thread.
+    """
+
+    def __init__(self, ca_pem: bytes, lookup: Callable[[bytes], bytes | None], revoked: Callable[[str], bool] | None = None) -> None:
+        self._ca = x509.load_pem_x509_certificate(ca_pem)
+        self._lookup = lookup
+        self._revoked = revoked or (lambda serial: False)
+        self.redact = Redactor(hashing_key(ca_pem))
+        self._seals: collections.OrderedDict[bytes, SealInfo] = collections.OrderedDict()
+        self._certs: dict[bytes, _Cert] = {}
+
+    def check(self, env: Envelope, raw: bytes) -> Problem | None:
+        """None if `env` may be stored, else (code, reason)."""
+        if env.kind == records.SEAL:
+            return self._check_seal(env)
+        if not env.seal:
+            return "unsigned", f"the record carries no seal: node {env.origin} did not sign it"
+        info = self._seal(env.seal)
+        if info is None:
+            return "unsealed", "the seal that signs this record is not here; its origin must send the seal first"
+        if info.origin != env.origin:
+            return "bad_signature", f"the record names origin {env.origin} but its seal was made by {info.origin}"
+        expected = info.entries.get((env.id, env.version))
+        if expected is None:
+            return "bad_signature", "this version of the record is not among those its seal signs"
+        if expected != record_hash(raw, env.kind, self.redact):
+            return "bad_signature", "the record was altered after its origin signed it"
+        if env.kind == records.DEFINITION and info.role != PROVINCIAL_ROLE:
+            return "unauthorized_definition", f"definitions are accepted only from the province; node {env.origin} signed this one"
+        return None
+
+    def seal_info(self, env: Envelope) -> tuple[SealInfo | None, Problem | None]:
+        """Check a seal record on its own; its facts if it verifies."""
+        try:
+            body = records.pb.Seal.FromString(env.body)
+        except DecodeError:
+            return None, ("malformed", "the seal cannot be read")
+        if body.origin != env.origin or body.version != env.version:
+            return None, ("bad_signature", "the seal's envelope does not match what it signs")
+        cert = self._certificate(body.certificate)
+        if cert.problem:
+            return None, ("untrusted_key", cert.problem)
+        if cert.node_id != body.origin:
+            return None, ("bad_signature", f"the seal for origin {body.origin} is signed with node {cert.node_id}'s key")
+        signed_at = dt.datetime.fromtimestamp(clock.physical_ms(body.version) / 1000, dt.UTC)
+        if not cert.not_before <= signed_at <= cert.not_after:
+            return None, ("expired_key", f"the seal was made at {signed_at:%Y-%m-%d %H:%M} UTC, outside its certificate's validity")
+        if self._revoked(cert.serial):
+            return None, ("revoked_key", f"the seal is signed under certificate {cert.serial}, which the province revoked")
+        try:
+            cert.key.verify(body.signature, _to_be_signed(body))  # type: ignore[union-attr]
+        except InvalidSignature:
+            return None, ("bad_signature", "the seal's signature does not verify: it was altered or forged")
+        info = SealInfo(body.origin, body.seq, cert.role, cert.serial, {(e.id, e.version): e.hash for e in body.entries})
+        return info, None
+
+    def _check_seal(self, env: Envelope) -> Problem | None:
+        if env.id in self._seals:
+            return None
+        info, problem = self.seal_info(env)
+        if info is not None:
+            self._remember(env.id, info)
+        return problem
+
+    def _remember(self, seal_id: bytes, info: SealInfo) -> None:
+        self._seals[seal_id] = info
+        if len(self._seals) > _SEAL_CACHE:
+            self._seals.popitem(last=False)
+
+    def _seal(self, seal_id: bytes) -> SealInfo | None:
+        info = self._seals.get(seal_id)
+        if info is not None:
+            self._seals.move_to_end(seal_id)
+            return info
+        raw = self._lookup(seal_id)
+        if raw is None:
+            return None
+        info, _ = self.seal_info(Envelope.FromString(raw))
+        if info is not None:
+            self._remember(seal_id, info)
+        return info
+
+    def _certificate(self, der: bytes) -> _Cert:
+        fingerprint = hashlib.sha256(der).digest()
+        cached = self._certs.get(fingerprint)
+        if cached is not None:
+            return cached
+        cert = _load_cert(der, self._ca)
+        self._certs[fingerprint] = cert
+        return cert
+
+
+def _load_cert(der: bytes, ca: x509.Certificate) -> _Cert:
+    epoch = dt.datetime.fromtimestamp(0, dt.UTC)
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return _Cert("", "", "", None, epoch, epoch, "the seal's certificate cannot be read")
+    serial = format(cert.serial_number, "x")
+    node_id, role = _attribute(cert, NameOID.COMMON_NAME), _attribute(cert, NameOID.ORGANIZATIONAL_UNIT_NAME)
+    key = signing_public_key(cert)
+    problem = ""
+    ca_key = ca.public_key()
+    try:
+        if cert.issuer != ca.subject or not isinstance(ca_key, ec.EllipticCurvePublicKey):
+            raise InvalidSignature
+        ca_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))  # type: ignore[arg-type]
+    except InvalidSignature:
+        problem = "the seal's certificate was not issued by this province's CA"
+    if key is None and not problem:
+        problem = "the seal's certificate certifies no signing key"
+    return _Cert(node_id, role, serial, key, cert.not_valid_before_utc, cert.not_valid_after_utc, problem)
