@@ -58,7 +58,7 @@ class Units:
     def from_store(cls, store: Store) -> Units:
         out = []
         for env in store.iter_records(records.DEFINITION):
-            body = records.Definition.FromString(env.body)
+            body = records.body_of(env)
             if body.type != "unit":
                 continue
             fields = json.loads(body.json or "{}")

@@ -76,10 +76,13 @@ def indicator_rows(unit: str, count: int, start: int = 0, indicator: str = "KTXH
 
 
 def fill(node_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """Write canonical rows into a node's store through the library (fast path for volume)."""
+    """Write canonical rows into a node's store through the library (fast path for volume), sealed
+    with the node's signing key as the node itself would."""
+    from lienthong.config.settings import load
+    from lienthong.node.runtime import open_store
     from lienthong.sync.clock import HybridClock
 
-    store = Store.open(node_dir / STORE_FILE)
+    store = open_store(node_dir, load(node_dir))
     try:
         clock = HybridClock(store.max_version())
         for start in range(0, len(rows), 10_000):
