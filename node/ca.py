@@ -15,8 +15,8 @@ as a plain dict (`revocation_list`) for the sync layer to send downward.
 
 Certificates are short-lived (30 days by default). Revocation is the fast path for
 taking a node out; the short life bounds the damage of a key that is stolen without
-anyone noticing, or of a revocation list that does not reach a node in time. It means
-nodes must renew monthly (a later step; today: a new CSR, same key or a new one).
+anyone noticing, or of a revocation list that does not reach a node in time. Nodes
+renew their own, with new keys, over the replication link (node/renewal.py).
 
 Only the node id (subject CN) and the DNS/IP names are taken from a CSR; the
 role, parent, lifetime and every other extension are the CA's decision.
@@ -237,6 +237,17 @@ def list_issued(ca_dir: Path) -> list[dict[str, Any]]:
     """
     with _registry(ca_dir) as conn:
         return [_row(r) for r in conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM issued ORDER BY issued_at, rowid")]
+
+
+def ancestors(ca_dir: Path, node_id: str) -> list[str]:
+    """The node's parent, grandparent, … as the registry records them (latest certificate each)."""
+    parent_of = {row["node_id"]: row["parent"] for row in list_issued(ca_dir)}
+    out: list[str] = []
+    current = parent_of.get(node_id, "")
+    while current and current not in out and current != node_id:
+        out.append(current)
+        current = parent_of.get(current, "")
+    return out
 
 
 def _serial_hex(serial: int) -> str:
@@ -610,7 +621,7 @@ def issue_node(
     node_id: str,
     role: str,
     hosts: list[str],
-    days: int = 397,
+    days: int = DEFAULT_VALIDITY_DAYS,
     parent: str = "",
     passphrase: bytes | None = None,
 ) -> None:

@@ -25,9 +25,9 @@ from . import logs, runtime, tls
 from .cli_common import DIR_OPTION, fail, load_settings
 from .intake import StoreSink
 
-# Node certificates live a year and a month until nodes renew their own over the
-# replication link; then they become short-lived (see docs/cli.md, `ca issue`).
-NODE_CERT_DAYS = 397
+# Node certificates are short-lived (30 days); nodes renew their own over the
+# replication link after two thirds of that (node/renewal.py).
+NODE_CERT_DAYS = ca_ops.DEFAULT_VALIDITY_DAYS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -34,14 +34,17 @@ from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError, StoreError
 from lienthong.sync.privacy import Redactor, hashing_key
 from lienthong.sync.provenance import Signer, Verifier
-from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, Uplink
+from lienthong.sync.replication import RENEW_CHECK, Changes, Children, ChildSession, Issuer, Tuning, Uplink
 from lienthong.sync.revocation import Revocations
 from lienthong.sync.store import Store
+from lienthong.sync.wire import replication_pb2 as wire
 
+from . import ca as ca_ops
 from .audit import AuditLog
 from .crl import CrlPublisher, RegistryPublisher
 from .enroll import serve_enrollment
 from .intake import StoreSink
+from .renewal import NodeRenewal, issue_renewal
 from .tls import NodeTlsPaths
 
 STORE_FILE = "lienthong.db"
@@ -189,6 +192,40 @@ async def _keep_revocations(
         await asyncio.sleep(0.5)
 
 
+def _renewal_issuer(ca_dir: Path | None, revocations: Revocations, audit_log: AuditLog, uplinks: list[Uplink]) -> Issuer:
+    """How this node answers a child's certificate renewal: issue it (the CA's home), or pass it
+    up its own stream (a middle tier)."""
+
+    async def issue(child: str, request: Any) -> Any:
+        if ca_dir is not None:
+            reply = await asyncio.to_thread(issue_renewal, ca_dir, child, request, ca_ops.passphrase_from_env(), revocations.revoked)
+        elif uplinks:
+            reply = await uplinks[0].renew(request)
+        else:
+            reply = wire.RenewReply(node_id=request.node_id, error="this node has no CA and no parent to renew through")
+        action = "cert.renew" if reply.certificate else "cert.renew_refused"
+        details = {"via": child, "issued_here": ca_dir is not None, **({"error": reply.error} if reply.error else {})}
+        await asyncio.to_thread(audit_log.append, action, request.node_id, details)
+        return reply
+
+    return issue
+
+
+async def _renew_own_certificate(renewal: NodeRenewal, ca_dir: Path, audit_log: AuditLog) -> None:
+    """The CA's home renews its own certificate from its own CA, when due."""
+    while True:
+        if await asyncio.to_thread(renewal.due):
+            request = await asyncio.to_thread(renewal.request)
+            reply = await asyncio.to_thread(issue_renewal, ca_dir, renewal.node_id, request, ca_ops.passphrase_from_env())
+            if reply.certificate:
+                await asyncio.to_thread(renewal.install, reply.certificate)
+                await asyncio.to_thread(audit_log.append, "cert.renew", renewal.node_id, {"via": "own CA"})
+                log.info("certificate.renewed", node=renewal.node_id)
+            else:
+                log.warning("certificate.renewal_refused", error=reply.error)
+        await asyncio.sleep(RENEW_CHECK)
+
+
 class Node:
     """One lienthong node, run in the foreground by `run()`."""
 
@@ -215,8 +252,12 @@ class Node:
                     "put node.id back, or create a new node directory",
                 )
             store.mark_all_disconnected()
-            tls = tls_paths(self.dir, settings).load()
+            paths = tls_paths(self.dir, settings)
+            tls = paths.load()
             audit_log = AuditLog.open(self.dir, actor=settings.node.id)
+            renewal = NodeRenewal(settings.node.id, paths, store)
+            ca_dir = self.dir / settings.tls.ca_dir if settings.tls.ca_dir else None
+            uplinks: list[Uplink] = []
             changes = Changes()
             tune = tuning(settings)
             server = health = None
@@ -239,14 +280,15 @@ class Node:
                             await asyncio.to_thread(publisher.check)
                     revocations.refresh()
                     tasks.append(asyncio.create_task(_keep_revocations(revocations, crl, registry, changes), name="revocations"))
-                    sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append)
+                    issuer = _renewal_issuer(ca_dir, revocations, audit_log, uplinks)
+                    sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append, issuer)
 
                     def refused(peer: str, kind: str, exc: LienthongError) -> None:
                         self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)
                         if kind == "refused":
                             audit_log.append("connection.refused", peer, {"error": exc.message})
 
-                    server, self.port, health = await transport.serve(settings.server.listen, tls, sessions.serve, refused)
+                    server, self.port, health = await transport.serve(settings.server.listen, paths.load, sessions.serve, refused)
                 intake = start_intake(self.dir, settings, store, loop, changes)
                 if settings.server.enroll_listen:
                     if not settings.tls.ca_dir:
@@ -262,11 +304,14 @@ class Node:
                     address, name = settings.parent.address, settings.parent.id
 
                     def connect() -> contextlib.AbstractAsyncContextManager[Any]:
-                        return transport.connect(address, tls, name)
+                        return transport.connect(address, paths.load(), name)  # a renewed certificate from the next connection on
 
                     redact = None if settings.sharing.personal_data_upward else Redactor(hashing_key(tls.ca))
-                    uplink = Uplink(store, connect, tune, changes, address, redact, audit_log.append)
+                    uplink = Uplink(store, connect, tune, changes, address, redact, audit_log.append, None if ca_dir else renewal)
+                    uplinks.append(uplink)
                     tasks.append(asyncio.create_task(uplink.run(), name="uplink"))
+                if ca_dir is not None:
+                    tasks.append(asyncio.create_task(_renew_own_certificate(renewal, ca_dir, audit_log), name="renewal"))
                 lock_path.write_text(
                     json.dumps({"pid": os.getpid(), "port": self.port, "listen": settings.server.listen, "started": time.time()})
                 )

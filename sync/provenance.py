@@ -219,7 +219,7 @@ class SealInfo:
 
 
 @dataclass(frozen=True)
-class _Cert:
+class CertInfo:
     node_id: str
     role: str
     serial: str
@@ -246,7 +246,7 @@ class Verifier:
         self._revoked = revoked or (lambda serial: False)
         self.redact = Redactor(hashing_key(ca_pem))
         self._seals: collections.OrderedDict[bytes, SealInfo] = collections.OrderedDict()
-        self._certs: dict[bytes, _Cert] = {}
+        self._certs: dict[bytes, CertInfo] = {}
 
     def check(self, env: Envelope, raw: bytes) -> Problem | None:
         """None if `env` may be stored, else (code, reason)."""
@@ -319,22 +319,23 @@ class Verifier:
             self._remember(seal_id, info)
         return info
 
-    def _certificate(self, der: bytes) -> _Cert:
+    def _certificate(self, der: bytes) -> CertInfo:
         fingerprint = hashlib.sha256(der).digest()
         cached = self._certs.get(fingerprint)
         if cached is not None:
             return cached
-        cert = _load_cert(der, self._ca)
+        cert = check_certificate(der, self._ca)
         self._certs[fingerprint] = cert
         return cert
 
 
-def _load_cert(der: bytes, ca: x509.Certificate) -> _Cert:
+def check_certificate(der: bytes, ca: x509.Certificate) -> CertInfo:
+    """A node certificate's facts, and `problem` set when this CA did not issue it or it certifies no signing key."""
     epoch = dt.datetime.fromtimestamp(0, dt.UTC)
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError:
-        return _Cert("", "", "", None, epoch, epoch, "the seal's certificate cannot be read")
+        return CertInfo("", "", "", None, epoch, epoch, "the seal's certificate cannot be read")
     serial = format(cert.serial_number, "x")
     node_id, role = _attribute(cert, NameOID.COMMON_NAME), _attribute(cert, NameOID.ORGANIZATIONAL_UNIT_NAME)
     key = signing_public_key(cert)
@@ -348,4 +349,4 @@ def _load_cert(der: bytes, ca: x509.Certificate) -> _Cert:
         problem = "the seal's certificate was not issued by this province's CA"
     if key is None and not problem:
         problem = "the seal's certificate certifies no signing key"
-    return _Cert(node_id, role, serial, key, cert.not_valid_before_utc, cert.not_valid_after_utc, problem)
+    return CertInfo(node_id, role, serial, key, cert.not_valid_before_utc, cert.not_valid_after_utc, problem)

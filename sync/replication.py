@@ -41,8 +41,32 @@ PROTOCOL = 1
 GROUP_ROWS = 20_000
 # How often a live child session re-checks its certificate against the revocation list.
 REVOCATION_CHECK = 0.5
+# Certificate renewal: how often a node checks whether its certificate is due, how
+# long it waits for the answer, and how soon it retries after a refusal.
+RENEW_CHECK = 3600.0
+RENEW_TIMEOUT = 60.0
+RENEW_RETRY = 600.0
 
 log = structlog.get_logger("lienthong.sync")
+
+
+class Renewal(Protocol):
+    """The node's own certificate, renewed over its replication stream (see node/renewal.py)."""
+
+    def due(self) -> bool:
+        """Whether the certificate should be renewed now (most of its life is over)."""
+        ...
+
+    def request(self) -> Any:
+        """A `wire.RenewRequest` for new keys, proven by the current certificate and signing key."""
+        ...
+
+    def install(self, certificate: bytes) -> None:
+        """Put the new keys and `certificate` in place and start signing with the new key."""
+        ...
+
+
+Issuer = Callable[[str, Any], Awaitable[Any]]  # (sending child, RenewRequest) -> RenewReply
 
 
 class Stream(Protocol):
@@ -164,10 +188,15 @@ class Uplink:
         address: str,
         redact: Callable[[bytes], bytes] | None = None,
         audit: Callable[[str, str, dict[str, Any]], Any] | None = None,
+        renewal: Renewal | None = None,
     ) -> None:
         self.store = store
         # Records refused from the parent go to the node's audit log.
         self._audit = audit or (lambda action, subject, details: None)
+        self._renewal = renewal
+        self._stream: Stream | None = None
+        self._linked = asyncio.Event()  # set while a session with the parent is up
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._connect = connect
         self._tuning = tuning
         self._changes = changes
@@ -268,7 +297,59 @@ class Uplink:
             await stream.send(wire.Up(batch=_batch_message(batch)))
 
         sender = WindowedSender(self._fetch_up, send, welcome.applied, tuning, self._changes)
-        await _first([asyncio.create_task(sender.run()), asyncio.create_task(self._receive(stream, sender, welcome.down_epoch))])
+        tasks = [asyncio.create_task(sender.run()), asyncio.create_task(self._receive(stream, sender, welcome.down_epoch))]
+        if self._renewal is not None:
+            tasks.append(asyncio.create_task(self._keep_certificate()))
+        self._stream = stream
+        self._linked.set()
+        try:
+            await _first(tasks)
+        finally:
+            self._stream = None
+            self._linked.clear()
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_result(wire.RenewReply(error="the link to the parent dropped"))
+            self._waiting.clear()
+
+    async def renew(self, request: Any) -> Any:
+        """Send a RenewRequest up this node's stream (its own, or one passed up from a child)
+        and return the parent's RenewReply."""
+        if self._stream is None:
+            # A child's request may come while this node is (re)connecting: wait for the link.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._linked.wait(), RENEW_TIMEOUT)
+        stream = self._stream
+        if stream is None:
+            return wire.RenewReply(node_id=request.node_id, error="this node is not connected to its parent now; retry later")
+        if request.node_id in self._waiting:
+            return wire.RenewReply(node_id=request.node_id, error="a renewal for this node is already on its way")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[request.node_id] = future
+        try:
+            await stream.send(wire.Up(renew=request))
+            return await asyncio.wait_for(future, RENEW_TIMEOUT)
+        except TimeoutError:
+            return wire.RenewReply(node_id=request.node_id, error="the parent did not answer the renewal in time")
+        finally:
+            self._waiting.pop(request.node_id, None)
+
+    async def _keep_certificate(self) -> None:
+        """Renew this node's certificate over the stream when most of its life is over."""
+        assert self._renewal is not None
+        while True:
+            wait = RENEW_CHECK
+            if await asyncio.to_thread(self._renewal.due):
+                request = await asyncio.to_thread(self._renewal.request)
+                reply = await self.renew(request)
+                if reply.certificate:
+                    await asyncio.to_thread(self._renewal.install, reply.certificate)
+                    self.log.info("certificate.renewed")
+                    await asyncio.to_thread(self._audit, "cert.renewed", self.store.node_id, {"by": "parent"})
+                else:
+                    self.log.warning("certificate.renewal_refused", error=reply.error)
+                    wait = RENEW_RETRY
+            await asyncio.sleep(wait)
 
     async def _receive(self, stream: Stream, sender: WindowedSender, parent_epoch: str) -> None:
         store = self.store
@@ -300,6 +381,10 @@ class Uplink:
                     # so `status` shows the truth within half a second.
                     if pending_refusals or not sender.inflight or time.monotonic() - last_flush > 0.5:
                         await flush()
+                elif which == "renewed":
+                    future = self._waiting.get(message.renewed.node_id)
+                    if future is not None and not future.done():
+                        future.set_result(message.renewed)
                 elif which == "batch":
                     batch = message.batch
                     n, refusals = await asyncio.to_thread(
@@ -355,8 +440,12 @@ class ChildSession:
         children: Children,
         revocations: Revocations | None = None,
         audit: Callable[[str, str, dict[str, Any]], Any] | None = None,
+        issuer: Issuer | None = None,
     ) -> None:
         self.store = store
+        # Answers children's certificate renewals (the CA's home issues; a middle tier passes them up).
+        self._issuer = issuer
+        self._renewals: set[asyncio.Task[None]] = set()
         self._tuning = tuning
         self._changes = changes
         self._children = children
@@ -441,6 +530,15 @@ class ChildSession:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(store.set_child, child, connected=0, last_contact=time.time())
 
+    async def _renew(self, child: str, request: Any, stream: Stream, bound: Any) -> None:
+        if self._issuer is None:
+            reply = wire.RenewReply(node_id=request.node_id, error=f"node {self.store.node_id} cannot renew certificates")
+        else:
+            reply = await self._issuer(child, request)
+        bound.info("certificate.renewal", node=request.node_id, issued=bool(reply.certificate), error=reply.error)
+        with contextlib.suppress(ReplicationError):
+            await stream.send(wire.Down(renewed=reply))
+
     async def _watch_revocation(self, peer: Any, bound: Any) -> None:
         """End a live session within half a second of its certificate being revoked."""
         if self._revocations is None:
@@ -486,6 +584,10 @@ class ChildSession:
                         rows += len(message.batch.records)
                     elif which == "down_ack":
                         sender.acknowledge(message.down_ack.last)
+                    elif which == "renew":
+                        task = asyncio.create_task(self._renew(child, message.renew, stream, bound))
+                        self._renewals.add(task)
+                        task.add_done_callback(self._renewals.discard)
                     else:
                         raise ProtocolError(f"unexpected message {which!r} from child {child}", "it reconnects by itself")
                     if rows >= GROUP_ROWS or inbox.empty():

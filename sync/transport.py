@@ -169,19 +169,44 @@ class _Servicer(wire_grpc.ReplicationServicer):
             self._on_refused(peer, "link", exc)
 
 
+def _server_credentials(tls: TlsFiles | Callable[[], TlsFiles]) -> grpc.ServerCredentials:
+    """Fixed credentials for fixed files; for a loader, credentials that pick up a renewed
+    certificate at the next handshake (gRPC asks the fetcher before each one)."""
+    if isinstance(tls, TlsFiles):
+        return grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True)
+    loader = tls
+    current = [loader()]
+
+    def configuration(files: TlsFiles) -> Any:
+        return grpc.ssl_server_certificate_configuration([(files.key, files.cert)], root_certificates=files.ca)
+
+    def fetch() -> Any:
+        try:
+            files = loader()
+        except LienthongError:
+            return None  # mid-renewal or removed: keep serving with what we have
+        if files == current[0]:
+            return None
+        current[0] = files
+        return configuration(files)
+
+    return grpc.dynamic_ssl_server_credentials(configuration(current[0]), fetch, require_client_authentication=True)
+
+
 async def serve(
-    listen: str, tls: TlsFiles, handler: Handler, on_refused: Callable[[str, str, LienthongError], None]
+    listen: str, tls: TlsFiles | Callable[[], TlsFiles], handler: Handler, on_refused: Callable[[str, str, LienthongError], None]
 ) -> tuple[grpc.aio.Server, int, health.HealthServicer]:
     """Start the mTLS replication server; returns it, its bound port and its health service.
 
     Every connection must present a certificate from the CA (`require_client_auth`);
-    plaintext and unknown-CA peers are refused in the TLS handshake.
+    plaintext and unknown-CA peers are refused in the TLS handshake. Given a loader
+    instead of files, a renewed certificate is served from the next handshake on.
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
     wire_grpc.add_ReplicationServicer_to_server(_Servicer(handler, on_refused), server)
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    credentials = grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True)
+    credentials = _server_credentials(tls)
     try:
         port = server.add_secure_port(listen, credentials)
     except RuntimeError:

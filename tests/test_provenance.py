@@ -56,7 +56,7 @@ def test_a_record_altered_after_signing_is_refused_quarantined_and_audited(make_
     province, child = province_and_child(make_node)
     fill(child, indicator_rows("86-28894", 5))
     victim = sorted(versions(child, origin="86-28894"))[0][0]
-    version, raw = stored(child, victim)
+    _, raw = stored(child, victim)
     env = records.Envelope.FromString(raw)
     body = records.body_of(env)
     body.value = "999999"
@@ -77,12 +77,12 @@ def test_an_old_version_replayed_is_refused_and_the_newer_one_kept(make_node: Ma
     province, child = province_and_child(make_node)
     row = indicator_rows("86-28894", 1)[0]
     fill(child, [row])
-    (record_id, v1), = versions(child, origin="86-28894")
+    ((record_id, v1),) = versions(child, origin="86-28894")
     _, old_raw = stored(child, record_id)
     with running(NodeProcess(province), NodeProcess(child)):
         wait_until(lambda: versions(province, origin="86-28894") == {(record_id, v1)}, timeout=30, what="version 1")
         fill(child, [{**row, "value": 42}])
-        (_, v2), = versions(child, origin="86-28894")
+        ((_, v2),) = versions(child, origin="86-28894")
         wait_until(lambda: versions(province, origin="86-28894") == {(record_id, v2)}, timeout=30, what="version 2")
         tamper(child, record_id, old_raw, version=v1)
         wait_until(lambda: status(child)["parent"]["refused"] == 1, timeout=30, what="the replay refused")

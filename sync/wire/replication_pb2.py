@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elienthong/v1/replication.proto\x12\x0clienthong.v1\"\x82\x01\n\x02Up\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.lienthong.v1.HelloH\x00\x12$\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x13.lienthong.v1.BatchH\x00\x12)\n\x08\x64own_ack\x18\x03 \x01(\x0b\x32\x15.lienthong.v1.DownAckH\x00\x42\x05\n\x03msg\"\x7f\n\x04\x44own\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.lienthong.v1.WelcomeH\x00\x12 \n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x11.lienthong.v1.AckH\x00\x12$\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x13.lienthong.v1.BatchH\x00\x42\x05\n\x03msg\"\x9d\x01\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x0c\n\x04head\x18\x03 \x01(\x04\x12\x12\n\ndown_epoch\x18\x04 \x01(\t\x12\x14\n\x0c\x64own_applied\x18\x05 \x01(\x04\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12\x10\n\x08software\x18\x07 \x01(\t\x12\x18\n\x10\x64own_fingerprint\x18\x08 \x01(\x0c\"\xa2\x01\n\x07Welcome\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\x04\x12\x1b\n\x13\x61pplied_fingerprint\x18\x05 \x01(\x0c\x12\x12\n\ndown_epoch\x18\x06 \x01(\t\x12\x0e\n\x06window\x18\x07 \x01(\r\x12\x11\n\tdown_from\x18\x08 \x01(\x04\"O\n\x05\x42\x61tch\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\x04\x12\x0c\n\x04last\x18\x02 \x01(\x04\x12\x0f\n\x07records\x18\x03 \x03(\x0c\x12\x18\n\x10last_fingerprint\x18\x04 \x01(\x0c\"F\n\tRejection\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\">\n\x03\x41\x63k\x12\x0c\n\x04last\x18\x01 \x01(\x04\x12)\n\x08rejected\x18\x02 \x03(\x0b\x32\x17.lienthong.v1.Rejection\"\x17\n\x07\x44ownAck\x12\x0c\n\x04last\x18\x01 \x01(\x04\x32?\n\x0bReplication\x12\x30\n\x04Sync\x12\x10.lienthong.v1.Up\x1a\x12.lienthong.v1.Down(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elienthong/v1/replication.proto\x12\x0clienthong.v1\"\xaf\x01\n\x02Up\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.lienthong.v1.HelloH\x00\x12$\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x13.lienthong.v1.BatchH\x00\x12)\n\x08\x64own_ack\x18\x03 \x01(\x0b\x32\x15.lienthong.v1.DownAckH\x00\x12+\n\x05renew\x18\x04 \x01(\x0b\x32\x1a.lienthong.v1.RenewRequestH\x00\x42\x05\n\x03msg\"\xac\x01\n\x04\x44own\x12(\n\x07welcome\x18\x01 \x01(\x0b\x32\x15.lienthong.v1.WelcomeH\x00\x12 \n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x11.lienthong.v1.AckH\x00\x12$\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x13.lienthong.v1.BatchH\x00\x12+\n\x07renewed\x18\x04 \x01(\x0b\x32\x18.lienthong.v1.RenewReplyH\x00\x42\x05\n\x03msg\"X\n\x0cRenewRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63sr\x18\x02 \x01(\x0c\x12\x1b\n\x13\x63urrent_certificate\x18\x03 \x01(\x0c\x12\r\n\x05proof\x18\x04 \x01(\x0c\"A\n\nRenewReply\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x9d\x01\n\x05Hello\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x0c\n\x04head\x18\x03 \x01(\x04\x12\x12\n\ndown_epoch\x18\x04 \x01(\t\x12\x14\n\x0c\x64own_applied\x18\x05 \x01(\x04\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12\x10\n\x08software\x18\x07 \x01(\t\x12\x18\n\x10\x64own_fingerprint\x18\x08 \x01(\x0c\"\xa2\x01\n\x07Welcome\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x11\n\tparent_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\x04\x12\x1b\n\x13\x61pplied_fingerprint\x18\x05 \x01(\x0c\x12\x12\n\ndown_epoch\x18\x06 \x01(\t\x12\x0e\n\x06window\x18\x07 \x01(\r\x12\x11\n\tdown_from\x18\x08 \x01(\x04\"O\n\x05\x42\x61tch\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\x04\x12\x0c\n\x04last\x18\x02 \x01(\x04\x12\x0f\n\x07records\x18\x03 \x03(\x0c\x12\x18\n\x10last_fingerprint\x18\x04 \x01(\x0c\"F\n\tRejection\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\">\n\x03\x41\x63k\x12\x0c\n\x04last\x18\x01 \x01(\x04\x12)\n\x08rejected\x18\x02 \x03(\x0b\x32\x17.lienthong.v1.Rejection\"\x17\n\x07\x44ownAck\x12\x0c\n\x04last\x18\x01 \x01(\x04\x32?\n\x0bReplication\x12\x30\n\x04Sync\x12\x10.lienthong.v1.Up\x1a\x12.lienthong.v1.Down(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lienthong.v1.replication_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_UP']._serialized_start=49
-  _globals['_UP']._serialized_end=179
-  _globals['_DOWN']._serialized_start=181
-  _globals['_DOWN']._serialized_end=308
-  _globals['_HELLO']._serialized_start=311
-  _globals['_HELLO']._serialized_end=468
-  _globals['_WELCOME']._serialized_start=471
-  _globals['_WELCOME']._serialized_end=633
-  _globals['_BATCH']._serialized_start=635
-  _globals['_BATCH']._serialized_end=714
-  _globals['_REJECTION']._serialized_start=716
-  _globals['_REJECTION']._serialized_end=786
-  _globals['_ACK']._serialized_start=788
-  _globals['_ACK']._serialized_end=850
-  _globals['_DOWNACK']._serialized_start=852
-  _globals['_DOWNACK']._serialized_end=875
-  _globals['_REPLICATION']._serialized_start=877
-  _globals['_REPLICATION']._serialized_end=940
+  _globals['_UP']._serialized_end=224
+  _globals['_DOWN']._serialized_start=227
+  _globals['_DOWN']._serialized_end=399
+  _globals['_RENEWREQUEST']._serialized_start=401
+  _globals['_RENEWREQUEST']._serialized_end=489
+  _globals['_RENEWREPLY']._serialized_start=491
+  _globals['_RENEWREPLY']._serialized_end=556
+  _globals['_HELLO']._serialized_start=559
+  _globals['_HELLO']._serialized_end=716
+  _globals['_WELCOME']._serialized_start=719
+  _globals['_WELCOME']._serialized_end=881
+  _globals['_BATCH']._serialized_start=883
+  _globals['_BATCH']._serialized_end=962
+  _globals['_REJECTION']._serialized_start=964
+  _globals['_REJECTION']._serialized_end=1034
+  _globals['_ACK']._serialized_start=1036
+  _globals['_ACK']._serialized_end=1098
+  _globals['_DOWNACK']._serialized_start=1100
+  _globals['_DOWNACK']._serialized_end=1123
+  _globals['_REPLICATION']._serialized_start=1125
+  _globals['_REPLICATION']._serialized_end=1188
 # @@protoc_insertion_point(module_scope)

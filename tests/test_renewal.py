@@ -1,0 +1,166 @@
+"""Certificates renew themselves over the replication link, with new keys, through any number of
+tiers; old records stay verifiable; a renewal a middle tier forges is refused."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from lienthong.node import ca
+from lienthong.node.renewal import NodeRenewal, issue_renewal, renewal_due
+from lienthong.node.tls import NodeTlsPaths
+from lienthong.sync import records
+from lienthong.sync.store import Store
+
+from .conftest import MakeNode, listen_address
+from .helpers import NodeProcess, cli, fill, indicator_rows, running, status, versions, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def age_certificate(node_dir: Path, ca_dir: Path, days_old: int = 25, days_left: int = 5) -> str:
+    """Re-issue the node's certificate (same keys, same extensions) as if it had been issued
+    `days_old` days ago; recorded in the CA registry like any certificate. Returns its serial."""
+    cert_path = node_dir / "tls" / "node.crt"
+    old = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    ca_key, ca_cert = ca.load_ca(ca_dir)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=days_old))
+        .not_valid_after(now + dt.timedelta(days=days_left))
+    )
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_path.write_bytes(pem)
+    serial = format(cert.serial_number, "x")
+    with sqlite3.connect(ca_dir / "issued.db") as db:
+        row = db.execute(
+            "SELECT role, parent, sans FROM issued WHERE node_id = ? ORDER BY rowid DESC",
+            (old.subject.rfc4514_string().split("CN=")[1].split(",")[0],),
+        ).fetchone()
+        db.execute(
+            "INSERT INTO issued (serial, node_id, role, parent, sans, not_before, not_after, fingerprint, issued_at, cert_pem)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                serial,
+                node_dir.name,
+                row[0],
+                row[1],
+                row[2],
+                cert.not_valid_before_utc.isoformat(),
+                cert.not_valid_after_utc.isoformat(),
+                cert.fingerprint(hashes.SHA256()).hex(),
+                cert.not_valid_before_utc.isoformat(),
+                pem.decode(),
+            ),
+        )
+    return serial
+
+
+def serial_of(node_dir: Path) -> str:
+    return format(x509.load_pem_x509_certificate((node_dir / "tls" / "node.crt").read_bytes()).serial_number, "x")
+
+
+def seal_certificates(node_dir: Path, origin: str) -> set[bytes]:
+    store = Store.open(node_dir / "lienthong.db")
+    try:
+        rows = store.db.execute("SELECT envelope FROM records WHERE kind = ? AND origin = ?", (records.SEAL, origin)).fetchall()
+        return {records.pb.Seal.FromString(records.Envelope.FromString(raw).body).certificate for (raw,) in rows}
+    finally:
+        store.close()
+
+
+def test_nodes_renew_over_the_link_through_a_middle_tier_and_old_records_still_verify(make_node: MakeNode, ca_dir: Path) -> None:
+    """A commune (direct child) and its health station (renewing through the commune) get new
+    certificates and keys before expiry, without an operator; everything sealed before and after verifies."""
+    province = make_node("86")
+    config = province / "lienthong.toml"
+    config.write_text(config.read_text().replace('ca_dir = ""', f'ca_dir = "{ca_dir}"'))
+    commune = make_node("86-28894", parent=listen_address(province), listen=True, parent_id="86")
+    station = make_node("86-28894.tyt", parent=listen_address(commune), parent_id="86-28894")
+    fill(commune, indicator_rows("86-28894", 10))
+    aged = {node: age_certificate(node, ca_dir) for node in (commune, station)}
+    old_keys = {node: (node / "tls" / "signing.key").read_bytes() for node in (commune, station)}
+    assert all(renewal_due((node / "tls" / "node.crt").read_bytes()) for node in aged)
+
+    with running(NodeProcess(province), NodeProcess(commune), NodeProcess(station)):
+        for node, serial in aged.items():
+            wait_until(lambda node=node, serial=serial: serial_of(node) != serial, timeout=60, what=f"{node.name} to renew")
+        fill(commune, indicator_rows("86-28894", 20))  # rows 10-19 are new, sealed with the new key
+        wait_until(lambda: len(versions(province, origin="86-28894")) == 20, timeout=30, what="records sealed after renewal")
+    for node in aged:
+        assert (node / "tls" / "signing.key").read_bytes() != old_keys[node]  # rotated
+        assert not renewal_due((node / "tls" / "node.crt").read_bytes())
+    # The commune's seals at the province carry two certificates (before/after), and all verify.
+    assert len(seal_certificates(province, "86-28894")) == 2
+    report = json.loads(cli("verify", "--dir", str(province), "--json").stdout)
+    assert report["ok"], report["findings"][:3]
+
+    # The CA recorded both renewals; the province audited them, the commune audited the one it passed on.
+    issued = [row for row in ca.list_issued(ca_dir) if row["serial"] in {serial_of(commune), serial_of(station)}]
+    assert {row["parent"] for row in issued} == {"86", "86-28894"}
+    export = province / "audit.jsonl"
+    cli("audit", "export", "--dir", str(province), str(export))
+    renewed = [json.loads(line) for line in export.read_text().splitlines() if '"cert.renew"' in line]
+    assert {e["subject"] for e in renewed} == {"86-28894", "86-28894.tyt"}
+    cli("audit", "export", "--dir", str(commune), str(commune / "audit.jsonl"))
+    assert '"subject": "86-28894.tyt"' in (commune / "audit.jsonl").read_text()
+
+    # The renewed certificates are the ones the nodes now connect with.
+    with running(NodeProcess(province), NodeProcess(commune), NodeProcess(station)):
+        wait_until(lambda: status(station)["parent"]["connected"] is True, timeout=30, what="the station to reconnect")
+        wait_until(lambda: status(commune)["parent"]["connected"] is True, timeout=30, what="the commune to reconnect")
+
+
+def test_the_ca_refuses_a_renewal_not_proven_by_the_node_itself(make_node: MakeNode, ca_dir: Path) -> None:
+    """A middle tier cannot get a certificate for its child with keys of its own, nor renew for a node
+    outside its subtree; a proven request from the node's own parent is issued."""
+    province = make_node("86")
+    commune = make_node("86-28894", parent=listen_address(province), listen=True, parent_id="86")
+    station = make_node("86-28894.tyt", parent=listen_address(commune), parent_id="86-28894")
+    other = make_node("86-29077", parent=listen_address(province), parent_id="86")
+
+    def request(node: Path) -> object:
+        store = Store.open(node / "lienthong.db")
+        try:
+            paths = NodeTlsPaths(node / "tls" / "ca.crt", node / "tls" / "node.crt", node / "tls" / "node.key")
+            return NodeRenewal(node.name, paths, store).request()
+        finally:
+            store.close()
+
+    genuine = request(station)
+    # The commune swaps in a CSR of its own making, for the station's id (its proof no longer fits).
+    forged = type(genuine)()
+    forged.CopyFrom(genuine)
+    key = ec.generate_private_key(ec.SECP256R1())
+    forged.csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "86-28894.tyt")]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    before = len(ca.list_issued(ca_dir))
+    assert "not signed by the node's current signing key" in issue_renewal(ca_dir, "86-28894", forged, None).error
+    assert "may not pass on a renewal" in issue_renewal(ca_dir, "86-29077", genuine, None).error
+    assert len(ca.list_issued(ca_dir)) == before
+    reply = issue_renewal(ca_dir, "86-28894", genuine, None)
+    assert reply.certificate and not reply.error
+    assert x509.load_pem_x509_certificate(reply.certificate).not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=29)
+    # A revoked node cannot renew.
+    ca.revoke(ca_dir, "86-29077")
+    assert "revoked" in issue_renewal(ca_dir, "86", request(other), None).error
+    assert province.exists()
