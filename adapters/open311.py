@@ -14,12 +14,19 @@ record:
 A request with no `agency_responsible` (not dispatched yet) is about this node's own
 unit (`context.origin`) and has no assigned unit.
 
+A request with neither `description` nor `requested_datetime` is a status update
+for an item the node already holds (typically one the province dispatched, dropped
+by the unit's own system): only its status events are taken, and they find their
+item by its ticket id (sync/feedback.py).
+
 Each entry of the `notes` status-history extension (`{datetime, description, type}`)
 becomes one `feedback_event`: submitted/received -> received, assigned -> assigned
 (with the assigned unit: the note's `agency_responsible`, else the request's),
-accepted/acknowledged, in_progress ("in progress", "in-progress"), resolved, closed,
-reopened, returned. A note of another type is refused as a row error; the other notes
-and the request are still taken.
+accepted/acknowledged, in_progress ("in progress", "in-progress"), resolved (its
+description is the result), closed, reopened, returned (the note's
+`agency_responsible`, if any, is the unit suggested instead), satisfaction (the
+citizen's `rating`, 1 to 5). A note of another type is refused as a row error; the
+other notes and the request are still taken.
 
 The request's own `status` may be `open`, `closed` or one of the extended statuses
 above. When it names a status that no note records (typically `closed` without a
@@ -57,9 +64,10 @@ NOTE_TYPES = {
     "closed": "closed",
     "reopened": "reopened",
     "returned": "returned",
+    "satisfaction": "satisfaction",
 }
 REQUEST_STATUSES = dict(NOTE_TYPES, open="")  # "open" adds no event
-_ALLOWED = "submitted, received, assigned, accepted, in_progress, resolved, closed, reopened, returned"
+_ALLOWED = "submitted, received, assigned, accepted, in_progress, resolved, closed, reopened, returned, satisfaction"
 
 
 def _status_key(value: Any) -> str:
@@ -131,11 +139,13 @@ def _request(line: int, request: Any, context: ParseContext) -> Iterator[Row]:
         "assigned_unit": responsible,
         "citizen": {key: value for key, value in citizen.items() if value},
     }
-    try:
-        yield Row(line, record=records.feedback(context.origin, fields))
-    except InputError as exc:
-        yield Row(line, error=messages.from_input_error(line, exc, fields))
-        return  # its status history would describe a request that was not taken
+    update_only = _absent(request.get("description")) and _absent(request.get("requested_datetime"))
+    if not update_only:
+        try:
+            yield Row(line, record=records.feedback(context.origin, fields))
+        except InputError as exc:
+            yield Row(line, error=messages.from_input_error(line, exc, fields))
+            return  # its status history would describe a request that was not taken
 
     source_id = fields["source_id"]
     recorded: set[str] = set()
@@ -155,8 +165,15 @@ def _request(line: int, request: Any, context: ParseContext) -> Iterator[Row]:
             )
             continue
         recorded.add(status)
-        assigned = (json_text(note.get("agency_responsible")) or responsible) if status == "assigned" else None
-        yield _event(line, context, source_id, unit, status, note.get("datetime"), note.get("description"), assigned)
+        if status == "assigned":
+            assigned = json_text(note.get("agency_responsible")) or responsible
+        else:
+            assigned = json_text(note.get("agency_responsible")) if status == "returned" else None
+        rating = note.get("rating") if status == "satisfaction" else None
+        if status == "satisfaction" and rating is None:
+            yield Row(line, error=messages.row_error(line, "rating", "missing"))
+            continue
+        yield _event(line, context, source_id, unit, status, note.get("datetime"), note.get("description"), assigned, rating)
 
     state = request.get("status")
     if state is None or state == "":
@@ -174,7 +191,13 @@ def _request(line: int, request: Any, context: ParseContext) -> Iterator[Row]:
         yield _event(line, context, source_id, unit, status, updated, request.get("status_notes"), assigned)
 
 
-def _event(line: int, context: ParseContext, source_id: Any, unit: str, status: str, at: Any, note: Any, assigned: Any) -> Row:
+def _absent(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _event(
+    line: int, context: ParseContext, source_id: Any, unit: str, status: str, at: Any, note: Any, assigned: Any, rating: Any = None
+) -> Row:
     fields = {
         "feedback": source_id,
         "status": status,
@@ -183,6 +206,7 @@ def _event(line: int, context: ParseContext, source_id: Any, unit: str, status: 
         "unit": unit,
         "agency": context.agency,
         "assigned_unit": assigned,
+        "rating": rating,
     }
     try:
         return Row(line, record=records.feedback_event(context.origin, fields))

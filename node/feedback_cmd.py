@@ -1,10 +1,265 @@
-"""`lienthong feedback`: dispatch citizen feedback and report its processing status."""
+"""`lienthong feedback`: dispatch citizen feedback and report its processing status.
+
+Every change is one new `feedback_event` record written on this node (the item
+itself never changes); what `list` and `show` print is the fold of the events this
+node holds (sync/feedback.py), so the province and the unit print the same state
+once their events have crossed. An event that would change nothing in the item's
+current state (resolving a closed item, a stale update from a unit the item was
+taken from) is refused here with the reason instead of being written.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
 import click
+
+from lienthong.sync import feedback as fb
+from lienthong.sync import records
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.store import Store
+
+from . import runtime
+from .cli_common import DIR_OPTION, fail, load_settings
+
+# What a unit (or the dispatcher) reports with `update`; `assigned` has its own command.
+UPDATE_STATUSES = ("accepted", "in_progress", "resolved", "closed", "reopened", "returned", "satisfaction")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+ID_ARGUMENT = click.argument("item_ref", metavar="ID")
 
 
 @click.group()
 def feedback() -> None:
     """Citizen feedback: assign it to a unit, update its status, list what is overdue."""
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _folded(node_dir: Path) -> fb.Folded:
+    store = Store.open(node_dir / runtime.STORE_FILE)
+    try:
+        return fb.load(store)
+    finally:
+        store.close()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@feedback.command("list")
+@DIR_OPTION
+@click.option("--overdue", is_flag=True, help="Only open items past their deadline.")
+@click.option("--unit", default="", help="Only items this unit must handle (the assignee, else the item's unit).")
+@click.option("--open", "only_open", is_flag=True, help="Only items not yet resolved or closed.")
+@JSON_OPTION
+def list_items(node_dir: Path, overdue: bool, unit: str, only_open: bool, as_json: bool) -> None:
+    """Feedback items held here with their state, assignee, deadline and whether they are overdue."""
+    load_settings(node_dir)
+    folded = _folded(node_dir)
+    now = _now()
+    unit = records.nfc(unit.strip())
+    items = [
+        i for i in folded.items if (not overdue or i.overdue(now)) and (not unit or i.responsible == unit) and (not only_open or i.is_open)
+    ]
+    if as_json:
+        click.echo(json.dumps([i.to_dict(now) for i in items], ensure_ascii=False, indent=2))
+        return
+    if not items:
+        click.echo("No feedback items" + (" match." if overdue or unit or only_open else " on this node."))
+        return
+    click.echo(f"{'ID':<12}  {'SOURCE ID':<24} {'STATE':<11} {'ASSIGNEE':<12} {'DUE':<16}  OVERDUE")
+    for i in items:
+        due = i.due_at[:16].replace("T", " ")
+        late = "yes" if i.overdue(now) else ("late" if i.on_time() is False else "")
+        click.echo(f"{i.id[:12]:<12}  {i.source_id:<24} {i.state:<11} {i.responsible:<12} {due:<16}  {late}")
+    late_count = sum(1 for i in items if i.overdue(now))
+    click.echo(
+        f"{len(items)} items, {late_count} overdue."
+        + (f" {len(folded.orphans)} events name items not held here." if folded.orphans else "")
+    )
+
+
+@feedback.command("show")
+@DIR_OPTION
+@ID_ARGUMENT
+@JSON_OPTION
+def show(node_dir: Path, item_ref: str, as_json: bool) -> None:
+    """One item (by record id or source ticket id): its details, state and full history."""
+    load_settings(node_dir)
+    folded = _folded(node_dir)
+    item = fb.find(folded.items, item_ref)
+    now = _now()
+    data = item.to_dict(now, history=True)
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    _print_item(data)
+
+
+def _print_item(d: dict[str, Any]) -> None:
+    click.echo(f"Feedback {d['source_id']}  (id {d['id']})")
+    click.echo(f"  received {d['received_at']} from {d['agency'] or 'this node'} at node {d['origin']}, about unit {d['unit']}")
+    click.echo(f"  category {d['category']} {d['category_name']}".rstrip())
+    click.echo(f"  {d['description']}")
+    if d["address"]:
+        click.echo(f"  address: {d['address']}")
+    if d["citizen"]:
+        click.echo("  citizen: " + ", ".join(d["citizen"].values()))
+    assignee = d["assignee"] or "nobody (the dispatcher decides)"
+    click.echo(
+        f"  state: {d['state']}; assigned to {assignee}" + (f"; returned, suggesting {d['suggested_unit']}" if d["suggested_unit"] else "")
+    )
+    rule = {"source": "from the source", "category": "the category's deadline", "default": f"{fb.DEFAULT_DUE_DAYS} days after receipt"}
+    timing = "OVERDUE" if d["overdue"] else {True: "handled on time", False: "handled late", None: "open"}[d["on_time"]]
+    click.echo(f"  due {d['due_at']} ({rule[d['due_rule']]}): {timing}")
+    if d["result"]:
+        click.echo(f"  result: {d['result']}")
+    if d["rating"]:
+        click.echo(f"  citizen's satisfaction: {d['rating']}/5")
+    click.echo("History:")
+    for h in d["history"]:
+        extra = f" -> {h['assigned_unit']}" if "assigned_unit" in h else f" {h['rating']}/5" if "rating" in h else ""
+        line = f"  {h['at']}  {h['status']}{extra}  by {h['by']}"
+        if h["note"]:
+            line += f": {h['note']}"
+        if not h["applied"]:
+            line += f"  [ignored: {h['ignored_because']}]"
+        click.echo(line)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _write_event(node_dir: Path, item_ref: str, status: str, *, at: str, note: str = "", unit: str = "", rating: int | None = None) -> None:
+    """Check the event against the item's current state on this node, then write it."""
+    settings = load_settings(node_dir)
+    store = runtime.open_store(node_dir, settings)
+    try:
+        folded = fb.load(store)
+        item = fb.find(folded.items, item_ref)
+        registry = fb.unit_registry(store)
+        own = set(runtime.own_units(settings))
+        if unit and len(registry) and unit not in registry:
+            fail(f"unit {unit} is not in the unit registry", "check the code with `lienthong query --dir DIR` or the province's unit list")
+        # This node may act on an item it dispatched itself, or on one assigned to its units (or below them).
+        if store.node_id != item.origin and item.assignee:
+            mine = own | {u for o in own for u in registry.descendants(o)}
+            if item.assignee not in mine:
+                fail(
+                    f"{item.source_id} is assigned to {item.assignee}, not to this node's units ({', '.join(sorted(own))})",
+                    f"the node of {item.assignee} or the dispatcher ({item.origin}) updates it",
+                )
+        actor = unit if status == "assigned" else item.responsible
+        event = fb.Event("", status, at, store.node_id, 0, actor, unit, note, rating or 0)
+        reason = fb.refusal(item, event, registry.ancestors)
+        if reason:
+            fail(f"{item.source_id} is {item.state}: {reason}", _hint(item, status))
+        hlc = HybridClock(store.latest_version())
+        fields = fb.event_fields(item, status, at, actor=actor, note=note, unit=unit, rating=rating)
+        summary = store.write_local([records.build(store.node_id, fields)], hlc)
+    finally:
+        store.close()
+    if not (summary.imported or summary.updated):
+        click.echo(f"{item.source_id}: this event is already recorded; nothing changed.")
+        return
+    after = fb.fold(item, [event])  # the fold goes on from the item's current state
+    click.echo(f"{item.source_id}: {status}" + (f" -> {unit}" if unit else "") + f" recorded at {at}; now {after.state}.")
+
+
+def _hint(item: fb.Item, status: str) -> str:
+    if item.state in fb.HANDLED and status != "reopened":
+        return f"reopen it first: lienthong feedback update --dir DIR {item.source_id} --status reopened"
+    if item.state == "returned":
+        return f"assign it to a unit: lienthong feedback assign --dir DIR {item.source_id} --unit UNIT"
+    return "see its history: lienthong feedback show --dir DIR " + item.source_id
+
+
+def _at(value: str) -> str:
+    if not value:
+        return dt.datetime.now().astimezone().isoformat(timespec="milliseconds")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--at is not a date-time (got {value!r})", "write it as 2026-11-21T16:30:00+07:00")
+    if parsed.tzinfo is None:
+        fail(f"--at has no UTC offset (got {value!r})", "add the offset, e.g. 2026-11-21T16:30:00+07:00")
+    return value
+
+
+AT_OPTION = click.option("--at", "at", default="", metavar="DATETIME", help="When it happened (RFC 3339 with offset; default: now).")
+NOTE_OPTION = click.option("--note", default="", help="A note for the history (what was done, why).")
+
+
+@feedback.command("assign")
+@DIR_OPTION
+@ID_ARGUMENT
+@click.option("--unit", required=True, help="The unit that must handle it (a unit code, e.g. 86-29077).")
+@NOTE_OPTION
+@AT_OPTION
+def assign(node_dir: Path, item_ref: str, unit: str, note: str, at: str) -> None:
+    """Assign (or reassign) an item to a unit; it goes down to the node of that unit with its history."""
+    _write_event(node_dir, item_ref, "assigned", at=_at(at), note=note, unit=records.nfc(unit.strip()))
+
+
+@feedback.command("update")
+@DIR_OPTION
+@ID_ARGUMENT
+@click.option("--status", required=True, type=click.Choice(UPDATE_STATUSES), help="What happened.")
+@NOTE_OPTION
+@click.option("--result", default="", help="For resolved: what was done (the answer to the citizen).")
+@click.option("--rating", type=click.IntRange(1, 5), help="For satisfaction: the citizen's rating, 1 (very unhappy) to 5.")
+@click.option("--unit", default="", help="For returned: the unit that should handle it instead (a suggestion).")
+@AT_OPTION
+def update(node_dir: Path, item_ref: str, status: str, note: str, result: str, rating: int | None, unit: str, at: str) -> None:
+    """Report what happened to an item: accepted, in_progress, resolved, closed, reopened, returned, satisfaction."""
+    if status == "resolved":
+        if result and note:
+            fail("give the result with --result or --note, not both", "put the whole answer in --result")
+        note = result or note
+        if not note:
+            fail("a resolution needs its result", 'add --result "what was done"')
+    elif result:
+        fail("--result goes with --status resolved", "write it as --note")
+    if status == "satisfaction" and rating is None:
+        fail("a satisfaction survey needs the citizen's rating", "add --rating 1..5")
+    if status != "satisfaction" and rating is not None:
+        fail("--rating goes with --status satisfaction", "drop --rating, or use --status satisfaction")
+    if unit and status != "returned":
+        fail("--unit goes with --status returned", "to send it to another unit use `lienthong feedback assign --unit`")
+    if status == "returned" and not note:
+        fail("returning an item needs the reason", 'add --note "why it is not this unit\'s responsibility"')
+    _write_event(node_dir, item_ref, status, at=_at(at), note=note, unit=records.nfc(unit.strip()), rating=rating)
+
+
+# ---------------------------------------------------------------- counts
+
+
+@feedback.command("stats")
+@DIR_OPTION
+@click.option("--period", required=True, metavar="YYYY-MM", help="The month, e.g. 2026-11.")
+@JSON_OPTION
+def stats(node_dir: Path, period: str, as_json: bool) -> None:
+    """Per unit, feedback received in a month and handled on time (KTXH.PA.01, KTXH.PA.02), derived from the items."""
+    load_settings(node_dir)
+    store = Store.open(node_dir / runtime.STORE_FILE)
+    try:
+        rows = fb.derived_values(store, period)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table: dict[str, dict[str, int]] = {}
+    for row in rows:
+        table.setdefault(row["unit"], {})[row["indicator"]] = row["value"]
+    if not table:
+        click.echo(f"No feedback received in {period} on this node.")
+        return
+    click.echo(f"{'UNIT':<14} {'RECEIVED':>9} {'ON TIME':>8}  ({fb.RECEIVED_INDICATOR}, {fb.ON_TIME_INDICATOR}; {period})")
+    for unit, values in table.items():
+        click.echo(f"{unit:<14} {values.get(fb.RECEIVED_INDICATOR, 0):>9} {values.get(fb.ON_TIME_INDICATOR, 0):>8}")

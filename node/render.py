@@ -32,6 +32,7 @@ def print_status(data: dict[str, Any]) -> None:
         console.print("  [red]no certificate[/]: this node cannot connect")
     counts = ", ".join(f"{n} {kind}" for kind, n in data["records"].items())
     console.print(f"  records: {counts}; change log head {node['head']}")
+    _print_owed(console, data.get("reports_owed") or [], data.get("schedule_problems") or [])
     parent = data["parent"]
     if parent:
         console.print(
@@ -62,6 +63,75 @@ def print_status(data: dict[str, Any]) -> None:
         console.print("  [red]quarantined records[/] (refused from children):")
         for q in data["quarantine"]:
             console.print(f"    from {q['child']}: {q['id']} {q['code']} — {q['reason']}")
+
+
+def _print_owed(console: Console, owed: list[dict[str, Any]], problems: list[str]) -> None:
+    if owed:
+        console.print("  reports owed:")
+    for item in owed:
+        days = item["days_left"]
+        when = (
+            f"[red]overdue[/] since {item['due']}"
+            if item["overdue"]
+            else f"due {item['due']} ({'today' if days == 0 else f'in {days} day' + ('s' if days != 1 else '')})"
+        )
+        console.print(f"    {item['report_type']} {item['period']} for {item['unit']}: {when} — {item['report_name']}")
+    for problem in problems:
+        console.print(f"  [red]report schedule not understood[/]: {problem}")
+
+
+STATUS_STYLE = {"on_time": "[green]on time[/]", "late": "[yellow]late[/]", "missing": "[red]missing[/]", "pending": "[dim]pending[/]"}
+
+
+def _when(text: str | None) -> str:
+    """A submission time as a Vietnam date and minute (the deadlines' time zone)."""
+    if not text:
+        return ""
+    from datetime import datetime
+
+    from lienthong.sync.schedule import VIETNAM
+
+    return datetime.fromisoformat(text).astimezone(VIETNAM).strftime("%Y-%m-%d %H:%M")
+
+
+def print_completeness(data: dict[str, Any]) -> None:
+    """`reports completeness`: one row per expected report, then the rates per level and report type."""
+    console = Console()
+    if not data["reports"]:
+        console.print(f"No report is expected for {data['period']} from the units this node answers for.")
+        return
+    table = Table("unit", "name", "report", "due", "status", "submitted (UTC+7)", "resubmitted", title=f"reports for {data['period']}")
+    for row in data["reports"]:
+        table.add_row(
+            row["unit"],
+            row["unit_name"],
+            row["report_type"],
+            row["due"],
+            STATUS_STYLE[row["status"]],
+            _when(row["submitted_at"]),
+            _when(row["last_submitted_at"]),
+        )
+    console.print(table)
+    rates = Table(
+        "level",
+        "report",
+        "expected",
+        "on time",
+        "late",
+        "missing",
+        "pending",
+        "completeness",
+        "timeliness",
+        title=f"rates as of {data['as_of']} (completeness = submitted / expected, timeliness = on time / expected)",
+    )
+    for row in [*({**r, "report_type": "all"} for r in data["levels"]), *data["report_types"]]:
+        rates.add_row(
+            row["level"],
+            row["report_type"],
+            *(str(row[k]) for k in ("expected", "on_time", "late", "missing", "pending")),
+            *(f"{row[k]:.1f} %" if row[k] is not None else "—" for k in ("completeness", "timeliness")),
+        )
+    console.print(rates)
 
 
 def print_rows(what: str, rows: list[dict[str, Any]]) -> None:

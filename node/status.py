@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from lienthong.config.settings import Settings
+from lienthong.sync import completeness
+from lienthong.sync.errors import LienthongError
+from lienthong.sync.schedule import Schedules, today_in_vietnam
 from lienthong.sync.store import Store
 
-from .runtime import STORE_FILE, running_info, tls_paths
+from .runtime import STORE_FILE, own_units, running_info, tls_paths
 from .tls import certificate_summary
 
 
@@ -21,6 +24,19 @@ def iso(ts: float | None) -> str | None:
     if not ts:
         return None
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+def reports_owed(store: Store, settings: Settings, today: dt.date | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The reports this node's units owe for the previous, current and next periods, and the
+    definitions that could not be read (shown, so that status itself never fails on them)."""
+    try:
+        units = completeness.unit_registry(store)
+        schedules = Schedules.from_store(store)
+    except LienthongError as exc:
+        return [], [exc.message]
+    own = own_units(settings)
+    owed = completeness.owed(units, schedules, completeness.submissions(store, own), own, today or today_in_vietnam())
+    return owed, [problem.message for problem in schedules.problems]
 
 
 def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
@@ -49,6 +65,7 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
             "quarantine": store.quarantine(),
             "ingest": {**store.file_totals(), "recent": [{**f, "at": iso(f["at"])} for f in store.recent_files()]},
         }
+        out["reports_owed"], out["schedule_problems"] = reports_owed(store, settings)
         if settings.parent.address:
             up = store.uplink_state()
             out["parent"] = {

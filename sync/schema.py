@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+from .records import REPORT
+
+SCHEMA_VERSION = 3
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -134,4 +136,28 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db["files"].create_index(["at"])
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2}
+def _migration_3(db: sqlite_utils.Database) -> None:
+    # The first submission of each report this store took. Timeliness is judged on it
+    # (DHIS2 judges on the first complete registration), while `records` keeps only the
+    # latest version. A withdrawal (a tombstone) forgets it: a report withdrawn and
+    # submitted again counts from its new submission. One statement per execute, so the
+    # migration stays inside its transaction (executescript would commit it).
+    for statement in (
+        # No OR IGNORE in the triggers: the outer statement's conflict clause (the store's
+        # upsert) would override it; NOT EXISTS says the same and always holds.
+        "CREATE TABLE report_first (id BLOB PRIMARY KEY, version INTEGER NOT NULL, envelope BLOB NOT NULL)",
+        f"""CREATE TRIGGER report_first_insert AFTER INSERT ON records WHEN new.kind = {REPORT} AND new.deleted = 0 BEGIN
+            INSERT INTO report_first SELECT new.id, new.version, new.envelope
+            WHERE NOT EXISTS (SELECT 1 FROM report_first WHERE id = new.id);
+        END""",
+        f"""CREATE TRIGGER report_first_update AFTER UPDATE OF version ON records WHEN new.kind = {REPORT} BEGIN
+            DELETE FROM report_first WHERE id = new.id AND new.deleted = 1;
+            INSERT INTO report_first SELECT new.id, new.version, new.envelope
+            WHERE new.deleted = 0 AND NOT EXISTS (SELECT 1 FROM report_first WHERE id = new.id);
+        END""",
+        f"INSERT OR IGNORE INTO report_first SELECT id, version, envelope FROM records WHERE kind = {REPORT} AND deleted = 0",
+    ):
+        db.execute(statement)
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}

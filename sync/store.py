@@ -683,27 +683,34 @@ class Store:
 
     def _route_down(self, db: sqlite3.Connection, ids: Sequence[bytes]) -> None:
         """Queue newly written records for the children that must receive them:
-        definitions to every child, feedback and its events to the child whose
-        subtree holds the unit."""
+        definitions to every child; feedback and its events to the child whose
+        subtree holds the unit (through the unit registry for a unit no child has
+        named yet), an event also to its item's child, and a reassignment to the new
+        unit's child with the item's whole history (`feedback.down_routes`)."""
         if not ids:
             return
         children = [c for (c,) in db.execute("SELECT child FROM children")]
         if not children:
             return
         queue: list[tuple[str, int]] = []
+        feedback_rows: list[tuple[int, int, str, str, bytes]] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for rid, kind, unit, via in db.execute(
-                f"SELECT r.rid, r.kind, r.unit, r.via FROM records r WHERE r.id IN ({marks}) AND (r.kind = ? OR r.kind IN (?, ?))",
-                (*chunk, records.DEFINITION, records.FEEDBACK, records.FEEDBACK_EVENT),
+            for rid, kind, unit, via, raw in db.execute(
+                f"SELECT r.rid, r.kind, r.unit, r.via, CASE WHEN r.kind = ? THEN NULL ELSE r.envelope END FROM records r "
+                f"WHERE r.id IN ({marks}) AND (r.kind = ? OR r.kind IN (?, ?))",
+                (records.DEFINITION, *chunk, records.DEFINITION, records.FEEDBACK, records.FEEDBACK_EVENT),
             ):
                 if kind == records.DEFINITION:
                     queue.extend((c, rid) for c in children if c != via)
-                    continue
-                owner = db.execute("SELECT child FROM child_units WHERE unit = ?", (unit,)).fetchone()
-                if owner and owner[0] != via:
-                    queue.append((owner[0], rid))
+                else:
+                    feedback_rows.append((rid, kind, unit, via, raw))
+        if feedback_rows:
+            from . import feedback  # it imports this module
+
+            queue.extend(feedback.down_routes(db, feedback_rows, self))
+        queue = list(dict.fromkeys(queue))  # a record queued twice for one child is sent once
         db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", sorted(queue, key=lambda q: q[1]))
 
     def down_after(self, child: str, seq: int, limit: int) -> OutBatch | None:

@@ -1,0 +1,322 @@
+"""Report completeness and timeliness, as DHIS2 defines them, for the IOCs' periodic reports.
+
+For a period, every *expected* report is one (unit, report type): a unit of the
+schedule's level that is active during the period and still active on the due day
+(sync/units.py holds the validity dates). So a unit created mid-period owes the
+period's report when it exists on the due day, and from its next period otherwise; a
+unit merged away before the due day owes nothing for that period: its successor, a
+unit of the registry in its own right, answers for the territory.
+
+Each expected report is
+
+    on_time   submitted on or before the due day (Vietnam time, the due day inclusive)
+    late      submitted after the due day
+    missing   not submitted and the due day has passed
+    pending   not submitted yet, and not yet due
+
+judged on the *first* submission this node took (DHIS2 judges timeliness on the first
+complete registration): a resubmission after the due day corrects the content, not
+the date; a report withdrawn (deleted) and submitted again counts from the new one.
+The submission time is the `submitted_at` the unit stated in its report (signed by its
+node); the time its node first recorded it is shown beside it.
+
+    completeness = submitted (on time + late) / expected
+    timeliness   = on time / expected
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from . import clock, records
+from .errors import LienthongError
+from .schedule import VIETNAM, Schedule, Schedules, bounds, containing, period_type, shift
+from .store import Store
+from .units import Unit, Units
+
+ON_TIME, LATE, MISSING, PENDING = "on_time", "late", "missing", "pending"
+STATUSES = (ON_TIME, LATE, MISSING, PENDING)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A unit's report for one type and period, as first taken by this node."""
+
+    unit: str
+    report_type: str
+    period: str
+    submitted_at: datetime  # stated by the unit, first submission
+    recorded_at: datetime  # when the origin node first stored it (its version's clock)
+    last_submitted_at: datetime  # stated by the unit, latest version
+    origin: str
+    resubmitted: bool
+
+    def day(self) -> date:
+        """The calendar day of the (first) submission in Vietnam."""
+        return self.submitted_at.astimezone(VIETNAM).date()
+
+
+def _stated(text: str, fallback: datetime) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return fallback
+    return parsed if parsed.tzinfo else fallback
+
+
+def _clock_time(version: int) -> datetime:
+    return datetime.fromtimestamp(clock.physical_ms(version) / 1000, UTC)
+
+
+def submissions(store: Store, units: Iterable[str] | None = None) -> dict[tuple[str, str, str], Submission]:
+    """Every submitted (not withdrawn) report, by (unit, report type, period); optionally only
+    those of `units`. Two records for one key (two writers) keep the earlier first submission."""
+    sql = "SELECT f.version, f.envelope, r.envelope FROM report_first f JOIN records r ON r.id = f.id WHERE r.deleted = 0"
+    args: list[str] = []
+    if units is not None:
+        wanted = sorted(set(units))
+        if not wanted:
+            return {}
+        sql += f" AND r.unit IN ({','.join('?' * len(wanted))})"
+        args = wanted
+    out: dict[tuple[str, str, str], Submission] = {}
+    # store.db is the writer connection; this is a read in one statement, fine outside the lock.
+    for first_version, first_raw, latest_raw in store.db.execute(sql, args):
+        first, latest = records.Envelope.FromString(first_raw), records.Envelope.FromString(latest_raw)
+        body, latest_body = records.body_of(first), records.body_of(latest)
+        recorded = _clock_time(first_version)
+        sub = Submission(
+            unit=latest.unit,
+            report_type=latest_body.report_type,
+            period=latest_body.period,
+            submitted_at=_stated(body.submitted_at, recorded),
+            recorded_at=recorded,
+            last_submitted_at=_stated(latest_body.submitted_at, recorded),
+            origin=latest.origin,
+            resubmitted=latest.version != first_version,
+        )
+        key = (sub.unit, sub.report_type, sub.period)
+        if key not in out or sub.submitted_at < out[key].submitted_at:
+            out[key] = sub
+    return out
+
+
+def unit_registry(store: Store) -> Units:
+    """The unit registry (sync/units.py) with its validity dates and successors, from the
+    `unit` definitions held. Units.from_store reads the same but cannot be called yet: it
+    asks records for `Definition`, which records does not export (records.body_of does)."""
+    out = []
+    for env in store.iter_records(records.DEFINITION):
+        body = records.body_of(env)
+        if body.type != "unit":
+            continue
+        code, fields = records.nfc(body.code), json.loads(body.json or "{}")
+        out.append(
+            Unit(
+                code=code,
+                name=str(fields.get("name", "")),
+                level=str(fields.get("level", "")),
+                parent=records.nfc(str(fields.get("parent", "") or "")),
+                valid_from=_day(code, fields, "valid_from"),
+                valid_to=_day(code, fields, "valid_to"),
+                successor=records.nfc(str(fields.get("successor", "") or "")),
+            )
+        )
+    return Units(out)
+
+
+def _day(code: str, fields: dict[str, Any], name: str) -> date | None:
+    value = fields.get(name)
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise LienthongError(
+            f"unit {code!r}: '{name}' is not a date (got {value!r})", "the province must send it as YYYY-MM-DD in the unit definition"
+        ) from None
+
+
+def is_expected(unit: Unit, schedule: Schedule, period: str) -> bool:
+    """Whether `unit` owes `schedule`'s report for `period` (see the module docstring)."""
+    start, end = bounds(period)
+    return unit.level == schedule.level and unit.active_during(start, end) and unit.active_on(schedule.due(period))
+
+
+def judge(submission: Submission | None, due: date, today: date) -> str:
+    if submission is not None:
+        return ON_TIME if submission.day() <= due else LATE
+    return MISSING if today > due else PENDING
+
+
+@dataclass(frozen=True)
+class Expected:
+    """One expected report and how it stands."""
+
+    unit: Unit
+    schedule: Schedule
+    period: str
+    due: date
+    status: str
+    submission: Submission | None
+
+    def to_dict(self) -> dict[str, Any]:
+        sub = self.submission
+        return {
+            "unit": self.unit.code,
+            "unit_name": self.unit.name,
+            "level": self.unit.level,
+            "report_type": self.schedule.report_type,
+            "report_name": self.schedule.name,
+            "period": self.period,
+            "due": self.due.isoformat(),
+            "status": self.status,
+            "submitted_at": sub.submitted_at.isoformat() if sub else None,
+            "recorded_at": sub.recorded_at.astimezone(VIETNAM).isoformat(timespec="seconds") if sub else None,
+            "last_submitted_at": sub.last_submitted_at.isoformat() if sub and sub.resubmitted else None,
+            "origin": sub.origin if sub else None,
+        }
+
+
+@dataclass
+class Rates:
+    """Counts and DHIS2's two rates (percent, one decimal; None when nothing is expected)."""
+
+    expected: int = 0
+    on_time: int = 0
+    late: int = 0
+    missing: int = 0
+    pending: int = 0
+
+    def add(self, status: str) -> None:
+        self.expected += 1
+        setattr(self, status, getattr(self, status) + 1)
+
+    @property
+    def submitted(self) -> int:
+        return self.on_time + self.late
+
+    def to_dict(self) -> dict[str, Any]:
+        def rate(n: int) -> float | None:
+            return round(100 * n / self.expected, 1) if self.expected else None
+
+        return {
+            "expected": self.expected,
+            "submitted": self.submitted,
+            "on_time": self.on_time,
+            "late": self.late,
+            "missing": self.missing,
+            "pending": self.pending,
+            "completeness": rate(self.submitted),
+            "timeliness": rate(self.on_time),
+        }
+
+
+@dataclass
+class Completeness:
+    """Every expected report of a period, and the rates per level and per report type."""
+
+    period: str
+    today: date
+    reports: list[Expected] = field(default_factory=list)
+    # Levels top down (province before commune), by their units' depth in the registry.
+    level_order: dict[str, int] = field(default_factory=dict)
+
+    def levels(self) -> dict[str, Rates]:
+        out: dict[str, Rates] = {}
+        for item in self.reports:
+            out.setdefault(item.unit.level, Rates()).add(item.status)
+        return out
+
+    def by_report_type(self) -> dict[tuple[str, str], Rates]:
+        out: dict[tuple[str, str], Rates] = {}
+        for item in self.reports:
+            out.setdefault((item.unit.level, item.schedule.report_type), Rates()).add(item.status)
+        return out
+
+    def _rank(self, level: str) -> tuple[int, str]:
+        return self.level_order.get(level, 0), level
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "period": self.period,
+            "as_of": self.today.isoformat(),
+            "reports": [item.to_dict() for item in self.reports],
+            "levels": [
+                {"level": level, **rates.to_dict()} for level, rates in sorted(self.levels().items(), key=lambda i: self._rank(i[0]))
+            ],
+            "report_types": [
+                {"level": level, "report_type": report_type, **rates.to_dict()}
+                for (level, report_type), rates in sorted(self.by_report_type().items(), key=lambda i: (self._rank(i[0][0]), i[0][1]))
+            ],
+        }
+
+
+def completeness(
+    units: Units,
+    schedules: Sequence[Schedule],
+    subs: dict[tuple[str, str, str], Submission],
+    period: str,
+    *,
+    today: date,
+    report_type: str | None = None,
+    level: str | None = None,
+    within: Iterable[str] | None = None,
+) -> Completeness:
+    """Judge every report expected for `period` (a period of the schedules' type) as of `today`.
+
+    `within` limits the units to those codes (a node's subtree); None means all."""
+    kind = period_type(period) if bounds(period) else None  # bounds() refuses what is not a period
+    scope = None if within is None else set(within)
+    result = Completeness(period, today)
+    for schedule in schedules:
+        if schedule.period_type != kind:
+            continue
+        if (report_type and schedule.report_type != report_type) or (level and schedule.level != level):
+            continue
+        due = schedule.due(period)
+        for unit in units:
+            if (scope is not None and unit.code not in scope) or not is_expected(unit, schedule, period):
+                continue
+            sub = subs.get((unit.code, schedule.report_type, period))
+            result.reports.append(Expected(unit, schedule, period, due, judge(sub, due, today), sub))
+    for item in result.reports:
+        depth = len(units.ancestors(item.unit.code))
+        result.level_order[item.unit.level] = min(depth, result.level_order.get(item.unit.level, depth))
+    result.reports.sort(key=lambda e: (result._rank(e.unit.level), e.schedule.report_type, e.unit.code))
+    return result
+
+
+def owed(
+    units: Units, schedules: Schedules, subs: dict[tuple[str, str, str], Submission], own: Iterable[str], today: date
+) -> list[dict[str, Any]]:
+    """What `own` units have not submitted for the previous, current and next period of each
+    of their schedules, soonest due first; `overdue` when the due day has passed."""
+    out: list[dict[str, Any]] = []
+    for code in own:
+        unit = units.get(records.nfc(code))
+        if unit is None:
+            continue
+        for schedule in schedules.for_level(unit.level):
+            current = containing(today, schedule.period_type)
+            for period in (shift(current, -1), current, shift(current, 1)):
+                if not is_expected(unit, schedule, period) or (unit.code, schedule.report_type, period) in subs:
+                    continue
+                due = schedule.due(period)
+                out.append(
+                    {
+                        "unit": unit.code,
+                        "report_type": schedule.report_type,
+                        "report_name": schedule.name,
+                        "period": period,
+                        "due": due.isoformat(),
+                        "days_left": (due - today).days,
+                        "overdue": today > due,
+                    }
+                )
+    out.sort(key=lambda item: (item["due"], item["unit"], item["report_type"]))
+    return out
