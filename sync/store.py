@@ -445,6 +445,19 @@ class Store:
                 [(r.id, r.version, r.code, r.reason, now) for r in refusals],
             )
 
+    def reparent(self, parent_id: str) -> int:
+        """Forget the old parent's cursors (this node moves to a new parent): the next session
+        starts from the beginning of this node's change log, and the new parent's downward
+        queue from its start. Records received from the old parent stay. Returns how many
+        change-log entries will go up."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE uplink SET parent_id = ?, address = '', connected = 0, acked = 0, "
+                "down_epoch = '', down_applied = 0, down_fingerprint = x''",
+                (parent_id,),
+            )
+            return int(db.execute("SELECT count(*) FROM changelog WHERE up = 1").fetchone()[0])
+
     def set_uplink(self, **values: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in values)
         with self._write() as db:

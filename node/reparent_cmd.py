@@ -1,0 +1,51 @@
+"""`lienthong reparent`: move a node under a new parent (a merger of units or provinces)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import click
+import tomlkit
+
+from lienthong.config import settings as config
+from lienthong.sync.store import Store
+
+from . import runtime
+from .cli_common import DIR_OPTION, load_settings
+
+
+@click.command()
+@DIR_OPTION
+@click.option("--parent", "address", required=True, metavar="HOST:PORT", help="The new parent node's address.")
+@click.option("--parent-id", default="", help="The new parent's node id; when given, its certificate must carry it.")
+def reparent(node_dir: Path, address: str, parent_id: str) -> None:
+    """Move this node under a new parent: it sends the new parent its whole history (its own
+    records and its descendants'), which the new parent stores exactly once; the old parent
+    keeps what it had. Run it with the node stopped; start the node again afterwards."""
+    settings = load_settings(node_dir)
+    path = node_dir / config.CONFIG_FILE
+    document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    parent = document.setdefault("parent", tomlkit.table())
+    old_address, old_id = settings.parent.address, settings.parent.id
+    parent["address"], parent["id"] = address, parent_id
+    config.validate(tomllib.loads(tomlkit.dumps(document)))  # a bad address fails here, naming the field
+    if parent_id and parent_id == settings.node.id:
+        raise config.ConfigError(f"parent.id: a node cannot be its own parent (got {parent_id!r})", "give the new parent's id")
+    with runtime.run_lock(node_dir):  # refuses while the node runs
+        store = Store.open(node_dir / runtime.STORE_FILE)
+        try:
+            entries = store.reparent(parent_id)
+        finally:
+            store.close()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(tomlkit.dumps(document), encoding="utf-8")
+        tmp.rename(path)
+    from .cli import audited
+
+    audited(node_dir, "admin.command", "reparent", old_parent=old_address, old_parent_id=old_id, parent=address, parent_id=parent_id)
+    click.echo(f"Moved {settings.node.id} from {old_address or 'no parent'} to {address}{f' ({parent_id})' if parent_id else ''}.")
+    click.echo(
+        f"On its next start it sends the new parent its whole history ({entries} change-log entries); the old parent keeps its copy."
+    )
+    click.echo(f"Next: lienthong run --dir {node_dir}")
