@@ -140,6 +140,11 @@ class Definitions:
     indicators: frozenset[str]
     report_types: frozenset[str]
     own_units: frozenset[str]  # the units this node answers for
+    # Why a value of (indicator code, period) must be refused — a derived indicator, or a
+    # period of the wrong type — as (code, Vietnamese, English), or None. None: no catalogue.
+    check_value: Callable[[str, str], tuple[str, str, str] | None] | None = None
+    # Only the province issues definitions (every tier refuses definitions it did not sign).
+    may_define: bool = True
 
     def subtree(self) -> frozenset[str]:
         """This node's own units and every unit below them in the registry."""

@@ -60,6 +60,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Mã chỉ tiêu {value} không có trong bộ chỉ tiêu được ban hành; kiểm tra lại mã chỉ tiêu.",
         "Indicator code {value} is not in the approved indicator set; check the indicator code.",
     ),
+    "definition_not_provincial": (
+        "Chỉ nút cấp tỉnh được ban hành danh mục (đơn vị, chỉ tiêu, lịch báo cáo); hãy nạp danh mục tại nút cấp tỉnh.",
+        "Only the provincial node issues definitions (units, indicators, report schedules); load them at the province.",
+    ),
     "unknown_report_type": (
         "Loại báo cáo {value} không có trong danh mục báo cáo; kiểm tra lại mã loại báo cáo.",
         "Report type {value} is not in the report schedule; check the report type code.",
@@ -129,6 +133,8 @@ class Validator:
 
     def check(self, line: int, item: Keyed) -> RowError | None:
         d = self.d
+        if item.kind == records.DEFINITION and not d.may_define:
+            return _error(line, "kind", "definition_not_provincial", item.unit)
         if d.units:
             if item.unit not in d.units:
                 return _error(line, "unit", "unknown_unit", item.unit)
@@ -138,6 +144,12 @@ class Validator:
             code = records.BODY_TYPES[item.kind].FromString(item.body).indicator
             if code not in d.indicators:
                 return _error(line, "indicator", "unknown_indicator", code)
+            if d.check_value is not None:
+                period = records.BODY_TYPES[item.kind].FromString(item.body).period
+                refusal = d.check_value(code, period)
+                if refusal is not None:
+                    field = "indicator" if refusal[0] == "derived_indicator" else "period"
+                    return RowError(line, field, refusal[0], refusal[1], refusal[2])
         if item.kind == records.REPORT and d.report_types:
             code = records.BODY_TYPES[item.kind].FromString(item.body).report_type
             if code not in d.report_types:

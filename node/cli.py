@@ -263,7 +263,7 @@ def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ..
     store = runtime.open_store(node_dir, settings)
     refused_any = False
     try:
-        sink = StoreSink(store, HybridClock(store.max_version()), node_dir, runtime.own_units(settings))
+        sink = StoreSink(store, HybridClock(store.max_version()), node_dir, runtime.own_units(settings), settings.node.mode == "provincial")
         limits = Limits(max_file_bytes=settings.ingest.max_file_mb * 1024 * 1024)
         for path in files:
             inbox = Inbox(agency=agency, path=path.resolve().parent, adapter=adapter_name)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lienthong.adapters.base import Definitions
 from lienthong.sync import records
+from lienthong.sync.catalogue import Catalogue
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.store import FileWriter, Store
 
@@ -42,8 +43,9 @@ class _Writer:
 class StoreSink:
     """Commits ingested files into the node's store (one transaction per file)."""
 
-    def __init__(self, store: Store, clock: HybridClock, node_dir: Path, own_units: list[str]) -> None:
+    def __init__(self, store: Store, clock: HybridClock, node_dir: Path, own_units: list[str], provincial: bool = True) -> None:
         self.store = store
+        self.provincial = provincial
         self.clock = clock
         self.blobs = node_dir / BLOBS
         self.own_units = frozenset(own_units)
@@ -72,7 +74,15 @@ class StoreSink:
                 indicators.add(body.code)
             elif body.type in ("report_type", "report_schedule"):
                 report_types.add(str(fields.get("report_type") or body.code))
-        return Definitions(units, frozenset(indicators), frozenset(report_types), self.own_units)
+        catalogue = Catalogue.from_store(self.store) if indicators else None
+
+        def check_value(code: str, period: str) -> tuple[str, str, str] | None:
+            refusal = catalogue.check_value(code, period) if catalogue is not None else None
+            return (refusal.code, refusal.message_vi, refusal.message_en) if refusal is not None else None
+
+        return Definitions(
+            units, frozenset(indicators), frozenset(report_types), self.own_units, check_value=check_value, may_define=self.provincial
+        )
 
     def store_blob(self, path: Path) -> str:
         """Copy `path` into blobs/ab/abcdef… named by its SHA-256 (temp file, then rename)."""

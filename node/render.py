@@ -33,6 +33,14 @@ def print_status(data: dict[str, Any]) -> None:
     counts = ", ".join(f"{n} {kind}" for kind, n in data["records"].items())
     console.print(f"  records: {counts}; change log head {node['head']}")
     _print_owed(console, data.get("reports_owed") or [], data.get("schedule_problems") or [])
+    feedback = data.get("feedback") or {}
+    if feedback.get("open"):
+        overdue = f", [red]{feedback['overdue']} overdue[/]" if feedback["overdue"] else ""
+        console.print(f"  citizen feedback: {feedback['open']} open{overdue}")
+        for item in feedback["overdue_items"]:
+            console.print(
+                f"    {item['source_id'] or item['id']} ({item['state']}, {item['assignee'] or 'unassigned'}): due {item['due_at']}"
+            )
     parent = data["parent"]
     if parent:
         console.print(

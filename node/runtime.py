@@ -164,7 +164,7 @@ def start_intake(node_dir: Path, settings: Settings, store: Store, loop: asyncio
                 registry.get(inbox.adapter)
             except UnknownAdapter as exc:
                 raise ConfigError(f"inbox.{agency}.adapter: {exc}", "use a name from `lienthong adapters list`") from None
-    sink = StoreSink(store, HybridClock(store.max_version()), node_dir, own_units(settings))
+    sink = StoreSink(store, HybridClock(store.max_version()), node_dir, own_units(settings), settings.node.mode == "provincial")
     limits = Limits(max_file_bytes=settings.ingest.max_file_mb * 1024 * 1024)
 
     def handle(path: Path, inbox: Inbox) -> None:

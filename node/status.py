@@ -12,6 +12,7 @@ from typing import Any
 
 from lienthong.config.settings import Settings
 from lienthong.sync import completeness
+from lienthong.sync import feedback as feedback_items
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.schedule import Schedules, today_in_vietnam
 from lienthong.sync.store import Store
@@ -66,6 +67,7 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
             "ingest": {**store.file_totals(), "recent": [{**f, "at": iso(f["at"])} for f in store.recent_files()]},
         }
         out["reports_owed"], out["schedule_problems"] = reports_owed(store, settings)
+        out["feedback"] = feedback_items.status_summary(store, dt.datetime.now(dt.UTC))
         if settings.parent.address:
             up = store.uplink_state()
             out["parent"] = {

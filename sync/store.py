@@ -687,12 +687,21 @@ class Store:
             row = db.execute("SELECT child FROM child_units WHERE unit = ?", (unit,)).fetchone()
             if row is None:
                 db.execute("INSERT INTO child_units VALUES (?, ?)", (unit, child))
-                db.execute(
-                    "INSERT INTO downqueue(child, rid) SELECT ?, rid FROM records "
-                    "WHERE unit = ? AND kind IN (?, ?) AND via != ? ORDER BY rid",
-                    (child, unit, records.FEEDBACK, records.FEEDBACK_EVENT, child),
-                )
+                self._queue_feedback_for(db, child)
             self._unit_owner[unit] = row[0] if row else child
+
+    def _queue_feedback_for(self, db: sqlite3.Connection, child: str) -> None:
+        """A child claimed a unit: queue the feedback it must now hold — items of its units, their
+        events, and items assigned to its units before it first connected, with their history."""
+        from . import feedback  # it imports this module
+
+        rows = db.execute(
+            "SELECT rid, kind, unit, via, envelope FROM records WHERE kind IN (?, ?) AND via != ? ORDER BY rid",
+            (records.FEEDBACK, records.FEEDBACK_EVENT, child),
+        ).fetchall()
+        queued = {rid for (rid,) in db.execute("SELECT rid FROM downqueue WHERE child = ?", (child,))}
+        wanted = sorted({rid for target, rid in feedback.down_routes(db, rows, self) if target == child} - queued)
+        db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", [(child, rid) for rid in wanted])
 
     def _route_down(self, db: sqlite3.Connection, ids: Sequence[bytes]) -> None:
         """Queue newly written records for the children that must receive them:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from . import records
+from .errors import InputError
 from .store import Store
 
 
@@ -39,8 +40,15 @@ class Unit:
         return (self.valid_from is None or self.valid_from <= end) and (self.valid_to is None or start < self.valid_to)
 
 
-def _day(text: object) -> date | None:
-    return date.fromisoformat(str(text)) if text else None
+def _day(text: object, code: str, field: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(str(text))
+    except ValueError:
+        raise InputError(
+            f"unit {code}: {field} {text!r} is not a date (YYYY-MM-DD)", "correct the unit definition at the province and send it again"
+        ) from None
 
 
 class Units:
@@ -68,8 +76,8 @@ class Units:
                     name=str(fields.get("name", "")),
                     level=str(fields.get("level", "")),
                     parent=records.nfc(str(fields.get("parent", "") or "")),
-                    valid_from=_day(fields.get("valid_from")),
-                    valid_to=_day(fields.get("valid_to")),
+                    valid_from=_day(fields.get("valid_from"), body.code, "valid_from"),
+                    valid_to=_day(fields.get("valid_to"), body.code, "valid_to"),
                     successor=records.nfc(str(fields.get("successor", "") or "")),
                 )
             )

@@ -222,3 +222,28 @@ def test_the_lists_are_recognised_without_naming_the_adapter(make_node: MakeNode
     )
     assert out.stdout.count("[definitions-csv]") == 3
     assert "report-schedule.csv: 4 imported" in out.stdout
+
+
+def test_ingest_refuses_values_the_catalogue_forbids_and_definitions_below_the_province(make_node: MakeNode, tmp_path: Path) -> None:
+    """A derived indicator's value and a value for the wrong period type are refused row by row with
+    the catalogue's reason; a subordinate node cannot issue definitions; the valid rows are taken."""
+    province = make_node("86")
+    rollup = Path(__file__).parent / "testdata" / "rollup"
+    cli("ingest", "--dir", str(province), "--adapter", "definitions-csv", str(rollup / "units.csv"), str(rollup / "indicators.csv"))
+    rows = [
+        {"kind": "indicator", "indicator": "KTXH.PA.03", "unit": "86", "period": "2026-10", "value": 90},
+        {"kind": "indicator", "indicator": "KTXH.DS.01", "unit": "86", "period": "2026-10", "value": 1000},
+        {"kind": "indicator", "indicator": "KTXH.NS.01", "unit": "86", "period": "2026-10", "value": 12},
+    ]
+    values = tmp_path / "values.jsonl"
+    values.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = cli("ingest", "--dir", str(province), str(values), check=False)
+    assert result.returncode == 1
+    assert "never reported" in result.stderr and "is a monthly period" in result.stderr
+    listed = json.loads(cli("query", "--dir", str(province), "indicators", "--json").stdout)
+    assert [(r["indicator"], r["period"]) for r in listed] == [("KTXH.NS.01", "2026-10")]
+
+    commune = make_node("86-28894", parent="127.0.0.1:1")
+    refused = cli("ingest", "--dir", str(commune), "--adapter", "definitions-csv", str(rollup / "units.csv"), check=False)
+    assert refused.returncode == 1 and "Only the provincial node issues definitions" in refused.stderr
+    assert json.loads(cli("status", "--dir", str(commune), "--json").stdout)["records"]["definition"] == 0
