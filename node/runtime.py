@@ -285,10 +285,12 @@ class Node:
 
                     def refused(peer: str, kind: str, exc: LienthongError) -> None:
                         self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)
-                        if kind == "refused":
-                            audit_log.append("connection.refused", peer, {"error": exc.message})
+                        if kind in ("refused", "handshake"):
+                            audit_log.append("connection.refused", peer, {"error": exc.message, "stage": kind})
 
-                    server, self.port, health = await transport.serve(settings.server.listen, paths.load, sessions.serve, refused)
+                    server, self.port, health = await transport.serve(
+                        settings.server.listen, paths.load, sessions.serve, refused, revocations.revoked
+                    )
                 intake = start_intake(self.dir, settings, store, loop, changes)
                 if settings.server.enroll_listen:
                     if not settings.tls.ca_dir:

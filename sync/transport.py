@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .errors import HandshakeRefused, LienthongError, ProtocolError, ReplicationError, TrustError
+from .tls_front import TlsFront, Verified
 from .wire import replication_pb2 as wire
 from .wire import replication_pb2_grpc as wire_grpc
 
@@ -137,28 +138,25 @@ class Peer:
 Handler = Callable[[Peer, str, _GrpcStream], Awaitable[None]]
 
 
-def peer_identity(context: grpc.aio.ServicerContext) -> Peer:
-    """The node id bound into the peer's verified certificate (its common name) and the certificate's serial."""
-    from cryptography import x509
-
-    auth = context.auth_context()
-    names = auth.get("x509_common_name") or []
-    pems = auth.get("x509_pem_cert") or []
-    if len(names) != 1 or len(pems) != 1:
-        raise TrustError("the peer's certificate carries no node id", "issue it from the provincial CA with `lienthong init --ca`")
-    serial = format(x509.load_pem_x509_certificate(pems[0]).serial_number, "x")
-    return Peer(names[0].decode(), serial)
-
-
 class _Servicer(wire_grpc.ReplicationServicer):
-    def __init__(self, handler: Handler, on_refused: Callable[[str, str, LienthongError], None]) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        on_refused: Callable[[str, str, LienthongError], None],
+        identify: Callable[[str], Verified | None],
+    ) -> None:
         self._handler = handler
         self._on_refused = on_refused
+        self._identify = identify
 
     async def Sync(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802 (gRPC's name)
-        peer = context.peer()
+        grpc_peer = context.peer()
+        verified = self._identify(grpc_peer)
+        peer = verified.address if verified else grpc_peer
         try:
-            await self._handler(peer_identity(context), peer, _GrpcStream(context.read, context.write))
+            if verified is None:
+                raise TrustError("a connection reached the replication server without passing its TLS front", "connect with mTLS")
+            await self._handler(Peer(verified.node_id, verified.serial), peer, _GrpcStream(context.read, context.write))
         except (HandshakeRefused, TrustError) as exc:
             self._on_refused(peer, "refused", exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)
@@ -169,53 +167,50 @@ class _Servicer(wire_grpc.ReplicationServicer):
             self._on_refused(peer, "link", exc)
 
 
-def _server_credentials(tls: TlsFiles | Callable[[], TlsFiles]) -> grpc.ServerCredentials:
-    """Fixed credentials for fixed files; for a loader, credentials that pick up a renewed
-    certificate at the next handshake (gRPC asks the fetcher before each one)."""
-    if isinstance(tls, TlsFiles):
-        return grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca, require_client_auth=True)
-    loader = tls
-    current = [loader()]
+@dataclass
+class Server:
+    """The running replication server: the TLS front and the gRPC server behind it."""
 
-    def configuration(files: TlsFiles) -> Any:
-        return grpc.ssl_server_certificate_configuration([(files.key, files.cert)], root_certificates=files.ca)
-
-    def fetch() -> Any:
-        try:
-            files = loader()
-        except LienthongError:
-            return None  # mid-renewal or removed: keep serving with what we have
-        if files == current[0]:
-            return None
-        current[0] = files
-        return configuration(files)
-
-    return grpc.dynamic_ssl_server_credentials(configuration(current[0]), fetch, require_client_authentication=True)
+    grpc_server: grpc.aio.Server
+    front: TlsFront
 
 
 async def serve(
-    listen: str, tls: TlsFiles | Callable[[], TlsFiles], handler: Handler, on_refused: Callable[[str, str, LienthongError], None]
-) -> tuple[grpc.aio.Server, int, health.HealthServicer]:
+    listen: str,
+    tls: TlsFiles | Callable[[], TlsFiles],
+    handler: Handler,
+    on_refused: Callable[[str, str, LienthongError], None],
+    revoked: Callable[[str], bool] | None = None,
+) -> tuple[Server, int, health.HealthServicer]:
     """Start the mTLS replication server; returns it, its bound port and its health service.
 
-    Every connection must present a certificate from the CA (`require_client_auth`);
-    plaintext and unknown-CA peers are refused in the TLS handshake. Given a loader
-    instead of files, a renewed certificate is served from the next handshake on.
+    TLS is terminated by the node's own front (tls_front.py): every connection must
+    present a certificate from the CA, and every refused handshake (plaintext, no
+    certificate, another CA, expired, revoked, TLS below 1.2) is reported to
+    `on_refused` with kind "handshake". Given a loader instead of files, a renewed
+    certificate is served from the next connection on.
     """
+    loader = (lambda: tls) if isinstance(tls, TlsFiles) else tls
+    loader()  # unreadable files fail here, before anything listens
+
+    def handshake_refused(address: str, reason: str) -> None:
+        on_refused(address, "handshake", HandshakeRefused(reason, "the peer needs a valid certificate from the provincial CA"))
+
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    wire_grpc.add_ReplicationServicer_to_server(_Servicer(handler, on_refused), server)
+    front = TlsFront(loader, 0, handshake_refused, revoked)
+    wire_grpc.add_ReplicationServicer_to_server(_Servicer(handler, on_refused, front.identity), server)
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    credentials = _server_credentials(tls)
-    try:
-        port = server.add_secure_port(listen, credentials)
-    except RuntimeError:
-        port = 0
-    if port == 0:
-        raise ReplicationError(f"cannot listen on {listen}", "choose a free port or stop the program that holds it")
+    backend = server.add_insecure_port("127.0.0.1:0")  # loopback only, reached through the front
+    front.backend_port = backend
     await server.start()
+    try:
+        port = await front.start(listen)
+    except BaseException:
+        await server.stop(None)
+        raise
     await _set_serving(health_servicer, True)
-    return server, port, health_servicer
+    return Server(server, front), port, health_servicer
 
 
 async def _set_serving(servicer: Any, serving: bool) -> None:
@@ -228,9 +223,10 @@ async def _set_serving(servicer: Any, serving: bool) -> None:
         await result
 
 
-async def stop(server: grpc.aio.Server, health_servicer: Any, grace: float) -> None:
+async def stop(server: Server, health_servicer: Any, grace: float) -> None:
     await _set_serving(health_servicer, False)
-    await server.stop(grace)
+    await server.front.stop()
+    await server.grpc_server.stop(grace)
 
 
-__all__ = ["Peer", "TlsFiles", "connect", "peer_identity", "serve", "stop", "wire"]
+__all__ = ["Peer", "Server", "TlsFiles", "connect", "serve", "stop", "wire"]

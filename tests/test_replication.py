@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from structlog.testing import capture_logs
 
 from lienthong.node import ca, tls
@@ -32,19 +35,52 @@ def indicator(i: int, unit: str = "86-28894") -> dict[str, object]:
     return {"kind": "indicator", "indicator": f"I.{i}", "unit": unit, "period": "2026-10", "value": i}
 
 
+def expired_tls(ca_dir: Path, base: Path, node_id: str) -> transport.TlsFiles:
+    """A genuine certificate from the CA for `node_id` whose validity ended yesterday."""
+    good = node_tls(ca_dir, base / "expired", node_id)
+    old = x509.load_pem_x509_certificate(good.cert)
+    ca_key, ca_cert = ca.load_ca(ca_dir)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=31))
+        .not_valid_after(now - dt.timedelta(days=1))
+    )
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    cert = builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    return transport.TlsFiles(ca=good.ca, cert=cert, key=good.key)
+
+
 @contextlib.asynccontextmanager
-async def province(tmp_path: Path, ca_dir: Path) -> AsyncIterator[tuple[Store, int]]:
+async def province_with_refusals(
+    tmp_path: Path, ca_dir: Path, revoked: frozenset[str] = frozenset()
+) -> AsyncIterator[tuple[Store, int, list[tuple[str, str]], int]]:
     store = Store.create(tmp_path / "86.db", "86")
-    refused: list[str] = []
+    refused: list[tuple[str, str]] = []
     sessions = ChildSession(store, FAST, Changes(), Children())
     server, port, health = await transport.serve(
-        "127.0.0.1:0", node_tls(ca_dir, tmp_path, "86", "provincial"), sessions.serve, lambda peer, kind, exc: refused.append(exc.message)
+        "127.0.0.1:0",
+        node_tls(ca_dir, tmp_path, "86", "provincial"),
+        sessions.serve,
+        lambda peer, kind, exc: refused.append((kind, exc.message)),
+        lambda serial: serial in revoked,
     )
     try:
-        yield store, port
+        yield store, port, refused, server.front.backend_port
     finally:
         await transport.stop(server, health, 0)
         store.close()
+
+
+@contextlib.asynccontextmanager
+async def province(tmp_path: Path, ca_dir: Path) -> AsyncIterator[tuple[Store, int]]:
+    async with province_with_refusals(tmp_path, ca_dir) as (store, port, _, _):
+        yield store, port
 
 
 @contextlib.asynccontextmanager
@@ -127,13 +163,24 @@ async def _attempt(port: int, credentials: grpc.ChannelCredentials | None, hello
         await channel.close()
 
 
-@pytest.mark.parametrize("case", ["plaintext", "no_client_certificate", "other_ca", "wrong_identity"])
+REFUSAL_REASONS = {
+    "plaintext": "not TLS (plaintext)",
+    "no_client_certificate": "no client certificate",
+    "other_ca": "certificate refused: unable to get local issuer certificate",
+    "expired": "certificate refused: certificate has expired",
+    "revoked": "is revoked",
+}
+
+
+@pytest.mark.parametrize("case", ["plaintext", "no_client_certificate", "other_ca", "expired", "revoked", "wrong_identity"])
 def test_mtls_refuses_unauthenticated_peers(tmp_path: Path, ca_dir: Path, case: str) -> None:
-    """Plaintext, no client certificate, another CA's certificate and a mismatched identity are all refused; nothing is stored."""
+    """Plaintext, no client certificate, another CA's certificate, an expired or a revoked certificate and a
+    mismatched identity are all refused, each reported with its reason (the node audits it); nothing is stored."""
+    good = node_tls(ca_dir, tmp_path, "86-28894")
+    revoked = frozenset({format(x509.load_pem_x509_certificate(good.cert).serial_number, "x")}) if case == "revoked" else frozenset()
 
     async def main() -> None:
-        async with province(tmp_path, ca_dir) as (prov, port):
-            good = node_tls(ca_dir, tmp_path, "86-28894")
+        async with province_with_refusals(tmp_path, ca_dir, revoked) as (prov, port, refused, _):
             other_ca = tmp_path / "other-ca"
             ca.init_ca(other_ca, "Rogue CA")
             rogue = node_tls(other_ca, tmp_path / "rogue", "86-28894")
@@ -142,8 +189,12 @@ def test_mtls_refuses_unauthenticated_peers(tmp_path: Path, ca_dir: Path, case: 
                     code = await _attempt(port, None)
                 elif case == "no_client_certificate":
                     code = await _attempt(port, grpc.ssl_channel_credentials(root_certificates=good.ca))
-                elif case == "other_ca":
-                    creds = grpc.ssl_channel_credentials(root_certificates=good.ca, private_key=rogue.key, certificate_chain=rogue.cert)
+                elif case in ("other_ca", "expired"):
+                    bad = rogue if case == "other_ca" else expired_tls(ca_dir, tmp_path, "86-29077")
+                    creds = grpc.ssl_channel_credentials(root_certificates=good.ca, private_key=bad.key, certificate_chain=bad.cert)
+                    code = await _attempt(port, creds)
+                elif case == "revoked":
+                    creds = grpc.ssl_channel_credentials(root_certificates=good.ca, private_key=good.key, certificate_chain=good.cert)
                     code = await _attempt(port, creds)
                 else:
                     creds = grpc.ssl_channel_credentials(root_certificates=good.ca, private_key=good.key, certificate_chain=good.cert)
@@ -152,12 +203,32 @@ def test_mtls_refuses_unauthenticated_peers(tmp_path: Path, ca_dir: Path, case: 
                 assert code == grpc.StatusCode.PERMISSION_DENIED
                 refusal = [e for e in logs if e["event"] == "link.refused"]
                 assert refusal and refusal[0]["claimed"] == "86-29077" and refusal[0]["peer"] == "86-28894"
+                assert [kind for kind, _ in refused] == ["refused"]
             else:
                 assert code == grpc.StatusCode.UNAVAILABLE
+                assert [kind for kind, _ in refused] == ["handshake"], refused
+                assert REFUSAL_REASONS[case] in refused[0][1], refused
             assert prov.children() == [] and prov.record_versions() == set()
+            if case == "revoked":
+                return
             # A well-behaved child still gets in afterwards.
             creds = grpc.ssl_channel_credentials(root_certificates=good.ca, private_key=good.key, certificate_chain=good.cert)
             assert await _attempt(port, creds) is None
+
+    asyncio.run(main())
+
+
+def test_a_connection_around_the_tls_front_is_refused(tmp_path: Path, ca_dir: Path) -> None:
+    """The gRPC server behind the TLS front listens on loopback only; a local process that connects to
+    it directly, without TLS, has no identity and is refused."""
+
+    async def main() -> None:
+        async with province_with_refusals(tmp_path, ca_dir) as (prov, port, refused, backend):
+            assert backend != port
+            code = await _attempt(backend, None)
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            assert refused and "without passing its TLS front" in refused[0][1]
+            assert prov.children() == []
 
     asyncio.run(main())
 

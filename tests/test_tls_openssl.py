@@ -1,7 +1,8 @@
-"""The node's TLS seen by a client this project did not write (openssl s_client)."""
+"""The node's TLS seen by a client this project did not write (openssl s_client); each refusal is audited."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import MakeNode, listen_address
-from .helpers import NodeProcess, running, status, wait_until
+from .helpers import NodeProcess, cli, running, status, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")]
 
@@ -27,7 +28,8 @@ def s_client(address: str, ca: Path, *args: str) -> str:
 
 
 def test_server_demands_a_client_certificate_and_refuses_old_tls(make_node: MakeNode) -> None:
-    """The server sends a certificate request, drops a client without one, and refuses TLS below 1.2."""
+    """The server sends a certificate request, refuses a client without one with a TLS alert, refuses
+    TLS below 1.2, and writes each refused handshake to its audit log with the reason."""
     province = make_node("86")
     address = listen_address(province)
     ca = province / "tls" / "ca.crt"
@@ -37,6 +39,13 @@ def test_server_demands_a_client_certificate_and_refuses_old_tls(make_node: Make
             text = s_client(address, ca, version)
             assert "read server certificate request" in text, text
             assert "Verify return code: 0 (ok)" in text  # the server's certificate chains to the province's CA
-            assert "unexpected eof" in text  # no client certificate: the server hangs up, no application data
+            # No client certificate: the server ends the handshake with an alert, no application data.
+            assert "alert handshake failure" in text or "alert certificate required" in text, text
         old = s_client(address, ca, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
         assert "Cipher is (NONE)" in old and "read server hello" not in old
+    cli("audit", "export", "--dir", str(province), str(province / "audit.jsonl"))
+    refused = [json.loads(line) for line in (province / "audit.jsonl").read_text().splitlines() if '"connection.refused"' in line]
+    reasons = [e["details"]["error"] for e in refused]
+    assert reasons.count("no client certificate") == 2, reasons
+    assert any(r.startswith("TLS version refused") for r in reasons), reasons
+    assert all(e["details"]["stage"] == "handshake" and e["subject"].startswith("127.0.0.1:") for e in refused)
