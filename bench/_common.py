@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lienthong.node.tls import NodeTlsPaths
 from lienthong.sync import clock, records
+from lienthong.sync.provenance import Signer, signing_key_path
 from lienthong.sync.store import Store
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -133,13 +135,19 @@ def fields_for(unit: str, i: int, pad: int = 0) -> dict[str, Any]:
     return f
 
 
-def prefill(store_path: Path, n: int, pad: int = 0, chunk: int = CHUNK, start: int = 0) -> dict[str, Any]:
-    """Write `n` local records into the store at `store_path` (the node must not run).
+def prefill(store_path: Path, n: int, pad: int = 0, chunk: int = CHUNK, start: int = 0, tls: NodeTlsPaths | None = None) -> dict[str, Any]:
+    """Write `n` local records into the store at `store_path` (the node must not run), sealed
+    with the node's signing key as the node itself seals them (one seal per chunk).
 
-    Returns how long it took, the store's change-log head and the envelope bytes.
+    `tls`: the node's TLS files (default: the node directory's tls/). Returns how long it
+    took, the store's change-log head and the envelope bytes.
     """
     t0 = time.monotonic()
+    tls = tls or NodeTlsPaths(
+        store_path.parent / "tls" / "ca.crt", store_path.parent / "tls" / "node.crt", store_path.parent / "tls" / "node.key"
+    )
     store = Store.open(store_path)
+    store.signer = Signer.load(store.node_id, signing_key_path(tls.key), tls.cert, tls.ca)
     try:
         origin = store.node_id
         hlc = clock.HybridClock(store.latest_version())

@@ -128,7 +128,7 @@ def prepare(kids: Path, ca: Path, n: int, records: int, pad: int) -> dict[str, A
         path, tls_paths = child_paths(kids, cid)
         Store.create(path, cid).close()
         issue_node(ca, tls_paths, cid, "district", [])
-        facts = prefill(path, records, pad)
+        facts = prefill(path, records, pad, tls=tls_paths)
         heads[cid] = facts["head"]
         nbytes += facts["envelope_bytes"]
     return {"heads": heads, "envelope_bytes": nbytes, "prepare_s": time.monotonic() - t0}

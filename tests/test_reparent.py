@@ -36,6 +36,7 @@ def test_a_node_with_100k_records_moves_to_a_new_parent_exactly_once(make_node: 
 
     # Refused while the node runs; taken when it is stopped.
     with running(NodeProcess(commune)):
+        wait_until(lambda: status(commune)["node"]["running"], timeout=30, what="the commune to run")
         refused = cli("reparent", "--dir", str(commune), "--parent", listen_address(new), check=False)
         assert refused.returncode == 1 and "already running" in refused.stderr and "Try:" in refused.stderr
     moved = cli("reparent", "--dir", str(commune), "--parent", listen_address(new), "--parent-id", "86")
