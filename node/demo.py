@@ -264,14 +264,14 @@ def _workflows(console: Console, nodes: list[DemoNode], province: DemoNode, logs
             return "the commune's resolution of the dispatched feedback did not reach the province"
         table = Table("ticket", "assigned to", "state", "due", "overdue", title=f"citizen feedback at province {province.id}")
         for item in _json("feedback", "list", "--dir", pdir, log=log):
-            table.add_row(item["source_id"], item["assignee"] or "—", item["state"], item["due_at"][:10], "yes" if item["overdue"] else "no")
+            table.add_row(
+                item["source_id"], item["assignee"] or "—", item["state"], item["due_at"][:10], "yes" if item["overdue"] else "no"
+            )
         console.print(table)
     completeness = _json("reports", "completeness", "--dir", pdir, "--period", "2026-10", log=log)
     table = Table("level", "expected", "on time", "late", "missing", "completeness %", "timeliness %", title="report completeness, 2026-10")
     for level in completeness["levels"]:
-        table.add_row(
-            level["level"], *(str(level[k]) for k in ("expected", "on_time", "late", "missing", "completeness", "timeliness"))
-        )
+        table.add_row(level["level"], *(str(level[k]) for k in ("expected", "on_time", "late", "missing", "completeness", "timeliness")))
     console.print(table)
     rollup = _json("query", "--dir", pdir, "indicators", "--rollup", "--period", "2026-10", "--unit", province.id, log=log)
     table = Table("indicator", "breakdown", "value", "rule", "units reporting", title=f"indicators rolled up to {province.id}, 2026-10")
