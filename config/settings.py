@@ -80,7 +80,7 @@ class TlsSettings(_Section):
 
 
 class ReplicationSettings(_Section):
-    batch_size: int = Field(1000, ge=1, le=10_000)
+    batch_size: int = Field(4000, ge=1, le=10_000)
     window: int = Field(8, ge=1, le=64)
     poll_interval: float = Field(0.2, gt=0, le=60)
     backoff_initial: float = Field(0.5, gt=0, le=60)
@@ -214,7 +214,7 @@ ca_dir = ""
 
 [replication]
 # Records per batch, and batches in flight before waiting for acknowledgement.
-batch_size = 1000
+batch_size = 4000
 window = 8
 # Seconds between checks for new local changes when idle.
 poll_interval = 0.2

@@ -20,6 +20,7 @@ Exactly-once effect from at-least-once delivery:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import random
 import time
@@ -84,7 +85,7 @@ class Stream(Protocol):
 
 @dataclass(frozen=True)
 class Tuning:
-    batch_size: int = 1000
+    batch_size: int = 4000
     window: int = 8
     poll_interval: float = 0.2
     backoff_initial: float = 0.5
@@ -446,6 +447,8 @@ class ChildSession:
         # Answers children's certificate renewals (the CA's home issues; a middle tier passes them up).
         self._issuer = issuer
         self._renewals: set[asyncio.Task[None]] = set()
+        # One thread decodes and verifies what children send, ahead of the writing thread.
+        self._verifying = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-verify")
         self._tuning = tuning
         self._changes = changes
         self._children = children
@@ -562,18 +565,27 @@ class ChildSession:
             try:
                 while True:
                     message = await stream.recv()
-                    await inbox.put(message)
+                    if message is not None and message.WhichOneof("msg") == "batch":
+                        # Decode and verify each batch as it arrives, on the verifying thread, while
+                        # the previous group is being written: the two overlap on two cores.
+                        raws = list(message.batch.records)
+                        prepared = loop.run_in_executor(self._verifying, store.prepare, child, raws)
+                        await inbox.put((message, prepared))
+                        continue
+                    await inbox.put((message, None))
                     if message is None:
                         return
             except BaseException as exc:
-                await inbox.put(exc)
+                await inbox.put((exc, None))
                 raise
 
+        loop = asyncio.get_running_loop()
         reader = asyncio.create_task(read())
         try:
             while True:
-                message = await inbox.get()
+                message, prepared = await inbox.get()
                 group: list[Any] = []
+                preparing: list[asyncio.Future[Any]] = []
                 rows = 0
                 while message is not None:
                     if isinstance(message, BaseException):
@@ -581,6 +593,7 @@ class ChildSession:
                     which = message.WhichOneof("msg")
                     if which == "batch":
                         group.append(message.batch)
+                        preparing.append(prepared)
                         rows += len(message.batch.records)
                     elif which == "down_ack":
                         sender.acknowledge(message.down_ack.last)
@@ -592,10 +605,11 @@ class ChildSession:
                         raise ProtocolError(f"unexpected message {which!r} from child {child}", "it reconnects by itself")
                     if rows >= GROUP_ROWS or inbox.empty():
                         break
-                    message = inbox.get_nowait()
+                    message, prepared = inbox.get_nowait()
                 if group:
                     batches = [InBatch(b.after, b.last, b.last_fingerprint, list(b.records)) for b in group]
-                    results = await asyncio.to_thread(store.apply_batches, child, epoch, batches)
+                    verified = [await p for p in preparing]
+                    results = await asyncio.to_thread(store.apply_batches, child, epoch, batches, verified)
                     for batch, refusals in zip(group, results, strict=True):
                         rejected = [wire.Rejection(id=r.id, version=r.version, code=r.code, reason=r.reason) for r in refusals]
                         await stream.send(wire.Down(ack=wire.Ack(last=batch.last, rejected=rejected)))

@@ -101,6 +101,10 @@ class InBatch:
     raws: Sequence[bytes]
 
 
+# A decoded and verified batch: (rows to store, refusals, quarantine rows).
+Prepared = tuple[list[tuple[Any, ...]], list[Refusal], list[tuple[Any, ...]]]
+
+
 @dataclass(frozen=True)
 class ChildState:
     epoch: str
@@ -556,7 +560,14 @@ class Store:
         """Apply one batch from a child and its checkpoint in one transaction (see `apply_batches`)."""
         return self.apply_batches(child, epoch, [InBatch(after, last, last_fingerprint, raws)])[0]
 
-    def apply_batches(self, child: str, epoch: str, batches: Sequence[InBatch]) -> list[list[Refusal]]:
+    def prepare(self, child: str, raws: Sequence[bytes]) -> Prepared:
+        """Decode, shape-check and verify one batch from `child` (no lock, no write): what
+        `apply_batches` takes as `prepared`, so that this can run ahead on another thread."""
+        return _prepare(child, raws, time.time(), self.verifier)
+
+    def apply_batches(
+        self, child: str, epoch: str, batches: Sequence[InBatch], prepared: Sequence[Prepared] | None = None
+    ) -> list[list[Refusal]]:
         """Apply consecutive batches from a child, and its checkpoint, in ONE transaction.
 
         Group commit: the child streams several batches ahead; applying all that
@@ -567,7 +578,8 @@ class Store:
         pins the stream. Returns each batch's refusals.
         """
         now = time.time()
-        prepared = [_prepare(child, batch.raws, now, self.verifier) for batch in batches]
+        if prepared is None:
+            prepared = [_prepare(child, batch.raws, now, self.verifier) for batch in batches]
         results: list[list[Refusal]] = []
         rows: list[tuple[Any, ...]] = []
         quarantined: list[tuple[Any, ...]] = []
@@ -619,7 +631,7 @@ class Store:
         db: sqlite3.Connection,
         child: str,
         rows: list[tuple[Any, ...]],
-        prepared: list[tuple[list[tuple[Any, ...]], list[Refusal], list[tuple[Any, ...]]]],
+        prepared: Sequence[Prepared],
         results: list[list[Refusal]],
         quarantined: list[tuple[Any, ...]],
         now: float,
@@ -832,9 +844,7 @@ def _row(env: Envelope, chash: bytes, via: str, raw: bytes) -> tuple[Any, ...]:
     return (env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, chash, via, raw)
 
 
-def _prepare(
-    child: str, raws: Sequence[bytes], now: float, verifier: provenance.Verifier | None
-) -> tuple[list[tuple[Any, ...]], list[Refusal], list[tuple[Any, ...]]]:
+def _prepare(child: str, raws: Sequence[bytes], now: float, verifier: provenance.Verifier | None) -> Prepared:
     """Decode, shape-check and verify a batch outside the write lock: (rows, refusals, quarantine rows)."""
     parse = Envelope.FromString
     check = verifier.check if verifier is not None else None
