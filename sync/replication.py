@@ -40,6 +40,8 @@ from .wire import replication_pb2 as wire
 PROTOCOL = 1
 # Rows applied in one transaction at most (group commit across consecutive batches).
 GROUP_ROWS = 20_000
+# Batches received from all children and not yet written, at most (memory bound at the parent).
+ADMITTED = 24
 # How often a live child session re-checks its certificate against the revocation list.
 REVOCATION_CHECK = 0.5
 # Certificate renewal: how often a node checks whether its certificate is due, how
@@ -449,6 +451,7 @@ class ChildSession:
         self._renewals: set[asyncio.Task[None]] = set()
         # One thread decodes and verifies what children send, ahead of the writing thread.
         self._verifying = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-verify")
+        self._admission = asyncio.Semaphore(ADMITTED)
         self._tuning = tuning
         self._changes = changes
         self._children = children
@@ -567,7 +570,12 @@ class ChildSession:
                     message = await stream.recv()
                     if message is not None and message.WhichOneof("msg") == "batch":
                         # Decode and verify each batch as it arrives, on the verifying thread, while
-                        # the previous group is being written: the two overlap on two cores.
+                        # the previous group is being written: the two overlap on two cores. At most
+                        # ADMITTED batches of all children wait here at once: a child over the limit
+                        # is not read from until others are written (gRPC flow control holds it back),
+                        # so memory stays bounded however many children send at once.
+                        await self._admission.acquire()
+                        held[0] += 1
                         raws = list(message.batch.records)
                         prepared = loop.run_in_executor(self._verifying, store.prepare, child, raws)
                         await inbox.put((message, prepared))
@@ -580,6 +588,7 @@ class ChildSession:
                 raise
 
         loop = asyncio.get_running_loop()
+        held = [0]  # admitted batches of this session not yet written
         reader = asyncio.create_task(read())
         try:
             while True:
@@ -609,7 +618,12 @@ class ChildSession:
                 if group:
                     batches = [InBatch(b.after, b.last, b.last_fingerprint, list(b.records)) for b in group]
                     verified = [await p for p in preparing]
-                    results = await asyncio.to_thread(store.apply_batches, child, epoch, batches, verified)
+                    try:
+                        results = await asyncio.to_thread(store.apply_batches, child, epoch, batches, verified)
+                    finally:
+                        for _ in group:
+                            held[0] -= 1
+                            self._admission.release()
                     for batch, refusals in zip(group, results, strict=True):
                         rejected = [wire.Rejection(id=r.id, version=r.version, code=r.code, reason=r.reason) for r in refusals]
                         await stream.send(wire.Down(ack=wire.Ack(last=batch.last, rejected=rejected)))
@@ -623,3 +637,6 @@ class ChildSession:
                     return
         finally:
             reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            for _ in range(held[0]):
+                self._admission.release()

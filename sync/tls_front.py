@@ -28,7 +28,7 @@ import structlog
 from .errors import ReplicationError
 
 HANDSHAKE_TIMEOUT = 10.0
-CHUNK = 256 * 1024
+CHUNK = 64 * 1024
 
 log = structlog.get_logger("lienthong.sync")
 
