@@ -124,6 +124,9 @@ def test_link_cut_both_ways_mid_batch_resumes_exactly_once(make_node: MakeNode) 
     proxy = TcpProxy(int(listen_address(province).rsplit(":", 1)[1]))
     try:
         child = make_node("86-28894", parent=f"127.0.0.1:{proxy.port}")
+        # Small batches, so that every cut lands in the middle of the stream, not after its end.
+        config = child / "lienthong.toml"
+        config.write_text(config.read_text().replace("batch_size = 4000", "batch_size = 500"))
         total = 60_000
         fill(child, indicator_rows(child.name, total, agency="thongke"))
         expected = own(child)
