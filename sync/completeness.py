@@ -26,14 +26,12 @@ node); the time its node first recorded it is shown beside it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 from . import clock, records
-from .errors import LienthongError
 from .schedule import VIETNAM, Schedule, Schedules, bounds, containing, period_type, shift
 from .store import Store
 from .units import Unit, Units
@@ -106,39 +104,8 @@ def submissions(store: Store, units: Iterable[str] | None = None) -> dict[tuple[
 
 
 def unit_registry(store: Store) -> Units:
-    """The unit registry (sync/units.py) with its validity dates and successors, from the
-    `unit` definitions held. Units.from_store reads the same but cannot be called yet: it
-    asks records for `Definition`, which records does not export (records.body_of does)."""
-    out = []
-    for env in store.iter_records(records.DEFINITION):
-        body = records.body_of(env)
-        if body.type != "unit":
-            continue
-        code, fields = records.nfc(body.code), json.loads(body.json or "{}")
-        out.append(
-            Unit(
-                code=code,
-                name=str(fields.get("name", "")),
-                level=str(fields.get("level", "")),
-                parent=records.nfc(str(fields.get("parent", "") or "")),
-                valid_from=_day(code, fields, "valid_from"),
-                valid_to=_day(code, fields, "valid_to"),
-                successor=records.nfc(str(fields.get("successor", "") or "")),
-            )
-        )
-    return Units(out)
-
-
-def _day(code: str, fields: dict[str, Any], name: str) -> date | None:
-    value = fields.get(name)
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        raise LienthongError(
-            f"unit {code!r}: '{name}' is not a date (got {value!r})", "the province must send it as YYYY-MM-DD in the unit definition"
-        ) from None
+    """The unit registry (sync/units.py) with its validity dates and successors."""
+    return Units.from_store(store)
 
 
 def is_expected(unit: Unit, schedule: Schedule, period: str) -> bool:

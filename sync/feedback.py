@@ -58,7 +58,7 @@ from . import records
 from .errors import InputError, LienthongError
 from .records import Envelope
 from .store import Store
-from .units import Unit, Units
+from .units import Units
 
 DEFAULT_DUE_DAYS = 7
 CATEGORY_DEFINITION = "feedback_category"
@@ -355,17 +355,7 @@ def load(store: Store) -> Folded:
 
 def unit_registry(store: Store) -> Units:
     """The unit registry (sync/units.py) from the `unit` definitions held."""
-    # Units.from_store would do, but reads `records.Definition`, which records does not export.
-    out = []
-    for env in store.iter_records(records.DEFINITION):
-        body = records.body_of(env)
-        if body.type == "unit":
-            fields = json.loads(body.json or "{}")
-            parent = records.nfc(str(fields.get("parent") or ""))
-            out.append(
-                Unit(code=records.nfc(body.code), name=str(fields.get("name", "")), level=str(fields.get("level", "")), parent=parent)
-            )
-    return Units(out)
+    return Units.from_store(store)
 
 
 def _due_days(store: Store) -> dict[str, int]:

@@ -238,3 +238,30 @@ class TcpProxy:
         self._closed = True
         self.listener.close()
         self.cut()
+
+
+def reissue(cert_pem: bytes, ca_dir: Path, not_before_days: float, not_after_days: float) -> Any:
+    """The same certificate (subject, key, extensions) signed again by the CA with another
+    validity, in days from now (negative: in the past), and a new serial."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from lienthong.node import ca
+
+    old = x509.load_pem_x509_certificate(cert_pem)
+    ca_key, ca_cert = ca.load_ca(ca_dir)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + dt.timedelta(days=not_before_days))
+        .not_valid_after(now + dt.timedelta(days=not_after_days))
+    )
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    return builder.sign(ca_key, hashes.SHA256())

@@ -247,7 +247,7 @@ def test_a_unit_definition_with_a_bad_date_is_named(tmp_path: Path) -> None:
     try:
         bad = {"kind": "definition", "type": "unit", "code": "86-1", "fields": {"level": "commune", "valid_to": "1/7/2025"}}
         store.write_local([records.build("86", bad)], HybridClock())
-        with pytest.raises(LienthongError, match="unit '86-1': 'valid_to' is not a date"):
+        with pytest.raises(LienthongError, match="unit 86-1: valid_to '1/7/2025' is not a date"):
             unit_registry(store)
     finally:
         store.close()

@@ -20,7 +20,7 @@ from lienthong.sync import records
 from lienthong.sync.store import Store
 
 from .conftest import MakeNode, listen_address
-from .helpers import NodeProcess, cli, fill, indicator_rows, running, status, versions, wait_until
+from .helpers import NodeProcess, cli, fill, indicator_rows, reissue, running, status, versions, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -30,20 +30,7 @@ def age_certificate(node_dir: Path, ca_dir: Path, days_old: int = 25, days_left:
     `days_old` days ago; recorded in the CA registry like any certificate. Returns its serial."""
     cert_path = node_dir / "tls" / "node.crt"
     old = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    ca_key, ca_cert = ca.load_ca(ca_dir)
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(old.subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(old.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=days_old))
-        .not_valid_after(now + dt.timedelta(days=days_left))
-    )
-    for ext in old.extensions:
-        builder = builder.add_extension(ext.value, ext.critical)
-    cert = builder.sign(ca_key, hashes.SHA256())
+    cert = reissue(cert_path.read_bytes(), ca_dir, -days_old, days_left)
     pem = cert.public_bytes(serialization.Encoding.PEM)
     cert_path.write_bytes(pem)
     serial = format(cert.serial_number, "x")

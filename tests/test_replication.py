@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from structlog.testing import capture_logs
 
 from lienthong.node import ca, tls
@@ -21,6 +20,8 @@ from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, 
 from lienthong.sync.store import Store
 from lienthong.sync.wire import replication_pb2 as wire
 from lienthong.sync.wire import replication_pb2_grpc as wire_grpc
+
+from .helpers import reissue
 
 FAST = Tuning(batch_size=50, window=3, poll_interval=0.05, backoff_initial=0.05, backoff_max=0.2)
 
@@ -38,21 +39,7 @@ def indicator(i: int, unit: str = "86-28894") -> dict[str, object]:
 def expired_tls(ca_dir: Path, base: Path, node_id: str) -> transport.TlsFiles:
     """A genuine certificate from the CA for `node_id` whose validity ended yesterday."""
     good = node_tls(ca_dir, base / "expired", node_id)
-    old = x509.load_pem_x509_certificate(good.cert)
-    ca_key, ca_cert = ca.load_ca(ca_dir)
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(old.subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(old.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=31))
-        .not_valid_after(now - dt.timedelta(days=1))
-    )
-    for ext in old.extensions:
-        builder = builder.add_extension(ext.value, ext.critical)
-    cert = builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    cert = reissue(good.cert, ca_dir, -31, -1).public_bytes(serialization.Encoding.PEM)
     return transport.TlsFiles(ca=good.ca, cert=cert, key=good.key)
 
 
