@@ -139,6 +139,7 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._closed = False
         self.db = sqlite_utils.Database(conn)
         self.node_id = self.meta("node_id")
         self._origin_owner: dict[str, str] = {}
@@ -205,9 +206,15 @@ class Store:
                 db.execute(f"PRAGMA user_version={version}")
 
     def close(self) -> None:
+        """Close the store. Other threads' read connections are not closed under them (one may be
+        in the middle of a query — closing it then crashes SQLite): each is closed when its thread
+        lets go of this store. The writer is closed once no transaction runs."""
+        self._closed = True
         with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
+            mine = getattr(self._local, "conn", None)
+            if mine is not None:
+                mine.close()
+                self._local.conn = None
             self._readers.clear()
         with self._wlock:
             self._w.close()
@@ -215,6 +222,8 @@ class Store:
     def _r(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            if self._closed:
+                raise StoreError(f"the store at {self.path} is closed", "this is a bug in lienthong")
             conn = self._connect(self.path)
             conn.execute("PRAGMA query_only=1")
             self._local.conn = conn
