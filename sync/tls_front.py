@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from .errors import ReplicationError
+from .errors import LienthongError, ReplicationError
 
 HANDSHAKE_TIMEOUT = 10.0
 CHUNK = 64 * 1024
@@ -131,7 +131,12 @@ class TlsFront:
         return self._peers.get(int(port))
 
     def _context(self) -> ssl.SSLContext:
-        files = self._tls()  # re-read on each connection: a renewed certificate is served at once
+        try:
+            files = self._tls()  # re-read on each connection: a renewed certificate is served at once
+        except LienthongError:
+            if self._ctx is None:
+                raise
+            return self._ctx  # mid-renewal: keep serving with what we have
         if self._ctx is None or files != self._files:
             self._ctx, self._files = _context(files), files
         return self._ctx
