@@ -113,7 +113,7 @@ def create(
         reason=request.reason,
     )
     if as_json:
-        click.echo(json.dumps(_request_dict(request), ensure_ascii=False, indent=2))
+        click.echo(json.dumps(request.as_dict(), ensure_ascii=False, indent=2))
         return
     click.echo(f"{'Replaced' if replace else 'Created'} request {request.key} for {', '.join(request.units)}, due {request.due}.")
     click.echo("It reaches those units at their next sync; follow the answers with `lienthong requests list`.")
@@ -286,22 +286,6 @@ def _audited(node_dir: Path, command: str, subject: str, **details: Any) -> None
     from .cli import audited  # here, not at the top: cli imports this module
 
     audited(node_dir, "admin.command", command, request=subject, **details)
-
-
-def _request_dict(request: data_requests.Request) -> dict[str, Any]:
-    return {
-        "request": request.key,
-        "code": request.code,
-        "origin": request.origin,
-        "what": request.what,
-        "units": list(request.units),
-        "periods": list(request.periods),
-        "reason": request.reason,
-        "due": request.due,
-        "created_at": request.created_at,
-        "requested_by": request.requested_by,
-        "version": request.version,
-    }
 
 
 def _answer_line(row: dict[str, Any]) -> str:

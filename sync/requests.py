@@ -86,6 +86,22 @@ class Request:
     def deadline(self) -> datetime:
         return deadline(self.due)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The request's fields as `requests create --json` and `requests list --json` print them."""
+        return {
+            "request": self.key,
+            "code": self.code,
+            "origin": self.origin,
+            "what": self.what,
+            "units": list(self.units),
+            "periods": list(self.periods),
+            "reason": self.reason,
+            "due": self.due,
+            "created_at": self.created_at,
+            "requested_by": self.requested_by,
+            "version": self.version,
+        }
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -396,22 +412,7 @@ def board(all_requests: Sequence[Request], all_answers: Sequence[Answer], scope:
                     "version": answer.version,
                 }
             )
-        out.append(
-            {
-                "request": request.key,
-                "code": request.code,
-                "origin": request.origin,
-                "what": request.what,
-                "units": list(request.units),
-                "periods": list(request.periods),
-                "reason": request.reason,
-                "due": request.due,
-                "past_due": past_due,
-                "created_at": request.created_at,
-                "requested_by": request.requested_by,
-                "answers": rows,
-            }
-        )
+        out.append({**request.as_dict(), "past_due": past_due, "answers": rows})
     return out
 
 
