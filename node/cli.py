@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sqlite3
 import sys
 import tomllib
 from pathlib import Path
@@ -71,6 +73,12 @@ def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the certificate.")
 def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, out_file: Path) -> None:
     """Sign a node's certificate request (offline path: CSR file in, certificate file out)."""
+    if not out_file.parent.is_dir() or not os.access(out_file.parent, os.W_OK):
+        # Checked before issuing: a certificate recorded in the registry must also reach its file.
+        fail(
+            f"cannot write the certificate to {out_file}: {out_file.parent} is not a folder you can write to",
+            "give --out in an existing folder",
+        )
     cert = ca_ops.issue_from_csr(ca_dir, csr_file.read_bytes(), role, parent, days, ca_ops.passphrase_from_env())
     out_file.write_bytes(cert)
     from cryptography import x509
@@ -427,9 +435,13 @@ def backup(node_dir: Path, dest: Path) -> None:
     """Copy the node's store to DEST while it runs (SQLite online backup)."""
     if dest.exists():
         fail(f"{dest} exists", "choose a new file name")
+    if not dest.parent.is_dir():
+        fail(f"cannot write the backup to {dest}: {dest.parent} is not a folder", "give DEST in an existing folder")
     store = Store.open(node_dir / runtime.STORE_FILE)
     try:
         store.backup(dest)
+    except sqlite3.Error as exc:
+        fail(f"cannot write the backup to {dest}: {exc}", "choose a folder you can write to, with room for the store")
     finally:
         store.close()
     audited(node_dir, "admin.command", "backup", dest=str(dest))

@@ -21,6 +21,7 @@ from lienthong.sync import feedback as fb
 from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.store import Store
+from lienthong.sync.units import Units
 
 from . import runtime
 from .cli_common import DIR_OPTION, fail, load_settings
@@ -142,7 +143,7 @@ def _write_event(node_dir: Path, item_ref: str, status: str, *, at: str, note: s
     try:
         folded = fb.load(store)
         item = fb.find(folded.items, item_ref)
-        registry = fb.unit_registry(store)
+        registry = Units.from_store(store)
         own = set(runtime.own_units(settings))
         if unit and len(registry) and unit not in registry:
             fail(f"unit {unit} is not in the unit registry", "check the code with `lienthong query --dir DIR` or the province's unit list")

@@ -46,6 +46,7 @@ class StoreSink:
     def __init__(self, store: Store, clock: HybridClock, node_dir: Path, own_units: list[str], provincial: bool = True) -> None:
         self.store = store
         self.provincial = provincial
+        self._definitions: tuple[tuple[int, int], Definitions] | None = None
         self.clock = clock
         self.blobs = node_dir / BLOBS
         self.own_units = frozenset(own_units)
@@ -62,6 +63,13 @@ class StoreSink:
         self.store.record_refused_file(ledger)
 
     def definitions(self) -> Definitions:
+        """What the province sent down, read again only when a definition changed (called per file)."""
+        marker = self.store.definition_marker()
+        if self._definitions is None or marker != self._definitions[0]:
+            self._definitions = (marker, self._read_definitions())
+        return self._definitions[1]
+
+    def _read_definitions(self) -> Definitions:
         units: dict[str, str] = {}
         indicators: set[str] = set()
         report_types: set[str] = set()

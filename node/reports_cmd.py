@@ -48,7 +48,7 @@ def completeness(node_dir: Path, period: str, report_type: str | None, level: st
     bounds(period)  # refuses what is not a reporting period, before opening anything
     store = Store.open(node_dir / runtime.STORE_FILE)
     try:
-        units = completeness_mod.unit_registry(store)
+        units = Units.from_store(store)
         schedules = Schedules.from_store(store)
         schedules.check()
         if not len(schedules):

@@ -16,6 +16,7 @@ from lienthong.sync import feedback as feedback_items
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.schedule import Schedules, today_in_vietnam
 from lienthong.sync.store import Store
+from lienthong.sync.units import Units
 
 from .runtime import STORE_FILE, own_units, running_info, tls_paths
 from .tls import certificate_summary
@@ -31,7 +32,7 @@ def reports_owed(store: Store, settings: Settings, today: dt.date | None = None)
     """The reports this node's units owe for the previous, current and next periods, and the
     definitions that could not be read (shown, so that status itself never fails on them)."""
     try:
-        units = completeness.unit_registry(store)
+        units = Units.from_store(store)
         schedules = Schedules.from_store(store)
     except LienthongError as exc:
         return [], [exc.message]

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from lienthong.sync.revocation import Revocations
+from lienthong.sync.store import Store
 from lienthong.sync.verify import verify_store
 
 from . import runtime
@@ -29,7 +30,7 @@ def verify(node_dir: Path, as_json: bool) -> None:
     ca_path = runtime.tls_paths(node_dir, settings).ca
     if not ca_path.exists():
         fail(f"{ca_path} is missing: without the province's CA certificate nothing can be verified", "enroll the node, or copy ca.crt")
-    store = runtime.open_store(node_dir, settings, sign=False)
+    store = Store.open(node_dir / runtime.STORE_FILE)
     try:
         revocations = Revocations(store)
         revocations.refresh()

@@ -103,11 +103,6 @@ def submissions(store: Store, units: Iterable[str] | None = None) -> dict[tuple[
     return out
 
 
-def unit_registry(store: Store) -> Units:
-    """The unit registry (sync/units.py) with its validity dates and successors."""
-    return Units.from_store(store)
-
-
 def is_expected(unit: Unit, schedule: Schedule, period: str) -> bool:
     """Whether `unit` owes `schedule`'s report for `period` (see the module docstring)."""
     start, end = bounds(period)

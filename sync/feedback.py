@@ -344,18 +344,13 @@ class Folded:
 
 def load(store: Store) -> Folded:
     """Fold every feedback item held by `store` (sorted by received time, then id)."""
-    registry = unit_registry(store)
+    registry = Units.from_store(store)
     due_days = _due_days(store)
     envs = list(store.iter_records(records.FEEDBACK))
     grouped, orphans = attach(envs, store.iter_records(records.FEEDBACK_EVENT))
     items = [fold(item_from_envelope(env, due_days), grouped[env.id], registry.ancestors) for env in envs]
     items.sort(key=lambda i: (_time(i.received_at), i.id))
     return Folded(items, orphans)
-
-
-def unit_registry(store: Store) -> Units:
-    """The unit registry (sync/units.py) from the `unit` definitions held."""
-    return Units.from_store(store)
 
 
 def _due_days(store: Store) -> dict[str, int]:
@@ -494,7 +489,7 @@ class _Owners:
             owner = self._direct(unit)
             if not owner:
                 if self.ancestors is None:
-                    self.ancestors = unit_registry(self.store).ancestors
+                    self.ancestors = Units.from_store(self.store).ancestors
                 for above in self.ancestors(unit):
                     if above == self.store.node_id:
                         break

@@ -57,3 +57,29 @@ def test_protected_ca_needs_its_passphrase(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr and not node.exists()
     cli("init", "--dir", str(node), "--mode", "provincial", "--id", "86", "--ca", str(ca_dir), env={"LIENTHONG_CA_PASSPHRASE": "bí mật"})
     assert (node / "tls" / "node.crt").exists()
+
+
+def test_unwritable_destinations_fail_in_one_sentence_and_issue_nothing(tmp_path: Path, make_node) -> None:
+    """`ca issue --out` and `backup` into a folder that does not exist say so (no traceback), and the CA
+    registry records no certificate that never reached its file."""
+    ca_dir = tmp_path / "ca2"
+    cli("ca", "init", str(ca_dir))
+    node = tmp_path / "commune"
+    cli("init", "--dir", str(node), "--mode", "district", "--id", "86-28894", "--parent", "127.0.0.1:1")
+    issued = cli(
+        "ca",
+        "issue",
+        str(ca_dir),
+        "--csr",
+        str(node / "tls" / "node.csr"),
+        "--role",
+        "district",
+        "--out",
+        str(tmp_path / "no" / "x.crt"),
+        check=False,
+    )
+    assert issued.returncode == 1 and issued.stderr.startswith("Error: cannot write the certificate") and "Try:" in issued.stderr
+    assert json.loads(cli("ca", "list", str(ca_dir), "--json").stdout) == []
+    province = make_node("86")
+    backup = cli("backup", "--dir", str(province), str(tmp_path / "no" / "b.db"), check=False)
+    assert backup.returncode == 1 and backup.stderr.startswith("Error: cannot write the backup") and "Traceback" not in backup.stderr

@@ -14,10 +14,11 @@ from lienthong.config.settings import load as load_settings
 from lienthong.node.status import reports_owed
 from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
-from lienthong.sync.completeness import completeness, submissions, unit_registry
+from lienthong.sync.completeness import completeness, submissions
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.schedule import Schedules, containing, shift, today_in_vietnam
 from lienthong.sync.store import Store
+from lienthong.sync.units import Units
 
 from .conftest import MakeNode, listen_address
 from .helpers import STORE_FILE, NodeProcess, cli, running, status, wait_until, write_jsonl
@@ -144,7 +145,7 @@ def province(tmp_path: Path) -> Iterator[Store]:
 
 
 def judged(store: Store, period: str, today: date, **filters: Any) -> dict[str, Any]:
-    result = completeness(unit_registry(store), Schedules.from_store(store).items, submissions(store), period, today=today, **filters)
+    result = completeness(Units.from_store(store), Schedules.from_store(store).items, submissions(store), period, today=today, **filters)
     return result.to_dict()
 
 
@@ -248,7 +249,7 @@ def test_a_unit_definition_with_a_bad_date_is_named(tmp_path: Path) -> None:
         bad = {"kind": "definition", "type": "unit", "code": "86-1", "fields": {"level": "commune", "valid_to": "1/7/2025"}}
         store.write_local([records.build("86", bad)], HybridClock())
         with pytest.raises(LienthongError, match="unit 86-1: valid_to '1/7/2025' is not a date"):
-            unit_registry(store)
+            Units.from_store(store)
     finally:
         store.close()
 
