@@ -219,6 +219,7 @@ class SealInfo:
     role: str
     serial: str
     entries: dict[tuple[bytes, int], bytes]
+    body_hash: bytes  # what was verified: another body under the same id must be verified anew
 
 
 @dataclass(frozen=True)
@@ -295,12 +296,15 @@ class Verifier:
             cert.key.verify(body.signature, _to_be_signed(body))  # type: ignore[union-attr]
         except InvalidSignature:
             return None, ("bad_signature", "the seal's signature does not verify: it was altered or forged")
-        info = SealInfo(body.origin, body.seq, cert.role, cert.serial, {(e.id, e.version): e.hash for e in body.entries})
+        entries = {(e.id, e.version): e.hash for e in body.entries}
+        info = SealInfo(body.origin, body.seq, cert.role, cert.serial, entries, seal_hash(env.body))
         return info, None
 
     def _check_seal(self, env: Envelope) -> Problem | None:
-        if env.id in self._seals:
-            return None
+        with self._lock:
+            known = self._seals.get(env.id)
+        if known is not None and known.body_hash == seal_hash(env.body):
+            return None  # this very seal was verified already
         info, problem = self.seal_info(env)
         if info is not None:
             self._remember(env.id, info)

@@ -100,3 +100,22 @@ def test_an_omitted_record_and_a_redacted_copy(tmp_path: Path, ca_dir: Path) -> 
     findings = verify_store(store, ca_pem).findings
     assert [(f.code, f.id) for f in findings] == [("omitted", victim.hex())]
     store.close()
+
+
+def test_a_forged_copy_of_a_verified_seal_is_checked_not_trusted_by_its_id(tmp_path: Path, ca_dir: Path) -> None:
+    """A receiver that verified a seal refuses a different body sent later under the same seal id
+    (a relaying node cannot swap a seal it once saw for a forgery)."""
+    store, ca_pem = sealed_store(tmp_path, ca_dir)
+    write(store, 0, 3)
+    (raw,) = store.db.execute("SELECT envelope FROM records WHERE kind = ?", (records.SEAL,)).fetchone()
+    verifier = provenance.Verifier(ca_pem, store.envelope)
+    seal = records.Envelope.FromString(raw)
+    assert verifier.check(seal, raw) is None
+    forged = records.Envelope.FromString(raw)
+    body = records.pb.Seal.FromString(forged.body)
+    del body.entries[0]
+    forged.body = body.SerializeToString()
+    forged.version += 1
+    assert verifier.check(forged, forged.SerializeToString())[0] == "bad_signature"
+    assert verifier.check(seal, raw) is None
+    store.close()
