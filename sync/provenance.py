@@ -178,15 +178,20 @@ class Signer:
     @classmethod
     def load(cls, node_id: str, signing_key: Path, cert: Path, ca: Path) -> Signer:
         try:
-            key = serialization.load_pem_private_key(signing_key.read_bytes(), password=None)
             cert_pem, ca_pem = cert.read_bytes(), ca.read_bytes()
+            if not signing_key.exists():
+                raise FileNotFoundError(2, "missing", str(signing_key))
         except FileNotFoundError as exc:
             raise TrustError(
                 f"{exc.filename} is missing: this node cannot sign what it writes", "enroll the node (`lienthong enroll`) or `init --ca`"
             ) from None
-        if not isinstance(key, ed25519.Ed25519PrivateKey):
-            raise TrustError(f"the signing key {signing_key} is not an Ed25519 key", "move it away and enroll the node again")
-        return cls(node_id, key, cert_pem, ca_pem)
+        key = load_or_make_signing_key(signing_key, lambda path, data: None)  # exists: read and checked, never made here
+        try:
+            return cls(node_id, key, cert_pem, ca_pem)
+        except ValueError:
+            raise TrustError(
+                f"{cert} or {ca} is not a readable PEM certificate", "enroll the node again, or restore its tls/ folder"
+            ) from None
 
     def seal(
         self, seal_id: bytes, seq: int, prev: bytes, version: int, epoch: str, entries: Iterable[tuple[bytes, int, bytes]]

@@ -508,7 +508,6 @@ class Store:
         """
         now = time.time()
         rows, refusals, quarantined = _prepare(VIA_PARENT, raws, now, self.verifier)
-        rows = [(*r[:8], VIA_PARENT, r[9]) for r in rows]
         with self._write() as db:
             epoch, applied = db.execute("SELECT down_epoch, down_applied FROM uplink").fetchone()
             if epoch != parent_epoch:
@@ -875,13 +874,6 @@ def _prepare(child: str, raws: Sequence[bytes], now: float, verifier: provenance
             continue
         rows.append((env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, b"", child, raw))
     return rows, refusals, quarantined
-
-
-def _parse(raw: bytes) -> Envelope | None:
-    try:
-        return Envelope.FromString(raw)
-    except DecodeError:
-        return None
 
 
 def _shape_problem(env: Envelope) -> tuple[str, str] | None:

@@ -133,12 +133,13 @@ class TlsFront:
     def _context(self) -> ssl.SSLContext:
         try:
             files = self._tls()  # re-read on each connection: a renewed certificate is served at once
-        except LienthongError:
+            if self._ctx is None or files != self._files:
+                self._ctx, self._files = _context(files), files
+        except (LienthongError, ssl.SSLError, ValueError, OSError):
             if self._ctx is None:
                 raise
-            return self._ctx  # mid-renewal: keep serving with what we have
-        if self._ctx is None or files != self._files:
-            self._ctx, self._files = _context(files), files
+            # Mid-renewal (a new key beside the old certificate for a moment): keep serving
+            # with what we have; the next connection reads the files again.
         return self._ctx
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -148,8 +149,8 @@ class TlsFront:
             task.add_done_callback(self._pipes.discard)
         peername = writer.get_extra_info("peername")
         address = f"{peername[0]}:{peername[1]}" if peername else "?"
-        tls = _TlsStream(self._context(), reader, writer)
         try:
+            tls = _TlsStream(self._context(), reader, writer)
             try:
                 await asyncio.wait_for(tls.handshake(), HANDSHAKE_TIMEOUT)
             except (ssl.SSLError, ConnectionError, TimeoutError, OSError) as exc:

@@ -165,6 +165,11 @@ class _Servicer(wire_grpc.ReplicationServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.message)
         except ReplicationError as exc:
             self._on_refused(peer, "link", exc)
+        except LienthongError as exc:
+            # Anything else the node knows how to say (its store, a bad definition): said to the
+            # child in one sentence, not a gRPC traceback.
+            self._on_refused(peer, "node", exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
 
 
 @dataclass
