@@ -593,7 +593,7 @@ class Store:
         quarantined: list[tuple[Any, ...]] = []
         units: set[str] = set()
         refused = 0
-        with self._write() as db:
+        with self._dropping_claims_on_error(), self._write() as db:
             row = db.execute("SELECT epoch, applied, fingerprint FROM children WHERE child = ?", (child,)).fetchone()
             if row is None:
                 raise ProtocolError(f"child {child} sent a batch before its handshake", "it reconnects by itself")
@@ -660,6 +660,17 @@ class Store:
                 stale += 1
         return stale
 
+    @contextlib.contextmanager
+    def _dropping_claims_on_error(self) -> Iterator[None]:
+        """The origin and unit claims cached in memory are made inside the applying transaction:
+        if it rolls back, forget them (they are read again from the committed tables)."""
+        try:
+            yield
+        except BaseException:
+            self._origin_owner.clear()
+            self._unit_owner.clear()
+            raise
+
     def _node_tree(self, db: sqlite3.Connection) -> dict[str, str]:
         """node id -> parent id, from the `node` definitions the province publishes from its
         CA registry (reloaded when any definition changed)."""
@@ -701,14 +712,17 @@ class Store:
 
     def _claim_units(self, db: sqlite3.Connection, child: str, units: Iterable[str]) -> None:
         """Learn that `units` lie in `child`'s subtree, and queue down what they must receive."""
+        claimed = False
         for unit in units:
             if unit == self.node_id:
                 continue  # this node's own unit never belongs to a child's subtree
             row = db.execute("SELECT child FROM child_units WHERE unit = ?", (unit,)).fetchone()
             if row is None:
                 db.execute("INSERT INTO child_units VALUES (?, ?)", (unit, child))
-                self._queue_feedback_for(db, child)
+                claimed = True
             self._unit_owner[unit] = row[0] if row else child
+        if claimed:
+            self._queue_feedback_for(db, child)  # once for all the units just claimed
 
     def _queue_feedback_for(self, db: sqlite3.Connection, child: str) -> None:
         """A child claimed a unit: queue the feedback it must now hold — items of its units, their
