@@ -288,9 +288,7 @@ class Node:
                         if kind in ("refused", "handshake"):
                             audit_log.append("connection.refused", peer, {"error": exc.message, "stage": kind})
 
-                    server, self.port, health = await transport.serve(
-                        settings.server.listen, paths.load, sessions.serve, refused, revocations.revoked
-                    )
+                    server, self.port, health = await transport.serve(settings.server.listen, paths.load, sessions.serve, refused)
                 intake = start_intake(self.dir, settings, store, loop, changes)
                 if settings.server.enroll_listen:
                     if not settings.tls.ca_dir:

@@ -4,7 +4,7 @@ gRPC's own TLS refuses a bad client inside its C core, where the node cannot see
 it: no log line, no audit entry. So the node terminates TLS itself (Python's `ssl`,
 OpenSSL underneath): TLS 1.2 or newer, a client certificate from the provincial CA
 required, ALPN h2. A refused handshake — plaintext, no certificate, another CA, an
-expired or revoked certificate, an old protocol — is reported to `on_refused` with
+expired certificate, an old protocol — is reported to `on_refused` with
 the peer's address and OpenSSL's reason, which the node logs and audits. An
 accepted connection is piped to the gRPC server listening on loopback only, and
 the verified peer is remembered under the loopback port the pipe connects from:
@@ -93,12 +93,10 @@ class TlsFront:
         tls: Callable[[], Any],
         backend_port: int,
         on_refused: Refused,
-        revoked: Callable[[str], bool] | None = None,
     ) -> None:
         self._tls = tls
         self.backend_port = backend_port
         self._on_refused = on_refused
-        self._revoked = revoked or (lambda serial: False)
         self._files: Any = None
         self._ctx: ssl.SSLContext | None = None
         self._peers: dict[int, Verified] = {}
@@ -157,9 +155,6 @@ class TlsFront:
                 self._on_refused(address, _reason(exc))
                 return
             verified = _verified(tls.ssl_object, address)
-            if self._revoked(verified.serial):
-                self._on_refused(address, f"certificate {verified.serial} of {verified.node_id} is revoked")
-                return
             await self._pipe(tls, verified)
         finally:
             writer.close()

@@ -185,13 +185,12 @@ async def serve(
     tls: TlsFiles | Callable[[], TlsFiles],
     handler: Handler,
     on_refused: Callable[[str, str, LienthongError], None],
-    revoked: Callable[[str], bool] | None = None,
 ) -> tuple[Server, int, health.HealthServicer]:
     """Start the mTLS replication server; returns it, its bound port and its health service.
 
     TLS is terminated by the node's own front (tls_front.py): every connection must
     present a certificate from the CA, and every refused handshake (plaintext, no
-    certificate, another CA, expired, revoked, TLS below 1.2) is reported to
+    certificate, another CA, expired, TLS below 1.2) is reported to
     `on_refused` with kind "handshake". Given a loader instead of files, a renewed
     certificate is served from the next connection on.
     """
@@ -202,7 +201,9 @@ async def serve(
         on_refused(address, "handshake", HandshakeRefused(reason, "the peer needs a valid certificate from the provincial CA"))
 
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    front = TlsFront(loader, 0, handshake_refused, revoked)
+    # A revoked certificate passes the front: the replication handler refuses it with
+    # PERMISSION_DENIED and the reason, so the revoked node learns why (and it is audited there).
+    front = TlsFront(loader, 0, handshake_refused)
     wire_grpc.add_ReplicationServicer_to_server(_Servicer(handler, on_refused, front.identity), server)
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,19 +44,28 @@ def expired_tls(ca_dir: Path, base: Path, node_id: str) -> transport.TlsFiles:
     return transport.TlsFiles(ca=good.ca, cert=cert, key=good.key)
 
 
+@dataclasses.dataclass
+class _Revoked:
+    """The revocation list a province holds, as its serials (what `Revocations` answers)."""
+
+    serials: frozenset[str]
+
+    def revoked(self, serial: str) -> bool:
+        return serial in self.serials
+
+
 @contextlib.asynccontextmanager
 async def province_with_refusals(
     tmp_path: Path, ca_dir: Path, revoked: frozenset[str] = frozenset()
 ) -> AsyncIterator[tuple[Store, int, list[tuple[str, str]], int]]:
     store = Store.create(tmp_path / "86.db", "86")
     refused: list[tuple[str, str]] = []
-    sessions = ChildSession(store, FAST, Changes(), Children())
+    sessions = ChildSession(store, FAST, Changes(), Children(), _Revoked(revoked))
     server, port, health = await transport.serve(
         "127.0.0.1:0",
         node_tls(ca_dir, tmp_path, "86", "provincial"),
         sessions.serve,
         lambda peer, kind, exc: refused.append((kind, exc.message)),
-        lambda serial: serial in revoked,
     )
     try:
         yield store, port, refused, server.front.backend_port
@@ -155,7 +165,7 @@ REFUSAL_REASONS = {
     "no_client_certificate": "no client certificate",
     "other_ca": "certificate refused: unable to get local issuer certificate",
     "expired": "certificate refused: certificate has expired",
-    "revoked": "is revoked",
+    "revoked": "is revoked",  # refused by the replication handler, which tells the node why
 }
 
 
@@ -186,11 +196,14 @@ def test_mtls_refuses_unauthenticated_peers(tmp_path: Path, ca_dir: Path, case: 
                 else:
                     creds = grpc.ssl_channel_credentials(root_certificates=good.ca, private_key=good.key, certificate_chain=good.cert)
                     code = await _attempt(port, creds, hello_id="86-29077")
-            if case == "wrong_identity":
+            if case in ("wrong_identity", "revoked"):
                 assert code == grpc.StatusCode.PERMISSION_DENIED
+                assert [kind for kind, _ in refused] == ["refused"], refused
                 refusal = [e for e in logs if e["event"] == "link.refused"]
-                assert refusal and refusal[0]["claimed"] == "86-29077" and refusal[0]["peer"] == "86-28894"
-                assert [kind for kind, _ in refused] == ["refused"]
+                if case == "revoked":
+                    assert REFUSAL_REASONS[case] in refused[0][1] and refusal[0]["reason"] == "certificate revoked"
+                else:
+                    assert refusal and refusal[0]["claimed"] == "86-29077" and refusal[0]["peer"] == "86-28894"
             else:
                 assert code == grpc.StatusCode.UNAVAILABLE
                 assert [kind for kind, _ in refused] == ["handshake"], refused
