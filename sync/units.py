@@ -69,7 +69,12 @@ class Units:
             body = records.body_of(env)
             if body.type != "unit":
                 continue
-            fields = json.loads(body.json or "{}")
+            try:
+                fields = json.loads(body.json or "{}")
+            except json.JSONDecodeError:
+                raise InputError(
+                    f"unit {body.code}: its definition is not valid JSON", "correct the unit definition at the province and send it again"
+                ) from None
             out.append(
                 Unit(
                     code=records.nfc(body.code),
