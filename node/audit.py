@@ -76,7 +76,7 @@ from typing import Any
 import structlog
 
 from lienthong.sync.errors import LienthongError
-from lienthong.sync.store import transaction
+from lienthong.sync.sqlite import transaction
 
 log = structlog.get_logger("lienthong.audit")
 

@@ -48,7 +48,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from lienthong.sync import provenance
 from lienthong.sync.errors import TrustError
-from lienthong.sync.store import transaction
+from lienthong.sync.sqlite import transaction
 
 from .tls import CA_CERT, CA_KEY, CA_VALIDITY, NodeTlsPaths, write_private, write_public
 

@@ -74,7 +74,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from lienthong.sync.errors import LienthongError, TrustError
-from lienthong.sync.store import transaction
+from lienthong.sync.sqlite import transaction
 from lienthong.sync.transport import TlsFiles
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc

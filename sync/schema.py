@@ -7,16 +7,21 @@ triggers keep.
 
 from __future__ import annotations
 
+import sqlite3
+
 import sqlite_utils
 
 from .records import REPORT
+from .sqlite import Migration, execute_script
 
 SCHEMA_VERSION = 3
 
 
-def _migration_1(db: sqlite_utils.Database) -> None:
+def _migration_1(conn: sqlite3.Connection) -> None:
+    db = sqlite_utils.Database(conn)
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.executescript(
+    execute_script(
+        conn,
         """
         CREATE TABLE records (
             rid      INTEGER PRIMARY KEY,     -- insert-ordered surrogate key
@@ -59,7 +64,7 @@ def _migration_1(db: sqlite_utils.Database) -> None:
             rid   INTEGER NOT NULL
         );
         CREATE INDEX downqueue_by_child ON downqueue(child, seq);
-        """
+        """,
     )
     db["children"].create(
         {
@@ -114,7 +119,8 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-def _migration_2(db: sqlite_utils.Database) -> None:
+def _migration_2(conn: sqlite3.Connection) -> None:
+    db = sqlite_utils.Database(conn)
     # The ingest ledger: one row per file content ever committed, with its receipt,
     # written in the same transaction as the file's records.
     db["files"].create(
@@ -136,7 +142,7 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db["files"].create_index(["at"])
 
 
-def _migration_3(db: sqlite_utils.Database) -> None:
+def _migration_3(conn: sqlite3.Connection) -> None:
     # The first submission of each report this store took. Timeliness is judged on it
     # (DHIS2 judges on the first complete registration), while `records` keeps only the
     # latest version. A withdrawal (a tombstone) forgets it: a report withdrawn and
@@ -157,7 +163,7 @@ def _migration_3(db: sqlite_utils.Database) -> None:
         END""",
         f"INSERT OR IGNORE INTO report_first SELECT id, version, envelope FROM records WHERE kind = {REPORT} AND deleted = 0",
     ):
-        db.execute(statement)
+        conn.execute(statement)
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+MIGRATIONS: dict[int, Migration] = {1: _migration_1, 2: _migration_2, 3: _migration_3}

@@ -36,10 +36,11 @@ from typing import Any
 import sqlite_utils
 from google.protobuf.message import DecodeError
 
-from . import clock, provenance, records
-from .errors import ProtocolError, SchemaTooNew, StoreError
+from . import clock, provenance, records, sqlite
+from .errors import ProtocolError, StoreError
 from .records import Envelope, Keyed
-from .schema import MIGRATIONS, SCHEMA_VERSION
+from .schema import MIGRATIONS
+from .sqlite import transaction
 
 CACHE_KIB = 128 * 1024
 NODE_DEFINITION = "node"  # a registered node and its parent, published by the province
@@ -171,8 +172,7 @@ class Store:
         tmp = path.with_name(path.name + ".creating")
         tmp.unlink(missing_ok=True)
         conn = cls._connect(tmp)
-        db = sqlite_utils.Database(conn)
-        cls._migrate(db)
+        cls._migrate(conn, path)
         conn.execute("INSERT INTO meta VALUES ('node_id', ?), ('epoch', ?), ('created', ?)", (node_id, new_epoch(), str(time.time())))
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
@@ -187,23 +187,14 @@ class Store:
             raise StoreError(f"no store at {path}", "create the node first with `lienthong init`")
         try:
             conn = cls._connect(path)
-            cls._migrate(sqlite_utils.Database(conn))
+            cls._migrate(conn, path)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"the store at {path} cannot be opened: {exc}", "restore it from a backup") from None
         return cls(path, conn)
 
     @staticmethod
-    def _migrate(db: sqlite_utils.Database) -> None:
-        current = db.execute("PRAGMA user_version").fetchone()[0]
-        if current > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"the store has schema version {current}, newer than this lienthong understands ({SCHEMA_VERSION})",
-                "upgrade lienthong on this machine",
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            with transaction(db.conn):
-                MIGRATIONS[version](db)
-                db.execute(f"PRAGMA user_version={version}")
+    def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+        sqlite.migrate(conn, MIGRATIONS, f"the store at {path}")
 
     def close(self) -> None:
         """Close the store. Other threads' read connections are not closed under them (one may be
@@ -905,16 +896,3 @@ def _shape_problem(env: Envelope) -> tuple[str, str] | None:
     if clock.too_far_ahead(env.version):
         return "clock_skew", "the record's version is more than a day ahead of this node's clock; check the sender's clock"
     return None
-
-
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE … COMMIT on a connection in autocommit mode; ROLLBACK on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
-        conn.execute("COMMIT")
