@@ -32,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import code_under_test, command_line, fields_for, save_result
 
 from lienthong.sync import clock, records
-from lienthong.sync.store import Store, _shape_problem
+from lienthong.sync.admission import shape_problem
+from lienthong.sync.downstream import Downstream
+from lienthong.sync.store import Store
 
 CHILD = "86-28894"
 VARIANTS = ["as-is", "cache64m", "sync-normal", "cache64m+5k", "cache256m+50k", "parse-only"]
@@ -54,7 +56,7 @@ def run_variant(variant: str, raws: list[bytes], batch: int) -> dict[str, Any]:
         rows = []
         for raw in raws:
             env = parse(raw)
-            _shape_problem(env)
+            shape_problem(env)
             rows.append((env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, b"", CHILD, raw))
         dt = time.perf_counter() - t0
         return {"variant": variant, "records": len(raws), "seconds": round(dt, 2), "records_per_s": round(len(raws) / dt)}
@@ -68,20 +70,20 @@ def run_variant(variant: str, raws: list[bytes], batch: int) -> dict[str, Any]:
         if variant == "sync-normal":
             store._w.execute("PRAGMA synchronous = NORMAL")
         per_txn = 50_000 if variant.endswith("+50k") else 5000 if variant.endswith("+5k") else batch
-        store.register_child(CHILD, "bench")
+        Downstream(store).register_child(CHILD, "bench")
         epoch = "e" * 32
         t0 = time.perf_counter()
         lap = t0
         laps = []
         for lo in range(0, len(raws), per_txn):
             chunk = raws[lo : lo + per_txn]
-            store.apply_from_child(CHILD, epoch, lo, lo + len(chunk), b"", chunk)
+            Downstream(store).apply_from_child(CHILD, epoch, lo, lo + len(chunk), b"", chunk)
             if (lo + per_txn) % 100_000 < per_txn:
                 now = time.perf_counter()
                 laps.append(round(100_000 / (now - lap)))
                 lap = now
         dt = time.perf_counter() - t0
-        applied = store.child_state(CHILD).applied
+        applied = Downstream(store).child_state(CHILD).applied
         store.close()
         return {
             "variant": variant,

@@ -17,8 +17,9 @@ from cryptography import x509
 from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import TrustError
+from lienthong.sync.records import NODE_DEFINITION
 from lienthong.sync.revocation import DEFINITION_TYPE, normalize
-from lienthong.sync.store import NODE_DEFINITION, Store
+from lienthong.sync.store import Store
 
 log = structlog.get_logger("lienthong.crl")
 

@@ -31,7 +31,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lienthong.sync.downstream import Downstream
 from lienthong.sync.store import Store
+from lienthong.sync.upstream import Upstream
 
 from .runtime import STORE_FILE
 
@@ -115,8 +117,8 @@ def _own_records(node: DemoNode) -> set[tuple[bytes, int]]:
 def _state(node: DemoNode) -> dict[str, int]:
     store = Store.open(node.dir / STORE_FILE)
     try:
-        up = store.uplink_state()
-        children = store.children()
+        up = Upstream(store).uplink_state()
+        children = Downstream(store).children()
         total = store.db.execute("SELECT count(*) FROM records").fetchone()[0]
         definitions = store.counts()["definition"]
         return {
@@ -126,7 +128,7 @@ def _state(node: DemoNode) -> dict[str, int]:
             "acknowledged": up["acked_records"],
             "from_parent": up["received"],
             "from_children": sum(c["received"] for c in children),
-            "lag": store.pending() if node.parent else 0,
+            "lag": Upstream(store).pending() if node.parent else 0,
         }
     finally:
         store.close()

@@ -10,6 +10,7 @@ import tomlkit
 
 from lienthong.config import settings as config
 from lienthong.sync.store import Store
+from lienthong.sync.upstream import Upstream
 
 from . import runtime
 from .cli_common import DIR_OPTION, load_settings
@@ -35,7 +36,7 @@ def reparent(node_dir: Path, address: str, parent_id: str) -> None:
     with runtime.run_lock(node_dir):  # refuses while the node runs
         store = Store.open(node_dir / runtime.STORE_FILE)
         try:
-            entries = store.reparent(parent_id)
+            entries = Upstream(store).reparent(parent_id)
         finally:
             store.close()
         tmp = path.with_name(path.name + ".tmp")

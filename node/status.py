@@ -13,10 +13,12 @@ from typing import Any
 from lienthong.config.settings import Settings
 from lienthong.sync import completeness
 from lienthong.sync import feedback as feedback_items
+from lienthong.sync.downstream import Downstream
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.schedule import Schedules, today_in_vietnam
 from lienthong.sync.store import Store
 from lienthong.sync.units import Units
+from lienthong.sync.upstream import Upstream
 
 from .runtime import STORE_FILE, own_units, running_info, tls_paths
 from .tls import certificate_summary
@@ -48,6 +50,7 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
         cert_path = tls_paths(node_dir, settings).cert
         certificate = certificate_summary(cert_path) if cert_path.exists() else None
         head = store.head()
+        upstream, down = Upstream(store), Downstream(store)
         out: dict[str, Any] = {
             "node": {
                 "id": settings.node.id,
@@ -64,28 +67,28 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
             "records": store.counts(),
             "parent": None,
             "children": [],
-            "quarantine": store.quarantine(),
+            "quarantine": down.quarantine(),
             "ingest": {**store.file_totals(), "recent": [{**f, "at": iso(f["at"])} for f in store.recent_files()]},
         }
         out["reports_owed"], out["schedule_problems"] = reports_owed(store, settings)
         out["feedback"] = feedback_items.status_summary(store, dt.datetime.now(dt.UTC))
         if settings.parent.address:
-            up = store.uplink_state()
+            up = upstream.uplink_state()
             out["parent"] = {
                 "address": settings.parent.address,
                 "id": up["parent_id"] or None,
                 "connected": bool(running and up["connected"]),
                 "last_contact": iso(up["last_contact"]),
-                "pending": store.pending(),
+                "pending": upstream.pending(),
                 "acked": up["acked"],
                 "sent": up["sent"],
                 "acknowledged": up["acked_records"],
                 "received": up["received"],
                 "down_applied": up["down_applied"],
-                "refused": store.refused_count(),
-                "refused_records": store.refused(),
+                "refused": upstream.refused_count(),
+                "refused_records": upstream.refused(),
             }
-        for child in store.children():
+        for child in down.children():
             out["children"].append(
                 {
                     "id": child["child"],

@@ -49,7 +49,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,12 +302,6 @@ def _apply(item: Item, event: Event) -> None:
 # ---------------------------------------------------------------- matching events to items
 
 
-def item_key(event_env: Envelope) -> bytes:
-    """The record id of the item an event names exactly."""
-    body = records.body_of(event_env)
-    return records.feedback_id(body.feedback_origin, event_env.agency, body.feedback)
-
-
 def attach(items: Sequence[Envelope], events: Iterable[Envelope]) -> tuple[dict[bytes, list[Event]], list[Event]]:
     """Group events under their items (exact name first, else a unique ticket id);
     returns (item id -> events, orphans: events whose item this node does not hold)."""
@@ -464,83 +457,3 @@ def status_summary(store: Store, now: dt.datetime | float, limit: int = 5) -> di
 
 def _time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
-
-
-# ---------------------------------------------------------------- routing down (called by Store._route_down)
-
-
-class _Owners:
-    """Which child's subtree holds a unit: the child_units table, else the nearest
-    ancestor in the unit registry that it holds (a ward under a commune node)."""
-
-    def __init__(self, db: sqlite3.Connection, store: Store) -> None:
-        self.db, self.store = db, store
-        self.cache: dict[str, str] = {}
-        self.ancestors: Ancestors | None = None
-
-    def _direct(self, unit: str) -> str:
-        row = self.db.execute("SELECT child FROM child_units WHERE unit = ?", (unit,)).fetchone()
-        return row[0] if row else ""
-
-    def __call__(self, unit: str) -> str:
-        if not unit or unit == self.store.node_id:
-            return ""
-        if unit not in self.cache:
-            owner = self._direct(unit)
-            if not owner:
-                if self.ancestors is None:
-                    self.ancestors = Units.from_store(self.store).ancestors
-                for above in self.ancestors(unit):
-                    if above == self.store.node_id:
-                        break
-                    owner = self._direct(above)
-                    if owner:
-                        break
-            self.cache[unit] = owner
-        return self.cache[unit]
-
-
-def down_routes(db: sqlite3.Connection, rows: Iterable[tuple[int, int, str, str, bytes]], store: Store) -> list[tuple[str, int]]:
-    """(child, rid) pairs to queue for newly written feedback and events (rows: rid,
-    kind, unit, via, envelope). A record goes to the child holding its unit; an event
-    also to the child holding its item's unit; an `assigned` event also to the child
-    holding the new unit, with the item and its whole history when that child did
-    not hold it yet. Never back to the child it came from."""
-    owners = _Owners(db, store)
-    out: list[tuple[str, int]] = []
-    for rid, kind, unit, via, raw in rows:
-        targets = {owners(unit)}
-        if kind == records.FEEDBACK_EVENT:
-            env = Envelope.FromString(raw)
-            body = records.body_of(env)
-            item = db.execute(
-                "SELECT rid, unit, via, envelope FROM records WHERE id = ? AND kind = ?", (item_key(env), records.FEEDBACK)
-            ).fetchone()
-            if item is not None:
-                targets.add(owners(item[1]))
-            if body.status == "assigned" and body.unit:
-                new = owners(body.unit)
-                targets.add(new)
-                if item is not None and new and new != owners(item[1]):
-                    out.extend((new, h_rid) for h_rid, h_via in _history(db, item) if h_via != new)
-        out.extend((child, rid) for child in sorted(targets) if child and child != via)
-    return out
-
-
-def _history(db: sqlite3.Connection, item: tuple[int, str, str, bytes]) -> list[tuple[int, str]]:
-    """The item's record and every event of it held here, as (rid, via)."""
-    env = Envelope.FromString(item[3])
-    source_id = records.body_of(env).source_id
-    out = [(item[0], item[2])]
-    for rid, via, raw in db.execute(
-        "SELECT rid, via, envelope FROM records WHERE kind = ? AND instr(envelope, ?) > 0 ORDER BY rid",
-        (records.FEEDBACK_EVENT, source_id.encode()),
-    ):
-        event = Envelope.FromString(raw)
-        body = records.body_of(event)
-        if body.feedback != source_id:
-            continue
-        key = item_key(event)
-        if key == env.id or db.execute("SELECT 1 FROM records WHERE id = ?", (key,)).fetchone() is None:
-            out.append((rid, via))
-    return out

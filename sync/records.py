@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import InputError
 from .wire import records_pb2 as pb
@@ -49,6 +49,8 @@ BODY_TYPES: dict[int, type[Any]] = {
     DEFINITION: pb.Definition,
     SEAL: pb.Seal,
 }
+# The definition type of a registered node and its parent, published by the province from its CA registry.
+NODE_DEFINITION = "node"
 # Kinds the parent sends down to the child whose subtree holds the record's unit.
 ROUTED_DOWN_BY_UNIT = frozenset({FEEDBACK, FEEDBACK_EVENT})
 
@@ -191,6 +193,12 @@ def timestamp(fields: Mapping[str, Any], name: str, *, required: bool = True) ->
     return value
 
 
+class RecordReader(Protocol):
+    """What reads stored records (a `store.Store`), for modules that only read."""
+
+    def iter_records(self, kind: int | None = None, unit: str | None = None, include_deleted: bool = False) -> Iterator[Envelope]: ...
+
+
 # ---------------------------------------------------------------- builders
 
 
@@ -263,6 +271,12 @@ def feedback(origin: str, fields: Mapping[str, Any]) -> Keyed:
 
 def feedback_id(origin: str, agency: str, source_id: str) -> bytes:
     return record_id(FEEDBACK, agency, source_id, origin)
+
+
+def event_item_id(event_env: Envelope) -> bytes:
+    """The record id of the feedback item a `feedback_event` envelope names exactly."""
+    body = body_of(event_env)
+    return feedback_id(body.feedback_origin, event_env.agency, body.feedback)
 
 
 def feedback_event(origin: str, fields: Mapping[str, Any]) -> Keyed:

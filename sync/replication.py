@@ -31,10 +31,13 @@ from typing import Any, Protocol
 
 import structlog
 
+from .batch import InBatch, OutBatch, Refusal
+from .downstream import Downstream
 from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationError
 from .records import NODE_ID
 from .revocation import Revocations
-from .store import InBatch, OutBatch, Refusal, Store
+from .store import Store
+from .upstream import Upstream
 from .wire import replication_pb2 as wire
 
 PROTOCOL = 1
@@ -194,6 +197,7 @@ class Uplink:
         renewal: Renewal | None = None,
     ) -> None:
         self.store = store
+        self.up = Upstream(store)
         # Records refused from the parent go to the node's audit log.
         self._audit = audit or (lambda action, subject, details: None)
         self._renewal = renewal
@@ -229,7 +233,7 @@ class Uplink:
             finally:
                 if self.connected:
                     self.connected = False
-                    await asyncio.to_thread(self.store.set_uplink, connected=0)
+                    await asyncio.to_thread(self.up.set_uplink, connected=0)
             if time.monotonic() - started > 10:
                 delay = self._tuning.backoff_initial  # it was up for a while: start the backoff over
             # Full jitter keeps 170 children from reconnecting in step after an outage.
@@ -238,7 +242,7 @@ class Uplink:
 
     def _fetch_up(self, seq: int, limit: int) -> OutBatch | None:
         """The next batch up, with citizens' personal data replaced when the sharing policy says so."""
-        batch = self.store.changes_after(seq, limit)
+        batch = self.up.changes_after(seq, limit)
         if batch is None or self.redact is None or not batch.feedback:
             return batch
         personal = set(batch.feedback)
@@ -247,7 +251,7 @@ class Uplink:
 
     async def _session(self, stream: Stream) -> None:
         store = self.store
-        down_epoch, down_applied, down_fingerprint = store.down_cursor()
+        down_epoch, down_applied, down_fingerprint = self.up.down_cursor()
         await stream.send(
             wire.Up(
                 hello=wire.Hello(
@@ -273,7 +277,7 @@ class Uplink:
                 f"the parent holds {welcome.applied} entries of this node's change log that this store does not match "
                 f"(restored from a backup?); new epoch {epoch}, resending everything",
             )
-        known_parent = store.uplink_state()["parent_id"]
+        known_parent = self.up.uplink_state()["parent_id"]
         if known_parent and welcome.parent_id != known_parent:
             raise HandshakeRefused(
                 f"the node at {self.address} is {welcome.parent_id!r}, but this node's parent is {known_parent!r}",
@@ -281,9 +285,9 @@ class Uplink:
             )
         if (welcome.down_epoch, welcome.down_from) != (down_epoch, down_applied):
             # The parent restarts its downward queue (its epoch changed, or it was restored).
-            await asyncio.to_thread(store.set_uplink, down_epoch=welcome.down_epoch, down_applied=welcome.down_from, down_fingerprint=b"")
+            await asyncio.to_thread(self.up.set_uplink, down_epoch=welcome.down_epoch, down_applied=welcome.down_from, down_fingerprint=b"")
         await asyncio.to_thread(
-            store.set_uplink,
+            self.up.set_uplink,
             parent_id=welcome.parent_id,
             address=self.address,
             connected=1,
@@ -355,7 +359,6 @@ class Uplink:
             await asyncio.sleep(wait)
 
     async def _receive(self, stream: Stream, sender: WindowedSender, parent_epoch: str) -> None:
-        store = self.store
         pending_acked = pending_records = flushed_sent = 0
         pending_refusals: list[Refusal] = []
         last_flush = time.monotonic()
@@ -363,7 +366,7 @@ class Uplink:
         async def flush() -> None:
             nonlocal pending_records, pending_refusals, last_flush, flushed_sent
             sent = sender.sent_records - flushed_sent
-            await asyncio.to_thread(store.record_acks, pending_acked, pending_records, sent, pending_refusals)
+            await asyncio.to_thread(self.up.record_acks, pending_acked, pending_records, sent, pending_refusals)
             pending_records, pending_refusals, last_flush, flushed_sent = 0, [], time.monotonic(), flushed_sent + sent
 
         try:
@@ -391,7 +394,7 @@ class Uplink:
                 elif which == "batch":
                     batch = message.batch
                     n, refusals = await asyncio.to_thread(
-                        store.apply_from_parent, parent_epoch, batch.after, batch.last, list(batch.records), batch.last_fingerprint
+                        self.up.apply_from_parent, parent_epoch, batch.after, batch.last, list(batch.records), batch.last_fingerprint
                     )
                     await stream.send(wire.Up(down_ack=wire.DownAck(last=batch.last)))
                     self._changes.notify()
@@ -446,6 +449,7 @@ class ChildSession:
         issuer: Issuer | None = None,
     ) -> None:
         self.store = store
+        self.down = Downstream(store)
         # Answers children's certificate renewals (the CA's home issues; a middle tier passes them up).
         self._issuer = issuer
         self._renewals: set[asyncio.Task[None]] = set()
@@ -490,11 +494,11 @@ class ChildSession:
             )
         await self._children.take_over(child)
         try:
-            await asyncio.to_thread(store.register_child, child, address)
-            state = await asyncio.to_thread(store.child_state, child)
+            await asyncio.to_thread(self.down.register_child, child, address)
+            state = await asyncio.to_thread(self.down.child_state, child)
             applied, fingerprint = (state.applied, state.fingerprint) if state.epoch == hello.epoch else (0, b"")
             down_cursor = hello.down_applied if hello.down_epoch == store.epoch else 0
-            if down_cursor and await asyncio.to_thread(store.down_fingerprint, child, down_cursor) != hello.down_fingerprint:
+            if down_cursor and await asyncio.to_thread(self.down.down_fingerprint, child, down_cursor) != hello.down_fingerprint:
                 # This store was restored from an older copy: its queue numbers no longer
                 # mean what the child applied. Send everything again (applying is idempotent).
                 bound.warning("link.down_queue_reset", child_cursor=down_cursor)
@@ -519,7 +523,7 @@ class ChildSession:
                 await stream.send(wire.Down(batch=_batch_message(batch)))
 
             def fetch(seq: int, limit: int) -> OutBatch | None:
-                return store.down_after(child, seq, limit)
+                return self.down.down_after(child, seq, limit)
 
             sender = WindowedSender(fetch, send, down_cursor, self._tuning, self._changes)
             await _first(
@@ -534,7 +538,7 @@ class ChildSession:
             self._children.release(child)
             if child not in self._children.live:
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(store.set_child, child, connected=0, last_contact=time.time())
+                    await asyncio.to_thread(self.down.set_child, child, connected=0, last_contact=time.time())
 
     async def _renew(self, child: str, request: Any, stream: Stream, bound: Any) -> None:
         if self._issuer is None:
@@ -559,7 +563,6 @@ class ChildSession:
 
     async def _receive(self, child: str, epoch: str, stream: Stream, sender: WindowedSender, bound: Any) -> None:
         """Apply the child's batches; all that have arrived are applied in one transaction."""
-        store = self.store
         inbox: asyncio.Queue[Any] = asyncio.Queue()
 
         async def read() -> None:
@@ -577,7 +580,7 @@ class ChildSession:
                         await self._admission.acquire()
                         held[0] += 1
                         raws = list(message.batch.records)
-                        prepared = loop.run_in_executor(self._verifying, store.prepare, child, raws)
+                        prepared = loop.run_in_executor(self._verifying, self.down.prepare, child, raws)
                         await inbox.put((message, prepared))
                         continue
                     await inbox.put((message, None))
@@ -619,7 +622,7 @@ class ChildSession:
                     batches = [InBatch(b.after, b.last, b.last_fingerprint, list(b.records)) for b in group]
                     verified = [await p for p in preparing]
                     try:
-                        results = await asyncio.to_thread(store.apply_batches, child, epoch, batches, verified)
+                        results = await asyncio.to_thread(self.down.apply_batches, child, epoch, batches, verified)
                     finally:
                         for _ in group:
                             held[0] -= 1

@@ -50,7 +50,7 @@ from typing import Any
 from . import records
 from .errors import InputError
 from .records import Envelope, Keyed
-from .store import NODE_DEFINITION, Store
+from .store import Store
 from .units import Units
 
 REQUEST_TYPE = "data_request"
@@ -350,7 +350,7 @@ def units_below(store: Store) -> set[str]:
     tree: dict[str, str] = {}
     for env in store.iter_records(records.DEFINITION):
         body = records.body_of(env)
-        if body.type == NODE_DEFINITION:
+        if body.type == records.NODE_DEFINITION:
             tree[body.code] = str(json.loads(body.json or "{}").get("parent") or "")
     below = {unit for (unit,) in store.db.execute("SELECT unit FROM child_units")}
     for node in tree:

@@ -32,14 +32,13 @@ Read-only: nothing here writes to the store.
 
 from __future__ import annotations
 
-import importlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from . import records
+from . import feedback, records
 from .catalogue import COMPUTED, Catalogue, Indicator, period_bounds, period_type_of
 from .units import Units
 
@@ -106,12 +105,7 @@ def feedback_values(store: Any, period: str) -> list[dict[str, Any]]:
     """Counts derived from citizen feedback for the period (they are monthly), if this lienthong has them."""
     if period_type_of(period) != "monthly":
         return []
-    try:
-        module = importlib.import_module(f"{__package__}.feedback")
-    except ImportError:
-        return []
-    derive: Callable[[Any, str], Iterable[Mapping[str, Any]]] | None = getattr(module, "derived_values", None)
-    return [dict(row) for row in derive(store, period)] if derive else []
+    return [dict(row) for row in feedback.derived_values(store, period)]
 
 
 def collect(store: Any, periods: Iterable[str], agency: str | None = None) -> list[Figure]:

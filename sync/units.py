@@ -13,13 +13,14 @@ that holds the same definitions builds the same registry.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
 from . import records
 from .errors import InputError
-from .store import Store
+from .records import Envelope, RecordReader
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,22 @@ class Units:
             kids.sort()
 
     @classmethod
-    def from_store(cls, store: Store) -> Units:
+    def from_store(cls, store: RecordReader) -> Units:
+        """The registry as a store holds it (committed definitions)."""
+        return cls.from_envelopes(store.iter_records(records.DEFINITION))
+
+    @classmethod
+    def load(cls, db: sqlite3.Connection) -> Units:
+        """The registry as `db` sees it: on the writer's connection, inside its transaction,
+        units defined in that same transaction are included."""
+        rows = db.execute("SELECT envelope FROM records WHERE kind = ? AND deleted = 0 ORDER BY rid", (records.DEFINITION,))
+        return cls.from_envelopes(Envelope.FromString(raw) for (raw,) in rows)
+
+    @classmethod
+    def from_envelopes(cls, definitions: Iterable[Envelope]) -> Units:
+        """The registry from definition envelopes (other definition types are skipped)."""
         out = []
-        for env in store.iter_records(records.DEFINITION):
+        for env in definitions:
             body = records.body_of(env)
             if body.type != "unit":
                 continue

@@ -15,10 +15,12 @@ from lienthong.node.status import reports_owed
 from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.completeness import completeness, submissions
+from lienthong.sync.downstream import Downstream
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.schedule import Schedules, containing, shift, today_in_vietnam
 from lienthong.sync.store import Store
 from lienthong.sync.units import Units
+from lienthong.sync.upstream import Upstream
 
 from .conftest import MakeNode, listen_address
 from .helpers import STORE_FILE, NodeProcess, cli, running, status, wait_until, write_jsonl
@@ -120,8 +122,11 @@ HAND_LEVELS = [
 
 def sync_up(child: Store, parent: Store, cursor: int) -> int:
     """Replicate the child's change log after `cursor` into the parent, as the link does; return the new cursor."""
-    while (batch := child.changes_after(cursor, 1000)) is not None:
-        assert parent.apply_from_child(child.node_id, child.epoch, batch.after, batch.last, batch.fingerprint, batch.envelopes) == []
+    while (batch := Upstream(child).changes_after(cursor, 1000)) is not None:
+        assert (
+            Downstream(parent).apply_from_child(child.node_id, child.epoch, batch.after, batch.last, batch.fingerprint, batch.envelopes)
+            == []
+        )
         cursor = batch.last
     return cursor
 
@@ -132,7 +137,7 @@ def province(tmp_path: Path) -> Iterator[Store]:
     the first submissions, then (after they arrived) one resubmission after the due day."""
     parent = Store.create(tmp_path / "province.db", "86")
     child = Store.create(tmp_path / "relay.db", "86-28894")
-    parent.register_child("86-28894", "test")
+    Downstream(parent).register_child("86-28894", "test")
     clock = HybridClock()
     parent.write_local([records.build("86", row) for row in definitions(2026)], clock)
     child.write_local([records.build("86-28894", row) for row in first_submissions(2026)], HybridClock())

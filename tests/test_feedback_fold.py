@@ -18,8 +18,10 @@ from lienthong.node.cli import cli as lienthong_cli
 from lienthong.sync import feedback as fb
 from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
+from lienthong.sync.downstream import Downstream
 from lienthong.sync.errors import InputError, LienthongError
 from lienthong.sync.store import Store
+from lienthong.sync.upstream import Upstream
 
 from .conftest import MakeNode
 from .helpers import cli
@@ -316,7 +318,7 @@ def test_routing_by_unit_registry_and_reassignment_history(tmp_path: Path) -> No
     store = Store.create(tmp_path / "p.db", "86")
     write(store, {"kind": "definition", "type": "unit", "code": "86-28894.w1", "fields": {"parent": A}})
     for child in (A, B):
-        store.register_child(child, "127.0.0.1:1")
+        Downstream(store).register_child(child, "127.0.0.1:1")
     write(store, feedback_row("w", "86-28894.w1"), feedback_row("x", A))
     write(store, event_row("x", "accepted", 1))
     queued = queue(store)
@@ -414,7 +416,7 @@ def test_a_unit_cannot_update_an_item_assigned_elsewhere(make_node: MakeNode, tm
     store = Store.open(commune / "lienthong.db")
     item_env = records.build("86", feedback_row("1022-7", A)).envelope("86", HybridClock().now())
     moved = records.build("86", event_row("1022-7", "assigned", 3, assigned_unit=B, unit=B)).envelope("86", HybridClock().now() + 1)
-    store.apply_from_parent("e", 0, 2, [item_env.SerializeToString(), moved.SerializeToString()])
+    Upstream(store).apply_from_parent("e", 0, 2, [item_env.SerializeToString(), moved.SerializeToString()])
     store.close()
     assert (
         f"assigned to {B}, not to this node's units"
@@ -426,7 +428,7 @@ def test_open311_status_update_from_a_units_system_finds_the_dispatched_item(tmp
     """A unit's own Open311 export (no description) adds events to the province's item, not a second item."""
     store = Store.create(tmp_path / "c.db", A)
     item_env = records.build("86", feedback_row("1022-9", A, assigned_unit=A)).envelope("86", HybridClock().now())
-    store.apply_from_parent("e", 0, 1, [item_env.SerializeToString()])
+    Upstream(store).apply_from_parent("e", 0, 1, [item_env.SerializeToString()])
     update = [{"service_request_id": "1022-9", "status": "in_progress", "agency_responsible": A, "updated_datetime": "2026-11-22T08:00:00+07:00",
                "notes": [{"datetime": "2026-11-21T08:00:00+07:00", "type": "accepted", "description": "Đã nhận"}]}]  # fmt: skip
     path = tmp_path / "inbox" / "update.json"

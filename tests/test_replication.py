@@ -17,8 +17,10 @@ from structlog.testing import capture_logs
 from lienthong.node import ca, tls
 from lienthong.sync import records, transport
 from lienthong.sync.clock import LOGICAL_BITS, HybridClock, wall_ms
+from lienthong.sync.downstream import Downstream
 from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, Uplink
 from lienthong.sync.store import Store
+from lienthong.sync.upstream import Upstream
 from lienthong.sync.wire import replication_pb2 as wire
 from lienthong.sync.wire import replication_pb2_grpc as wire_grpc
 
@@ -115,7 +117,7 @@ def test_records_flow_up_and_definitions_down(tmp_path: Path, ca_dir: Path) -> N
                 await until(lambda: prov.record_versions() >= child.record_versions() and child.counts()["definition"] == 1, what="sync")
                 child.write_local([records.build("86-28894", indicator(i)) for i in range(500, 520)], clock)
                 await until(lambda: {v for v in child.record_versions()} <= prov.record_versions(), what="live changes")
-                await until(lambda: child.pending() == 0, what="acks persisted")
+                await until(lambda: Upstream(child).pending() == 0, what="acks persisted")
             mine = {(i, v) for i, v in child.record_versions()} - {(i, v) for i, v in prov.record_versions() if False}
             assert {x for x in prov.record_versions()} == mine  # the province holds exactly the child's records + its definition
             child.close()
@@ -133,13 +135,13 @@ def test_refused_record_is_quarantined_visible_at_child_and_does_not_block(tmp_p
             child.write_local([records.build("86-28894", indicator(1))], skewed)
             good = HybridClock()
             async with uplink(child, port, node_tls(ca_dir, tmp_path, "86-28894")):
-                await until(lambda: child.refused_count() == 1, what="the refusal at the child")
+                await until(lambda: Upstream(child).refused_count() == 1, what="the refusal at the child")
                 child.write_local([records.build("86-28894", indicator(i)) for i in range(2, 40)], good)
                 await until(lambda: len(prov.record_versions()) == 38, what="later records")
-            refused = child.refused()[0]
+            refused = Upstream(child).refused()[0]
             assert refused["code"] == "clock_skew" and "clock" in refused["reason"]
-            assert [q["code"] for q in prov.quarantine()] == ["clock_skew"]
-            assert prov.children()[0]["rejected"] == 1
+            assert [q["code"] for q in Downstream(prov).quarantine()] == ["clock_skew"]
+            assert Downstream(prov).children()[0]["rejected"] == 1
             child.close()
 
     asyncio.run(main())
@@ -208,7 +210,7 @@ def test_mtls_refuses_unauthenticated_peers(tmp_path: Path, ca_dir: Path, case: 
                 assert code == grpc.StatusCode.UNAVAILABLE
                 assert [kind for kind, _ in refused] == ["handshake"], refused
                 assert REFUSAL_REASONS[case] in refused[0][1], refused
-            assert prov.children() == [] and prov.record_versions() == set()
+            assert Downstream(prov).children() == [] and prov.record_versions() == set()
             if case == "revoked":
                 return
             # A well-behaved child still gets in afterwards.
@@ -228,7 +230,7 @@ def test_a_connection_around_the_tls_front_is_refused(tmp_path: Path, ca_dir: Pa
             code = await _attempt(backend, None)
             assert code == grpc.StatusCode.PERMISSION_DENIED
             assert refused and "without passing its TLS front" in refused[0][1]
-            assert prov.children() == []
+            assert Downstream(prov).children() == []
 
     asyncio.run(main())
 
@@ -245,7 +247,7 @@ def test_child_refuses_a_parent_with_the_wrong_identity(tmp_path: Path, ca_dir: 
                     await until(lambda: any(e["event"] == "link.refused" for e in logs), what="the refusal log")
             refusal = next(e for e in logs if e["event"] == "link.refused")
             assert "certificate does not name the node" in refusal["error"] and "parent.id" in refusal["hint"]
-            assert prov.record_versions() == set() and child.pending() == 1
+            assert prov.record_versions() == set() and Upstream(child).pending() == 1
             child.close()
 
     asyncio.run(main())

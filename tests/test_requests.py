@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from lienthong.sync import records
 from lienthong.sync import requests as dr
 from lienthong.sync.clock import HybridClock
+from lienthong.sync.downstream import Downstream
 from lienthong.sync.errors import InputError
 from lienthong.sync.store import Store
+from lienthong.sync.upstream import Upstream
 
 from .conftest import MakeNode, listen_address
 from .helpers import NodeProcess, cli, running, wait_until
@@ -66,9 +68,9 @@ def write(store: Store, *keyed: records.Keyed) -> None:
 def from_parent(store: Store, *keyed: records.Keyed, parent: str = "86") -> None:
     """Deliver records written at the parent, as the downward stream does."""
     clock = HybridClock(store.max_version())
-    epoch, applied, _ = store.down_cursor()
+    epoch, applied, _ = Upstream(store).down_cursor()
     raws = [k.envelope(parent, clock.now()).SerializeToString() for k in keyed]
-    store.apply_from_parent(epoch or "parent-epoch", applied, applied + 1, raws)
+    Upstream(store).apply_from_parent(epoch or "parent-epoch", applied, applied + 1, raws)
 
 
 def board(store: Store, own: list[str], now: datetime = NOW) -> list[dict[str, Any]]:
@@ -197,7 +199,7 @@ def test_each_node_shows_requests_for_the_units_it_answers_for_or_holds_below(tm
     store = Store.create(tmp_path / "middle.db", "86-28894")
     try:
         from_parent(store, *(records.build("86", row) for row in definitions(unit("86-28894.ap1", "86-28894"))))
-        store.register_child("86-28894.tyt", "test")  # a health station's node below this commune
+        Downstream(store).register_child("86-28894.tyt", "test")  # a health station's node below this commune
         from_parent(
             store,
             ask(code="OWN", units=("86-28894",)),
@@ -215,7 +217,7 @@ def test_each_node_shows_requests_for_the_units_it_answers_for_or_holds_below(tm
 
 def test_the_province_answers_only_for_units_without_a_node_of_their_own(province: Store) -> None:
     """At the province, a commune whose node has connected answers for itself; one without a node is the province's."""
-    province.register_child("86-28894", "test")
+    Downstream(province).register_child("86-28894", "test")
     scope = dr.Scope.from_store(province, ["86"])
     assert "86-28894" not in scope.answerable and "86-29077" in scope.answerable
     assert {"86-28894", "86-29077"} <= scope.visible

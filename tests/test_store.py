@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
+from lienthong.sync.downstream import Downstream
 from lienthong.sync.errors import ProtocolError, SchemaTooNew, StoreError
 from lienthong.sync.store import Store
+from lienthong.sync.upstream import Upstream
 
 
 def indicator(i: int, value: int = 0) -> dict[str, object]:
@@ -30,7 +32,7 @@ def child(tmp_path: Path) -> Store:
 @pytest.fixture
 def parent(tmp_path: Path) -> Store:
     store = Store.create(tmp_path / "parent.db", "86")
-    store.register_child("86-28894", "test")
+    Downstream(store).register_child("86-28894", "test")
     yield store
     store.close()
 
@@ -41,7 +43,7 @@ def latest(store: Store) -> set[tuple[bytes, int]]:
 
 def all_batches(store: Store, size: int) -> list:
     out, cursor = [], 0
-    while (batch := store.changes_after(cursor, size)) is not None:
+    while (batch := Upstream(store).changes_after(cursor, size)) is not None:
         out.append(batch)
         cursor = batch.last
     return out
@@ -75,17 +77,17 @@ def test_batch_and_checkpoint_commit_together_and_duplicates_are_no_ops(child: S
     child.write_local([records.build(child.node_id, indicator(i)) for i in range(30)], HybridClock())
     b1, b2, b3 = all_batches(child, 10)
     epoch = child.epoch
-    assert parent.apply_from_child("86-28894", epoch, b1.after, b1.last, b1.fingerprint, b1.envelopes) == []
+    assert Downstream(parent).apply_from_child("86-28894", epoch, b1.after, b1.last, b1.fingerprint, b1.envelopes) == []
     head = parent.head()
-    assert parent.apply_from_child("86-28894", epoch, b1.after, b1.last, b1.fingerprint, b1.envelopes) == []
+    assert Downstream(parent).apply_from_child("86-28894", epoch, b1.after, b1.last, b1.fingerprint, b1.envelopes) == []
     assert parent.head() == head  # duplicate: nothing logged again
     with pytest.raises(ProtocolError):
-        parent.apply_from_child("86-28894", epoch, b3.after, b3.last, b3.fingerprint, b3.envelopes)
-    assert parent.child_state("86-28894").applied == b1.last
+        Downstream(parent).apply_from_child("86-28894", epoch, b3.after, b3.last, b3.fingerprint, b3.envelopes)
+    assert Downstream(parent).child_state("86-28894").applied == b1.last
     for b in (b2, b3):
-        parent.apply_from_child("86-28894", epoch, b.after, b.last, b.fingerprint, b.envelopes)
+        Downstream(parent).apply_from_child("86-28894", epoch, b.after, b.last, b.fingerprint, b.envelopes)
     assert latest(parent) == latest(child)
-    assert parent.child_state("86-28894").fingerprint == child.fingerprint_at(b3.last)
+    assert Downstream(parent).child_state("86-28894").fingerprint == child.fingerprint_at(b3.last)
 
 
 def test_bad_records_are_quarantined_without_pinning_the_cursor(child: Store, parent: Store) -> None:
@@ -93,24 +95,24 @@ def test_bad_records_are_quarantined_without_pinning_the_cursor(child: Store, pa
     child.write_local([records.build(child.node_id, indicator(i)) for i in range(3)], HybridClock())
     batch = all_batches(child, 100)[0]
     forged = records.build("86-29077", indicator(9)).envelope("86", 1).SerializeToString()  # claims the province as origin
-    refusals = parent.apply_from_child(
+    refusals = Downstream(parent).apply_from_child(
         "86-28894", child.epoch, 0, batch.last, batch.fingerprint, [*batch.envelopes, b"\xff\x00junk", forged]
     )
     assert sorted(r.code for r in refusals) == ["malformed", "unauthorized_origin"]
-    assert parent.child_state("86-28894").applied == batch.last
+    assert Downstream(parent).child_state("86-28894").applied == batch.last
     assert latest(parent) == latest(child)
-    assert [q["code"] for q in parent.quarantine()] == ["unauthorized_origin"]
+    assert [q["code"] for q in Downstream(parent).quarantine()] == ["unauthorized_origin"]
 
 
 def test_a_record_cannot_be_overwritten_by_another_origin(parent: Store) -> None:
     """Single writer: a version from a different origin never replaces a stored record."""
-    parent.register_child("86-29077", "test")
+    Downstream(parent).register_child("86-29077", "test")
     mine = records.build("86-28894", indicator(1)).envelope("86-28894", 10)
-    parent.apply_from_child("86-28894", "e1", 0, 1, b"", [mine.SerializeToString()])
+    Downstream(parent).apply_from_child("86-28894", "e1", 0, 1, b"", [mine.SerializeToString()])
     theirs = records.Envelope()
     theirs.CopyFrom(mine)
     theirs.origin, theirs.version, theirs.body = "86-29077", 99, b"changed"
-    parent.apply_from_child("86-29077", "e2", 0, 1, b"", [theirs.SerializeToString()])
+    Downstream(parent).apply_from_child("86-29077", "e2", 0, 1, b"", [theirs.SerializeToString()])
     assert latest(parent) == {(mine.id, 10)}
 
 
@@ -146,13 +148,13 @@ def test_any_interleaving_of_duplicate_and_reordered_batches_converges(
         for n, i in enumerate(updates):
             child.write_local([records.build(child.node_id, indicator(i, value=n + 1))], clock)
         batches = all_batches(child, size)
-        parent.register_child("86-28894", "test")
+        Downstream(parent).register_child("86-28894", "test")
         epoch = child.epoch
 
         def deliver(b) -> None:
             # A gap raises ProtocolError: the real session drops and reconnects from the checkpoint.
             with contextlib.suppress(ProtocolError):
-                parent.apply_from_child("86-28894", epoch, b.after, b.last, b.fingerprint, b.envelopes)
+                Downstream(parent).apply_from_child("86-28894", epoch, b.after, b.last, b.fingerprint, b.envelopes)
 
         position = 0  # the sender's cursor into `batches`
         for action, k in plan:
@@ -164,10 +166,10 @@ def test_any_interleaving_of_duplicate_and_reordered_batches_converges(
             elif action == "ahead" and position + k < len(batches):
                 deliver(batches[position + k])
             elif action == "reconnect":
-                applied = parent.child_state("86-28894").applied
+                applied = Downstream(parent).child_state("86-28894").applied
                 position = next((j for j, b in enumerate(batches) if b.after == applied), len(batches))
         # In the end the link stays up: resume from the checkpoint and send the rest.
-        applied = parent.child_state("86-28894").applied
+        applied = Downstream(parent).child_state("86-28894").applied
         for b in batches:
             if b.after >= applied:
                 deliver(b)

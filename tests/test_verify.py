@@ -66,7 +66,7 @@ def test_two_histories_sealed_with_one_number_are_a_fork(tmp_path: Path, ca_dir:
     write(restored, 100, 5)
     other = restored.db.execute("SELECT envelope FROM records WHERE rid > (SELECT max(rid) FROM records) - 6").fetchall()
     restored.close()
-    with store._write() as db:
+    with store.writing() as db:
         for (raw,) in other:
             e = records.Envelope.FromString(raw)
             db.execute(UPSERT, (e.id, e.kind, e.origin, e.unit, e.agency, e.version, e.deleted, b"", "86-28894", raw))

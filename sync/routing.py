@@ -1,0 +1,146 @@
+"""Routing: which child must receive what, filling the parent's downward queue.
+
+- Definitions go to every child (never back to the one that sent them).
+- Citizen feedback and its events go to the child whose subtree holds the record's
+  unit; an event also to the child holding its item's unit; an `assigned` event
+  also to the child holding the newly assigned unit, with the item's whole history
+  when that child did not hold it yet.
+- A child that names a unit for the first time is queued the feedback it must now
+  hold (`queue_feedback_for`).
+
+Which child holds a unit: the `child_units` table, else the nearest ancestor in the
+unit registry that a child holds (a ward under a commune node). Every function here
+works on the writer's connection inside the writer's transaction, so a unit defined
+in the same transaction as a feedback item routes that item.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+from . import records
+from .errors import InputError
+from .records import Envelope
+from .units import Units
+
+# A feedback row to route: (rid, kind, unit, via, envelope).
+FeedbackRow = tuple[int, int, str, str, bytes]
+
+
+class Router:
+    """Fills the downward queue of the node `node_id`."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+
+    def route(self, db: sqlite3.Connection, ids: Sequence[bytes]) -> None:
+        """Queue newly written records (by id) for the children that must receive them."""
+        if not ids:
+            return
+        children = [c for (c,) in db.execute("SELECT child FROM children")]
+        if not children:
+            return
+        queue: list[tuple[str, int]] = []
+        feedback_rows: list[FeedbackRow] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for rid, kind, unit, via, raw in db.execute(
+                f"SELECT r.rid, r.kind, r.unit, r.via, CASE WHEN r.kind = ? THEN NULL ELSE r.envelope END FROM records r "
+                f"WHERE r.id IN ({marks}) AND (r.kind = ? OR r.kind IN (?, ?))",
+                (records.DEFINITION, *chunk, records.DEFINITION, records.FEEDBACK, records.FEEDBACK_EVENT),
+            ):
+                if kind == records.DEFINITION:
+                    queue.extend((c, rid) for c in children if c != via)
+                else:
+                    feedback_rows.append((rid, kind, unit, via, raw))
+        if feedback_rows:
+            queue.extend(self.feedback_routes(db, feedback_rows))
+        queue = list(dict.fromkeys(queue))  # a record queued twice for one child is sent once
+        db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", sorted(queue, key=lambda q: q[1]))
+
+    def queue_feedback_for(self, db: sqlite3.Connection, child: str) -> None:
+        """`child` holds new units: queue the feedback it must now hold — items of its units,
+        their events, and items assigned to its units before it first connected, with their history."""
+        rows = db.execute(
+            "SELECT rid, kind, unit, via, envelope FROM records WHERE kind IN (?, ?) AND via != ? ORDER BY rid",
+            (records.FEEDBACK, records.FEEDBACK_EVENT, child),
+        ).fetchall()
+        queued = {rid for (rid,) in db.execute("SELECT rid FROM downqueue WHERE child = ?", (child,))}
+        wanted = sorted({rid for target, rid in self.feedback_routes(db, rows) if target == child} - queued)
+        db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", [(child, rid) for rid in wanted])
+
+    def feedback_routes(self, db: sqlite3.Connection, rows: Iterable[FeedbackRow]) -> list[tuple[str, int]]:
+        """(child, rid) pairs to queue for feedback items and events. Never back to the child it came from."""
+        owners = _Owners(db, self.node_id)
+        out: list[tuple[str, int]] = []
+        for rid, kind, unit, via, raw in rows:
+            targets = {owners(unit)}
+            if kind == records.FEEDBACK_EVENT:
+                env = Envelope.FromString(raw)
+                body = records.body_of(env)
+                item = db.execute(
+                    "SELECT rid, unit, via, envelope FROM records WHERE id = ? AND kind = ?", (records.event_item_id(env), records.FEEDBACK)
+                ).fetchone()
+                if item is not None:
+                    targets.add(owners(item[1]))
+                if body.status == "assigned" and body.unit:
+                    new = owners(body.unit)
+                    targets.add(new)
+                    if item is not None and new and new != owners(item[1]):
+                        out.extend((new, h_rid) for h_rid, h_via in _history(db, item) if h_via != new)
+            out.extend((child, rid) for child in sorted(targets) if child and child != via)
+        return out
+
+
+class _Owners:
+    """Which child's subtree holds a unit, looked up once per routing pass."""
+
+    def __init__(self, db: sqlite3.Connection, node_id: str) -> None:
+        self.db, self.node_id = db, node_id
+        self.cache: dict[str, str] = {}
+        self.units: Units | None = None
+
+    def _direct(self, unit: str) -> str:
+        row = self.db.execute("SELECT child FROM child_units WHERE unit = ?", (unit,)).fetchone()
+        return str(row[0]) if row else ""
+
+    def __call__(self, unit: str) -> str:
+        if not unit or unit == self.node_id:
+            return ""
+        if unit not in self.cache:
+            owner = self._direct(unit)
+            if not owner:
+                if self.units is None:
+                    try:
+                        self.units = Units.load(self.db)  # the writer's view: units defined in this transaction count
+                    except InputError:
+                        self.units = Units([])  # a malformed unit definition must not stop replication; the CLI names it
+                for above in self.units.ancestors(unit):
+                    if above == self.node_id:
+                        break
+                    owner = self._direct(above)
+                    if owner:
+                        break
+            self.cache[unit] = owner
+        return self.cache[unit]
+
+
+def _history(db: sqlite3.Connection, item: tuple[int, str, str, bytes]) -> list[tuple[int, str]]:
+    """The item's record and every event of it held here, as (rid, via)."""
+    env = Envelope.FromString(item[3])
+    source_id = records.body_of(env).source_id
+    out = [(item[0], item[2])]
+    for rid, via, raw in db.execute(
+        "SELECT rid, via, envelope FROM records WHERE kind = ? AND instr(envelope, ?) > 0 ORDER BY rid",
+        (records.FEEDBACK_EVENT, source_id.encode()),
+    ):
+        event = Envelope.FromString(raw)
+        body = records.body_of(event)
+        if body.feedback != source_id:
+            continue
+        key = records.event_item_id(event)
+        if key == env.id or db.execute("SELECT 1 FROM records WHERE id = ?", (key,)).fetchone() is None:
+            out.append((rid, via))
+    return out

@@ -1,0 +1,154 @@
+"""The child's side of its link to the parent: which changes go up, what the parent
+acknowledged and refused, the uplink's state, applying what the parent sends down,
+and moving to a new parent.
+
+Exactly-once effect: the parent's acknowledgement only moves `uplink.acked` forward;
+what the parent sends down is applied together with our downward cursor in one
+transaction, so a batch received twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import admission, records
+from .batch import OutBatch, Refusal
+from .errors import ProtocolError
+from .store import UPSERT, VIA_PARENT, Store
+
+
+class Upstream:
+    """The child's side of the link, over `store`. Blocking methods; the engine calls them from worker threads."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # ------------------------------------------------------------ up: our change log to the parent
+
+    def changes_after(self, seq: int, limit: int) -> OutBatch | None:
+        """The next batch of change-log entries after `seq` to send up, or None.
+
+        Entries received from the parent, and entries superseded by a later
+        version of the same record, are covered by the batch but carry nothing:
+        the parent has them already, or will get the later version.
+        """
+        rows = (
+            self.store.reader()
+            .execute(
+                "SELECT c.seq, c.up, c.version, r.version, r.id, r.envelope, r.kind FROM changelog c "
+                "JOIN records r ON r.rid = c.rid WHERE c.seq > ? ORDER BY c.seq LIMIT ?",
+                (seq, limit),
+            )
+            .fetchall()
+        )
+        if not rows:
+            return None
+        last = rows[-1]
+        return OutBatch(
+            after=seq,
+            last=last[0],
+            envelopes=[env for _, up, logged, current, _, env, _ in rows if up and logged == current],
+            fingerprint=records.fingerprint(last[4], last[2]),
+            feedback=[env for _, up, logged, current, _, env, kind in rows if up and logged == current and kind == records.FEEDBACK],
+        )
+
+    def pending(self) -> int:
+        """Own change-log entries the parent has not acknowledged."""
+        acked = self.store.reader().execute("SELECT acked FROM uplink").fetchone()[0]
+        return self.store.reader().execute("SELECT count(*) FROM changelog WHERE seq > ? AND up = 1", (acked,)).fetchone()[0]
+
+    def uplink_state(self) -> dict[str, Any]:
+        row = self.store.reader().execute("SELECT * FROM uplink").fetchone()
+        cols = [d[0] for d in self.store.reader().execute("SELECT * FROM uplink").description]
+        return dict(zip(cols, row, strict=True))
+
+    def record_acks(self, acked: int, acked_records: int, sent: int, refusals: Sequence[Refusal]) -> None:
+        """Persist what the parent acknowledged and what it refused."""
+        now = time.time()
+        with self.store.writing() as db:
+            db.execute(
+                "UPDATE uplink SET acked = max(acked, ?), acked_records = acked_records + ?, sent = sent + ?, last_contact = ?",
+                (acked, acked_records, sent, now),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO refused VALUES (?, ?, ?, ?, ?)",
+                [(r.id, r.version, r.code, r.reason, now) for r in refusals],
+            )
+
+    def reparent(self, parent_id: str) -> int:
+        """Forget the old parent's cursors (this node moves to a new parent): the next session
+        starts from the beginning of this node's change log, and the new parent's downward
+        queue from its start. Records received from the old parent stay. Returns how many
+        change-log entries will go up."""
+        with self.store.writing() as db:
+            db.execute(
+                "UPDATE uplink SET parent_id = ?, address = '', connected = 0, acked = 0, "
+                "down_epoch = '', down_applied = 0, down_fingerprint = x''",
+                (parent_id,),
+            )
+            return int(db.execute("SELECT count(*) FROM changelog WHERE up = 1").fetchone()[0])
+
+    def set_uplink(self, **values: Any) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        with self.store.writing() as db:
+            db.execute(f"UPDATE uplink SET {assignments}", tuple(values.values()))
+
+    def refused(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Records of ours the parent refused and that no newer version replaced."""
+        rows = (
+            self.store.reader()
+            .execute(
+                "SELECT f.id, f.version, f.code, f.reason, f.at, r.unit, r.kind FROM refused f "
+                "JOIN records r ON r.id = f.id AND r.version = f.version ORDER BY f.at DESC LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        )
+        return [
+            {"id": i.hex(), "version": v, "code": c, "reason": why, "at": at, "unit": u, "kind": records.KIND_NAMES.get(k, "")}
+            for i, v, c, why, at, u, k in rows
+        ]
+
+    def refused_count(self) -> int:
+        return (
+            self.store.reader()
+            .execute("SELECT count(*) FROM refused f JOIN records r ON r.id = f.id AND r.version = f.version")
+            .fetchone()[0]
+        )
+
+    # ------------------------------------------------------------ down: the parent's queue to us
+
+    def apply_from_parent(
+        self, parent_epoch: str, after: int, last: int, raws: Sequence[bytes], fingerprint: bytes = b""
+    ) -> tuple[int, list[Refusal]]:
+        """Verify and apply a batch of the parent's downward queue and move our cursor, atomically.
+
+        Returns how many records were stored and the ones refused (bad or missing
+        signature, a definition not signed by the province): those are kept in
+        quarantine here and the cursor still moves. A batch already applied is a no-op.
+        """
+        now = time.time()
+        rows, refusals, quarantined = admission.prepare(VIA_PARENT, raws, now, self.store.verifier)
+        with self.store.writing() as db:
+            epoch, applied = db.execute("SELECT down_epoch, down_applied FROM uplink").fetchone()
+            if epoch != parent_epoch:
+                applied = 0
+            if last <= applied:
+                return 0, []
+            if after != applied:
+                raise ProtocolError(f"the parent sent down {after}..{last} but we hold {applied}", "it reconnects by itself")
+            db.executemany(UPSERT, rows)
+            db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
+            self.store.router.route(db, [r[0] for r in rows])
+            db.execute(
+                "UPDATE uplink SET down_epoch = ?, down_applied = ?, down_fingerprint = ?, received = received + ?, last_contact = ?",
+                (parent_epoch, last, fingerprint, len(rows), now),
+            )
+        return len(rows), refusals
+
+    def down_cursor(self) -> tuple[str, int, bytes]:
+        """The parent epoch, sequence and fingerprint of what we applied of its queue."""
+        row = self.store.reader().execute("SELECT down_epoch, down_applied, down_fingerprint FROM uplink").fetchone()
+        return row[0] or "", row[1], row[2] or b""
