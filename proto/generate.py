@@ -28,6 +28,7 @@ def main() -> int:
     check = "--check" in sys.argv[1:]
     sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / "lienthong" / "v1").glob("*.proto"))
     plugin = Path(sys.executable).parent / "protoc-gen-mypy"
+    grpc_plugin = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
     with tempfile.TemporaryDirectory() as tmp:
         args = [
             "grpc_tools.protoc",
@@ -36,6 +37,8 @@ def main() -> int:
             f"--plugin=protoc-gen-mypy={plugin}",
             f"--mypy_out={tmp}",
             f"--grpc_python_out={tmp}",
+            f"--plugin=protoc-gen-mypy_grpc={grpc_plugin}",
+            f"--mypy_grpc_out={tmp}",
             *sources,
         ]
         if protoc.main(args) != 0:

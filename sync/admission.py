@@ -60,6 +60,12 @@ def shape_problem(env: Envelope) -> tuple[str, str] | None:
         return "malformed", "the record names no unit"
     if env.version == 0:
         return "malformed", "the record has no version"
+    try:
+        expected = records.expected_id(env)
+    except DecodeError:
+        return "malformed", "the record's body cannot be read"
+    if expected is not None and expected != env.id:
+        return "id_mismatch", "the record's id is not the one its natural key gives: it would overwrite another record"
     if clock.too_far_ahead(env.version):
         return "clock_skew", "the record's version is more than a day ahead of this node's clock; check the sender's clock"
     return None

@@ -12,19 +12,19 @@ stream (DESIGN §4).
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import admission, records
+from . import admission, feedback, records
 from .admission import Prepared
 from .batch import InBatch, OutBatch, Refusal
 from .errors import ProtocolError
 from .records import Envelope
 from .store import UPSERT, Store, existing_versions
+from .subtree import Subtrees
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,8 @@ class Downstream:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._origin_owner: dict[str, str] = {}
-        self._tree: dict[str, str] = {}
-        self._tree_marker: tuple[int, int] = (-1, -1)
-        self._unit_owner: dict[str, str] = {}
+        self._cached: tuple[tuple[int, ...], Subtrees] | None = None
+        self._claimed = False  # an origin was first claimed in the running transaction
 
     def child_state(self, child: str) -> ChildState:
         row = self.store.reader().execute("SELECT epoch, applied, fingerprint FROM children WHERE child = ?", (child,)).fetchone()
@@ -67,12 +65,12 @@ class Downstream:
                 "INSERT INTO children(child, epoch, applied, connected, address, first_seen, last_contact) VALUES (?, '', 0, 1, ?, ?, ?)",
                 (child, address, now, now),
             )
-            self._claim_units(db, child, [child])
-            self._claim_origin(db, child, child)
             db.execute(
                 "INSERT INTO downqueue(child, rid) SELECT ?, rid FROM records WHERE kind = ? ORDER BY rid",
                 (child, records.DEFINITION),
             )
+            # Feedback for its units may have waited here for it (assigned before it first connected).
+            self.store.router.queue_feedback_for(db, child)
 
     def set_child(self, child: str, **values: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in values)
@@ -108,7 +106,6 @@ class Downstream:
         results: list[list[Refusal]] = []
         rows: list[tuple[Any, ...]] = []
         quarantined: list[tuple[Any, ...]] = []
-        units: set[str] = set()
         refused = 0
         with self._dropping_claims_on_error(), self.store.writing() as db:
             row = db.execute("SELECT epoch, applied, fingerprint FROM children WHERE child = ?", (child,)).fetchone()
@@ -124,14 +121,16 @@ class Downstream:
                         f"child {child} sent {batch.after}..{batch.last} but {applied} is applied", "it reconnects by itself"
                     )
                 denied = {origin for origin in {r[2] for r in batch_rows} if not self._claim_origin(db, child, origin)}
+                subtrees = self._subtrees(db)
                 for r in batch_rows:
-                    if r[2] in denied:
-                        reason = f"node {child} may not send records whose origin is {r[2]}"
-                        refusals.append(Refusal(r[0], r[5], "unauthorized_origin", reason))
-                        batch_quarantined.append((child, r[0], r[5], "unauthorized_origin", reason, now, r[9]))
-                    else:
+                    problem = self._authority_problem(subtrees, child, r, denied)
+                    if problem is None and r[1] == records.FEEDBACK_EVENT:
+                        problem = self._event_problem(db, subtrees, child, r)
+                    if problem is None:
                         rows.append(r)
-                        units.add(r[3])
+                    else:
+                        refusals.append(Refusal(r[0], r[5], *problem))
+                        batch_quarantined.append((child, r[0], r[5], *problem, now, r[9]))
                 quarantined += batch_quarantined
                 refused += len(refusals)
                 results.append(refusals)
@@ -142,7 +141,10 @@ class Downstream:
                 # Some versions were not newer than what is stored: a resend (the same
                 # version, harmless) or a replay of an older version, refused and audited.
                 stale = self._refuse_stale(db, child, rows, prepared, results, quarantined, now)
-            self._claim_units(db, child, units - self._unit_owner.keys())
+            if self._claimed:
+                # Records of nodes first seen through this child: feedback for their units goes to it now.
+                self.store.router.queue_feedback_for(db, child)
+                self._claimed = False
             db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
             db.execute(
                 "UPDATE children SET epoch = ?, applied = ?, fingerprint = ?, received = received + ?, "
@@ -179,67 +181,93 @@ class Downstream:
 
     @contextlib.contextmanager
     def _dropping_claims_on_error(self) -> Iterator[None]:
-        """The origin and unit claims cached in memory are made inside the applying transaction:
-        if it rolls back, forget them (they are read again from the committed tables)."""
+        """The subtree snapshot cached in memory is updated inside the applying transaction:
+        if it rolls back, forget it (it is read again from the committed tables)."""
         try:
             yield
         except BaseException:
-            self._origin_owner.clear()
-            self._unit_owner.clear()
+            self._cached = None
+            self._claimed = False
             raise
 
-    def _node_tree(self, db: sqlite3.Connection) -> dict[str, str]:
-        """node id -> parent id, from the `node` definitions the province publishes from its
-        CA registry (reloaded when any definition changed)."""
-        marker = db.execute("SELECT count(*), coalesce(max(version), 0) FROM records WHERE kind = ?", (records.DEFINITION,)).fetchone()
-        if marker != self._tree_marker:
-            tree: dict[str, str] = {}
-            for (raw,) in db.execute("SELECT envelope FROM records WHERE kind = ? AND deleted = 0", (records.DEFINITION,)):
-                body = records.body_of(Envelope.FromString(raw))
-                if body.type == records.NODE_DEFINITION:
-                    tree[body.code] = str(json.loads(body.json or "{}").get("parent") or "")
-            self._tree, self._tree_marker = tree, marker
-        return self._tree
+    def _subtrees(self, db: sqlite3.Connection) -> Subtrees:
+        """Who answers for what, reloaded when definitions, children or relayed origins changed."""
+        marker = Subtrees.marker(db)
+        if self._cached is None or self._cached[0] != marker:
+            self._cached = (marker, Subtrees.load(db, self.store.node_id))
+        return self._cached[1]
 
     def _claim_origin(self, db: sqlite3.Connection, child: str, origin: str) -> bool:
-        """Whether `child` may send records of `origin`: the origin itself or one of its descendants.
+        """Whether `child` may send records of `origin`: the child itself or a node in its subtree.
 
-        Descendants come from the node registry the province publishes (certificates
-        issued with their parent). An origin the registry does not know is claimed by
-        the first child that sends its records."""
+        The subtree is what the province's node definitions say. An origin that no
+        definition names and this node has never seen (a node below a middle tier
+        whose registry the province does not publish) is remembered as relayed by
+        the first child that sends its records: its seals prove who wrote them."""
         if origin == self.store.node_id:
             return False
-        tree = self._node_tree(db)
-        if origin in tree:
-            node, seen = origin, set()
-            while node and node not in seen:
-                if node == child:
-                    return True
-                seen.add(node)
-                node = tree.get(node, "")
-            return False
-        owner = self._origin_owner.get(origin)
-        if owner is None:
-            row = db.execute("SELECT child FROM child_origins WHERE origin = ?", (origin,)).fetchone()
-            owner = row[0] if row else child
-            if row is None:
-                db.execute("INSERT INTO child_origins VALUES (?, ?)", (origin, child))
-            self._origin_owner[origin] = owner
-        return owner == child
+        subtrees = self._subtrees(db)
+        if origin == child:
+            return True
+        if subtrees.known(origin):
+            return subtrees.child_for_node(origin) == child
+        db.execute("INSERT INTO child_origins VALUES (?, ?)", (origin, child))
+        subtrees.relayed[origin] = child
+        self._cached = (Subtrees.marker(db), subtrees)
+        self._claimed = True
+        return True
 
-    def _claim_units(self, db: sqlite3.Connection, child: str, units: Iterable[str]) -> None:
-        """Learn that `units` lie in `child`'s subtree, and queue down what they must receive."""
-        claimed = False
-        for unit in units:
-            if unit == self.store.node_id:
-                continue  # this node's own unit never belongs to a child's subtree
-            row = db.execute("SELECT child FROM child_units WHERE unit = ?", (unit,)).fetchone()
-            if row is None:
-                db.execute("INSERT INTO child_units VALUES (?, ?)", (unit, child))
-                claimed = True
-            self._unit_owner[unit] = row[0] if row else child
-        if claimed:
-            self.store.router.queue_feedback_for(db, child)  # once for all the units just claimed
+    @staticmethod
+    def _authority_problem(subtrees: Subtrees, child: str, row: admission.Row, denied: set[str]) -> tuple[str, str] | None:
+        """Why `child` may not write this row, or None: its origin or its unit lies outside the child's subtree."""
+        origin, unit, kind = row[2], row[3], row[1]
+        if origin in denied:
+            return "unauthorized_origin", f"node {child} may not send records whose origin is {origin}"
+        if kind == records.SEAL:
+            return None  # a seal speaks for its origin only, checked above
+        node = subtrees.node_of_unit(unit)
+        if not node:
+            return (
+                "unknown_unit",
+                f"unit {unit} is not in the province's unit definitions; the record is sent again once the province defines it",
+            )
+        if subtrees.child_for_node(node) != child:
+            return "foreign_unit", f"unit {unit} belongs to node {node}, outside the subtree of node {child}"
+        return None
+
+    @staticmethod
+    def _event_problem(db: sqlite3.Connection, subtrees: Subtrees, child: str, row: admission.Row) -> tuple[str, str] | None:
+        """Why a feedback event from `child` may not be taken, or None: what only the handling
+        unit may do (accept, progress, resolve, return) comes from the item's current assignee's
+        subtree. An event whose item is not held here is left to the fold where the item is."""
+        env = Envelope.FromString(row[9])
+        body = records.body_of(env)
+        if body.status not in feedback.ASSIGNEES_ONLY:
+            return None
+        item_row = db.execute(
+            "SELECT envelope FROM records WHERE id = ? AND kind = ?", (records.event_item_id(env), records.FEEDBACK)
+        ).fetchone()
+        if item_row is None:
+            return None
+        item_env = Envelope.FromString(item_row[0])
+        events = [
+            feedback.Event.from_envelope(e)
+            for e in (
+                Envelope.FromString(raw)
+                for (raw,) in db.execute(
+                    "SELECT envelope FROM records WHERE kind = ? AND instr(envelope, ?) > 0",
+                    (records.FEEDBACK_EVENT, body.feedback.encode()),
+                )
+            )
+            if records.event_item_id(e) == item_env.id
+        ]
+        item = feedback.fold(feedback.item_from_envelope(item_env), events, subtrees.units.ancestors)
+        if subtrees.child_for_unit(item.responsible) != child:
+            return (
+                "not_assignee",
+                f"feedback {body.feedback} is assigned to {item.responsible}, outside the subtree of node {child}: only its assignee or a unit above it may {body.status} it",
+            )
+        return None
 
     def down_after(self, child: str, seq: int, limit: int) -> OutBatch | None:
         """The next batch of `child`'s downward queue after `seq`, or None. Each record's seal

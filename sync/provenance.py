@@ -86,7 +86,8 @@ def _raw_public(key: ed25519.Ed25519PublicKey) -> bytes:
 
 
 def _spki(public_key: object) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+    der: bytes = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+    return der
 
 
 def csr_extension(signing_key: ed25519.Ed25519PrivateKey, tls_public_key: object) -> x509.UnrecognizedExtension:
@@ -149,11 +150,11 @@ def seal_hash(seal_body: bytes) -> bytes:
     return hashlib.sha256(seal_body).digest()
 
 
-def _to_be_signed(seal: records.pb.Seal) -> bytes:
-    unsigned = records.pb.Seal()
+def _to_be_signed(seal: records.Seal) -> bytes:
+    unsigned = records.Seal()
     unsigned.CopyFrom(seal)
     unsigned.signature = b""
-    return _SEAL_LABEL + unsigned.SerializeToString(deterministic=True)
+    return _SEAL_LABEL + bytes(unsigned.SerializeToString(deterministic=True))
 
 
 # ---------------------------------------------------------------- signing (the origin)
@@ -197,8 +198,8 @@ class Signer:
         self, seal_id: bytes, seq: int, prev: bytes, version: int, epoch: str, entries: Iterable[tuple[bytes, int, bytes]]
     ) -> Envelope:
         """The seal record over `entries` ((id, version, hash) of each record version written)."""
-        body = records.pb.Seal(origin=self.node_id, seq=seq, prev=prev, version=version, certificate=self.cert_der, epoch=epoch)
-        body.entries.extend(records.pb.SealEntry(id=i, version=v, hash=h) for i, v, h in entries)
+        body = records.Seal(origin=self.node_id, seq=seq, prev=prev, version=version, certificate=self.cert_der, epoch=epoch)
+        body.entries.extend(records.SealEntry(id=i, version=v, hash=h) for i, v, h in entries)
         body.signature = self._key.sign(_to_be_signed(body))
         return Envelope(
             id=seal_id,
@@ -282,7 +283,7 @@ class Verifier:
     def seal_info(self, env: Envelope) -> tuple[SealInfo | None, Problem | None]:
         """Check a seal record on its own; its facts if it verifies."""
         try:
-            body = records.pb.Seal.FromString(env.body)
+            body = records.Seal.FromString(env.body)
         except DecodeError:
             return None, ("malformed", "the seal cannot be read")
         if body.origin != env.origin or body.version != env.version:

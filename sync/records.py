@@ -24,6 +24,8 @@ from .errors import InputError
 from .wire import records_pb2 as pb
 
 Envelope = pb.Envelope
+Seal = pb.Seal
+SealEntry = pb.SealEntry
 
 INDICATOR = pb.KIND_INDICATOR
 REPORT = pb.KIND_REPORT
@@ -32,7 +34,7 @@ FEEDBACK_EVENT = pb.KIND_FEEDBACK_EVENT
 DEFINITION = pb.KIND_DEFINITION
 SEAL = pb.KIND_SEAL
 
-KIND_NAMES = {
+KIND_NAMES: dict[int, str] = {
     INDICATOR: "indicator",
     REPORT: "report",
     FEEDBACK: "feedback",
@@ -322,6 +324,25 @@ def definition(origin: str, fields: Mapping[str, Any]) -> Keyed:
     unit = code(fields, "unit", required=False) or origin
     rid = record_id(DEFINITION, body.type, body.code, origin)
     return Keyed(rid, DEFINITION, unit, "", body.SerializeToString(deterministic=True), bool(fields.get("deleted")))
+
+
+def expected_id(env: Envelope) -> bytes | None:
+    """The id an envelope's natural key gives (the builders' derivation), or None for kinds
+    whose id is not derived (seals). A received record whose id differs is refused: its
+    writer is trying to overwrite another record."""
+    body = body_of(env)
+    if env.kind == INDICATOR:
+        return record_id(INDICATOR, body.indicator, env.unit, body.period, body.disaggregation, env.origin, env.agency)
+    if env.kind == REPORT:
+        key = body.source_id or _SEP.join((body.report_type, body.period))
+        return record_id(REPORT, key, env.unit, env.origin, env.agency)
+    if env.kind == FEEDBACK:
+        return feedback_id(env.origin, env.agency, body.source_id)
+    if env.kind == FEEDBACK_EVENT:
+        return record_id(FEEDBACK_EVENT, body.feedback_origin, body.feedback, body.status, body.at, env.origin, env.agency)
+    if env.kind == DEFINITION:
+        return record_id(DEFINITION, body.type, body.code, env.origin)
+    return None
 
 
 def _json_number(value: object) -> object:

@@ -51,6 +51,7 @@ from . import records
 from .errors import InputError
 from .records import Envelope, Keyed
 from .store import Store
+from .subtree import Subtrees
 from .units import Units
 
 REQUEST_TYPE = "data_request"
@@ -345,23 +346,11 @@ def answers(store: Store) -> list[Answer]:
 
 
 def units_below(store: Store) -> set[str]:
-    """Units held by nodes below this one: descendants in the province's node registry,
-    and units this node learned from its children's records."""
-    tree: dict[str, str] = {}
-    for env in store.iter_records(records.DEFINITION):
-        body = records.body_of(env)
-        if body.type == records.NODE_DEFINITION:
-            tree[body.code] = str(json.loads(body.json or "{}").get("parent") or "")
-    below = {unit for (unit,) in store.db.execute("SELECT unit FROM child_units")}
-    for node in tree:
-        current, seen = tree.get(node, ""), {node}
-        while current and current not in seen:
-            if current == store.node_id:
-                below.add(node)
-                break
-            seen.add(current)
-            current = tree.get(current, "")
-    return below
+    """Nodes below this one, whose units they answer for: its children, the nodes the province's
+    node registry places below them, and nodes this node learned of through a child's records."""
+    subtrees = Subtrees.load(store.reader(), store.node_id)
+    nodes = subtrees.children | subtrees.relayed.keys() | subtrees.tree.keys()
+    return {node for node in nodes if subtrees.child_for_node(node)}
 
 
 def find(all_requests: Sequence[Request], ref: str) -> Request:
@@ -381,11 +370,11 @@ def find(all_requests: Sequence[Request], ref: str) -> Request:
 def board(all_requests: Sequence[Request], all_answers: Sequence[Answer], scope: Scope, now: datetime) -> list[dict[str, Any]]:
     """Each request this node shows, with one row per shown unit: its latest answer or pending."""
     latest: dict[tuple[str, str], Answer] = {}
-    for answer in all_answers:
-        key = (answer.request, answer.unit)
+    for given in all_answers:
+        key = (given.request, given.unit)
         # The latest version wins; ties (two nodes, one clock reading) go to the node id, so any order gives one board.
-        if key not in latest or (answer.version, answer.node, answer.agency) > (latest[key].version, latest[key].node, latest[key].agency):
-            latest[key] = answer
+        if key not in latest or (given.version, given.node, given.agency) > (latest[key].version, latest[key].node, latest[key].agency):
+            latest[key] = given
     out = []
     for request in all_requests:
         if not scope.shows(request):

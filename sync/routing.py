@@ -8,8 +8,10 @@
 - A child that names a unit for the first time is queued the feedback it must now
   hold (`queue_feedback_for`).
 
-Which child holds a unit: the `child_units` table, else the nearest ancestor in the
-unit registry that a child holds (a ward under a commune node). Every function here
+Which child holds a unit comes from `subtree.Subtrees`: the province's node and unit
+definitions and the children this node knows, never from which child named the unit
+first. A child not yet connected is still the one its units' feedback is queued for;
+it receives it when it comes. Every function here
 works on the writer's connection inside the writer's transaction, so a unit defined
 in the same transaction as a feedback item routes that item.
 """
@@ -20,9 +22,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from . import records
-from .errors import InputError
 from .records import Envelope
-from .units import Units
+from .subtree import Subtrees
 
 # A feedback row to route: (rid, kind, unit, via, envelope).
 FeedbackRow = tuple[int, int, str, str, bytes]
@@ -39,7 +40,7 @@ class Router:
         if not ids:
             return
         children = [c for (c,) in db.execute("SELECT child FROM children")]
-        if not children:
+        if not children and not _may_have_children(db, self.node_id):
             return
         queue: list[tuple[str, int]] = []
         feedback_rows: list[FeedbackRow] = []
@@ -58,7 +59,8 @@ class Router:
         if feedback_rows:
             queue.extend(self.feedback_routes(db, feedback_rows))
         queue = list(dict.fromkeys(queue))  # a record queued twice for one child is sent once
-        db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", sorted(queue, key=lambda q: q[1]))
+        ordered: list[tuple[str, int]] = sorted(queue, key=_by_rid)
+        db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", ordered)
 
     def queue_feedback_for(self, db: sqlite3.Connection, child: str) -> None:
         """`child` holds new units: queue the feedback it must now hold — items of its units,
@@ -94,36 +96,36 @@ class Router:
         return out
 
 
+def _may_have_children(db: sqlite3.Connection, node_id: str) -> bool:
+    """Whether any definition may name this node (as a parent): a cheap byte search that can
+    only err towards routing (a leaf node with no children skips routing entirely)."""
+    return (
+        db.execute(
+            "SELECT 1 FROM records WHERE kind = ? AND instr(envelope, ?) > 0 LIMIT 1", (records.DEFINITION, node_id.encode())
+        ).fetchone()
+        is not None
+    )
+
+
+def _by_rid(entry: tuple[str, int]) -> int:
+    return entry[1]
+
+
 class _Owners:
     """Which child's subtree holds a unit, looked up once per routing pass."""
 
     def __init__(self, db: sqlite3.Connection, node_id: str) -> None:
         self.db, self.node_id = db, node_id
         self.cache: dict[str, str] = {}
-        self.units: Units | None = None
-
-    def _direct(self, unit: str) -> str:
-        row = self.db.execute("SELECT child FROM child_units WHERE unit = ?", (unit,)).fetchone()
-        return str(row[0]) if row else ""
+        self.subtrees: Subtrees | None = None
 
     def __call__(self, unit: str) -> str:
         if not unit or unit == self.node_id:
             return ""
         if unit not in self.cache:
-            owner = self._direct(unit)
-            if not owner:
-                if self.units is None:
-                    try:
-                        self.units = Units.load(self.db)  # the writer's view: units defined in this transaction count
-                    except InputError:
-                        self.units = Units([])  # a malformed unit definition must not stop replication; the CLI names it
-                for above in self.units.ancestors(unit):
-                    if above == self.node_id:
-                        break
-                    owner = self._direct(above)
-                    if owner:
-                        break
-            self.cache[unit] = owner
+            if self.subtrees is None:
+                self.subtrees = Subtrees.load(self.db, self.node_id)
+            self.cache[unit] = self.subtrees.child_for_unit(unit)
         return self.cache[unit]
 
 

@@ -66,7 +66,7 @@ def _migration_1(conn: sqlite3.Connection) -> None:
         CREATE INDEX downqueue_by_child ON downqueue(child, seq);
         """,
     )
-    db["children"].create(
+    db.table("children").create(
         {
             "child": str,
             "epoch": str,  # the child's change-log epoch the checkpoint belongs to
@@ -84,7 +84,7 @@ def _migration_1(conn: sqlite3.Connection) -> None:
         not_null={"child", "applied", "received", "rejected", "connected"},
         defaults={"applied": 0, "received": 0, "rejected": 0, "connected": 0, "epoch": ""},
     )
-    db["uplink"].create(
+    db.table("uplink").create(
         {
             "one": int,
             "parent_id": str,
@@ -103,17 +103,17 @@ def _migration_1(conn: sqlite3.Connection) -> None:
         pk="one",
         defaults={"down_applied": 0, "acked": 0, "sent": 0, "acked_records": 0, "received": 0, "connected": 0},
     )
-    db["uplink"].insert({"one": 1, "down_epoch": "", "parent_id": "", "address": ""})
+    db.table("uplink").insert({"one": 1, "down_epoch": "", "parent_id": "", "address": ""})
     # Which child's subtree holds a unit / an origin node (learned from what children send).
-    db["child_units"].create({"unit": str, "child": str}, pk="unit")
-    db["child_origins"].create({"origin": str, "child": str}, pk="origin")
+    db.table("child_units").create({"unit": str, "child": str}, pk="unit")
+    db.table("child_origins").create({"origin": str, "child": str}, pk="origin")
     # Records this node refused from a child, kept for the operator and the child.
-    db["quarantine"].create(
+    db.table("quarantine").create(
         {"child": str, "id": bytes, "version": int, "code": str, "reason": str, "at": float, "envelope": bytes},
         pk=("child", "id", "version"),
     )
     # Records of ours that the parent refused; shown by `status` until superseded.
-    db["refused"].create(
+    db.table("refused").create(
         {"id": bytes, "version": int, "code": str, "reason": str, "at": float},
         pk=("id", "version"),
     )
@@ -123,7 +123,7 @@ def _migration_2(conn: sqlite3.Connection) -> None:
     db = sqlite_utils.Database(conn)
     # The ingest ledger: one row per file content ever committed, with its receipt,
     # written in the same transaction as the file's records.
-    db["files"].create(
+    db.table("files").create(
         {
             "sha256": str,
             "name": str,
@@ -139,7 +139,7 @@ def _migration_2(conn: sqlite3.Connection) -> None:
         },
         pk="sha256",
     )
-    db["files"].create_index(["at"])
+    db.table("files").create_index(["at"])
 
 
 def _migration_3(conn: sqlite3.Connection) -> None:

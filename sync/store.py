@@ -215,15 +215,15 @@ class Store:
 
     def max_version(self) -> int:
         """The highest version stored (a full scan: call it at start-up only)."""
-        return self.reader().execute("SELECT coalesce(max(version), 0) FROM records").fetchone()[0]
+        return int(self.reader().execute("SELECT coalesce(max(version), 0) FROM records").fetchone()[0])
 
     def latest_version(self) -> int:
         """The version of the latest change-log entry (cheap)."""
         row = self.reader().execute("SELECT version FROM changelog ORDER BY seq DESC LIMIT 1").fetchone()
-        return row[0] if row else 0
+        return int(row[0]) if row else 0
 
     def head(self) -> int:
-        return self.reader().execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0]
+        return int(self.reader().execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0])
 
     def fingerprint_at(self, seq: int) -> bytes:
         """Fingerprint of change-log entry `seq` (empty for 0 or a missing entry)."""
@@ -357,7 +357,7 @@ class Store:
     # ------------------------------------------------------------ reading
 
     def iter_records(self, kind: int | None = None, unit: str | None = None, include_deleted: bool = False) -> Iterator[Envelope]:
-        sql, args = "SELECT envelope FROM records WHERE 1 = 1", []
+        sql, args = "SELECT envelope FROM records WHERE 1 = 1", list[object]()
         if kind is not None:
             sql, args = sql + " AND kind = ?", [*args, kind]
         if unit is not None:

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -63,8 +63,9 @@ def _context(files: Any) -> ssl.SSLContext:
 
 
 def _verified(ssl_object: ssl.SSLObject, address: str) -> Verified:
-    cert = ssl_object.getpeercert()
-    subject = dict(item for rdn in cert.get("subject", ()) for item in rdn)
+    cert = ssl_object.getpeercert() or {}
+    rdns = cast(tuple[tuple[tuple[str, str], ...], ...], cert.get("subject", ()))
+    subject = {name: value for rdn in rdns for name, value in rdn}
     return Verified(str(subject.get("commonName", "")), format(int(str(cert.get("serialNumber", "0")), 16), "x"), address)
 
 
@@ -104,8 +105,8 @@ class TlsFront:
         self._pipes: set[asyncio.Task[None]] = set()
 
     async def start(self, listen: str) -> int:
-        host, _, port = listen.rpartition(":")
-        host = host.strip("[]") or None
+        address, _, port = listen.rpartition(":")
+        host = address.strip("[]") or None
         try:
             self._server = await asyncio.start_server(self._accept, host, int(port), reuse_address=True)
         except OSError as exc:

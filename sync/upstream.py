@@ -57,7 +57,7 @@ class Upstream:
     def pending(self) -> int:
         """Own change-log entries the parent has not acknowledged."""
         acked = self.store.reader().execute("SELECT acked FROM uplink").fetchone()[0]
-        return self.store.reader().execute("SELECT count(*) FROM changelog WHERE seq > ? AND up = 1", (acked,)).fetchone()[0]
+        return int(self.store.reader().execute("SELECT count(*) FROM changelog WHERE seq > ? AND up = 1", (acked,)).fetchone()[0])
 
     def uplink_state(self) -> dict[str, Any]:
         row = self.store.reader().execute("SELECT * FROM uplink").fetchone()
@@ -112,11 +112,10 @@ class Upstream:
         ]
 
     def refused_count(self) -> int:
-        return (
-            self.store.reader()
-            .execute("SELECT count(*) FROM refused f JOIN records r ON r.id = f.id AND r.version = f.version")
-            .fetchone()[0]
+        row = (
+            self.store.reader().execute("SELECT count(*) FROM refused f JOIN records r ON r.id = f.id AND r.version = f.version").fetchone()
         )
+        return int(row[0])
 
     # ------------------------------------------------------------ down: the parent's queue to us
 

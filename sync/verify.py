@@ -83,7 +83,7 @@ def verify_store(store: Store, ca_pem: bytes, revoked: Callable[[str], bool] | N
             report.findings.append(Finding(problem[0], origin, f"seal: {problem[1]}", seal_id.hex(), "seal", env.unit))
             continue
         assert info is not None
-        body = records.pb.Seal.FromString(env.body)
+        body = records.Seal.FromString(env.body)
         chain.by_seq[body.seq].append((provenance.seal_hash(env.body), body.prev))
         for key in info.entries:
             sealed[origin][key] = seal_id

@@ -26,7 +26,7 @@ def relay(node_dir: Path, other: Path) -> bytes:
         (raw,) = source.db.execute("SELECT envelope FROM records WHERE kind = ?", (records.INDICATOR,)).fetchone()
         env = records.Envelope.FromString(raw)
         seal = records.Envelope.FromString(source.envelope(env.seal))
-        with target._write() as db:
+        with target.writing() as db:
             for e in (seal, env):
                 db.execute(UPSERT, (e.id, e.kind, e.origin, e.unit, e.agency, e.version, e.deleted, b"", "", e.SerializeToString()))
         return env.id

@@ -133,18 +133,31 @@ def sync_up(child: Store, parent: Store, cursor: int) -> int:
 
 @pytest.fixture
 def province(tmp_path: Path) -> Iterator[Store]:
-    """A province store holding the definitions, and the reports a commune node replicated up:
-    the first submissions, then (after they arrived) one resubmission after the due day."""
+    """A province store holding the definitions, its own report, and the reports each commune's
+    node replicated up: the first submissions, then (after they arrived) one resubmission after
+    the due day."""
     parent = Store.create(tmp_path / "province.db", "86")
-    child = Store.create(tmp_path / "relay.db", "86-28894")
-    Downstream(parent).register_child("86-28894", "test")
-    clock = HybridClock()
-    parent.write_local([records.build("86", row) for row in definitions(2026)], clock)
-    child.write_local([records.build("86-28894", row) for row in first_submissions(2026)], HybridClock())
-    cursor = sync_up(child, parent, 0)
-    child.write_local([records.build("86-28894", row) for row in resubmissions(2026)], HybridClock())
-    sync_up(child, parent, cursor)
-    child.close()
+    parent.write_local([records.build("86", row) for row in definitions(2026)], HybridClock())
+    communes: dict[str, Store] = {}
+    cursors: dict[str, int] = {}
+
+    def submit(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            unit = row["unit"]
+            if unit == "86":
+                parent.write_local([records.build("86", row)], HybridClock(parent.latest_version()))
+                continue
+            if unit not in communes:
+                communes[unit] = Store.create(tmp_path / f"{unit}.db", unit)
+                Downstream(parent).register_child(unit, "test")
+            communes[unit].write_local([records.build(unit, row)], HybridClock(communes[unit].latest_version()))
+        for unit, child in communes.items():
+            cursors[unit] = sync_up(child, parent, cursors.get(unit, 0))
+
+    submit(first_submissions(2026))
+    submit(resubmissions(2026))
+    for child in communes.values():
+        child.close()
     yield parent
     parent.close()
 

@@ -16,7 +16,6 @@ from lienthong.adapters.intake import Inbox, take
 from lienthong.adapters.registry import Registry
 from lienthong.node.intake import StoreSink
 from lienthong.sync import records
-from lienthong.sync import rollup as rollup_mod
 from lienthong.sync.catalogue import Catalogue, Indicator
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.rollup import Figure, Rollup, rollup
@@ -308,14 +307,3 @@ def test_rollup_without_a_period_or_of_reports_is_refused_plainly(make_node: Mak
     bad = cli("query", "--dir", str(node), "indicators", "--rollup", "--period", "Tháng 13/2026", check=False)
     assert bad.returncode == 1 and "no month 13" in bad.stderr and "Try:" in bad.stderr
     assert "Traceback" not in no_period.stderr + reports.stderr + bad.stderr
-
-
-def test_module_keeps_working_without_the_feedback_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    """If sync.feedback is absent, roll-up simply has no feedback counts."""
-    import importlib
-
-    def missing(name: str, *args: Any) -> Any:
-        raise ImportError(name)
-
-    monkeypatch.setattr(importlib, "import_module", missing)
-    assert rollup_mod.feedback_values(object(), "2026-10") == []

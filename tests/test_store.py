@@ -94,7 +94,7 @@ def test_bad_records_are_quarantined_without_pinning_the_cursor(child: Store, pa
     """A malformed or foreign-origin record is refused with a reason; the rest of its batch lands."""
     child.write_local([records.build(child.node_id, indicator(i)) for i in range(3)], HybridClock())
     batch = all_batches(child, 100)[0]
-    forged = records.build("86-29077", indicator(9)).envelope("86", 1).SerializeToString()  # claims the province as origin
+    forged = records.build("86", indicator(9)).envelope("86", 1).SerializeToString()  # claims the province as origin
     refusals = Downstream(parent).apply_from_child(
         "86-28894", child.epoch, 0, batch.last, batch.fingerprint, [*batch.envelopes, b"\xff\x00junk", forged]
     )

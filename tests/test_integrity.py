@@ -1,0 +1,224 @@
+"""Nothing written in another unit's name: a valid commune, sealing with its own key, cannot
+overwrite, speak for or squat another commune's data (DESIGN §8).
+
+Each node here is made with `lienthong init` and its CA-issued certificate; records are
+sealed with the node's own key and verified by the province exactly as on the link (the
+child's change log → the province's apply path, in one transaction with its checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lienthong.config.settings import load
+from lienthong.node.runtime import open_store
+from lienthong.sync import feedback, records
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.downstream import Downstream
+from lienthong.sync.records import Keyed
+from lienthong.sync.store import Store
+from lienthong.sync.upstream import Upstream
+
+from .conftest import MakeNode
+
+PROVINCE, ATTACKER, VICTIM, LATE = "86", "86-28894", "86-29077", "86-29560"
+
+
+def indicator(unit: str, value: int = 1, indicator: str = "KTXH.DAN_SO") -> dict[str, Any]:
+    return {"kind": "indicator", "indicator": indicator, "unit": unit, "period": "2026-10", "value": value}
+
+
+def unit_definition(code: str) -> dict[str, Any]:
+    return {"kind": "definition", "type": "unit", "code": code, "fields": {"name": code, "parent": PROVINCE, "level": "commune"}}
+
+
+def node_definition(code: str) -> dict[str, Any]:
+    return {"kind": "definition", "type": "node", "code": code, "fields": {"parent": PROVINCE}}
+
+
+@dataclass
+class Federation:
+    province: Store
+    nodes: dict[str, Store]
+    cursors: dict[str, int]
+    down: Downstream
+
+    def write(self, node: str, *items: Keyed | dict[str, Any]) -> list[Keyed]:
+        store = self.nodes[node] if node != PROVINCE else self.province
+        keyed = [item if isinstance(item, Keyed) else records.build(store.node_id, item) for item in items]
+        store.write_local(keyed, HybridClock(store.latest_version()))
+        return keyed
+
+    def sync(self, node: str) -> list[str]:
+        """Send `node`'s change log up as its link would; the refusal codes the province answered."""
+        store, codes = self.nodes[node], []
+        self.down.register_child(node, "127.0.0.1:1")
+        while (batch := Upstream(store).changes_after(self.cursors.get(node, 0), 500)) is not None:
+            refusals = self.down.apply_from_child(node, store.epoch, batch.after, batch.last, batch.fingerprint, batch.envelopes)
+            codes += [r.code for r in refusals]
+            self.cursors[node] = batch.last
+        return codes
+
+    def stored(self, origin: str, kind: int = records.INDICATOR) -> set[bytes]:
+        return {env.id for env in self.province.iter_records(kind) if env.origin == origin}
+
+    def quarantined(self) -> list[str]:
+        return [q["code"] for q in self.down.quarantine(limit=1000)]
+
+    def queued_for(self, child: str) -> set[bytes]:
+        rows = self.province.reader().execute("SELECT r.id FROM downqueue d JOIN records r ON r.rid = d.rid WHERE d.child = ?", (child,))
+        return {rid for (rid,) in rows}
+
+
+@pytest.fixture
+def federation(make_node: MakeNode) -> Iterator[Federation]:
+    """A province that defined its communes' units and knows four communes' nodes (certified by
+    its CA); the attacker and the victim are real nodes with their own certificates and keys."""
+    dirs = {PROVINCE: make_node(PROVINCE)}
+    for node in (ATTACKER, VICTIM, LATE):
+        dirs[node] = make_node(node, parent="127.0.0.1:1", parent_id=PROVINCE)
+    stores = {node: open_store(path, load(path)) for node, path in dirs.items()}
+    province = stores.pop(PROVINCE)
+    fed = Federation(province, stores, {}, Downstream(province))
+    fed.write(PROVINCE, *(unit_definition(u) for u in (ATTACKER, VICTIM, LATE)), *(node_definition(n) for n in (ATTACKER, VICTIM, LATE)))
+    try:
+        yield fed
+    finally:
+        for store in (province, *stores.values()):
+            store.close()
+
+
+COMPLAINT: dict[str, Any] = {
+    "kind": "feedback",
+    "agency": "1022",
+    "category": "GT-01",
+    "description": "Đèn đường hỏng",
+    "received_at": "2026-11-20T07:42:10+07:00",
+}
+RESOLVED: dict[str, Any] = {
+    "kind": "feedback_event",
+    "feedback_origin": PROVINCE,
+    "status": "resolved",
+    "at": "2026-11-21T08:00:00+07:00",
+    "note": "Đã xử lý",
+    "agency": "1022",
+}
+
+
+def forged_with_id(origin: str, row: dict[str, Any], record_id: bytes) -> Keyed:
+    """A record `origin` builds honestly, but under another record's id."""
+    honest = records.build(origin, row)
+    return Keyed(record_id, honest.kind, honest.unit, honest.agency, honest.body, honest.deleted)
+
+
+def test_a_record_under_another_communes_id_is_refused_and_the_owners_value_lands(federation: Federation) -> None:
+    """(a) The attacker's record carrying the victim's indicator id is refused (id_mismatch); the victim's real value is stored."""
+    victims = records.build(VICTIM, indicator(VICTIM, 1200))
+    federation.write(ATTACKER, forged_with_id(ATTACKER, indicator(ATTACKER, 7), victims.id))
+    assert federation.sync(ATTACKER) == ["id_mismatch"]
+    federation.write(VICTIM, indicator(VICTIM, 1200))
+    assert federation.sync(VICTIM) == []
+    assert federation.stored(VICTIM) == {victims.id}
+    assert federation.stored(ATTACKER) == set()
+    assert "id_mismatch" in federation.quarantined()
+
+
+def test_an_indicator_for_another_communes_unit_is_refused(federation: Federation) -> None:
+    """(b) A value for the victim's unit, sealed by the attacker, is refused (foreign_unit) and never reaches a roll-up."""
+    federation.write(ATTACKER, indicator(VICTIM, 999_999), indicator(ATTACKER, 5))
+    assert federation.sync(ATTACKER) == ["foreign_unit"]
+    held = [records.to_dict(env) for env in federation.province.iter_records(records.INDICATOR)]
+    assert [(r["unit"], r["value"]) for r in held] == [(ATTACKER, 5)]
+    assert federation.quarantined() == ["foreign_unit"]
+
+
+def test_squatting_a_unit_whose_node_has_not_connected_yet_gets_nothing(federation: Federation) -> None:
+    """(c) The attacker names a commune whose node never connected: refused, and that commune's citizen
+    feedback is queued for its own node (which has not connected), never for the attacker."""
+    federation.write(ATTACKER, indicator(LATE, 3))
+    assert federation.sync(ATTACKER) == ["foreign_unit"]
+    complaint = federation.write(
+        PROVINCE,
+        {
+            "kind": "feedback",
+            "source_id": "1022-20261120-0042",
+            "unit": LATE,
+            "agency": "1022",
+            "category": "GT-01",
+            "description": "Ổ gà lớn trên đường tỉnh 885",
+            "received_at": "2026-11-20T07:42:10+07:00",
+            "citizen": {"name": "Nguyễn Văn A", "phone": "0909123456"},
+        },
+    )[0]
+    assert complaint.id not in federation.queued_for(ATTACKER)
+    assert complaint.id in federation.queued_for(LATE)
+    federation.write(LATE, indicator(LATE, 4))
+    assert federation.sync(LATE) == []  # the real node connects: its first session carries the complaint
+    assert complaint.id in federation.queued_for(LATE) and complaint.id not in federation.queued_for(ATTACKER)
+
+
+def test_a_feedback_event_from_a_commune_that_is_not_the_assignee_is_refused(federation: Federation) -> None:
+    """(d) The attacker 'resolves' a complaint assigned to the victim: refused (not_assignee); the province still shows it open."""
+    item = federation.write(PROVINCE, {**COMPLAINT, "source_id": "1022-20261120-0043", "unit": VICTIM, "assigned_unit": VICTIM})[0]
+    federation.sync(VICTIM)
+    resolved = {**RESOLVED, "feedback": "1022-20261120-0043", "unit": ATTACKER}
+    federation.write(ATTACKER, resolved)
+    assert federation.sync(ATTACKER) == ["not_assignee"]
+    (folded,) = [i for i in feedback.load(federation.province).items if i.id == item.id.hex()]
+    assert folded.state == "assigned" and folded.assignee == VICTIM
+    federation.write(VICTIM, {**resolved, "unit": VICTIM})
+    assert federation.sync(VICTIM) == []
+    (folded,) = [i for i in feedback.load(federation.province).items if i.id == item.id.hex()]
+    assert folded.state == "resolved"
+
+
+WRITES = st.lists(
+    st.tuples(st.sampled_from(["own", "foreign_unit", "foreign_id", "foreign_event"]), st.integers(min_value=0, max_value=5)),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=WRITES)
+def test_any_order_of_legitimate_and_forged_writes_leaves_exactly_the_legitimate_set(
+    federation: Federation, writes: list[tuple[str, int]]
+) -> None:
+    """Random interleavings of legitimate and forged writes (foreign unit, foreign id, foreign event): the province
+    holds exactly the legitimate records and quarantines exactly the forged ones."""
+    round_ = federation.cursors.setdefault("round", 0) + 1  # examples share the federation: keep their records apart
+    federation.cursors["round"] = round_
+    if round_ == 1:
+        federation.write(PROVINCE, {**COMPLAINT, "source_id": "T-1", "unit": VICTIM, "assigned_unit": VICTIM})
+    held_before = federation.stored(ATTACKER) | federation.stored(ATTACKER, records.FEEDBACK_EVENT)
+    quarantined_before = {bytes.fromhex(q["id"]) for q in federation.down.quarantine(limit=100_000)}
+    legit: set[bytes] = set()
+    forged: set[bytes] = set()
+    for step, (what, n) in enumerate(writes):
+        code = f"KTXH.R{round_}.{n}"
+        if what == "own":
+            legit |= {k.id for k in federation.write(ATTACKER, indicator(ATTACKER, step, indicator=code))}
+        elif what == "foreign_unit":
+            forged |= {k.id for k in federation.write(ATTACKER, indicator(VICTIM, step, indicator=code))}
+        elif what == "foreign_id":
+            target = records.build(VICTIM, indicator(VICTIM, 0, indicator=code)).id
+            forged |= {
+                k.id for k in federation.write(ATTACKER, forged_with_id(ATTACKER, indicator(ATTACKER, step, indicator=code + "F"), target))
+            }
+        else:
+            event = {**RESOLVED, "feedback": "T-1", "at": f"2026-11-21T08:{step:02d}:{round_ % 60:02d}+07:00", "unit": ATTACKER}
+            forged |= {k.id for k in federation.write(ATTACKER, event)}
+        if step % 3 == 2:
+            federation.sync(ATTACKER)
+    federation.sync(ATTACKER)
+    held = federation.stored(ATTACKER) | federation.stored(ATTACKER, records.FEEDBACK_EVENT)
+    assert held - held_before == legit - held_before
+    quarantined = {bytes.fromhex(q["id"]) for q in federation.down.quarantine(limit=100_000)}
+    assert quarantined - quarantined_before == forged - quarantined_before
+    assert not (held & forged) and not (quarantined & legit)
