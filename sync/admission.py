@@ -18,6 +18,11 @@ from . import clock, provenance, records
 from .batch import Refusal
 from .records import Envelope
 
+# Refusals the sender can correct: its clock, its certificate, a unit the province has not
+# defined yet. The sender keeps such records and sends them again (`Upstream.retry_refused`);
+# every other refusal is final and the record stays in the receiver's quarantine.
+CORRECTABLE = frozenset({"clock_skew", "expired_key", "unsealed", "unknown_unit"})
+
 # A decoded and checked batch: (rows to store, refusals, quarantine rows).
 # A row is (id, kind, origin, unit, agency, version, deleted, chash, via, envelope).
 Row = tuple[Any, ...]

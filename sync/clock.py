@@ -38,11 +38,15 @@ class HybridClock:
 
     `now()` returns a version greater than every version this clock returned or
     observed. `observe(v)` folds in a version seen from elsewhere. Persist nothing:
-    a node seeds the clock from the highest version in its store at start-up.
+    a node seeds the clock from the highest version in its store at start-up, unless
+    that version is further ahead of the wall clock than MAX_SKEW_MS.
     """
 
     def __init__(self, last: int = 0, wall: Callable[[], int] = wall_ms) -> None:
-        self._last = last
+        # A seed from a clock that ran ahead (a node started with its clock days off) is not
+        # followed: versions would stay in the future after the clock is fixed, and every
+        # parent would refuse them. The store replaces such versions on the next write.
+        self._last = 0 if too_far_ahead(last, wall()) else last
         self._wall = wall
         self._lock = threading.Lock()
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import structlog
 
 from .batch import InBatch, OutBatch, Refusal
+from .clock import HybridClock
 from .downstream import Downstream
 from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationError
 from .records import NODE_ID
@@ -52,6 +53,10 @@ REVOCATION_CHECK = 0.5
 RENEW_CHECK = 3600.0
 RENEW_TIMEOUT = 60.0
 RENEW_RETRY = 600.0
+# How often a child sends again what its parent refused for a correctable reason (and sooner
+# when definitions change: checked every RETRY_CHECK seconds).
+RETRY_REFUSED = 1800.0
+RETRY_CHECK = 5.0
 
 log = structlog.get_logger("lienthong.sync")
 
@@ -305,6 +310,7 @@ class Uplink:
 
         sender = WindowedSender(self._fetch_up, send, welcome.applied, tuning, self._changes)
         tasks = [asyncio.create_task(sender.run()), asyncio.create_task(self._receive(stream, sender, welcome.down_epoch))]
+        tasks.append(asyncio.create_task(self._retry_refused()))
         if self._renewal is not None:
             tasks.append(asyncio.create_task(self._keep_certificate()))
         self._stream = stream
@@ -340,6 +346,21 @@ class Uplink:
             return wire.RenewReply(node_id=request.node_id, error="the parent did not answer the renewal in time")
         finally:
             self._waiting.pop(request.node_id, None)
+
+    async def _retry_refused(self) -> None:
+        """Send again what the parent refused for a reason this node may have corrected since
+        (its clock, its certificate, a unit not yet defined): when the session starts, when the
+        definitions changed (the province defined the unit), and every RETRY_REFUSED seconds."""
+        marker, last = None, -RETRY_REFUSED
+        while True:
+            now_marker = await asyncio.to_thread(self.store.definition_marker)
+            if now_marker != marker or time.monotonic() - last >= RETRY_REFUSED:
+                marker, last = now_marker, time.monotonic()
+                queued = await asyncio.to_thread(self.up.retry_refused, HybridClock(self.store.latest_version()))
+                if queued:
+                    self.log.info("refused.retried", records=queued)
+                    self._changes.notify()
+            await asyncio.sleep(RETRY_CHECK)
 
     async def _keep_certificate(self) -> None:
         """Renew this node's certificate over the stream when most of its life is over."""

@@ -60,6 +60,13 @@ WHERE excluded.version > records.version AND excluded.origin = records.origin
 """
 
 
+# A local write replacing this node's own version that carries a future time.
+REPAIR = """
+UPDATE records SET kind = ?, unit = ?, agency = ?, version = ?, deleted = ?, chash = ?, via = ?, envelope = ?
+WHERE id = ? AND origin = ?
+"""
+
+
 @dataclass
 class WriteSummary:
     """What a local write did, counted like a DHIS2 import summary."""
@@ -249,18 +256,23 @@ class Store:
             self._write_keyed(db, keyed, hlc, summary)
         return summary
 
-    def _write_keyed(self, db: sqlite3.Connection, keyed: Sequence[Keyed], hlc: clock.HybridClock, summary: WriteSummary) -> None:
+    def _write_keyed(
+        self, db: sqlite3.Connection, keyed: Sequence[Keyed], hlc: clock.HybridClock, summary: WriteSummary, *, again: bool = False
+    ) -> None:
+        """Write `keyed` as new versions (`again`: even when the content is unchanged, to send
+        a record once more under a fresh version and seal)."""
         # Another process (the CLI, the node) may have written since our clock was seeded.
         latest = db.execute("SELECT version FROM changelog ORDER BY seq DESC LIMIT 1").fetchone()
         hlc.observe(latest[0] if latest else 0)
         existing = existing_versions(db, [k.id for k in keyed])
+        existing_before = {rid: version for rid, (version, _) in existing.items()}
         seal_id = provenance.new_seal_id() if self.signer else b""
         envelopes: dict[bytes, tuple[Envelope, bytes]] = {}
         for item in keyed:
             env = item.envelope(self.node_id, hlc.now())
             chash = records.content_hash(env)
             before = existing.get(item.id)
-            if before is not None and before[1] == chash:
+            if before is not None and before[1] == chash and not again:
                 summary.unchanged += 1
                 continue
             if item.id in envelopes or before is not None:
@@ -273,10 +285,17 @@ class Store:
         if not envelopes:
             return
         rows = []
+        repairs = []
         entries = []
         for env, chash in envelopes.values():
             raw = env.SerializeToString()
-            rows.append(_row(env, chash, VIA_LOCAL, raw))
+            before = existing_before.get(env.id)
+            if before is not None and before >= env.version:
+                # The stored version is from a clock that ran ahead (the clock no longer seeds from
+                # it): this write replaces it, or the new content would be silently dropped.
+                repairs.append((env.kind, env.unit, env.agency, env.version, env.deleted, chash, VIA_LOCAL, raw, env.id, env.origin))
+            else:
+                rows.append(_row(env, chash, VIA_LOCAL, raw))
             if self.signer:
                 entries.append((env.id, env.version, provenance.record_hash(raw, env.kind, self.signer.redact)))
         if self.signer:
@@ -284,6 +303,7 @@ class Store:
             seal = self._seal(db, seal_id, entries, hlc.now())
             db.execute(UPSERT, _row(seal, b"", VIA_LOCAL, seal.SerializeToString()))
         db.executemany(UPSERT, rows)
+        db.executemany(REPAIR, repairs)
         self.router.route(db, list(envelopes))
 
     def _seal(self, db: sqlite3.Connection, seal_id: bytes, entries: list[tuple[bytes, int, bytes]], version: int) -> Envelope:
@@ -297,6 +317,23 @@ class Store:
             [("seal_seq", str(seq)), ("seal_head", provenance.seal_hash(seal.body).hex())],
         )
         return seal
+
+    def write_again(self, ids: Sequence[bytes], hlc: clock.HybridClock) -> int:
+        """Write this node's own records `ids` once more, unchanged, under fresh versions and a new
+        seal: what a parent refused for a reason this node has since corrected (its clock, its
+        certificate) goes up again. Returns how many were rewritten."""
+        with self.writing() as db:
+            keyed = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for raw in db.execute(
+                    f"SELECT envelope FROM records WHERE via = ? AND kind != ? AND id IN ({marks})", (VIA_LOCAL, records.SEAL, *chunk)
+                ):
+                    env = Envelope.FromString(raw[0])
+                    keyed.append(Keyed(env.id, env.kind, env.unit, env.agency, env.body, env.deleted))
+            self._write_keyed(db, keyed, hlc, WriteSummary(), again=True)
+        return len(keyed)
 
     # ------------------------------------------------------------ file ingest ledger
 

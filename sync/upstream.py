@@ -13,10 +13,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import admission, records
+from . import admission, clock, records
 from .batch import OutBatch, Refusal
 from .errors import ProtocolError
-from .store import UPSERT, VIA_PARENT, Store
+from .store import UPSERT, VIA_LOCAL, VIA_PARENT, Store
 
 
 class Upstream:
@@ -76,6 +76,29 @@ class Upstream:
                 "INSERT OR REPLACE INTO refused VALUES (?, ?, ?, ?, ?)",
                 [(r.id, r.version, r.code, r.reason, now) for r in refusals],
             )
+
+    def retry_refused(self, hlc: clock.HybridClock) -> int:
+        """Send up again what the parent refused for a reason the sender can correct (DESIGN §8):
+        a clock that ran ahead or behind, a certificate not valid when the record was sealed, a
+        unit the province had not defined yet. This node's own records go again under fresh
+        versions and a new seal (the clock and certificate in force now); records relayed from
+        below go again as they are. A refusal that recurs is recorded again; returns how many
+        records were queued."""
+        with self.store.writing() as db:
+            rows = db.execute(
+                f"SELECT r.id, r.rid, r.version, r.via, r.kind FROM refused f JOIN records r ON r.id = f.id AND r.version = f.version "
+                f"WHERE f.code IN ({','.join('?' * len(admission.CORRECTABLE))})",
+                sorted(admission.CORRECTABLE),
+            ).fetchall()
+            if not rows:
+                return 0
+            own = [rid for rid, _, _, via, kind in rows if via == VIA_LOCAL and kind != records.SEAL]
+            relayed = [(row_id, version) for _, row_id, version, via, kind in rows if via != VIA_LOCAL and via != VIA_PARENT]
+            db.executemany("INSERT INTO changelog(rid, version, up) VALUES (?, ?, 1)", relayed)
+            db.executemany("DELETE FROM refused WHERE id = ?", [(rid,) for rid, *_ in rows])
+        if own:
+            self.store.write_again(own, hlc)
+        return len(own) + len(relayed)
 
     def reparent(self, parent_id: str) -> int:
         """Forget the old parent's cursors (this node moves to a new parent): the next session

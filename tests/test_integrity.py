@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from lienthong.config.settings import load
 from lienthong.node.runtime import open_store
 from lienthong.sync import feedback, records
-from lienthong.sync.clock import HybridClock
+from lienthong.sync.clock import HybridClock, wall_ms
 from lienthong.sync.downstream import Downstream
 from lienthong.sync.records import Keyed
 from lienthong.sync.store import Store
@@ -61,6 +61,7 @@ class Federation:
         self.down.register_child(node, "127.0.0.1:1")
         while (batch := Upstream(store).changes_after(self.cursors.get(node, 0), 500)) is not None:
             refusals = self.down.apply_from_child(node, store.epoch, batch.after, batch.last, batch.fingerprint, batch.envelopes)
+            Upstream(store).record_acks(batch.last, len(batch.envelopes), len(batch.envelopes), refusals)
             codes += [r.code for r in refusals]
             self.cursors[node] = batch.last
         return codes
@@ -176,6 +177,34 @@ def test_a_feedback_event_from_a_commune_that_is_not_the_assignee_is_refused(fed
     assert federation.sync(VICTIM) == []
     (folded,) = [i for i in feedback.load(federation.province).items if i.id == item.id.hex()]
     assert folded.state == "resolved"
+
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize(("offset_days", "codes"), [(2, {"clock_skew"}), (-2, {"expired_key", "unsealed"})])
+def test_records_refused_for_a_bad_clock_go_again_once_the_clock_is_right(
+    federation: Federation, offset_days: int, codes: set[str]
+) -> None:
+    """A commune whose clock ran two days ahead (or behind) has its records refused; once its clock is right, new records
+    are not dragged into the future, and the refused ones are sent again under fresh versions: nothing is lost."""
+    store = federation.nodes[ATTACKER]
+    skewed = HybridClock(store.latest_version(), wall=lambda: wall_ms() + offset_days * DAY_MS)
+    early = [records.build(ATTACKER, indicator(ATTACKER, i, indicator=f"KTXH.SKEW.{i}")) for i in range(3)]
+    store.write_local(early, skewed)
+    assert set(federation.sync(ATTACKER)) == codes
+    assert federation.stored(ATTACKER) == set()
+    # The clock is fixed and the node restarts: its clock is seeded from the store as at start-up.
+    later = records.build(ATTACKER, indicator(ATTACKER, 9, indicator="KTXH.SKEW.9"))
+    store.write_local([later], HybridClock(store.max_version()))
+    assert federation.sync(ATTACKER) == []
+    assert federation.stored(ATTACKER) == {later.id}
+    assert Upstream(store).retry_refused(HybridClock(store.max_version())) == 3
+    assert federation.sync(ATTACKER) == []
+    assert federation.stored(ATTACKER) == {later.id, *(k.id for k in early)}
+    assert Upstream(store).refused_count() == 0
+    # Dropping the same data again changes nothing and sends nothing.
+    assert store.write_local(early, HybridClock(store.max_version())).unchanged == 3
 
 
 WRITES = st.lists(
