@@ -48,8 +48,13 @@ def print_status(data: dict[str, Any]) -> None:
             f"last contact {parent['last_contact'] or 'never'}, {parent['pending']} pending, "
             f"{parent['acknowledged']} acknowledged, {parent['received']} received from it"
         )
+        if parent.get("clock_warning"):
+            console.print(f"  [red]{parent['clock_warning']}[/]")
         if parent["refused"]:
-            console.print(f"  [red]{parent['refused']} record(s) refused by the parent[/] (correct and ingest them again):")
+            console.print(
+                f"  [red]{parent['refused']} record(s) refused by the parent[/] "
+                "(a clock, certificate or unit problem: sent again by itself once corrected; otherwise correct and ingest them again):"
+            )
             for r in parent["refused_records"]:
                 console.print(f"    {r['kind']} {r['id']} ({r['unit']}): {r['code']} — {r['reason']}")
     if data["children"]:
@@ -59,6 +64,9 @@ def print_status(data: dict[str, Any]) -> None:
                 c["id"], _yes(c["connected"]), c["last_contact"] or "never", str(c["applied"]), str(c["received"]), str(c["rejected"])
             )
         console.print(table)
+        for c in data["children"]:
+            if c.get("clock_warning"):
+                console.print(f"  [red]{c['clock_warning']}[/]")
     ingest = data.get("ingest") or {}
     if ingest.get("files"):
         console.print(f"  files taken: {ingest['files']} ({ingest['files_refused']} refused whole, {ingest['rows_refused']} rows refused)")

@@ -15,6 +15,7 @@ from lienthong.sync import completeness
 from lienthong.sync import feedback as feedback_items
 from lienthong.sync.downstream import Downstream
 from lienthong.sync.errors import LienthongError
+from lienthong.sync.replication import CLOCK_WARN_MS
 from lienthong.sync.schedule import Schedules, today_in_vietnam
 from lienthong.sync.store import Store
 from lienthong.sync.units import Units
@@ -41,6 +42,22 @@ def reports_owed(store: Store, settings: Settings, today: dt.date | None = None)
     own = own_units(settings)
     owed = completeness.owed(units, schedules, completeness.submissions(store, own), own, today or today_in_vietnam())
     return owed, [problem.message for problem in schedules.problems]
+
+
+def clock_warning(whose: str, offset_ms: int | None, than: str) -> str | None:
+    """'this node's clock is 2 days ahead of its parent's; …' when two clocks disagree by more than a minute."""
+    if offset_ms is None or abs(offset_ms) <= CLOCK_WARN_MS:
+        return None
+    seconds = abs(offset_ms) / 1000
+    amount = (
+        f"{seconds / 86400:.1f} days"
+        if seconds >= 86400
+        else f"{seconds / 3600:.1f} hours"
+        if seconds >= 3600
+        else f"{seconds / 60:.0f} minutes"
+    )
+    direction = "ahead of" if offset_ms > 0 else "behind"
+    return f"{whose} is {amount} {direction} {than}: records it seals may be refused; set the clock right (NTP)"
 
 
 def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
@@ -87,6 +104,11 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
                 "down_applied": up["down_applied"],
                 "refused": upstream.refused_count(),
                 "refused_records": upstream.refused(),
+                # This node's clock minus its parent's, at the last handshake (positive: ahead).
+                "clock_offset_s": None if up["clock_offset_ms"] is None else round(-up["clock_offset_ms"] / 1000),
+                "clock_warning": clock_warning(
+                    "this node's clock", None if up["clock_offset_ms"] is None else -up["clock_offset_ms"], "its parent's"
+                ),
             }
         for child in down.children():
             out["children"].append(
@@ -100,6 +122,9 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
                     "rejected": child["rejected"],
                     "queued_down": child["queued"],
                     "address": child["address"],
+                    # The child's clock minus this node's, at its last handshake (positive: ahead).
+                    "clock_offset_s": None if child["clock_offset_ms"] is None else round(child["clock_offset_ms"] / 1000),
+                    "clock_warning": clock_warning(f"node {child['child']}'s clock", child["clock_offset_ms"], "this node's"),
                 }
             )
         return out

@@ -4,14 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# The security tests talk to the node with a TLS client this project did not write.
-if ! command -v openssl >/dev/null 2>&1; then
+# System tools the tests use, from Debian's packages: openssl (an independent TLS client for
+# the security tests) and libfaketime (a node process whose clock runs days off).
+missing=()
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing openssl (the independent TLS client the security tests use)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+    echo "== installing ${missing[*]} (system tools the tests use)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "Error: the tests need the openssl command line tool, and it is not installed." >&2
-    echo "Try: sudo apt-get install openssl (or your system's package), then run this again." >&2
+    echo "Error: the tests need ${missing[*]}, which this machine does not have." >&2
+    echo "Try: sudo apt-get install ${missing[*]} (or your system's packages), then run this again." >&2
     exit 1
   fi
 fi

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import structlog
 
 from .batch import InBatch, OutBatch, Refusal
-from .clock import HybridClock
+from .clock import HybridClock, wall_ms
 from .downstream import Downstream
 from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationError
 from .records import NODE_ID
@@ -58,7 +58,16 @@ RENEW_RETRY = 600.0
 RETRY_REFUSED = 1800.0
 RETRY_CHECK = 5.0
 
+# A peer whose clock differs from ours by more than this is shown in `status` and logged.
+CLOCK_WARN_MS = 60_000
+
 log = structlog.get_logger("lienthong.sync")
+
+
+def clock_offset(peer_wall_ms: int) -> int | None:
+    """The peer's clock minus ours in ms, as measured at a handshake (None if the peer does not say).
+    The network delay adds at most a round trip, far below what matters (minutes, days)."""
+    return peer_wall_ms - wall_ms() if peer_wall_ms else None
 
 
 class Renewal(Protocol):
@@ -267,6 +276,7 @@ class Uplink:
                     down_applied=down_applied,
                     down_fingerprint=down_fingerprint,
                     node_id=store.node_id,
+                    wall_ms=wall_ms(),
                 )
             )
         )
@@ -291,8 +301,12 @@ class Uplink:
         if (welcome.down_epoch, welcome.down_from) != (down_epoch, down_applied):
             # The parent restarts its downward queue (its epoch changed, or it was restored).
             await asyncio.to_thread(self.up.set_uplink, down_epoch=welcome.down_epoch, down_applied=welcome.down_from, down_fingerprint=b"")
+        offset = clock_offset(welcome.wall_ms)
+        if offset is not None and abs(offset) > CLOCK_WARN_MS:
+            self.log.warning("clock.off", parent_clock_offset_s=round(offset / 1000), hint="set this machine's clock right (NTP)")
         await asyncio.to_thread(
             self.up.set_uplink,
+            clock_offset_ms=offset,
             parent_id=welcome.parent_id,
             address=self.address,
             connected=1,
@@ -535,9 +549,14 @@ class ChildSession:
                         down_epoch=store.epoch,
                         window=self._tuning.window,
                         down_from=down_cursor,
+                        wall_ms=wall_ms(),
                     )
                 )
             )
+            offset = clock_offset(hello.wall_ms)
+            await asyncio.to_thread(self.down.set_child, child, clock_offset_ms=offset)
+            if offset is not None and abs(offset) > CLOCK_WARN_MS:
+                bound.warning("clock.off", child_clock_offset_s=round(offset / 1000), hint="the child's clock must be set right (NTP)")
             bound.info("link.up", epoch=hello.epoch, resume_from=applied, child_head=hello.head, down_from=down_cursor)
 
             async def send(batch: OutBatch) -> None:

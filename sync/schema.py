@@ -14,7 +14,7 @@ import sqlite_utils
 from .records import REPORT
 from .sqlite import Migration, execute_script
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _migration_1(conn: sqlite3.Connection) -> None:
@@ -166,4 +166,11 @@ def _migration_3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+def _migration_4(conn: sqlite3.Connection) -> None:
+    # How far each peer's clock is from ours (their clock minus ours, in ms), measured at each
+    # handshake: a clock days off gets records refused, so both ends show it.
+    conn.execute("ALTER TABLE children ADD COLUMN clock_offset_ms INTEGER")
+    conn.execute("ALTER TABLE uplink ADD COLUMN clock_offset_ms INTEGER")
+
+
+MIGRATIONS: dict[int, Migration] = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,8 @@ from lienthong.sync.records import Keyed
 from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 
-from .conftest import MakeNode
+from .conftest import MakeNode, listen_address
+from .helpers import NodeProcess, cli, fill, indicator_rows, running, status, versions, wait_until, write_jsonl
 
 PROVINCE, ATTACKER, VICTIM, LATE = "86", "86-28894", "86-29077", "86-29560"
 
@@ -251,3 +253,35 @@ def test_any_order_of_legitimate_and_forged_writes_leaves_exactly_the_legitimate
     quarantined = {bytes.fromhex(q["id"]) for q in federation.down.quarantine(limit=100_000)}
     assert quarantined - quarantined_before == forged - quarantined_before
     assert not (held & forged) and not (quarantined & legit)
+
+
+FAKETIME = next(Path("/usr/lib").glob("*-linux-gnu/faketime/libfaketimeMT.so.1"), Path("/usr/lib/faketime/libfaketimeMT.so.1"))
+
+
+@pytest.mark.slow
+def test_a_commune_whose_clock_runs_two_days_ahead_is_told_and_loses_nothing(make_node: MakeNode) -> None:
+    """Real processes: a commune started with its clock two days ahead (libfaketime) is shown as such at both ends and
+    its records are refused; restarted with the right clock, every record arrives, without touching a file."""
+    if not FAKETIME.exists():
+        pytest.fail("libfaketime is missing: scripts/test.sh installs it (apt-get install faketime)")
+    province = make_node(PROVINCE)
+    commune = make_node(ATTACKER, parent=listen_address(province), parent_id=PROVINCE)
+    fill(province, [unit_definition(ATTACKER)])
+    ahead = {"LD_PRELOAD": str(FAKETIME), "FAKETIME": "+2d", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    with running(NodeProcess(province)) as procs:
+        skewed = NodeProcess(commune, env=ahead).start()
+        try:
+            fill_skewed = {**ahead}
+            cli("ingest", "--dir", str(commune), str(write_jsonl(commune / "a.jsonl", indicator_rows(ATTACKER, 5))), env=fill_skewed)
+            wait_until(lambda: status(commune)["parent"]["refused"] >= 5, timeout=60, what="the refusals at the commune")
+            assert "ahead of its parent's" in (status(commune)["parent"]["clock_warning"] or "")
+            (child,) = status(province)["children"]
+            assert child["clock_offset_s"] > 86400 and "ahead of this node's" in child["clock_warning"]
+            assert {q["code"] for q in status(province)["quarantine"]} == {"clock_skew"}
+        finally:
+            skewed.stop()
+        with running(NodeProcess(commune)):
+            wait_until(lambda: len(versions(province, origin=ATTACKER)) == 5, timeout=60, what="the records sent again")
+            wait_until(lambda: status(commune)["parent"]["refused"] == 0, timeout=30, what="no refusals left")
+            assert status(commune)["parent"]["clock_warning"] is None
+        assert procs[0].alive()

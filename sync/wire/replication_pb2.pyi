@@ -173,6 +173,7 @@ class Hello(_message.Message):
     NODE_ID_FIELD_NUMBER: _builtins.int
     SOFTWARE_FIELD_NUMBER: _builtins.int
     DOWN_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    WALL_MS_FIELD_NUMBER: _builtins.int
     protocol: _builtins.int
     """Protocol version the child speaks; the parent refuses what it cannot serve."""
     epoch: _builtins.str
@@ -188,6 +189,10 @@ class Hello(_message.Message):
     """Fingerprint of the downward entry at `down_applied`, so a parent restored
     from a backup (whose queue numbers were reused) is noticed and resent.
     """
+    wall_ms: _builtins.int
+    """The child's wall clock (ms since the epoch) when it sent this: the parent tells
+    its operator, and the child's, when the two clocks disagree.
+    """
     def __init__(
         self,
         *,
@@ -199,10 +204,11 @@ class Hello(_message.Message):
         node_id: _builtins.str = ...,
         software: _builtins.str = ...,
         down_fingerprint: _builtins.bytes = ...,
+        wall_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["down_applied", b"down_applied", "down_epoch", b"down_epoch", "down_fingerprint", b"down_fingerprint", "epoch", b"epoch", "head", b"head", "node_id", b"node_id", "protocol", b"protocol", "software", b"software"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["down_applied", b"down_applied", "down_epoch", b"down_epoch", "down_fingerprint", b"down_fingerprint", "epoch", b"epoch", "head", b"head", "node_id", b"node_id", "protocol", b"protocol", "software", b"software", "wall_ms", b"wall_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +226,7 @@ class Welcome(_message.Message):
     DOWN_EPOCH_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
     DOWN_FROM_FIELD_NUMBER: _builtins.int
+    WALL_MS_FIELD_NUMBER: _builtins.int
     protocol: _builtins.int
     parent_id: _builtins.str
     epoch: _builtins.str
@@ -238,6 +245,8 @@ class Welcome(_message.Message):
     """Where the parent starts sending its downward queue: the child's cursor, or 0
     after the parent's epoch changed or its store was restored from a backup.
     """
+    wall_ms: _builtins.int
+    """The parent's wall clock (ms since the epoch) when it answered."""
     def __init__(
         self,
         *,
@@ -249,10 +258,11 @@ class Welcome(_message.Message):
         down_epoch: _builtins.str = ...,
         window: _builtins.int = ...,
         down_from: _builtins.int = ...,
+        wall_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "applied_fingerprint", b"applied_fingerprint", "down_epoch", b"down_epoch", "down_from", b"down_from", "epoch", b"epoch", "parent_id", b"parent_id", "protocol", b"protocol", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "applied_fingerprint", b"applied_fingerprint", "down_epoch", b"down_epoch", "down_from", b"down_from", "epoch", b"epoch", "parent_id", b"parent_id", "protocol", b"protocol", "wall_ms", b"wall_ms", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
