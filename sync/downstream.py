@@ -21,10 +21,15 @@ from typing import Any
 from . import admission, feedback, records
 from .admission import Prepared
 from .batch import InBatch, OutBatch, Refusal
-from .errors import ProtocolError
+from .errors import HandshakeRefused, ProtocolError
 from .records import Envelope
 from .store import UPSERT, Store, existing_versions
 from .subtree import Subtrees
+
+# Refused records kept per child: whole up to QUARANTINE_KEEP, then without their bytes;
+# past QUARANTINE_LIMIT the child's stream is refused.
+QUARANTINE_KEEP = 1_000
+QUARANTINE_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ class Downstream:
                 # Records of nodes first seen through this child: feedback for their units goes to it now.
                 self.store.router.queue_feedback_for(db, child)
                 self._claimed = False
-            db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
+            self._quarantine(db, child, quarantined)
             db.execute(
                 "UPDATE children SET epoch = ?, applied = ?, fingerprint = ?, received = received + ?, "
                 "rejected = rejected + ?, last_contact = ? WHERE child = ?",
@@ -178,6 +183,23 @@ class Downstream:
                 quarantined.append((child, r[0], r[5], "stale_version", reason, now, r[9]))
                 stale += 1
         return stale
+
+    @staticmethod
+    def _quarantine(db: sqlite3.Connection, child: str, rows: list[tuple[Any, ...]]) -> None:
+        """Keep refused records, bounded per child: the first QUARANTINE_KEEP whole, the rest
+        without their bytes (code and reason only); past QUARANTINE_LIMIT the child is refused
+        until an operator looks (one child must not fill the province's disk)."""
+        if not rows:
+            return
+        held = int(db.execute("SELECT count(*) FROM quarantine WHERE child = ?", (child,)).fetchone()[0])
+        if held + len(rows) > QUARANTINE_LIMIT:
+            raise HandshakeRefused(
+                f"node {child} has sent more than {QUARANTINE_LIMIT:,} records this node refused; it is not taken until that is looked at",
+                f"see the refusals with `lienthong status --dir DIR` at {child}, correct them there, and clear the quarantine at this node",
+            )
+        room = max(QUARANTINE_KEEP - held, 0)
+        kept = [r if i < room else (*r[:6], b"") for i, r in enumerate(rows)]
+        db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", kept)
 
     @contextlib.contextmanager
     def _dropping_claims_on_error(self) -> Iterator[None]:

@@ -96,6 +96,9 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._w = conn
+        self._db_identity: tuple[int, int] | None = None
+        self._wal_identity: tuple[int, int] | None = None
+        self._damaged = ""
         # The writer's page cache is bounded (128 MiB): a large group commit keeps the
         # random-key id index in memory instead of spilling pages to the WAL mid-transaction.
         conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
@@ -185,9 +188,41 @@ class Store:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:
-        """The writer connection, inside one BEGIN IMMEDIATE transaction (one writer at a time)."""
-        with self._wlock, transaction(self._w):
-            yield self._w
+        """The writer connection, inside one BEGIN IMMEDIATE transaction (one writer at a time).
+
+        Before each transaction the database and its WAL must still be the files this store
+        opened: a file deleted or replaced under a running node would take commits that no
+        one can read back. A full disk or a damaged file is a StoreError in words."""
+        with self._wlock:
+            self._check_files()
+            try:
+                with transaction(self._w):
+                    yield self._w
+            except sqlite3.OperationalError as exc:
+                raise _store_error(self.path, exc) from None
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:
+                    raise  # a constraint the code broke (IntegrityError): a bug, not the disk
+                raise _store_error(self.path, exc) from None
+
+    def _check_files(self) -> None:
+        """Refuse to write when the database or its WAL is no longer the file this store opened."""
+        for path, attr in ((self.path, "_db_identity"), (Path(f"{self.path}-wal"), "_wal_identity")):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                st = None
+            seen = getattr(self, attr)
+            now = None if st is None else (st.st_dev, st.st_ino)
+            if seen is None:
+                setattr(self, attr, now)  # the WAL appears with the first transaction
+            elif now != seen:
+                self._damaged = f"{path} was {'removed' if now is None else 'replaced'} while this node had it open"
+        if self._damaged:
+            raise StoreError(
+                f"the store cannot be written: {self._damaged}; nothing more is taken, so nothing is acknowledged and lost",
+                "stop the node, restore the store from a backup (or its files), and start it again",
+            )
 
     def backup(self, dest: Path) -> None:
         """Online backup to `dest` (SQLite's backup API; the node may be running)."""
@@ -442,3 +477,15 @@ def existing_versions(db: sqlite3.Connection, ids: Sequence[bytes]) -> dict[byte
         for rid, version, chash in db.execute(f"SELECT id, version, chash FROM records WHERE id IN ({marks})", chunk):
             found[rid] = (version, chash)
     return found
+
+
+def _store_error(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
+    """A SQLite failure while writing, told in one sentence with what to do."""
+    text = str(exc)
+    if "full" in text:
+        return StoreError(
+            f"the disk holding {path} is full: nothing was written", "free space on that disk; what was not written is sent again"
+        )
+    if "malformed" in text or "not a database" in text or not isinstance(exc, sqlite3.OperationalError):
+        return StoreError(f"the store at {path} is damaged ({text})", "stop the node and restore the store from a backup")
+    return StoreError(f"the store at {path} could not be written ({text})", "check the disk and the file's permissions; the node retries")

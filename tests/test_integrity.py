@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 from lienthong.config.settings import load
 from lienthong.node.runtime import open_store
-from lienthong.sync import feedback, records
+from lienthong.sync import admission, downstream, feedback, records
 from lienthong.sync.clock import HybridClock, wall_ms
 from lienthong.sync.downstream import Downstream
+from lienthong.sync.errors import HandshakeRefused, StoreError
 from lienthong.sync.records import Keyed
 from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
@@ -285,3 +286,40 @@ def test_a_commune_whose_clock_runs_two_days_ahead_is_told_and_loses_nothing(mak
             wait_until(lambda: status(commune)["parent"]["refused"] == 0, timeout=30, what="no refusals left")
             assert status(commune)["parent"]["clock_warning"] is None
         assert procs[0].alive()
+
+
+def test_one_child_cannot_fill_the_provinces_disk_with_refused_records(federation: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Oversized records are refused without keeping their bytes; refused records are kept whole only up to a bound,
+    then as code and reason; past a limit the child's stream is refused in words, and nothing of that batch is applied."""
+    monkeypatch.setattr(downstream, "QUARANTINE_KEEP", 5)
+    monkeypatch.setattr(downstream, "QUARANTINE_LIMIT", 12)
+    huge = records.build(ATTACKER, {**indicator(ATTACKER, 1, indicator="KTXH.HUGE"), "comment": "x" * 9_000})
+    body = records.body_of(huge.envelope(ATTACKER, 1))
+    body.comment = "x" * (admission.MAX_RECORD_BYTES + 10)
+    oversized = Keyed(huge.id, huge.kind, huge.unit, huge.agency, body.SerializeToString())
+    federation.write(ATTACKER, oversized, *(indicator(VICTIM, i, indicator=f"KTXH.Q{i}") for i in range(9)))
+    assert sorted(federation.sync(ATTACKER)) == ["foreign_unit"] * 9 + ["too_large"]
+    sizes = [len(raw) for (raw,) in federation.province.reader().execute("SELECT envelope FROM quarantine")]
+    # The first five refusals are kept whole (the oversized one without its bytes), the rest as code and reason.
+    assert len(sizes) == 10 and sum(1 for size in sizes if size) == 4 and max(sizes) < 10_000
+    federation.write(ATTACKER, *(indicator(VICTIM, i, indicator=f"KTXH.R{i}") for i in range(5)))
+    before = federation.province.head()
+    with pytest.raises(HandshakeRefused, match="more than 12 records this node refused"):
+        federation.sync(ATTACKER)
+    assert federation.province.head() == before
+
+
+def test_a_store_whose_wal_is_deleted_under_it_stops_taking_data(tmp_path: Path) -> None:
+    """Deleting the WAL (or replacing the database) under an open store: the next write is refused in one sentence,
+    and so is every later one, instead of committing into a file no one can read back."""
+    store = Store.create(tmp_path / "node.db", ATTACKER)
+    try:
+        clock = HybridClock()
+        store.write_local([records.build(ATTACKER, indicator(ATTACKER, 1))], clock)
+        Path(f"{store.path}-wal").unlink()
+        for value in (2, 3):
+            with pytest.raises(StoreError, match="was removed while this node had it open") as caught:
+                store.write_local([records.build(ATTACKER, indicator(ATTACKER, value))], clock)
+            assert "restore the store from a backup" in caught.value.hint
+    finally:
+        store.close()
