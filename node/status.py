@@ -19,7 +19,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from .runtime import STORE_FILE, own_units, running_info, tls_paths
-from .tls import certificate_summary
+from .trust.tls import certificate_summary
 
 
 def iso(ts: float | None) -> str | None:
