@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
 import shutil
+import sqlite3
 import stat
 import subprocess
 from concurrent import futures
@@ -232,6 +234,19 @@ def test_ca_fingerprint_is_sha256_of_the_der(ca_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------- registry and revocation
+
+
+def test_registry_from_a_newer_lienthong_is_refused_and_left_alone(ca_dir: Path, tmp_path: Path) -> None:
+    """A CA registry at a schema version this lienthong does not know is a TrustError with a hint, not touched."""
+    _issue(ca_dir, tmp_path, "huyen-a")
+    with contextlib.closing(sqlite3.connect(ca_dir / ca.REGISTRY)) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(TrustError, match="newer than this lienthong understands") as info:
+        ca.list_issued(ca_dir)
+    assert "upgrade" in info.value.hint
+    with contextlib.closing(sqlite3.connect(ca_dir / ca.REGISTRY)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 99
+        assert conn.execute("SELECT count(*) FROM issued").fetchone()[0] == 1
 
 
 def test_list_shows_every_issued_certificate(ca_dir: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import secrets
+import sqlite3
 import stat
 import threading
 import time
@@ -127,6 +128,18 @@ def test_token_format_round_trips_and_store_keeps_no_secret(tmp_path: Path, ca_d
     for ttl in ("0", "31d", "soon"):
         with pytest.raises(tokens.EnrollError):
             tokens.parse_ttl(ttl)
+
+
+def test_token_store_from_a_newer_lienthong_is_refused(tmp_path: Path, ca_dir: Path) -> None:
+    """A token store at a schema version this lienthong does not know is an EnrollError with a hint."""
+    node_dir = tmp_path / "86"
+    node_dir.mkdir()
+    tokens.create_token(node_dir, CHILD, 3600, "ioc.example.vn:7444", ca.ca_fingerprint(ca_dir), province_id="86")
+    with contextlib.closing(sqlite3.connect(node_dir / tokens.TOKENS_FILE)) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(tokens.EnrollError, match="newer than this lienthong understands") as info:
+        tokens.list_tokens(node_dir)
+    assert "upgrade" in info.value.hint
 
 
 def test_enroll_happy_path_key_never_leaves_the_node(tmp_path: Path, ca_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

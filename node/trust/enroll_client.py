@@ -26,8 +26,7 @@ from cryptography.x509.oid import NameOID
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc
 
-from . import issue, tokens
-from .enroll_server import HINT_KEY
+from . import enroll_server, issue, tokens
 from .tokens import EnrollError
 
 CONNECT_TIMEOUT = 15.0
@@ -105,7 +104,7 @@ def _rpc_error(exc: grpc.RpcError, address: str) -> EnrollError:
     details = (exc.details() if hasattr(exc, "details") else "") or ""
     hint = ""
     for key, value in (exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None) or ():
-        if key == HINT_KEY:
+        if key == enroll_server.HINT_KEY:
             hint = value if isinstance(value, str) else value.decode()
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT):
         return EnrollError(f"the province refused the enrollment: {details}", hint or "ask the province's operator for a new token")

@@ -1,4 +1,4 @@
-"""Enrollment tokens: the one-time token a new node enrolls with, and the province's
+"""Enrollment tokens: the one-time token that enrolls a new node, and the province's
 store of the tokens it made (DESIGN §5).
 
     province:  create_token(node_dir, node_id, ttl, address, fingerprint, province_id=…) -> "lt1.…"
