@@ -159,10 +159,8 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
                 "the certificate request is too large", "make it with `lienthong enroll`", grpc.StatusCode.INVALID_ARGUMENT, "oversized CSR"
             )
         now = self._clock()
-        with (
-            tokens.token_store(self.node_dir) as conn,
-            transaction(conn),
-        ):  # BEGIN IMMEDIATE: one enrollment at a time, so a token is used once
+        # BEGIN IMMEDIATE: one enrollment at a time, so a token is used once.
+        with tokens.token_store(self.node_dir) as conn, transaction(conn):
             row = tokens.find(conn, request.token_id)
             # Compared even when the id is unknown, so the answer takes the same time.
             matches = tokens.secret_matches(row, bytes(request.secret))
