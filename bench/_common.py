@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lienthong.node.tls import NodeTlsPaths
+from lienthong.node.trust.tls import NodeTlsPaths
 from lienthong.sync import clock, records
 from lienthong.sync.provenance import Signer, signing_key_path
 from lienthong.sync.store import Store

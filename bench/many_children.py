@@ -4,7 +4,7 @@
 
 The province is a real `lienthong run` process (mTLS on 127.0.0.1). The children
 run inside `--procs` bench worker processes, each child with its own store, its
-own CA-issued certificate (`lienthong.node.ca.issue_node`) and the library's
+own CA-issued certificate (`lienthong.node.trust.issue.issue_node`) and the library's
 `Uplink` over `transport.connect`, exactly as `lienthong run` wires them. Every
 child's store is pre-filled before anything runs. All workers open their stores
 and then wait; the clock starts when they are told to go (all children connect
@@ -55,8 +55,8 @@ from _common import (
     vm_hwm_kb,
 )
 
-from lienthong.node.ca import issue_node
-from lienthong.node.tls import NodeTlsPaths
+from lienthong.node.trust.issue import issue_node
+from lienthong.node.trust.tls import NodeTlsPaths
 from lienthong.sync.store import Store
 
 

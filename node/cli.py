@@ -22,14 +22,16 @@ from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 
-from . import ca as ca_ops
-from . import logs, runtime, tls
+from . import logs, runtime
 from .cli_common import DIR_OPTION, fail, load_settings
 from .intake import StoreSink
+from .trust import ca as ca_ops
+from .trust import issue, tls
+from .trust.crl import write_crl
 
 # Node certificates are short-lived (30 days); nodes renew their own over the
-# replication link after two thirds of that (node/renewal.py).
-NODE_CERT_DAYS = ca_ops.DEFAULT_VALIDITY_DAYS
+# replication link after two thirds of that (node/trust/renewal.py).
+NODE_CERT_DAYS = issue.DEFAULT_VALIDITY_DAYS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -67,7 +69,7 @@ def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
 @click.option(
     "--csr", "csr_file", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="The node's CSR (tls/node.csr)."
 )
-@click.option("--role", type=click.Choice(ca_ops.ROLES), required=True, help="provincial or district, as the node's --mode.")
+@click.option("--role", type=click.Choice(issue.ROLES), required=True, help="provincial or district, as the node's --mode.")
 @click.option("--parent", default="", help="The node's parent id, recorded with the certificate.")
 @click.option("--days", default=NODE_CERT_DAYS, show_default=True, type=click.IntRange(1, 3650), help="Validity in days.")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the certificate.")
@@ -79,7 +81,7 @@ def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, ou
             f"cannot write the certificate to {out_file}: {out_file.parent} is not a folder you can write to",
             "give --out in an existing folder",
         )
-    cert = ca_ops.issue_from_csr(ca_dir, csr_file.read_bytes(), role, parent, days, ca_ops.passphrase_from_env())
+    cert = issue.issue_from_csr(ca_dir, csr_file.read_bytes(), role, parent, days, ca_ops.passphrase_from_env())
     out_file.write_bytes(cert)
     from cryptography import x509
 
@@ -116,7 +118,7 @@ def ca_list(ca_dir: Path, as_json: bool) -> None:
 def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str) -> None:
     """Revoke a node's certificates (by node id) or one certificate (by serial), and rewrite the CRL."""
     serials = ca_ops.revoke(ca_dir, node_or_serial, reason)
-    crl = ca_ops.write_crl(ca_dir, ca_ops.passphrase_from_env())
+    crl = write_crl(ca_dir, ca_ops.passphrase_from_env())
     audited(ca_dir, "cert.revoke", node_or_serial, serials=serials, reason=reason)
     if serials:
         click.echo(f"Revoked {', '.join(serials)}; the revocation list {crl} is updated.")
@@ -172,9 +174,9 @@ def init(
     paths = runtime.tls_paths(node_dir, settings)
     # The node's key is made here and never leaves it; the CA signs a request.
     if ca_dir is not None:
-        ca_ops.issue_node(ca_dir, paths, node_id, mode, hosts, NODE_CERT_DAYS, parent_id, passphrase)
+        issue.issue_node(ca_dir, paths, node_id, mode, hosts, NODE_CERT_DAYS, parent_id, passphrase)
     else:
-        tls.write_public(paths.key.parent / "node.csr", ca_ops.make_csr(paths.key, node_id, hosts))
+        tls.write_public(paths.key.parent / "node.csr", issue.make_csr(paths.key, node_id, hosts))
     Store.create(node_dir / runtime.STORE_FILE, node_id).close()
     audited(
         node_dir,
@@ -308,7 +310,7 @@ def token() -> None:
 @click.option("--ttl", default="24h", show_default=True, help="How long the token stays valid (e.g. 30m, 24h, 7d).")
 def token_create(node_dir: Path, child_id: str, ttl: str) -> None:
     """Print a one-time token for a new node: it carries this province's enrollment address and CA fingerprint."""
-    from . import enroll as enroll_ops
+    from .trust import tokens
 
     settings = load_settings(node_dir)
     if not settings.server.enroll_listen or not settings.tls.ca_dir:
@@ -317,10 +319,10 @@ def token_create(node_dir: Path, child_id: str, ttl: str) -> None:
     if address.startswith(("0.0.0.0:", "[::]:")) or address.endswith(":0"):
         fail(f"new nodes cannot reach {address}", "set server.enroll_address to the host:port they use to reach this node")
     ca_dir = node_dir / settings.tls.ca_dir
-    text = enroll_ops.create_token(
-        node_dir, child_id, enroll_ops.parse_ttl(ttl), address, ca_ops.ca_fingerprint(ca_dir), province_id=settings.node.id
+    text = tokens.create_token(
+        node_dir, child_id, tokens.parse_ttl(ttl), address, ca_ops.ca_fingerprint(ca_dir), province_id=settings.node.id
     )
-    audited(node_dir, "admin.command", "token create", node=child_id, ttl=ttl, token_id=enroll_ops.parse_token(text).token_id)
+    audited(node_dir, "admin.command", "token create", node=child_id, ttl=ttl, token_id=tokens.parse_token(text).token_id)
     click.echo(text)
 
 
@@ -329,12 +331,12 @@ def token_create(node_dir: Path, child_id: str, ttl: str) -> None:
 @click.argument("token_text", metavar="TOKEN")
 def enroll_cmd(node_dir: Path, token_text: str) -> None:
     """Join the province with a one-time TOKEN: the key is made here, only a request leaves."""
-    from . import enroll as enroll_ops
+    from .trust import enroll_client
 
     settings = load_settings(node_dir)
     paths = runtime.tls_paths(node_dir, settings)
     hosts = [settings.server.listen.rpartition(":")[0].strip("[]")] if settings.server.listen else []
-    parent = enroll_ops.enroll(node_dir, token_text, paths.key, paths.cert, paths.ca, hosts=hosts, expect_node_id=settings.node.id)
+    parent = enroll_client.enroll(node_dir, token_text, paths.key, paths.cert, paths.ca, hosts=hosts, expect_node_id=settings.node.id)
     audited(node_dir, "enroll", parent, outcome="enrolled")
     if settings.parent.id and settings.parent.id != parent:
         fail(f"enrolled by {parent!r}, but parent.id in lienthong.toml is {settings.parent.id!r}", "correct parent.id")
@@ -360,7 +362,8 @@ HEAD_OPTION = click.option(
 @HEAD_OPTION
 def audit_verify(node_dir: Path, head_text: str) -> None:
     """Re-check the hash chain: any edit, deletion or reordering is named; exit 1 if the log was altered."""
-    from .audit import AuditLog, describe, parse_head
+    from .trust.audit import AuditLog
+    from .trust.audit_chain import describe, parse_head
 
     with AuditLog.open(node_dir) as log_:
         result = log_.verify(parse_head(head_text) if head_text else None)
@@ -373,7 +376,8 @@ def audit_verify(node_dir: Path, head_text: str) -> None:
 @DIR_OPTION
 def audit_head(node_dir: Path) -> None:
     """Print the log's head (SEQ:HASH): write it down, or give it to an inspector, to detect a rewrite later."""
-    from .audit import AuditLog, format_head
+    from .trust.audit import AuditLog
+    from .trust.audit_chain import format_head
 
     with AuditLog.open(node_dir) as log_:
         click.echo(format_head(log_.head()))
@@ -386,7 +390,8 @@ def audit_head(node_dir: Path) -> None:
 @HEAD_OPTION
 def audit_export(node_dir: Path, dest: Path, fmt: str, head_text: str) -> None:
     """Export every entry with its hashes for an inspector, ending with the verification result."""
-    from .audit import AuditLog, describe, parse_head
+    from .trust.audit import AuditLog
+    from .trust.audit_chain import describe, parse_head
 
     with AuditLog.open(node_dir) as log_:
         result = log_.export(dest, fmt, expected_head=parse_head(head_text) if head_text else None)
@@ -397,7 +402,7 @@ def audit_export(node_dir: Path, dest: Path, fmt: str, head_text: str) -> None:
 
 def audited(directory: Path, action: str, subject: str, **details: Any) -> None:
     """Record an operator's action in the audit log of a node or CA directory."""
-    from .audit import AuditLog
+    from .trust.audit import AuditLog
 
     with AuditLog.open(directory) as log_:
         log_.append(action, subject, details)

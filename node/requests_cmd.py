@@ -61,7 +61,7 @@ def create(
     """Ask units for WHAT: for which --unit and --period, why (--reason), by when (--due)."""
     from lienthong.adapters import periods as period_forms
 
-    from .audit import operator_name
+    from .trust.audit import operator_name
 
     settings = load_settings(node_dir)
     if settings.node.mode != "provincial":
@@ -169,8 +169,8 @@ def answer(
     as_json: bool,
 ) -> None:
     """Approve or decline REQUEST; an approval may carry data FILES. Answering again replaces the answer."""
-    from .audit import operator_name
     from .intake import StoreSink
+    from .trust.audit import operator_name
 
     if decision is None:
         fail("say whether you approve or decline the request", "add --approve or --decline")

@@ -39,13 +39,13 @@ from lienthong.sync.revocation import Revocations
 from lienthong.sync.store import Store
 from lienthong.sync.wire import replication_pb2 as wire
 
-from . import ca as ca_ops
-from .audit import AuditLog
-from .crl import CrlPublisher, RegistryPublisher
-from .enroll import serve_enrollment
 from .intake import StoreSink
-from .renewal import NodeRenewal, issue_renewal
-from .tls import NodeTlsPaths
+from .trust import ca as ca_ops
+from .trust.audit import AuditLog
+from .trust.enroll_server import serve_enrollment
+from .trust.publish import CrlPublisher, RegistryPublisher
+from .trust.renewal import NodeRenewal, issue_renewal
+from .trust.tls import NodeTlsPaths
 
 STORE_FILE = "lienthong.db"
 LOCK_FILE = "node.lock"

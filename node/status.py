@@ -22,7 +22,7 @@ from lienthong.sync.units import Units
 from lienthong.sync.upstream import Upstream
 
 from .runtime import STORE_FILE, own_units, running_info, tls_paths
-from .tls import certificate_summary
+from .trust.tls import certificate_summary
 
 
 def iso(ts: float | None) -> str | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lienthong.node import ca
+from lienthong.node.trust import ca
 
 from .helpers import cli, free_port
 

@@ -248,7 +248,7 @@ def reissue(cert_pem: bytes, ca_dir: Path, not_before_days: float, not_after_day
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
 
-    from lienthong.node import ca
+    from lienthong.node.trust import ca
 
     old = x509.load_pem_x509_certificate(cert_pem)
     ca_key, ca_cert = ca.load_ca(ca_dir)

@@ -20,8 +20,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from lienthong.node import audit
-from lienthong.node.audit import Action, AuditError, AuditLog, Problem
+from lienthong.node.trust import audit, audit_chain
+from lienthong.node.trust.audit import Action, AuditLog
+from lienthong.node.trust.audit_chain import AuditError, Problem
 from lienthong.sync.errors import LienthongError
 
 ZERO = "0" * 64
@@ -130,7 +131,7 @@ def test_untouched_log_verifies(log: AuditLog) -> None:
     assert entries[4].details == {"argv": ["ca", "sign", "Phường Tân An.csr"], "ok": True}
     assert [e.seq for e in log.entries(since_seq=10)] == [11, 12]
     assert [e.seq for e in log.entries(since_seq=2, limit=3)] == [3, 4, 5]
-    assert audit.describe(result).startswith("The audit log is intact: 12 entries verified, head 12:")
+    assert audit_chain.describe(result).startswith("The audit log is intact: 12 entries verified, head 12:")
 
 
 def test_file_is_its_own_wal_database(tmp_path: Path) -> None:
@@ -185,7 +186,7 @@ def test_editing_any_field_of_any_entry_is_detected(log: AuditLog, field: str, s
     assert not result.ok and result.bad_seq == seq
     assert result.problem == (Problem.GAP if field == "seq" else Problem.EDITED)
     assert result.checked == seq - 1
-    assert f"entry {seq}" in audit.describe(result)
+    assert f"entry {seq}" in audit_chain.describe(result)
 
 
 def test_details_rewritten_in_another_json_form_is_detected(log: AuditLog) -> None:
@@ -223,7 +224,7 @@ def test_deleting_the_first_entry_is_detected(log: AuditLog) -> None:
 def test_swapping_two_entries_is_detected_as_reordering(log: AuditLog, a: int, b: int) -> None:
     """Swapping two entries' contents (hashes and all) is found at the first one, as a move."""
     fill(log, 8)
-    columns = [c for c in audit.FIELDS if c != "seq"]
+    columns = [c for c in audit_chain.FIELDS if c != "seq"]
     with raw(log.path) as conn:
         first = conn.execute(f"SELECT {', '.join(columns)} FROM entries WHERE seq = ?", (a,)).fetchone()
         second = conn.execute(f"SELECT {', '.join(columns)} FROM entries WHERE seq = ?", (b,)).fetchone()
@@ -328,11 +329,11 @@ def test_a_consistent_truncation_is_caught_only_by_the_head_written_down(log: Au
 def test_a_log_may_grow_past_the_head_written_down(log: AuditLog) -> None:
     """An escrowed head stays valid while entries are appended after it."""
     fill(log, 3)
-    written_down = audit.format_head(log.head())
+    written_down = audit_chain.format_head(log.head())
     fill(log, 4)
-    result = log.verify(expected_head=audit.parse_head(written_down))
+    result = log.verify(expected_head=audit_chain.parse_head(written_down))
     assert result.ok and result.checked == 7
-    assert "still contains the head written down" in audit.describe(result)
+    assert "still contains the head written down" in audit_chain.describe(result)
     assert log.verify(expected_head=(0, ZERO)).ok
 
 
@@ -340,11 +341,11 @@ def test_a_malformed_head_is_an_error_with_a_hint(log: AuditLog) -> None:
     """A mistyped head is an expected failure, not a traceback."""
     for text in ["", "12", "x:" + "a" * 64, "3:" + "a" * 63, "-1:" + "a" * 64, "0:" + "a" * 64]:
         with pytest.raises(AuditError) as info:
-            audit.parse_head(text)
+            audit_chain.parse_head(text)
         assert info.value.hint
     with pytest.raises(LienthongError):
         log.verify(expected_head=(1, "not a hash"))
-    assert audit.parse_head(" 7:" + "AB" * 32 + "\n") == (7, "ab" * 32)
+    assert audit_chain.parse_head(" 7:" + "AB" * 32 + "\n") == (7, "ab" * 32)
 
 
 # ------------------------------------------------------------ concurrency
@@ -404,7 +405,7 @@ def test_jsonl_export_is_checkable_by_recomputation(log: AuditLog, tmp_path: Pat
     result = log.export(dest)
     lines = [json.loads(line) for line in dest.read_text(encoding="utf-8").splitlines()]
     *entries, last = lines
-    assert len(entries) == 10 and set(entries[0]) == set(audit.FIELDS)
+    assert len(entries) == 10 and set(entries[0]) == set(audit_chain.FIELDS)
     check_chain(entries)
     summary = last["summary"]
     assert summary["verified"] is True and result.ok
@@ -422,7 +423,7 @@ def test_csv_export_is_checkable_by_recomputation(log: AuditLog, tmp_path: Path)
     log.export(dest, "csv")
     with dest.open(encoding="utf-8-sig", newline="") as f:
         header, *body = list(csv.reader(f))
-    assert tuple(header) == audit.FIELDS
+    assert tuple(header) == audit_chain.FIELDS
     *table, summary = body
     assert table[-1][2:5] == ["'@operator", "admin.command", "'=1+1"]
 
@@ -513,7 +514,7 @@ def test_any_appends_verify_and_any_single_byte_change_fails(tmp_path: Path, app
         check_chain([e.to_dict() for e in log.entries()])
 
         targets = [("anchor", "seq", None), ("anchor", "hash", None)]
-        targets += [("entries", field, seq) for seq in range(1, len(appends) + 1) for field in audit.FIELDS]
+        targets += [("entries", field, seq) for seq in range(1, len(appends) + 1) for field in audit_chain.FIELDS]
         table, field, seq = data.draw(st.sampled_from(targets))
         where = "WHERE one = 1" if seq is None else f"WHERE seq = {seq}"
         with raw(log.path) as conn:
@@ -534,4 +535,4 @@ def test_any_appends_verify_and_any_single_byte_change_fails(tmp_path: Path, app
                     conn.execute(f"UPDATE {table} SET {field} = CAST(? AS TEXT) {where}", (bytes(encoded),))
         result = log.verify()
         assert not result.ok, (table, field, seq)
-        assert result.reason and audit.describe(result)
+        assert result.reason and audit_chain.describe(result)

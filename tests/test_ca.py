@@ -1,11 +1,13 @@
-"""The provincial CA's offline operations (node/ca.py), with real keys and certificates."""
+"""The provincial CA's offline operations (node/trust/ca.py, issue.py, crl.py), with real keys and certificates."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
 import shutil
+import sqlite3
 import stat
 import subprocess
 from concurrent import futures
@@ -19,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from lienthong.node import ca, tls
+from lienthong.node.trust import ca, issue, tls
+from lienthong.node.trust.crl import write_crl
 from lienthong.sync import provenance
 from lienthong.sync.errors import TrustError
 
@@ -43,7 +46,7 @@ def test_a_request_must_carry_a_proven_signing_key(ca_dir: Path) -> None:
     """The CA certifies a record-signing key only with proof that the requesting node holds it."""
     key = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(TrustError, match="no record-signing key"):
-        ca.issue_from_csr(ca_dir, _csr(key, signing=False), "district")
+        issue.issue_from_csr(ca_dir, _csr(key, signing=False), "district")
     # A proof made for another TLS key (someone else's signing key, copied) is refused.
     stolen = provenance.csr_extension(ed25519.Ed25519PrivateKey.generate(), ec.generate_private_key(ec.SECP256R1()).public_key())
     forged = (
@@ -54,8 +57,8 @@ def test_a_request_must_carry_a_proven_signing_key(ca_dir: Path) -> None:
         .public_bytes(serialization.Encoding.PEM)
     )
     with pytest.raises(TrustError, match="not proven"):
-        ca.issue_from_csr(ca_dir, forged, "district")
-    good = x509.load_pem_x509_certificate(ca.issue_from_csr(ca_dir, _csr(key), "district"))
+        issue.issue_from_csr(ca_dir, forged, "district")
+    good = x509.load_pem_x509_certificate(issue.issue_from_csr(ca_dir, _csr(key), "district"))
     assert provenance.signing_public_key(good) is not None
     assert ca.list_issued(ca_dir)[0]["node_id"] == "huyen-a"
 
@@ -69,8 +72,8 @@ def _mode(path: Path) -> int:
 
 
 def _issue(ca_dir: Path, tmp_path: Path, node_id: str, role: str = "district", hosts: tuple[str, ...] = (), **kw) -> x509.Certificate:
-    csr = ca.make_csr(tmp_path / node_id / "node.key", node_id, list(hosts))
-    return x509.load_pem_x509_certificate(ca.issue_from_csr(ca_dir, csr, role, **kw))
+    csr = issue.make_csr(tmp_path / node_id / "node.key", node_id, list(hosts))
+    return x509.load_pem_x509_certificate(issue.issue_from_csr(ca_dir, csr, role, **kw))
 
 
 # ---------------------------------------------------------------- CSR -> certificate
@@ -78,11 +81,11 @@ def _issue(ca_dir: Path, tmp_path: Path, node_id: str, role: str = "district", h
 
 def test_csr_round_trip(ca_dir: Path, tmp_path: Path) -> None:
     key_path = tmp_path / "node" / "node.key"
-    csr_pem = ca.make_csr(key_path, "huyen-a", ["10.0.0.5", "huyen-a.example.vn", "10.0.0.5"])
+    csr_pem = issue.make_csr(key_path, "huyen-a", ["10.0.0.5", "huyen-a.example.vn", "10.0.0.5"])
     assert _mode(key_path) == 0o600
     assert b"PRIVATE KEY" not in csr_pem
 
-    cert = x509.load_pem_x509_certificate(ca.issue_from_csr(ca_dir, csr_pem, "district", parent="tinh"))
+    cert = x509.load_pem_x509_certificate(issue.issue_from_csr(ca_dir, csr_pem, "district", parent="tinh"))
 
     ca_cert = _ca_cert(ca_dir)
     cert.verify_directly_issued_by(ca_cert)
@@ -103,14 +106,14 @@ def test_csr_round_trip(ca_dir: Path, tmp_path: Path) -> None:
     assert dt.timedelta(days=30) <= lifetime <= dt.timedelta(days=30, minutes=10)
 
     # The node keeps its key: a second CSR (renewal) uses the same one.
-    again = x509.load_pem_x509_csr(ca.make_csr(key_path, "huyen-a", []))
+    again = x509.load_pem_x509_csr(issue.make_csr(key_path, "huyen-a", []))
     assert again.public_key() == node_key.public_key()
 
 
 def test_only_the_name_is_taken_from_the_csr(ca_dir: Path) -> None:
     """A CSR asking to be a CA gets an ordinary node certificate."""
     csr = _csr(ec.generate_private_key(ec.SECP256R1()), "huyen-b", extensions=(x509.BasicConstraints(ca=True, path_length=None),))
-    cert = x509.load_pem_x509_certificate(ca.issue_from_csr(ca_dir, csr, "district", validity_days=2))
+    cert = x509.load_pem_x509_certificate(issue.issue_from_csr(ca_dir, csr, "district", validity_days=2))
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
     assert cert.not_valid_after_utc - cert.not_valid_before_utc <= dt.timedelta(days=2, minutes=10)
 
@@ -118,7 +121,7 @@ def test_only_the_name_is_taken_from_the_csr(ca_dir: Path) -> None:
 def test_ed25519_csr_is_refused_because_grpc_tls_cannot_use_it(ca_dir: Path) -> None:
     """An Ed25519 key would make a certificate no gRPC peer accepts: refused, saying which keys work."""
     with pytest.raises(TrustError, match="Ed25519PublicKey; this CA only signs EC P-256"):
-        ca.issue_from_csr(ca_dir, _csr(ed25519.Ed25519PrivateKey.generate(), "xa-c"), "district")
+        issue.issue_from_csr(ca_dir, _csr(ed25519.Ed25519PrivateKey.generate(), "xa-c"), "district")
 
 
 def test_tampered_csr_is_refused(ca_dir: Path) -> None:
@@ -126,56 +129,56 @@ def test_tampered_csr_is_refused(ca_dir: Path) -> None:
     forged = der.replace(b"huyen-a", b"huyen-b")  # same length: still parses, signature no longer matches
     assert forged != der
     with pytest.raises(TrustError, match="signature does not verify"):
-        ca.issue_from_csr(ca_dir, forged, "district")
+        issue.issue_from_csr(ca_dir, forged, "district")
     with pytest.raises(TrustError, match="not a certificate signing request"):
-        ca.issue_from_csr(ca_dir, b"-----BEGIN CERTIFICATE REQUEST-----\nnonsense\n-----END CERTIFICATE REQUEST-----\n", "district")
+        issue.issue_from_csr(ca_dir, b"-----BEGIN CERTIFICATE REQUEST-----\nnonsense\n-----END CERTIFICATE REQUEST-----\n", "district")
     assert ca.list_issued(ca_dir) == []
 
 
 @pytest.mark.parametrize("node_id", ["-huyen", "huyen a", "../etc", "huyen/a", "huyen\n", "huyện-a"])
 def test_bad_node_id_is_refused(ca_dir: Path, tmp_path: Path, node_id: str) -> None:
     with pytest.raises(TrustError, match="node id") as err:
-        ca.issue_from_csr(ca_dir, _csr(ec.generate_private_key(ec.SECP256R1()), node_id), "district")
+        issue.issue_from_csr(ca_dir, _csr(ec.generate_private_key(ec.SECP256R1()), node_id), "district")
     assert "letters, digits" in err.value.hint
     with pytest.raises(TrustError, match="node id"):
-        ca.make_csr(tmp_path / "k.key", node_id, [])
+        issue.make_csr(tmp_path / "k.key", node_id, [])
     assert not (tmp_path / "k.key").exists()
     assert ca.list_issued(ca_dir) == []
 
 
 def test_node_id_length(tmp_path: Path) -> None:
-    ca.make_csr(tmp_path / "k.key", "x" * 64, [])
+    issue.make_csr(tmp_path / "k.key", "x" * 64, [])
     with pytest.raises(TrustError, match="node id"):
-        ca.make_csr(tmp_path / "k.key", "x" * 65, [])  # (a CSR cannot even carry a CN this long)
+        issue.make_csr(tmp_path / "k.key", "x" * 65, [])  # (a CSR cannot even carry a CN this long)
 
 
 def test_weak_or_foreign_keys_are_refused_with_the_reason(ca_dir: Path) -> None:
     rsa_csr = _csr(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     with pytest.raises(TrustError, match=r"RSA 2048-bit; this CA only signs EC P-256 \(secp256r1\) keys") as err:
-        ca.issue_from_csr(ca_dir, rsa_csr, "district")
+        issue.issue_from_csr(ca_dir, rsa_csr, "district")
     assert "P-256" in err.value.hint
     with pytest.raises(TrustError, match="EC secp384r1"):
-        ca.issue_from_csr(ca_dir, _csr(ec.generate_private_key(ec.SECP384R1())), "district")
+        issue.issue_from_csr(ca_dir, _csr(ec.generate_private_key(ec.SECP384R1())), "district")
 
 
 def test_role_parent_and_names_are_checked(ca_dir: Path, tmp_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(TrustError, match="role 'admin'"):
-        ca.issue_from_csr(ca_dir, _csr(key), "admin")
+        issue.issue_from_csr(ca_dir, _csr(key), "admin")
     with pytest.raises(TrustError, match="parent id"):
-        ca.issue_from_csr(ca_dir, _csr(key), "district", parent="bad parent")
+        issue.issue_from_csr(ca_dir, _csr(key), "district", parent="bad parent")
     with pytest.raises(TrustError, match=r"DNS name '\*\.example\.vn'") as err:
-        ca.issue_from_csr(ca_dir, _csr(key, dns=("*.example.vn",)), "district")
+        issue.issue_from_csr(ca_dir, _csr(key, dns=("*.example.vn",)), "district")
     assert "wildcard" in err.value.hint
     # One node's certificate may not pass for another node (peers check the node id as a DNS name).
     _issue(ca_dir, tmp_path, "tinh", "provincial")
     with pytest.raises(TrustError, match="another node's id"):
-        ca.issue_from_csr(ca_dir, _csr(key, "huyen-a", dns=("TINH",)), "district")
+        issue.issue_from_csr(ca_dir, _csr(key, "huyen-a", dns=("TINH",)), "district")
     with pytest.raises(TrustError, match="differs only in case"):
-        ca.issue_from_csr(ca_dir, _csr(key, "Tinh"), "district")
-    ca.issue_from_csr(ca_dir, _csr(key, "huyen-x", dns=("gateway-x",)), "district")
+        issue.issue_from_csr(ca_dir, _csr(key, "Tinh"), "district")
+    issue.issue_from_csr(ca_dir, _csr(key, "huyen-x", dns=("gateway-x",)), "district")
     with pytest.raises(TrustError, match="naming 'gateway-x'"):
-        ca.issue_from_csr(ca_dir, _csr(key, "gateway-x"), "district")
+        issue.issue_from_csr(ca_dir, _csr(key, "gateway-x"), "district")
     assert [c["node_id"] for c in ca.list_issued(ca_dir)] == ["tinh", "huyen-x"]
 
 
@@ -187,21 +190,21 @@ def test_protected_ca_needs_its_passphrase(tmp_path: Path) -> None:
     ca.init_ca_protected(ca_dir, "Tỉnh Test", b"correct horse")
     assert _mode(ca_dir / tls.CA_KEY) == 0o600
     assert b"ENCRYPTED PRIVATE KEY" in (ca_dir / tls.CA_KEY).read_bytes()
-    csr = ca.make_csr(tmp_path / "n" / "node.key", "huyen-a", [])
+    csr = issue.make_csr(tmp_path / "n" / "node.key", "huyen-a", [])
 
     with pytest.raises(TrustError, match="protected by a passphrase and none was given") as err:
         ca.load_ca(ca_dir, None)
     assert ca.PASSPHRASE_ENV in err.value.hint
     with pytest.raises(TrustError, match="wrong passphrase") as err:
-        ca.issue_from_csr(ca_dir, csr, "district", passphrase=b"wrong")
+        issue.issue_from_csr(ca_dir, csr, "district", passphrase=b"wrong")
     assert ca.PASSPHRASE_ENV in err.value.hint
     with pytest.raises(TrustError, match="none was given"):
-        ca.write_crl(ca_dir)
+        write_crl(ca_dir)
     assert ca.list_issued(ca_dir) == []
 
     key, cert = ca.load_ca(ca_dir, b"correct horse")
     assert key.public_key() == cert.public_key()
-    issued = x509.load_pem_x509_certificate(ca.issue_from_csr(ca_dir, csr, "district", passphrase=b"correct horse"))
+    issued = x509.load_pem_x509_certificate(issue.issue_from_csr(ca_dir, csr, "district", passphrase=b"correct horse"))
     issued.verify_directly_issued_by(cert)
     assert ca.passphrase_from_env({ca.PASSPHRASE_ENV: "correct horse"}) == b"correct horse"
     assert ca.passphrase_from_env({}) is None
@@ -231,6 +234,19 @@ def test_ca_fingerprint_is_sha256_of_the_der(ca_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------- registry and revocation
+
+
+def test_registry_from_a_newer_lienthong_is_refused_and_left_alone(ca_dir: Path, tmp_path: Path) -> None:
+    """A CA registry at a schema version this lienthong does not know is a TrustError with a hint, not touched."""
+    _issue(ca_dir, tmp_path, "huyen-a")
+    with contextlib.closing(sqlite3.connect(ca_dir / ca.REGISTRY)) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(TrustError, match="newer than this lienthong understands") as info:
+        ca.list_issued(ca_dir)
+    assert "upgrade" in info.value.hint
+    with contextlib.closing(sqlite3.connect(ca_dir / ca.REGISTRY)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 99
+        assert conn.execute("SELECT count(*) FROM issued").fetchone()[0] == 1
 
 
 def test_list_shows_every_issued_certificate(ca_dir: Path, tmp_path: Path) -> None:
@@ -284,7 +300,7 @@ def test_crl_is_a_standard_signed_x509_crl(ca_dir: Path, tmp_path: Path) -> None
     gone = _issue(ca_dir, tmp_path, "huyen-a")
     stays = _issue(ca_dir, tmp_path, "huyen-b")
     ca.revoke(ca_dir, "huyen-a", "key compromise")
-    path = ca.write_crl(ca_dir)
+    path = write_crl(ca_dir)
     assert path == ca_dir / "ca.crl.pem"
 
     crl = x509.load_pem_x509_crl(path.read_bytes())
@@ -299,7 +315,7 @@ def test_crl_is_a_standard_signed_x509_crl(ca_dir: Path, tmp_path: Path) -> None
     assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 1
 
     ca.revoke(ca_dir, format(stays.serial_number, "x"), "left the network")
-    crl = x509.load_pem_x509_crl(ca.write_crl(ca_dir).read_bytes())
+    crl = x509.load_pem_x509_crl(write_crl(ca_dir).read_bytes())
     assert {r.serial_number for r in crl} == {gone.serial_number, stays.serial_number}
     assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
     free_text = crl.get_revoked_certificate_by_serial_number(stays.serial_number)
@@ -315,7 +331,7 @@ def test_crl_is_a_standard_signed_x509_crl(ca_dir: Path, tmp_path: Path) -> None
 
 
 def test_empty_crl(ca_dir: Path) -> None:
-    crl = x509.load_pem_x509_crl(ca.write_crl(ca_dir).read_bytes())
+    crl = x509.load_pem_x509_crl(write_crl(ca_dir).read_bytes())
     assert len(crl) == 0 and crl.is_signature_valid(_ca_cert(ca_dir).public_key())
     assert ca.revocation_list(ca_dir)["revoked"] == []
 
@@ -333,8 +349,8 @@ def _health_check(port: int, ca_pem: bytes, key: bytes | None, cert: bytes | Non
 
 def test_certificates_from_csrs_work_for_mtls(ca_dir: Path, tmp_path: Path) -> None:
     ca_pem = (ca_dir / tls.CA_CERT).read_bytes()
-    server_cert = ca.issue_from_csr(ca_dir, ca.make_csr(tmp_path / "tinh.key", "tinh", ["127.0.0.1"]), "provincial")
-    client_cert = ca.issue_from_csr(ca_dir, ca.make_csr(tmp_path / "huyen.key", "huyen-a", []), "district", parent="tinh")
+    server_cert = issue.issue_from_csr(ca_dir, issue.make_csr(tmp_path / "tinh.key", "tinh", ["127.0.0.1"]), "provincial")
+    client_cert = issue.issue_from_csr(ca_dir, issue.make_csr(tmp_path / "huyen.key", "huyen-a", []), "district", parent="tinh")
     client_key = (tmp_path / "huyen.key").read_bytes()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
@@ -350,7 +366,7 @@ def test_certificates_from_csrs_work_for_mtls(ca_dir: Path, tmp_path: Path) -> N
             _health_check(port, ca_pem, None, None)  # no client certificate
         stranger = tmp_path / "stranger"
         ca.init_ca_protected(stranger, "Other province", None)
-        foreign = ca.issue_from_csr(stranger, ca.make_csr(tmp_path / "x.key", "huyen-x", []), "district")
+        foreign = issue.issue_from_csr(stranger, issue.make_csr(tmp_path / "x.key", "huyen-x", []), "district")
         with pytest.raises(grpc.RpcError):
             _health_check(port, ca_pem, (tmp_path / "x.key").read_bytes(), foreign)  # another CA's certificate
     finally:

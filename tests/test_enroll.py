@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import secrets
+import sqlite3
 import stat
 import threading
 import time
@@ -20,13 +21,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from lienthong.node import ca, tls
-from lienthong.node import enroll as enrollment
-from lienthong.node.audit import AuditLog
+from lienthong.node.trust import ca, enroll_client, enroll_server, issue, ratelimit, tls, tokens
+from lienthong.node.trust.audit import AuditLog
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc
 
-FAST = enrollment.RateLimit(failures=5, window=60.0, block=60.0, delay=0.0)
+FAST = ratelimit.RateLimit(failures=5, window=60.0, block=60.0, delay=0.0)
 CHILD = "86-28894"
 
 
@@ -42,9 +42,7 @@ class Province:
         return f"127.0.0.1:{self.port}"
 
     def token(self, node_id: str = CHILD, ttl: int = 3600, **kwargs: object) -> str:
-        return enrollment.create_token(
-            self.node_dir, node_id, ttl, self.address, ca.ca_fingerprint(self.ca_dir), province_id="86", **kwargs
-        )
+        return tokens.create_token(self.node_dir, node_id, ttl, self.address, ca.ca_fingerprint(self.ca_dir), province_id="86", **kwargs)
 
     def refusals(self) -> list[dict[str, object]]:
         with contextlib.closing(AuditLog.open(self.node_dir)) as log:
@@ -58,21 +56,21 @@ class Province:
 
 @contextlib.asynccontextmanager
 async def province(
-    tmp_path: Path, ca_dir: Path, monkeypatch: pytest.MonkeyPatch, limit: enrollment.RateLimit = FAST
+    tmp_path: Path, ca_dir: Path, monkeypatch: pytest.MonkeyPatch, limit: ratelimit.RateLimit = FAST
 ) -> AsyncIterator[Province]:
     """The province's enrollment listener (via `serve_enrollment`), recording every Enroll call it receives."""
     node_dir = tmp_path / "86"
     paths = tls.NodeTlsPaths(node_dir / "tls" / "ca.crt", node_dir / "tls" / "node.crt", node_dir / "tls" / "node.key")
-    ca.issue_node(ca_dir, paths, "86", "provincial", [])
+    issue.issue_node(ca_dir, paths, "86", "provincial", [])
     calls: list[wire.EnrollRequest] = []
-    original = enrollment.EnrollmentServicer.Enroll
+    original = enroll_server.EnrollmentServicer.Enroll
 
-    async def recording(self: enrollment.EnrollmentServicer, request: wire.EnrollRequest, context: grpc.aio.ServicerContext) -> object:
+    async def recording(self: enroll_server.EnrollmentServicer, request: wire.EnrollRequest, context: grpc.aio.ServicerContext) -> object:
         calls.append(request)
         return await original(self, request, context)
 
-    monkeypatch.setattr(enrollment.EnrollmentServicer, "Enroll", recording)
-    server, port = await enrollment.serve_enrollment("127.0.0.1:0", paths.load(), ca_dir, node_dir, "86", limit=limit)
+    monkeypatch.setattr(enroll_server.EnrollmentServicer, "Enroll", recording)
+    server, port = await enroll_server.serve_enrollment("127.0.0.1:0", paths.load(), ca_dir, node_dir, "86", limit=limit)
     try:
         yield Province(node_dir, ca_dir, port, calls)
     finally:
@@ -82,12 +80,12 @@ async def province(
 async def enroll_node(node_dir: Path, token: str, **kwargs: object) -> str:
     """What `lienthong enroll --dir DIR TOKEN` runs (blocking, so in a thread beside the server)."""
     return await asyncio.to_thread(
-        enrollment.enroll, node_dir, token, Path("tls/node.key"), Path("tls/node.crt"), Path("tls/ca.crt"), **kwargs
+        enroll_client.enroll, node_dir, token, Path("tls/node.key"), Path("tls/node.crt"), Path("tls/ca.crt"), **kwargs
     )
 
 
 async def refused(node_dir: Path, token: str, **kwargs: object) -> str:
-    with pytest.raises(enrollment.EnrollError) as info:
+    with pytest.raises(tokens.EnrollError) as info:
         await enroll_node(node_dir, token, **kwargs)
     assert info.value.hint
     return info.value.message
@@ -113,25 +111,35 @@ def with_fields(token: str, **changes: object) -> str:
 def test_token_format_round_trips_and_store_keeps_no_secret(tmp_path: Path, ca_dir: Path) -> None:
     node_dir = tmp_path / "86"
     node_dir.mkdir()
-    text = enrollment.create_token(
-        node_dir, CHILD, enrollment.parse_ttl("24h"), "ioc.example.vn:7444", ca.ca_fingerprint(ca_dir), province_id="86"
-    )
-    token = enrollment.parse_token(text)
+    text = tokens.create_token(node_dir, CHILD, tokens.parse_ttl("24h"), "ioc.example.vn:7444", ca.ca_fingerprint(ca_dir), province_id="86")
+    token = tokens.parse_token(text)
     assert text.startswith("lt1.") and token.node_id == CHILD and token.province_id == "86" and token.address == "ioc.example.vn:7444"
     assert token.fingerprint == ca.ca_fingerprint(ca_dir) and len(token.secret) == 32
     assert abs(token.expires - (time.time() + 86400)) < 5
-    assert enrollment.parse_token(text[:40] + "\n" + text[40:]) == token  # a wrapped token still reads
-    [row] = enrollment.list_tokens(node_dir)
+    assert tokens.parse_token(text[:40] + "\n" + text[40:]) == token  # a wrapped token still reads
+    [row] = tokens.list_tokens(node_dir)
     assert row["token_id"] == token.token_id and row["used_at"] is None
-    stored = (node_dir / enrollment.TOKENS_FILE).read_bytes()
+    stored = (node_dir / tokens.TOKENS_FILE).read_bytes()
     assert token.secret not in stored and base64.urlsafe_b64encode(token.secret).rstrip(b"=") not in stored
-    assert stat.S_IMODE((node_dir / enrollment.TOKENS_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE((node_dir / tokens.TOKENS_FILE).stat().st_mode) == 0o600
     for bad in ("", "lt2.abc", "lt1.!!!", "lt1." + base64.urlsafe_b64encode(b"[1]").decode(), with_fields(text, f="00" * 10)):
-        with pytest.raises(enrollment.EnrollError):
-            enrollment.parse_token(bad)
+        with pytest.raises(tokens.EnrollError):
+            tokens.parse_token(bad)
     for ttl in ("0", "31d", "soon"):
-        with pytest.raises(enrollment.EnrollError):
-            enrollment.parse_ttl(ttl)
+        with pytest.raises(tokens.EnrollError):
+            tokens.parse_ttl(ttl)
+
+
+def test_token_store_from_a_newer_lienthong_is_refused(tmp_path: Path, ca_dir: Path) -> None:
+    """A token store at a schema version this lienthong does not know is an EnrollError with a hint."""
+    node_dir = tmp_path / "86"
+    node_dir.mkdir()
+    tokens.create_token(node_dir, CHILD, 3600, "ioc.example.vn:7444", ca.ca_fingerprint(ca_dir), province_id="86")
+    with contextlib.closing(sqlite3.connect(node_dir / tokens.TOKENS_FILE)) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(tokens.EnrollError, match="newer than this lienthong understands") as info:
+        tokens.list_tokens(node_dir)
+    assert "upgrade" in info.value.hint
 
 
 def test_enroll_happy_path_key_never_leaves_the_node(tmp_path: Path, ca_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,7 +173,7 @@ def test_enroll_happy_path_key_never_leaves_the_node(tmp_path: Path, ca_dir: Pat
             # Recorded: the certificate in the CA registry, the token spent, the audit entry.
             issued = [r for r in ca.list_issued(ca_dir) if r["node_id"] == CHILD]
             assert len(issued) == 1 and issued[0]["parent"] == "86" and issued[0]["serial"] == format(cert.serial_number, "x")
-            [row] = enrollment.list_tokens(prov.node_dir)
+            [row] = tokens.list_tokens(prov.node_dir)
             assert row["used_at"] and row["serial"] == issued[0]["serial"] and row["used_by"] == "127.0.0.1"
             [entry] = prov.enroll_entries()
             assert entry["outcome"] == "issued" and entry["serial"] == issued[0]["serial"]
@@ -198,8 +206,8 @@ def test_concurrent_use_of_one_token_enrolls_once(tmp_path: Path, ca_dir: Path, 
             def attempt(i: int) -> str:
                 barrier.wait()
                 try:
-                    return enrollment.enroll(tmp_path / f"c{i}", token, Path("k"), Path("c"), Path("a"))
-                except enrollment.EnrollError as exc:
+                    return enroll_client.enroll(tmp_path / f"c{i}", token, Path("k"), Path("c"), Path("a"))
+                except tokens.EnrollError as exc:
                     return exc.message
 
             results = await asyncio.gather(*(asyncio.to_thread(attempt, i) for i in range(4)))
@@ -216,7 +224,7 @@ def test_expired_token_is_refused(tmp_path: Path, ca_dir: Path, monkeypatch: pyt
             token = prov.token(ttl=3600, now=time.time() - 7200)
             assert "expired" in await refused(tmp_path / "child", token)
             assert [r["reason"] for r in prov.refusals()] == ["token expired"]
-            assert enrollment.list_tokens(prov.node_dir)[0]["used_at"] is None
+            assert tokens.list_tokens(prov.node_dir)[0]["used_at"] is None
 
     asyncio.run(main())
 
@@ -229,8 +237,8 @@ def test_token_for_another_node_is_refused(tmp_path: Path, ca_dir: Path, monkeyp
             assert "enrolls node" in await refused(tmp_path / "other", text, expect_node_id="86-99999")
             assert prov.calls == []
             # …and the province refuses a CSR whose CN is not the token's node id.
-            token = enrollment.parse_token(text)
-            csr = ca.make_csr(tmp_path / "other.key", "86-99999", [])
+            token = tokens.parse_token(text)
+            csr = issue.make_csr(tmp_path / "other.key", "86-99999", [])
             assert await raw_enroll(prov, token.token_id, token.secret, csr) == grpc.StatusCode.PERMISSION_DENIED
             assert [r["reason"] for r in prov.refusals()] == ["CSR names '86-99999'"]
             assert not [r for r in ca.list_issued(ca_dir) if r["node_id"] == "86-99999"]
@@ -270,13 +278,13 @@ def test_forged_tokens_are_refused(tmp_path: Path, ca_dir: Path, monkeypatch: py
 
 
 def test_guessing_is_rate_limited(tmp_path: Path, ca_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    limit = enrollment.RateLimit(failures=5, window=60.0, block=1.5, delay=0.05)
+    limit = ratelimit.RateLimit(failures=5, window=60.0, block=1.5, delay=0.05)
 
     async def main() -> None:
         async with province(tmp_path, ca_dir, monkeypatch, limit) as prov:
             good = prov.token()
-            token = enrollment.parse_token(good)
-            csr = ca.make_csr(tmp_path / "guess.key", CHILD, [])
+            token = tokens.parse_token(good)
+            csr = issue.make_csr(tmp_path / "guess.key", CHILD, [])
             codes = [await raw_enroll(prov, token.token_id, secrets.token_bytes(32), csr) for _ in range(6)]
             assert codes == [grpc.StatusCode.PERMISSION_DENIED] * 5 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
             # Even the right token is refused while the address is blocked…
@@ -285,7 +293,7 @@ def test_guessing_is_rate_limited(tmp_path: Path, ca_dir: Path, monkeypatch: pyt
             reasons = [r["reason"] for r in prov.refusals()]
             assert reasons == ["wrong secret"] * 5 + ["rate limited"]  # the block is audited once
             assert prov.refusals()[4]["blocked_for"] == 1.5
-            assert enrollment.list_tokens(prov.node_dir)[0]["used_at"] is None
+            assert tokens.list_tokens(prov.node_dir)[0]["used_at"] is None
             # …and accepted once the block has passed.
             await asyncio.sleep(1.6)
             assert await enroll_node(tmp_path / "child", good) == "86"
@@ -296,12 +304,12 @@ def test_guessing_is_rate_limited(tmp_path: Path, ca_dir: Path, monkeypatch: pyt
 def test_serve_enrollment_refuses_a_foreign_ca_dir(tmp_path: Path, ca_dir: Path) -> None:
     node_dir = tmp_path / "86"
     paths = tls.NodeTlsPaths(node_dir / "tls" / "ca.crt", node_dir / "tls" / "node.crt", node_dir / "tls" / "node.key")
-    ca.issue_node(ca_dir, paths, "86", "provincial", [])
+    issue.issue_node(ca_dir, paths, "86", "provincial", [])
     other = tmp_path / "other-ca"
     ca.init_ca(other, "Another CA")
 
     async def main() -> None:
-        with pytest.raises(enrollment.EnrollError, match="not the CA this node trusts"):
-            await enrollment.serve_enrollment("127.0.0.1:0", paths.load(), other, node_dir, "86")
+        with pytest.raises(tokens.EnrollError, match="not the CA this node trusts"):
+            await enroll_server.serve_enrollment("127.0.0.1:0", paths.load(), other, node_dir, "86")
 
     asyncio.run(main())

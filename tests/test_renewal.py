@@ -13,9 +13,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from lienthong.node import ca
-from lienthong.node.renewal import NodeRenewal, issue_renewal, renewal_due
-from lienthong.node.tls import NodeTlsPaths
+from lienthong.node.trust import ca
+from lienthong.node.trust.renewal import NodeRenewal, issue_renewal, renewal_due
+from lienthong.node.trust.tls import NodeTlsPaths
 from lienthong.sync import records
 from lienthong.sync.store import Store
 

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from structlog.testing import capture_logs
 
-from lienthong.node import ca, tls
+from lienthong.node.trust import ca, issue, tls
 from lienthong.sync import records, transport
 from lienthong.sync.clock import LOGICAL_BITS, HybridClock, wall_ms
 from lienthong.sync.downstream import Downstream
@@ -31,7 +31,7 @@ FAST = Tuning(batch_size=50, window=3, poll_interval=0.05, backoff_initial=0.05,
 
 def node_tls(ca_dir: Path, base: Path, node_id: str, role: str = "district") -> transport.TlsFiles:
     paths = tls.NodeTlsPaths(base / node_id / "ca.crt", base / node_id / "node.crt", base / node_id / "node.key")
-    ca.issue_node(ca_dir, paths, node_id, role, [])
+    issue.issue_node(ca_dir, paths, node_id, role, [])
     return paths.load()
 
 

@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from lienthong.node import ca, tls
+from lienthong.node.trust import issue, tls
 from lienthong.sync import provenance, records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.privacy import Redactor, hashing_key
@@ -17,7 +17,7 @@ from lienthong.sync.verify import verify_store
 
 def sealed_store(tmp_path: Path, ca_dir: Path, node_id: str = "86-28894") -> tuple[Store, bytes]:
     paths = tls.NodeTlsPaths(tmp_path / "tls" / "ca.crt", tmp_path / "tls" / "node.crt", tmp_path / "tls" / "node.key")
-    ca.issue_node(ca_dir, paths, node_id, "district", [])
+    issue.issue_node(ca_dir, paths, node_id, "district", [])
     store = Store.create(tmp_path / "lienthong.db", node_id)
     store.signer = provenance.Signer.load(node_id, provenance.signing_key_path(paths.key), paths.cert, paths.ca)
     return store, paths.ca.read_bytes()

@@ -1,6 +1,6 @@
 """A node's TLS files: where they are, how they are written, what they say.
 
-The CA itself (making it, signing requests, revoking) is `lienthong.node.ca`.
+The CA itself (making it, revoking) is `ca.py`; signing requests is `issue.py`.
 The node id a peer presents is always read from its verified certificate.
 """
 

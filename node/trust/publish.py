@@ -1,4 +1,7 @@
-"""Publishing the CA's revocation list from the provincial node.
+"""What the province's node publishes from its CA into its store, for every node below.
+
+    CrlPublisher       the revocation list (`crl.py`) as a `revocation_list` definition
+    RegistryPublisher  each certified node's parent (`ca.py`'s registry) as a `node` definition
 
 The operator revokes with `lienthong ca revoke CA_DIR ...`, which rewrites the signed
 CRL `CA_DIR/ca.crl.pem`. A node whose `tls.crl` points at that file checks it every
@@ -9,31 +12,22 @@ writes it as a `revocation_list` definition, which flows down to every node belo
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import structlog
-from cryptography import x509
 
 from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import TrustError
 from lienthong.sync.records import NODE_DEFINITION
-from lienthong.sync.revocation import DEFINITION_TYPE, normalize
+from lienthong.sync.revocation import DEFINITION_TYPE
 from lienthong.sync.store import Store
 
+from . import ca
+from .crl import read_crl
+
 log = structlog.get_logger("lienthong.crl")
-
-
-def read_crl(path: Path, ca_cert_pem: bytes) -> list[str]:
-    """The revoked serials of the CRL at `path`, after checking the CA signed it."""
-    try:
-        crl = x509.load_pem_x509_crl(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise TrustError(f"cannot read the revocation list {path}: {exc}", "rewrite it with `lienthong ca revoke`") from None
-    ca = x509.load_pem_x509_certificate(ca_cert_pem)
-    if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-        raise TrustError(f"the revocation list {path} is not signed by this node's CA", "use the CRL written by this province's CA")
-    return sorted(normalize(format(r.serial_number, "x")) for r in crl)
 
 
 class CrlPublisher:
@@ -76,8 +70,6 @@ class CrlPublisher:
 
 
 def _serials(env: records.Envelope) -> list[str]:
-    import json
-
     return sorted(json.loads(records.body_of(env).json or "{}").get("serials", []))
 
 
@@ -93,8 +85,6 @@ class RegistryPublisher:
         self._published: dict[str, str] = {}
 
     def check(self) -> bool:
-        from . import ca
-
         wanted = {row["node_id"]: row["parent"] for row in ca.list_issued(self.ca_dir) if row["status"] == "valid" and row["parent"]}
         if wanted == self._published:
             return False

@@ -1,6 +1,6 @@
 """Certificates that renew themselves: a node's side and the CA's side.
 
-Node certificates live 30 days (`ca.DEFAULT_VALIDITY_DAYS`). Once two thirds of its
+Node certificates live 30 days (`issue.DEFAULT_VALIDITY_DAYS`). Once two thirds of its
 life is over, a node makes new keys — a TLS key and a record-signing key, so every
 renewal is also a key rotation — and sends the request over its replication stream
 (sync/replication.py `Uplink.renew`). The request is proven by the current
@@ -31,8 +31,8 @@ from lienthong.sync.errors import TrustError
 from lienthong.sync.store import Store
 from lienthong.sync.wire import replication_pb2 as wire
 
-from . import ca
-from .tls import NodeTlsPaths, write_private, write_public
+from . import ca, issue
+from .tls import CA_CERT, NodeTlsPaths, write_private, write_public
 
 RENEW_AFTER = 2 / 3  # of a certificate's life
 
@@ -110,7 +110,7 @@ def issue_renewal(ca_dir: Path, sender: str, request: Any, passphrase: bytes | N
     certificate for the same node id, role and parent, or the reason why not."""
     node_id = request.node_id
     try:
-        ca_cert = x509.load_pem_x509_certificate((ca_dir / ca.CA_CERT).read_bytes())
+        ca_cert = x509.load_pem_x509_certificate((ca_dir / CA_CERT).read_bytes())
         current = provenance.check_certificate(request.current_certificate, ca_cert)
         if current.problem:
             raise TrustError(f"the current certificate is not valid: {current.problem}", "enroll the node again with a new token")
@@ -134,7 +134,7 @@ def issue_renewal(ca_dir: Path, sender: str, request: Any, passphrase: bytes | N
         names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if [str(n.value) for n in names] != [node_id]:
             raise TrustError(f"the renewal request is not for {node_id}", "the node asks again")
-        pem = ca.issue_from_csr(ca_dir, request.csr, current.role, row["parent"], ca.DEFAULT_VALIDITY_DAYS, passphrase)
+        pem = issue.issue_from_csr(ca_dir, request.csr, current.role, row["parent"], issue.DEFAULT_VALIDITY_DAYS, passphrase)
     except TrustError as exc:
         return wire.RenewReply(node_id=node_id, error=exc.message)
     except ValueError as exc:

@@ -1,0 +1,85 @@
+"""The CA's revocation list: a standard X.509 CRL, `CA_DIR/ca.crl.pem`, signed by the CA key.
+
+    province:  revoke(ca_dir, node_or_serial, reason)   (`ca.py`: the registry says so)
+    province:  write_crl(ca_dir)                        -> CA_DIR/ca.crl.pem, the next CRL number
+    any node:  read_crl(path, ca_cert_pem)              -> the revoked serials, signature checked
+
+The province's node publishes each new version to the nodes below (`publish.py`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from lienthong.sync.errors import TrustError
+from lienthong.sync.revocation import normalize
+
+from . import ca
+from .tls import write_public
+
+CRL_FILE = "ca.crl.pem"
+# A CRL must be rewritten (`write_crl`) before this; readers may refuse a stale one.
+CRL_NEXT_UPDATE = dt.timedelta(days=7)
+
+# Not reasons for a permanent revocation: no code (RFC 5280 says to omit it), a hold, a release.
+_NOT_REVOCATION = (x509.ReasonFlags.unspecified, x509.ReasonFlags.certificate_hold, x509.ReasonFlags.remove_from_crl)
+
+
+def _crl_reason(reason: str) -> x509.ReasonFlags | None:
+    """The CRL reason code named by `reason` ('key_compromise', 'superseded', ...), if any."""
+    wanted = re.sub(r"[^a-z]", "", reason.lower())
+    for flag in x509.ReasonFlags:
+        if flag not in _NOT_REVOCATION and re.sub(r"[^a-z]", "", flag.value.lower()) == wanted:
+            return flag
+    return None
+
+
+def write_crl(ca_dir: Path, passphrase: bytes | None = None, next_update: dt.timedelta = CRL_NEXT_UPDATE) -> Path:
+    """Write `CA_DIR/ca.crl.pem`: an X.509 CRL of every revoked serial, signed by the CA key.
+
+    A revocation reason that names an RFC 5280 reason code (e.g. 'key_compromise',
+    'superseded', 'cessation_of_operation') is carried as the entry's reason code.
+    Each CRL gets the next CRL number. Returns the path written.
+    """
+    ca_dir = Path(ca_dir)
+    key, cert = ca.load_ca(ca_dir, passphrase)
+    now = ca.utc_now()
+    number, rows = ca.next_crl(ca_dir)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(cert.subject)
+        .last_update(now)
+        .next_update(now + next_update)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(ca.authority_key_id(cert), critical=False)
+    )
+    for row in rows:
+        entry = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(int(row["serial"], 16))
+            .revocation_date(dt.datetime.fromisoformat(row["revoked_at"]))
+        )
+        flag = _crl_reason(row["reason"])
+        if flag is not None:
+            entry = entry.add_extension(x509.CRLReason(flag), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    crl = builder.sign(key, hashes.SHA256())
+    write_public(ca_dir / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM))
+    return ca_dir / CRL_FILE
+
+
+def read_crl(path: Path, ca_cert_pem: bytes) -> list[str]:
+    """The revoked serials of the CRL at `path`, after checking the CA signed it."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise TrustError(f"cannot read the revocation list {path}: {exc}", "rewrite it with `lienthong ca revoke`") from None
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+        raise TrustError(f"the revocation list {path} is not signed by this node's CA", "use the CRL written by this province's CA")
+    return sorted(normalize(format(r.serial_number, "x")) for r in crl)
