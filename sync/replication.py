@@ -71,7 +71,7 @@ def clock_offset(peer_wall_ms: int) -> int | None:
 
 
 class Renewal(Protocol):
-    """The node's own certificate, renewed over its replication stream (see node/renewal.py)."""
+    """The node's own certificate, renewed over its replication stream (see node/trust/renewal.py)."""
 
     def due(self) -> bool:
         """Whether the certificate should be renewed now (most of its life is over)."""
