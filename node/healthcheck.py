@@ -18,7 +18,7 @@ def check(address: str, tls: TlsFiles, server_name: str, timeout: float) -> None
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError as exc:
             raise LienthongError(
-                f"the node at {address} did not answer its health check: {exc.details()}",  # type: ignore[attr-defined]
+                f"the node at {address} did not answer its health check: {exc.details()}",
                 "look at the node's log",
             ) from None
     if reply.status != health_pb2.HealthCheckResponse.SERVING:

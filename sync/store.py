@@ -324,8 +324,8 @@ class Store:
         entries = []
         for env, chash in envelopes.values():
             raw = env.SerializeToString()
-            before = existing_before.get(env.id)
-            if before is not None and before >= env.version:
+            stored_version = existing_before.get(env.id)
+            if stored_version is not None and stored_version >= env.version:
                 # The stored version is from a clock that ran ahead (the clock no longer seeds from
                 # it): this write replaces it, or the new content would be silently dropped.
                 repairs.append((env.kind, env.unit, env.agency, env.version, env.deleted, chash, VIA_LOCAL, raw, env.id, env.origin))

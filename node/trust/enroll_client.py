@@ -53,7 +53,7 @@ def fetch_pinned_ca(address: str, fingerprint: str, province_id: str = "", timeo
             if hasattr(conn, "get_unverified_chain"):  # Python 3.13+
                 ders = [bytes(c) for c in conn.get_unverified_chain()]
             else:
-                ders = [c.public_bytes(ssl._ssl.ENCODING_DER) for c in conn._sslobj.get_unverified_chain() or []]  # type: ignore[attr-defined,union-attr]
+                ders = [c.public_bytes(ssl._ssl.ENCODING_DER) for c in conn._sslobj.get_unverified_chain() or []]  # type: ignore[attr-defined]
     except (OSError, ssl.SSLError) as exc:
         raise EnrollError(
             f"cannot reach the province's enrollment service at {address}: {exc}",
@@ -159,7 +159,7 @@ def enroll(
     _check_reply(reply, parsed, csr_pem, server_id)
     _write_public(ca_path, reply.ca_certificate)
     _write_public(cert_path, reply.certificate)
-    return reply.parent_id
+    return str(reply.parent_id)
 
 
 def _check_reply(reply: wire.EnrollReply, token: tokens.Token, csr_pem: bytes, server_id: str) -> None:

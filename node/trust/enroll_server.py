@@ -39,8 +39,9 @@ from lienthong.sync.transport import TlsFiles
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc
 
-from . import ca, issue, tokens
-from .audit import Action, AuditError, AuditLog
+from . import ca, issue, tls, tokens
+from .audit import Action, AuditLog
+from .audit_chain import AuditError
 from .ratelimit import Guard, RateLimit
 from .tokens import EnrollError
 
@@ -91,7 +92,7 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
         self.guard = Guard(limit or RateLimit(), monotonic)
         self._audit_log = audit
         self._clock = clock
-        self._ca_pem = (self.ca_dir / ca.CA_CERT).read_bytes()
+        self._ca_pem = (self.ca_dir / tls.CA_CERT).read_bytes()
 
     # -- audit
 
@@ -128,7 +129,7 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
             return await asyncio.to_thread(self._enroll, request, ip)
         except _Refused as exc:
             started = self.guard.failed(ip)
-            details = {"reason": exc.reason, "peer": ip, "token_id": request.token_id[:64]}
+            details: dict[str, Any] = {"reason": exc.reason, "peer": ip, "token_id": request.token_id[:64]}
             if started:
                 details["blocked_for"] = self.guard.limit.block
             await asyncio.to_thread(self._audit_refusal, exc.subject or request.token_id[:64], details)

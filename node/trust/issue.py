@@ -23,7 +23,7 @@ import datetime as dt
 import ipaddress
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -94,7 +94,7 @@ def _host_names(hosts: list[str]) -> list[x509.GeneralName]:
 def _csr_names(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
     """The DNS names and IP addresses the CSR asks for; anything else is refused."""
     try:
-        requested = csr.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        requested = cast(x509.SubjectAlternativeName, csr.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value)
     except x509.ExtensionNotFound:
         return []
     names: list[x509.GeneralName] = []
@@ -192,7 +192,7 @@ def issue_from_csr(
                 )
             )
             .issuer_name(ca_cert.subject)
-            .public_key(public_key)  # type: ignore[arg-type]
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(not_after)
@@ -200,7 +200,7 @@ def issue_from_csr(
             .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(ca.authority_key_id(ca_cert), critical=False)
             .add_extension(provenance.certificate_extension(signing_key), critical=False)
             .sign(ca_key, hashes.SHA256())

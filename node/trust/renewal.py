@@ -38,7 +38,8 @@ RENEW_AFTER = 2 / 3  # of a certificate's life
 
 
 def _pem(key: Any) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem: bytes = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return pem
 
 
 def renewal_due(cert_pem: bytes, now: dt.datetime | None = None) -> bool:

@@ -300,7 +300,8 @@ def find(conn: sqlite3.Connection, token_id: str) -> sqlite3.Row | None:
     """The stored token with this id, or None (also for an id that is not 16 hex digits)."""
     if not _TOKEN_ID.fullmatch(token_id):
         return None
-    return conn.execute("SELECT * FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM tokens WHERE token_id = ?", (token_id,)).fetchone()
+    return row
 
 
 def secret_matches(row: sqlite3.Row | None, secret: bytes) -> bool:
