@@ -12,7 +12,7 @@
     │   ├── ProtocolError     the peer broke the protocol; the session is dropped
     │   └── EpochChanged      this node's change log was restored; resync from the start
     ├── AuditError            the audit log cannot be used, or was asked something malformed (node/audit.py)
-    ├── UnknownAdapter        no installed adapter has that name (`name`, `installed`; adapters/registry.py)
+    ├── UnknownAdapter        no installed adapter has that name (`name`, `installed`; adapters/registry.py), also a LookupError
     ├── FileRefused           an agency's file cannot be read at all (`code`, `message_vi`, `message_en`; adapters/base.py)
     ├── PeriodError           not a reporting period (`value`, `reason_vi`, `reason_en`; adapters/periods.py), also a ValueError
     └── NumberError           not a number, or one that reads two ways (`code`, `value`, `detail_vi`, `detail_en`;
