@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from lienthong.sync.errors import LienthongError
 from lienthong.sync.records import Keyed
 
 
@@ -55,11 +56,13 @@ class Row:
     error: RowError | None = None
 
 
-class FileRefused(Exception):
-    """The whole file cannot be read; nothing of it is stored."""
+class FileRefused(LienthongError):
+    """The whole file cannot be read; nothing of it is stored. The sentences say what to fix."""
 
-    def __init__(self, code: str, message_vi: str, message_en: str) -> None:
-        super().__init__(message_en)
+    HINT = "fix the file as its receipt says (or export it again), then drop it into the inbox again"
+
+    def __init__(self, code: str, message_vi: str, message_en: str, hint: str = HINT) -> None:
+        super().__init__(message_en, hint)
         self.code = code
         self.message_vi = message_vi
         self.message_en = message_en

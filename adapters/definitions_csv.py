@@ -33,7 +33,7 @@ from lienthong.sync.errors import InputError
 
 from . import messages
 from .base import ParseContext, Row, RowError
-from .vn_csv import decode_head, open_text, sniff_delimiter
+from .parsing import decode_head, open_text, sniff_delimiter
 
 # Canonical column -> folded spellings (catalogue.fold: no accents, lower case, '_'/'-' as spaces).
 COLUMNS: dict[str, frozenset[str]] = {

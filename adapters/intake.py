@@ -35,6 +35,7 @@ from lienthong.sync import records
 from lienthong.sync.records import Keyed
 
 from .base import Adapter, Definitions, FileRefused, ParseContext, RowError, Sink
+from .messages import message
 from .registry import Registry
 
 ARCHIVE = "archive"
@@ -45,63 +46,6 @@ FAILPOINT = "LIENTHONG_FAILPOINT"  # test-only fault injection (see tests/test_i
 MAX_CONFLICTS = 1_000  # a receipt lists at most this many refused rows (the counts stay exact)
 
 log = structlog.get_logger("lienthong.intake")
-
-# Codes the pipeline itself gives, in Vietnamese for agency staff and in English.
-MESSAGES: dict[str, tuple[str, str]] = {
-    "unknown_unit": (
-        "Mã đơn vị {value} không có trong danh mục đơn vị hành chính; kiểm tra lại mã đơn vị.",
-        "Unit code {value} is not in the unit registry; check the unit code.",
-    ),
-    "outside_subtree": (
-        "Đơn vị {value} không thuộc phạm vi của nút này; gửi số liệu này vào hộp thư của đơn vị quản lý.",
-        "Unit {value} is not in this node's area; send it to the inbox of the node that manages that unit.",
-    ),
-    "unknown_indicator": (
-        "Mã chỉ tiêu {value} không có trong bộ chỉ tiêu được ban hành; kiểm tra lại mã chỉ tiêu.",
-        "Indicator code {value} is not in the approved indicator set; check the indicator code.",
-    ),
-    "definition_not_provincial": (
-        "Chỉ nút cấp tỉnh được ban hành danh mục (đơn vị, chỉ tiêu, lịch báo cáo); hãy nạp danh mục tại nút cấp tỉnh.",
-        "Only the provincial node issues definitions (units, indicators, report schedules); load them at the province.",
-    ),
-    "unknown_report_type": (
-        "Loại báo cáo {value} không có trong danh mục báo cáo; kiểm tra lại mã loại báo cáo.",
-        "Report type {value} is not in the report schedule; check the report type code.",
-    ),
-    "unsupported_format": (
-        "Không nhận dạng được định dạng tệp; các định dạng được hỗ trợ: {value}.",
-        "The file's format is not recognised; supported adapters: {value}.",
-    ),
-    "too_large": (
-        "Tệp lớn hơn giới hạn {value} MB; chia nhỏ tệp rồi gửi lại.",
-        "The file is larger than the {value} MB limit; split it and send the parts.",
-    ),
-    "symlink": (
-        "Tệp là liên kết tượng trưng (symlink), không được nhận; hãy sao chép tệp thật vào hộp thư.",
-        "The file is a symbolic link and is not taken; copy the real file into the inbox.",
-    ),
-    "adapter_failed": (
-        "Bộ chuyển đổi {value} gặp lỗi khi đọc tệp; tệp chưa được nhận, hãy báo cho quản trị hệ thống.",
-        "Adapter {value} failed while reading the file; nothing was taken; tell the node's administrator.",
-    ),
-    "atomic": (
-        "Hộp thư này chỉ nhận cả tệp hoặc không nhận gì; tệp có {value} dòng lỗi nên không dòng nào được nhận.",
-        "This inbox takes a whole file or nothing; the file has {value} refused rows, so no row was taken.",
-    ),
-    "unchanged": (
-        "Nội dung tệp này đã được nhận lúc {value}; không có gì thay đổi.",
-        "This content was already taken at {value}; nothing changed.",
-    ),
-    "no_definitions": (
-        "Nút chưa nhận danh mục từ tỉnh nên chưa kiểm tra mã đơn vị, chỉ tiêu; số liệu vẫn được nhận.",
-        "The node holds no definitions from the province yet, so codes were not checked; the data was taken.",
-    ),
-}
-
-
-def message(code: str, value: object = "") -> tuple[str, str]:
-    vi, en = MESSAGES[code]
-    return vi.format(value=value), en.format(value=value)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,17 @@
-"""What a receipt says when a file or a row is refused: one catalog, in Vietnamese and English.
+"""What a receipt says: one catalog, in Vietnamese and English, for the adapters and the intake pipeline.
 
-Every code maps to a Vietnamese sentence (for agency staff: plain words, saying what
-to fix) and an English one (for IT and logs). Sentences have `{placeholders}`; a
-placeholder nobody filled stays readable instead of failing. Field names are shown
-to staff by their Vietnamese label (`period` → "kỳ báo cáo") and, when the file
-has its own column name, by that too.
+Every sentence a receipt carries is here: why a row or a whole file was refused (the
+adapters), and what the intake pipeline itself says (a unit outside the node's area, a
+file too large for the inbox, content already taken). Every code maps to a Vietnamese
+sentence (for agency staff: plain words, saying what to fix) and an English one (for IT
+and logs). Sentences have `{placeholders}`; a placeholder nobody filled stays readable
+instead of failing. Field names are shown to staff by their Vietnamese label (`period`
+→ "kỳ báo cáo") and, when the file has its own column name, by that too.
 
     messages.row_error(3, "value", "bad_value", value="mười hai")
     messages.refused("empty", file="chi-tieu.csv")          # a FileRefused to raise
     messages.from_input_error(4, exc, fields)               # a records.InputError, explained
+    messages.message("unknown_unit", "86-99999")            # the intake pipeline's own sentences
 
 Codes from `lienthong.sync.records` (InputError.code) are covered: missing,
 bad_period, bad_value, bad_time, bad_kind, bad_status, too_long, invalid.
@@ -70,7 +73,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "requested_datetime": ("thời điểm tiếp nhận", "time requested"),
 }
 
-# Message id -> (Vietnamese, English). Row-level and file-level ids share one table.
+# Message id -> (Vietnamese, English). Row-level, file-level and the pipeline's ids share one table.
 CATALOG: dict[str, tuple[str, str]] = {
     # ---------------------------------------------------------------- whole file
     "empty": (
@@ -176,6 +179,59 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Dòng này dài quá {limit} byte. Hãy tách thành nhiều dòng.",
         "This line is longer than {limit} bytes. Split it.",
     ),
+    # ---------------------------------------------------------------- the intake pipeline's own codes
+    # Checks against the definitions and the inbox's rules (intake.py), for a row or the whole
+    # file. Keyed `intake.<code>`: the code alone may name an adapter's sentence too
+    # (`too_large`: a format's limit in bytes there, the inbox's limit in MB here).
+    # One placeholder, `{value}`, shown whole: see `message`.
+    "intake.unknown_unit": (
+        "Mã đơn vị {value} không có trong danh mục đơn vị hành chính; kiểm tra lại mã đơn vị.",
+        "Unit code {value} is not in the unit registry; check the unit code.",
+    ),
+    "intake.outside_subtree": (
+        "Đơn vị {value} không thuộc phạm vi của nút này; gửi số liệu này vào hộp thư của đơn vị quản lý.",
+        "Unit {value} is not in this node's area; send it to the inbox of the node that manages that unit.",
+    ),
+    "intake.unknown_indicator": (
+        "Mã chỉ tiêu {value} không có trong bộ chỉ tiêu được ban hành; kiểm tra lại mã chỉ tiêu.",
+        "Indicator code {value} is not in the approved indicator set; check the indicator code.",
+    ),
+    "intake.definition_not_provincial": (
+        "Chỉ nút cấp tỉnh được ban hành danh mục (đơn vị, chỉ tiêu, lịch báo cáo); hãy nạp danh mục tại nút cấp tỉnh.",
+        "Only the provincial node issues definitions (units, indicators, report schedules); load them at the province.",
+    ),
+    "intake.unknown_report_type": (
+        "Loại báo cáo {value} không có trong danh mục báo cáo; kiểm tra lại mã loại báo cáo.",
+        "Report type {value} is not in the report schedule; check the report type code.",
+    ),
+    "intake.unsupported_format": (
+        "Không nhận dạng được định dạng tệp; các định dạng được hỗ trợ: {value}.",
+        "The file's format is not recognised; supported adapters: {value}.",
+    ),
+    "intake.too_large": (
+        "Tệp lớn hơn giới hạn {value} MB; chia nhỏ tệp rồi gửi lại.",
+        "The file is larger than the {value} MB limit; split it and send the parts.",
+    ),
+    "intake.symlink": (
+        "Tệp là liên kết tượng trưng (symlink), không được nhận; hãy sao chép tệp thật vào hộp thư.",
+        "The file is a symbolic link and is not taken; copy the real file into the inbox.",
+    ),
+    "intake.adapter_failed": (
+        "Bộ chuyển đổi {value} gặp lỗi khi đọc tệp; tệp chưa được nhận, hãy báo cho quản trị hệ thống.",
+        "Adapter {value} failed while reading the file; nothing was taken; tell the node's administrator.",
+    ),
+    "intake.atomic": (
+        "Hộp thư này chỉ nhận cả tệp hoặc không nhận gì; tệp có {value} dòng lỗi nên không dòng nào được nhận.",
+        "This inbox takes a whole file or nothing; the file has {value} refused rows, so no row was taken.",
+    ),
+    "intake.unchanged": (
+        "Nội dung tệp này đã được nhận lúc {value}; không có gì thay đổi.",
+        "This content was already taken at {value}; nothing changed.",
+    ),
+    "intake.no_definitions": (
+        "Nút chưa nhận danh mục từ tỉnh nên chưa kiểm tra mã đơn vị, chỉ tiêu; số liệu vẫn được nhận.",
+        "The node holds no definitions from the province yet, so codes were not checked; the data was taken.",
+    ),
 }
 
 _MAX_SHOWN = 80
@@ -216,6 +272,15 @@ def text(message_id: str, **params: Any) -> tuple[str, str]:
         elif value is not None:
             values[key] = str(value)
     return vi.format_map(values), en.format_map(values)
+
+
+def message(code: str, value: object = "") -> tuple[str, str]:
+    """The (Vietnamese, English) sentences for a code the intake pipeline gives (`intake.<code>`).
+
+    Its one `{value}` is shown whole, not shortened like `text`'s: a receipt names the unit
+    code or the list of installed adapters exactly."""
+    vi, en = CATALOG["intake." + code]
+    return vi.format(value=value), en.format(value=value)
 
 
 def row_error(line: int, field: str, code: str, *, message_id: str | None = None, **params: Any) -> RowError:

@@ -18,6 +18,8 @@ import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
 
+from lienthong.sync.errors import LienthongError
+
 _GROUP_SPACES = "\u0020\u00a0\u202f\u2009"
 _UNGROUP = {ord("."): None, **{ord(c): None for c in _GROUP_SPACES}, ord(","): "."}
 _VN_FORMS = [
@@ -29,11 +31,16 @@ _PLAIN = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,2})?")
 _NUMBERISH = re.compile(r"[\d.,\u0020\u00a0\u202f\u2009]*\d[\d.,\u0020\u00a0\u202f\u2009]*")
 
 
-class NumberError(ValueError):
-    """Not a number (`bad_value`) or a number that reads two ways (`ambiguous_number`)."""
+class NumberError(LienthongError, ValueError):
+    """Not a number (`bad_value`) or a number that reads two ways (`ambiguous_number`).
+
+    Also a ValueError, as it always was, for callers that catch that."""
 
     def __init__(self, code: str, value: str, detail_vi: str = "", detail_en: str = "") -> None:
-        super().__init__(f"{code}: {value!r}")
+        super().__init__(
+            f"{value!r} is not a number" + (f": {detail_en}" if detail_en else ""),
+            "write it in digits: 12.450,75 in a Vietnamese file, 12450.75 in any other",
+        )
         self.code = code
         self.value = value
         self.detail_vi = detail_vi

@@ -49,7 +49,7 @@ from lienthong.sync.errors import InputError
 
 from . import messages
 from .base import ParseContext, Row
-from .dhis2 import JsonStream, json_text
+from .parsing import JsonStream, json_text
 
 NOTE_TYPES = {
     "submitted": "received",

@@ -26,15 +26,20 @@ import unicodedata
 from datetime import date
 from functools import lru_cache
 
+from lienthong.sync.errors import LienthongError
+
 YEAR_MIN, YEAR_MAX = 1900, 2100
 ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4}
 
 
-class PeriodError(ValueError):
-    """Not a period; `reason_vi`/`reason_en` say why when it is more than a typo."""
+class PeriodError(LienthongError, ValueError):
+    """Not a period; `reason_vi`/`reason_en` say why when it is more than a typo.
+
+    Also a ValueError, as it always was, for callers that catch that. The reasons start
+    with their own separator (`: quý phải từ I đến IV`, ` (empty)`), ready to append."""
 
     def __init__(self, value: str, reason_vi: str = "", reason_en: str = "") -> None:
-        super().__init__(f"not a period: {value!r}" + (f" ({reason_en})" if reason_en else ""))
+        super().__init__(f"{value!r} is not a period{reason_en}", "write it as 2026-10, 2026Q3, 2026 or Tháng 10/2026")
         self.value = value
         self.reason_vi = reason_vi
         self.reason_en = reason_en

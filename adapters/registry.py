@@ -14,6 +14,8 @@ from pathlib import Path
 
 import structlog
 
+from lienthong.sync.errors import LienthongError
+
 from .base import Adapter
 
 GROUP = "lienthong.adapters"
@@ -22,9 +24,16 @@ HEAD_BYTES = 4096
 log = structlog.get_logger("lienthong.adapters")
 
 
-class UnknownAdapter(LookupError):
+class UnknownAdapter(LienthongError, LookupError):
+    """No installed adapter has that name; the message lists the installed ones.
+
+    Also a LookupError, as it always was, for callers that catch that."""
+
     def __init__(self, name: str, installed: list[str]) -> None:
-        super().__init__(f"no adapter named {name!r}; installed: {', '.join(installed) or 'none'}")
+        super().__init__(
+            f"no adapter named {name!r}; installed: {', '.join(installed) or 'none'}",
+            "use a name from `lienthong adapters list`",
+        )
         self.name = name
         self.installed = installed
 

@@ -32,7 +32,7 @@ from lienthong.sync.errors import InputError
 
 from . import messages, periods
 from .base import ParseContext, Row
-from .dhis2 import JsonStream
+from .parsing import JsonStream
 
 MAX_MANIFEST = 1 << 20
 FIELDS = ("report_type", "period", "unit", "title", "submitted_at", "summary", "signed_by", "source_id", "agency")

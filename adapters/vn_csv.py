@@ -22,15 +22,14 @@ What agencies' Excel and legacy software actually write:
   stored: an indicator value record carries codes only; the definitions hold names.
 - Streaming: the csv module reads a text stream row by row; memory stays flat.
 
-Other adapters reuse `detect_encoding` and `open_text` (dhis2-csv).
+The encoding detection, the separator sniffing and the header folding live in
+parsing.py, shared with dhis2-csv and definitions-csv.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,10 @@ from lienthong.sync import records
 from lienthong.sync.errors import InputError
 
 from . import messages, numbers, periods
-from .base import FileRefused, ParseContext, Row
+from .base import ParseContext, Row
+from .parsing import CONTROL, decode_head, fold_header, not_text, open_text, sniff_delimiter
 
 MAX_PREAMBLE = 20
-_CHUNK = 1 << 20
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FORMAT = "CSV"
 
 # Canonical field -> header spellings, in folded form (periods.fold, '_' and '-' as spaces).
@@ -66,91 +64,7 @@ EXPECTED_HEADER = "Mã chỉ tiêu;Tên chỉ tiêu;Đơn vị tính;Kỳ báo c
 _BY_SPELLING = {spelling: name for name, spellings in HEADERS.items() for spelling in spellings}
 
 
-# ---------------------------------------------------------------- text helpers (shared)
-
-
-def detect_encoding(path: Path, *, fmt: str = _FORMAT) -> str:
-    """'utf-8-sig' or 'cp1258' for the whole file, in one streaming pass; FileRefused if neither or empty."""
-    utf8 = codecs.getincrementaldecoder("utf-8")()
-    utf8_ok = cp1258_ok = True
-    seen_text = False
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                if _CONTROL.search(chunk):
-                    raise _not_text(path, fmt, "có ký tự điều khiển", "it contains control characters")
-                if not seen_text and chunk.strip(b" \t\r\n\xef\xbb\xbf"):
-                    seen_text = True
-                if utf8_ok:
-                    try:
-                        utf8.decode(chunk)
-                    except UnicodeDecodeError:
-                        utf8_ok = False
-                if cp1258_ok and not utf8_ok:
-                    try:
-                        chunk.decode("cp1258")
-                    except UnicodeDecodeError:
-                        cp1258_ok = False
-                if not (utf8_ok or cp1258_ok):
-                    raise _not_text(path, fmt, "không phải mã UTF-8 hay Windows-1258", "neither UTF-8 nor Windows-1258")
-            if utf8_ok:
-                try:
-                    utf8.decode(b"", final=True)
-                except UnicodeDecodeError:
-                    utf8_ok = False
-    except OSError as exc:
-        raise messages.refused("unreadable", file=path.name, detail=exc.strerror or type(exc).__name__) from None
-    if not seen_text:
-        raise messages.refused("empty", file=path.name)
-    if utf8_ok:
-        return "utf-8-sig"
-    if not cp1258_ok:
-        raise _not_text(path, fmt, "không phải mã UTF-8 hay Windows-1258", "neither UTF-8 nor Windows-1258")
-    # UTF-8 failed before the cp1258 check started: verify the whole file as cp1258.
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                chunk.decode("cp1258")
-    except UnicodeDecodeError:
-        raise _not_text(path, fmt, "không phải mã UTF-8 hay Windows-1258", "neither UTF-8 nor Windows-1258") from None
-    except OSError as exc:
-        raise messages.refused("unreadable", file=path.name, detail=exc.strerror or type(exc).__name__) from None
-    return "cp1258"
-
-
-def _not_text(path: Path, fmt: str, vi: str, en: str) -> FileRefused:
-    return messages.refused("not_text", file=path.name, format=fmt, detail_vi=vi, detail_en=en)
-
-
-def open_text(path: Path, *, fmt: str = _FORMAT) -> io.TextIOWrapper:
-    """The file as a text stream for the csv module, its encoding detected."""
-    encoding = detect_encoding(path, fmt=fmt)
-    try:
-        return path.open(encoding=encoding, newline="", errors="strict")
-    except OSError as exc:
-        raise messages.refused("unreadable", file=path.name, detail=exc.strerror or type(exc).__name__) from None
-
-
-def decode_head(head: bytes) -> str:
-    """Best-effort text of a file's first bytes (for `claims`): UTF-8, else Windows-1258."""
-    try:
-        return codecs.getincrementaldecoder("utf-8-sig")().decode(head)
-    except UnicodeDecodeError:
-        return head.decode("cp1258", errors="replace")
-
-
-def sniff_delimiter(line: str) -> str:
-    """';', ',' or a tab: whichever occurs most outside quotes in `line` (',' on a tie)."""
-    outside = re.sub(r'"[^"]*"', "", line)
-    counts = {d: outside.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: (counts[d], d == ","))
-    return best if counts[best] else ","
-
-
-def fold_header(cell: str) -> str:
-    """'Giá trị (triệu đồng)*' -> 'gia tri': accents, case, '_'/'-', a trailing note in brackets and '*' or ':' go."""
-    folded = periods.fold(cell.replace("_", " ").replace("-", " "))
-    return re.sub(r"\s*\([^)]*\)\s*$", "", folded).strip(" *:.")
+# ---------------------------------------------------------------- headers
 
 
 def header_columns(cells: list[str]) -> dict[str, int]:
@@ -194,7 +108,7 @@ class VietnameseCsvAdapter:
         try:
             if path.suffix.lower() != ".csv":
                 return False
-            if not head.strip(b" \t\r\n\xef\xbb\xbf") or _CONTROL.search(head):
+            if not head.strip(b" \t\r\n\xef\xbb\xbf") or CONTROL.search(head):
                 return True  # empty or not text: claimed so the receipt says so in plain words
             lines = decode_head(head).splitlines()
             complete = lines[:-1] if len(head) >= 4096 and len(lines) > 1 else lines
@@ -242,7 +156,7 @@ class VietnameseCsvAdapter:
                 yield Row(start, error=messages.row_error(start, "", "bad_row", detail=str(exc)))
                 continue
             except UnicodeDecodeError:  # detect_encoding checked every byte; only if the file changed under us
-                raise _not_text(path, _FORMAT, "không đọc được", "undecodable bytes") from None
+                raise not_text(path, _FORMAT, "không đọc được", "undecodable bytes") from None
             consumed = header_line + reader.line_num
             if not any(cell.strip() for cell in cells):
                 continue
@@ -257,7 +171,7 @@ def _find_header(path: Path, stream: io.TextIOWrapper) -> tuple[int, list[str], 
         try:
             line = stream.readline()
         except UnicodeDecodeError:
-            raise _not_text(path, _FORMAT, "không đọc được", "undecodable bytes") from None
+            raise not_text(path, _FORMAT, "không đọc được", "undecodable bytes") from None
         if not line:
             break
         if not line.strip():

@@ -16,17 +16,10 @@ from typing import Annotated, Literal
 import tomlkit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import ConfigError
+
 CONFIG_FILE = "lienthong.toml"
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class ConfigError(Exception):
-    """The configuration file is missing or has bad values; `str()` lists them."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 def _host_port(value: str) -> str:

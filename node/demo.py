@@ -82,7 +82,7 @@ def _cli(*args: str, log: Path | None = None) -> subprocess.CompletedProcess[str
 # The generated history uses the monthly indicators (the catalogue refuses a value for the wrong period type).
 INDICATORS = [
     d["code"]
-    for d in map(json.loads, (DATA / "definitions.jsonl").open(encoding="utf-8"))
+    for d in map(json.loads, (DATA / "definitions.jsonl").read_text(encoding="utf-8").splitlines())
     if d.get("type") == "indicator" and d["fields"].get("period_type") == "monthly"
 ]
 

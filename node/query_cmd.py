@@ -158,9 +158,9 @@ def _canonical_period(period: str | None, *, strict: bool) -> str | None:
 
     try:
         return canonical(period)
-    except PeriodError as exc:
+    except PeriodError:
         if strict:
-            fail(f"{period!r} is not a period{exc.reason_en}", "write it as 2026-10, 2026Q3, 2026 or Tháng 10/2026")
+            raise  # "'x' is not a period: …" / "write it as 2026-10, …", for the CLI's top level
         return period  # the listing compares as given, as it always did
 
 

@@ -9,6 +9,7 @@ import click
 import tomlkit
 
 from lienthong.config import settings as config
+from lienthong.sync.errors import ConfigError
 from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 
@@ -32,7 +33,7 @@ def reparent(node_dir: Path, address: str, parent_id: str) -> None:
     parent["address"], parent["id"] = address, parent_id
     config.validate(tomllib.loads(tomlkit.dumps(document)))  # a bad address fails here, naming the field
     if parent_id and parent_id == settings.node.id:
-        raise config.ConfigError(f"parent.id: a node cannot be its own parent (got {parent_id!r})", "give the new parent's id")
+        raise ConfigError(f"parent.id: a node cannot be its own parent (got {parent_id!r})", "give the new parent's id")
     with runtime.run_lock(node_dir):  # refuses while the node runs
         store = Store.open(node_dir / runtime.STORE_FILE)
         try:

@@ -22,7 +22,6 @@ from lienthong.config.settings import Settings
 from lienthong.sync import records
 from lienthong.sync import requests as data_requests
 from lienthong.sync.clock import HybridClock
-from lienthong.sync.errors import InputError
 from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
@@ -87,8 +86,7 @@ def create(
         if replace and code not in mine:
             fail(f"there is no request {store.node_id}/{code} to replace", "leave out --replace to create it")
         code = code or data_requests.new_code(mine, now.date())
-        keyed = _checked(
-            data_requests.request_record,
+        keyed = data_requests.request_record(
             store.node_id,
             code=code,
             what=what,
@@ -182,7 +180,7 @@ def answer(
         fail("two data files have the same name", "rename one: the province sees the files by name")
     now = datetime.now().astimezone()
     with _open(node_dir, settings) as store:
-        request = _checked(data_requests.find, data_requests.requests(store), request_ref)
+        request = data_requests.find(data_requests.requests(store), request_ref)
         scope = data_requests.Scope.from_store(store, runtime.own_units(settings))
         targets = [records.nfc(u) for u in units] or [u for u in request.units if u in scope.answerable]
         if not targets:
@@ -202,8 +200,7 @@ def answer(
             ]
         at = now.isoformat(timespec="seconds")
         keyed = [
-            _checked(
-                data_requests.answer_record,
+            data_requests.answer_record(
                 store.node_id,
                 request,
                 unit,
@@ -256,14 +253,6 @@ def _open(node_dir: Path, settings: Settings, *, sign: bool = True) -> Iterator[
         yield store
     finally:
         store.close()
-
-
-def _checked(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call a rule of sync.requests; its InputError becomes the operator's `Error:`/`Try:`."""
-    try:
-        return fn(*args, **kwargs)
-    except InputError as exc:
-        fail(exc.message, exc.hint)
 
 
 def _check_units(registry: Units, units: list[str], today: date) -> None:

@@ -28,10 +28,10 @@ import structlog
 from lienthong.adapters.inbox import InboxWatcher
 from lienthong.adapters.intake import Inbox, Limits, take
 from lienthong.adapters.registry import Registry, UnknownAdapter
-from lienthong.config.settings import ConfigError, Settings
+from lienthong.config.settings import Settings
 from lienthong.sync import provenance, transport
 from lienthong.sync.clock import HybridClock
-from lienthong.sync.errors import LienthongError, StoreError
+from lienthong.sync.errors import ConfigError, LienthongError, StoreError
 from lienthong.sync.privacy import Redactor, hashing_key
 from lienthong.sync.provenance import Signer, Verifier
 from lienthong.sync.replication import RENEW_CHECK, Changes, Children, ChildSession, Issuer, Tuning, Uplink

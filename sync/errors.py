@@ -1,14 +1,31 @@
-"""The one exception tree of lienthong's core.
+"""The one exception tree of lienthong: every error a user can see is in it.
 
-    LienthongError            every expected failure; carries a hint for the operator
-    ├── InputError            a record or input line is not acceptable
+    LienthongError            every expected failure; carries `message` and a `hint` for the operator
+    ├── ConfigError           lienthong.toml is missing or has a bad value (names the field path)
+    ├── InputError            a record or input line is not acceptable (`field`, `code`)
     ├── StoreError            the node's database cannot be used
     │   └── SchemaTooNew      the database was written by a newer lienthong
     ├── TrustError            certificates, keys or identities do not check out
-    └── ReplicationError      a replication session cannot go on
-        ├── HandshakeRefused  the peer refused us (or we refused it) at the handshake
-        ├── ProtocolError     the peer broke the protocol; the session is dropped
-        └── EpochChanged      this node's change log was restored; resync from the start
+    │   └── EnrollError       enrollment failed or was refused (node/enroll.py)
+    ├── ReplicationError      a replication session cannot go on
+    │   ├── HandshakeRefused  the peer refused us (or we refused it) at the handshake
+    │   ├── ProtocolError     the peer broke the protocol; the session is dropped
+    │   └── EpochChanged      this node's change log was restored; resync from the start
+    ├── AuditError            the audit log cannot be used, or was asked something malformed (node/audit.py)
+    ├── UnknownAdapter        no installed adapter has that name (`name`, `installed`; adapters/registry.py), also a LookupError
+    ├── FileRefused           an agency's file cannot be read at all (`code`, `message_vi`, `message_en`; adapters/base.py)
+    ├── PeriodError           not a reporting period (`value`, `reason_vi`, `reason_en`; adapters/periods.py), also a ValueError
+    └── NumberError           not a number, or one that reads two ways (`code`, `value`, `detail_vi`, `detail_en`;
+                              adapters/numbers.py), also a ValueError
+
+Where they live: `LienthongError` and `ConfigError` are defined in `lienthong.config.errors`,
+because `config/` may import nothing of the project, and are re-exported here; import them
+from here. The classes defined here belong to the core; an error that belongs to one part of
+the shell or of the adapters is defined beside the code that raises it (the path after its
+line above) and derives from a class of this tree. `FileRefused`, `PeriodError` and
+`NumberError` are not `InputError`s on purpose: the adapters catch `InputError` per row, and
+a refusal of the whole file, or a period or number error that the row turns into its own
+receipt sentence, must never be caught as a record builder's complaint.
 
 The CLI prints `Error: <message>` and `Try: <hint>` for these, never a traceback;
 the gRPC servicer maps them to status codes. Anything else is a bug.
@@ -16,14 +33,20 @@ the gRPC servicer maps them to status codes. Anything else is a bug.
 
 from __future__ import annotations
 
+from lienthong.config.errors import ConfigError, LienthongError
 
-class LienthongError(Exception):
-    """An expected failure, told to the operator in one sentence and a hint."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+__all__ = [
+    "ConfigError",
+    "EpochChanged",
+    "HandshakeRefused",
+    "InputError",
+    "LienthongError",
+    "ProtocolError",
+    "ReplicationError",
+    "SchemaTooNew",
+    "StoreError",
+    "TrustError",
+]
 
 
 class InputError(LienthongError):
@@ -62,3 +85,6 @@ class ProtocolError(ReplicationError):
 class EpochChanged(ReplicationError):
     """This node's change log no longer matches what the parent holds (restored
     from a backup); a new epoch was minted and everything is sent again."""
+
+    def __init__(self, message: str, hint: str = "nothing to do: the node sends everything again by itself") -> None:
+        super().__init__(message, hint)
