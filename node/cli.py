@@ -13,7 +13,6 @@ import sqlite3
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -23,7 +22,7 @@ from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 
 from . import logs, runtime
-from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_common import DIR_OPTION, audited, fail, load_settings
 from .intake import StoreSink
 from .trust import ca as ca_ops
 from .trust import issue, tls
@@ -395,14 +394,6 @@ def audit_export(node_dir: Path, dest: Path, fmt: str, head_text: str) -> None:
     click.echo(f"Wrote {dest}. {describe(result)}")
     if not result.ok:
         sys.exit(1)
-
-
-def audited(directory: Path, action: str, subject: str, **details: Any) -> None:
-    """Record an operator's action in the audit log of a node or CA directory."""
-    from .trust.audit import AuditLog
-
-    with AuditLog.open(directory) as log_:
-        log_.append(action, subject, details)
 
 
 @cli.group()

@@ -1,14 +1,16 @@
-"""What every `lienthong` command module shares: the --dir option and settings loading."""
+"""What every `lienthong` command module shares: the --dir option, settings loading, and auditing an operator's command."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from lienthong.config import settings as config
 from lienthong.sync.errors import LienthongError
+
+from .trust.audit import AuditLog
 
 DIR_OPTION = click.option(
     "--dir",
@@ -27,3 +29,9 @@ def fail(message: str, hint: str = "") -> NoReturn:
 
 def load_settings(node_dir: Path) -> config.Settings:
     return config.load(node_dir)
+
+
+def audited(directory: Path, action: str, subject: str, **details: Any) -> None:
+    """Record an operator's action in the audit log of a node or CA directory."""
+    with AuditLog.open(directory) as log_:
+        log_.append(action, subject, details)

@@ -14,7 +14,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 
 from . import runtime
-from .cli_common import DIR_OPTION, load_settings
+from .cli_common import DIR_OPTION, audited, load_settings
 
 
 @click.command()
@@ -43,7 +43,6 @@ def reparent(node_dir: Path, address: str, parent_id: str) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(tomlkit.dumps(document), encoding="utf-8")
         tmp.rename(path)
-    from .cli import audited
 
     audited(node_dir, "admin.command", "reparent", old_parent=old_address, old_parent_id=old_id, parent=address, parent_id=parent_id)
     click.echo(f"Moved {settings.node.id} from {old_address or 'no parent'} to {address}{f' ({parent_id})' if parent_id else ''}.")

@@ -26,7 +26,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from . import runtime
-from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_common import DIR_OPTION, audited, fail, load_settings
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -272,7 +272,6 @@ def _check_units(registry: Units, units: list[str], today: date) -> None:
 
 
 def _audited(node_dir: Path, command: str, subject: str, **details: Any) -> None:
-    from .cli import audited  # here, not at the top: cli imports this module
 
     audited(node_dir, "admin.command", command, request=subject, **details)
 

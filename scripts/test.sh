@@ -23,6 +23,14 @@ echo "== generated wire code matches proto/"
 .venv/bin/python proto/generate.py --check
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check --quiet .
+echo "== architecture contracts (import-linter: layers, wire code, no cycles)"
+.venv/bin/lint-imports --no-cache
+echo "== types (mypy: strict on sync/)"
+# The folders are installed as lienthong.sync, .node, .adapters, .config: link them under one root for mypy.
+mkdir -p .venv/typing-root/lienthong
+for part in sync node adapters config; do ln -sfn "$PWD/$part" ".venv/typing-root/lienthong/$part"; done
+.venv/bin/mypy
 echo "== hadolint"
 .venv/bin/hadolint Dockerfile
 echo "== tests"

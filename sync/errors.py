@@ -6,12 +6,12 @@
     ├── StoreError            the node's database cannot be used
     │   └── SchemaTooNew      the database was written by a newer lienthong
     ├── TrustError            certificates, keys or identities do not check out
-    │   └── EnrollError       enrollment failed or was refused (node/enroll.py)
+    │   └── EnrollError       enrollment failed or was refused (node/trust/tokens.py)
     ├── ReplicationError      a replication session cannot go on
     │   ├── HandshakeRefused  the peer refused us (or we refused it) at the handshake
     │   ├── ProtocolError     the peer broke the protocol; the session is dropped
     │   └── EpochChanged      this node's change log was restored; resync from the start
-    ├── AuditError            the audit log cannot be used, or was asked something malformed (node/audit.py)
+    ├── AuditError            the audit log cannot be used, or was asked something malformed (node/trust/audit_chain.py)
     ├── UnknownAdapter        no installed adapter has that name (`name`, `installed`; adapters/registry.py), also a LookupError
     ├── FileRefused           an agency's file cannot be read at all (`code`, `message_vi`, `message_en`; adapters/base.py)
     ├── PeriodError           not a reporting period (`value`, `reason_vi`, `reason_en`; adapters/periods.py), also a ValueError

@@ -21,8 +21,8 @@ from lienthong.adapters.base import FileRefused, ParseContext
 from lienthong.adapters.jsonl import JsonLinesAdapter
 from lienthong.adapters.registry import Registry, UnknownAdapter
 from lienthong.config import settings as config
-from lienthong.node.audit import AuditError, parse_head
-from lienthong.node.enroll import EnrollError, parse_token
+from lienthong.node.trust.audit_chain import AuditError, parse_head
+from lienthong.node.trust.tokens import EnrollError, parse_token
 from lienthong.sync import provenance, records
 from lienthong.sync import sqlite as sqlite_helpers
 from lienthong.sync.errors import ConfigError, InputError, LienthongError, SchemaTooNew, StoreError, TrustError
