@@ -488,5 +488,10 @@ def main() -> None:
         if exc.hint:
             click.echo(f"Try: {exc.hint}", err=True)
         sys.exit(1)
+    except sqlite3.DatabaseError as exc:
+        # Reads all over the code meet a damaged file; it is one sentence here, never a traceback.
+        click.echo(f"Error: the node's database is damaged or unreadable ({exc})", err=True)
+        click.echo("Try: stop the node, restore its store from a backup (lienthong backup makes one), and start it again", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -323,3 +323,18 @@ def test_a_store_whose_wal_is_deleted_under_it_stops_taking_data(tmp_path: Path)
             assert "restore the store from a backup" in caught.value.hint
     finally:
         store.close()
+
+
+def test_a_damaged_store_is_one_sentence_and_a_hint_not_a_traceback(make_node: MakeNode) -> None:
+    """Bytes flipped across the database: `status` and `run` say the store is damaged and how to recover, with no traceback."""
+    node = make_node(PROVINCE)
+    fill(node, indicator_rows(PROVINCE, 2000))
+    db = node / "lienthong.db"
+    data = bytearray(db.read_bytes())
+    for offset in range(4096, len(data), 4096):  # every page but the header: the schema and the tables are garbage
+        data[offset : offset + 64] = b"\xa5" * 64
+    db.write_bytes(bytes(data))
+    for command in (["status", "--dir", str(node)], ["run", "--dir", str(node)]):
+        out = cli(*command, check=False, timeout=60)
+        assert out.returncode == 1, out
+        assert "Traceback" not in out.stderr and "Error: " in out.stderr and "restore" in out.stderr, out.stderr
