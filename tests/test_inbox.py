@@ -3,15 +3,18 @@ is taken exactly once, with a receipt, whatever the writer does."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from lienthong.adapters.base import ParseContext, Row
 from lienthong.adapters.fake import FakeAdapter
 from lienthong.adapters.inbox import InboxWatcher
 from lienthong.adapters.intake import Inbox, Limits, take
@@ -208,3 +211,138 @@ def test_new_agency_folder_is_watched(h: Harness) -> None:
     drop(h.root / "giaoduc", "g.fake", lines(1))
     wait_until(lambda: h.files() == 1, timeout=10, what="the new inbox's file")
     assert h.receipts[0]["agency"] == "giaoduc"
+
+
+# ---------------------------------------------------------------- what is taken is what was read (issue #11)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def archived_receipts(folder: Path) -> list[tuple[bytes, dict]]:
+    """(content of the archived file, its receipt) for every file archived under `folder`."""
+    out = []
+    for receipt in sorted((folder / "archive").glob("*/*.receipt.json")):
+        out.append((Path(str(receipt)[: -len(".receipt.json")]).read_bytes(), json.loads(receipt.read_text(encoding="utf-8"))))
+    return out
+
+
+class ReplacedWhileRead(FakeAdapter):
+    """The fake adapter, with a seam at the exact moment the race needs: once it has read the whole
+    file (and before the pipeline commits), `after_read` runs once (the test swaps the file there)."""
+
+    def __init__(self, after_read: Callable[[], None]) -> None:
+        self.after_read: Callable[[], None] | None = after_read
+
+    def parse(self, path: Path, context: ParseContext) -> Iterator[Row]:
+        yield from super().parse(path, context)
+        hook, self.after_read = self.after_read, None
+        if hook is not None:
+            hook()
+
+
+def test_file_replaced_by_rename_while_read_is_read_again(h: Harness) -> None:
+    """A file replaced (atomic rename) after it was read but before commit is not archived under the old
+    file's receipt: the old read is rolled back and the new file is read, with its own hash and rows."""
+    folder = h.root / "thongke"
+    old, new = lines(3).encode(), lines(5, start=100).encode()
+
+    def replace() -> None:
+        staged = h.root.parent / "v2.fake"
+        staged.write_bytes(new)
+        os.replace(staged, folder / "a.fake")
+
+    h.registry = Registry(extra=[ReplacedWhileRead(replace)])
+    drop(folder, "a.fake", old.decode())
+    wait_until(lambda: not (folder / "a.fake").exists() and h.watcher.idle(), timeout=15, what="the file to be taken")
+    taken = archived_receipts(folder)
+    assert taken, "nothing archived"
+    for content, receipt in taken:  # every archived file is exactly what its receipt says was read
+        assert receipt["sha256"] == sha256(content), (content, receipt)
+        assert receipt["importCount"]["imported"] + receipt["importCount"]["unchanged"] == content.count(b"\n")
+    assert new in [content for content, _ in taken], "the new version's rows were never read"
+    assert h.indicators() == 5 + (3 if old in [c for c, _ in taken] else 0)
+
+
+def test_writer_pausing_longer_than_settle_is_taken_whole(h: Harness) -> None:
+    """A writer that stops for 3 s (more than the 2 s settle time) with the file still open is not cut in
+    half: the file is taken once its writer closed it, with all its rows."""
+    path = h.root / "thongke" / "paused.fake"
+    halfway = threading.Event()
+
+    def write() -> None:
+        with path.open("w", encoding="utf-8") as f:
+            f.write(lines(10))
+            f.flush()
+            halfway.set()
+            time.sleep(3.0)  # the writer's own pause (an agency export stalling), not a wait for the test
+            f.write(lines(10, start=10))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert halfway.wait(5)
+    finally:
+        writer.join()
+    wait_until(lambda: h.receipts and h.watcher.idle(), timeout=15, what="the file to be taken")
+    assert [r["importCount"]["imported"] for r in h.receipts] == [20], h.receipts
+    [(content, receipt)] = archived_receipts(h.root / "thongke")
+    assert receipt["sha256"] == sha256(content) and h.indicators() == 20
+
+
+def test_file_name_that_is_not_utf8_is_taken_with_a_readable_receipt(h: Harness) -> None:
+    """A file whose name has bytes that are not UTF-8 is taken and archived, its receipt naming it as `\\xNN`."""
+    folder = os.fsencode(h.root / "thongke")
+    staging = os.fsencode(h.root.parent) + b"/odd.part"
+    Path(os.fsdecode(staging)).write_text(lines(2), encoding="utf-8")
+    os.rename(staging, folder + b"/bao-cao-\xff.fake")
+    wait_until(lambda: b"bao-cao-\xff.fake" not in os.listdir(folder) and h.watcher.idle(), timeout=15, what="the odd name to be taken")
+    [(content, receipt)] = archived_receipts(h.root / "thongke")
+    assert receipt["file"] == "bao-cao-\\xff.fake" and receipt["status"] in ("SUCCESS", "WARNING")
+    assert receipt["importCount"]["imported"] == 2 and receipt["sha256"] == sha256(content) and h.indicators() == 2
+
+
+class SwapsAttachmentForLink(StoreSink):
+    """The node's sink, with the attacker's move at the exact moment: when the pipeline asks to store
+    an attachment, the attachment's name is first swapped for a symlink to a secret file."""
+
+    def __init__(self, *args: Any, attachment: Path, secret: Path) -> None:
+        super().__init__(*args)
+        self.attachment, self.secret = attachment, secret
+
+    def store_blob(self, *args: Any) -> str:
+        link = self.attachment.with_name(".link")
+        link.symlink_to(self.secret)
+        os.replace(link, self.attachment)
+        return super().store_blob(*args)
+
+
+def test_attachment_swapped_for_a_link_never_copies_the_target(tmp_path: Path) -> None:
+    """An attachment swapped for a symlink (to a secret the node can read) after it was checked never gets the
+    secret into a blob: attachments are opened without following links and read only through that descriptor."""
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:$6$secret-hash:19000:0:99999:7:::\n")
+    harness = Harness(tmp_path)
+    folder = harness.root / "vanphong"
+    folder.mkdir()
+    sample = Path(__file__).parent / "testdata" / "samples" / "inbox" / "vanphong"
+    pdf = (sample / "bc-ioc-thang-10-2026-ba-tri.pdf").read_bytes()
+    (folder / "bc-ioc-thang-10-2026-ba-tri.pdf").write_bytes(pdf)
+    harness.sink = SwapsAttachmentForLink(
+        harness.store, HybridClock(), tmp_path, ["86-28894"], attachment=folder / "bc-ioc-thang-10-2026-ba-tri.pdf", secret=secret
+    )
+    harness.watcher.start()
+    try:
+        drop(folder, "bc.report.json", (sample / "bc-ioc-thang-10-2026-ba-tri.report.json").read_text(encoding="utf-8"))
+        wait_until(lambda: harness.receipts and harness.watcher.idle(), timeout=15, what="the report to be taken")
+    finally:
+        harness.watcher.stop()
+        harness.store.close()
+    blobs = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()] if (tmp_path / "blobs").exists() else []
+    assert all(secret.read_bytes() not in p.read_bytes() for p in blobs), "the secret was copied into a blob"
+    for p in blobs:
+        assert p.stat().st_mode & 0o137 == 0, f"blob {p.name} is {oct(p.stat().st_mode & 0o777)}, not 0640 or stricter"
+    [receipt] = harness.receipts
+    if receipt["status"] != "ERROR":  # taken: with the attachment as it was when opened
+        assert [p.read_bytes() for p in blobs] == [pdf]
