@@ -17,11 +17,13 @@ report) is opened ONCE:
   name. Adapters that use `path.open()` (the contract in docs/adapters.md) thus
   read the held file without knowing it.
 
-Identity is (device, inode, size, mtime_ns, ctime_ns), taken by `fstat` when the
-file is opened. `modified()` says the held file itself changed since (written in
-place); `replaced()` says the name in the folder no longer is the held file (a
-rename over it, a delete); either means what was read is not what is there now,
-and the caller rolls back and reads again later (`FileChanged`).
+Identity is (device, inode, size, mtime_ns), taken by `fstat` when the file is
+opened (not ctime: unlinking or renaming the file, which replacing its name does,
+changes ctime though not one byte of what was read). `modified()` says the held
+file itself changed since (written in place); `replaced()` says the name in the
+folder no longer is the held file (a rename over it, a delete); either means what
+was read is not what is there now, and the caller rolls back and reads again
+later (`FileChanged`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import stat
 from pathlib import Path, PosixPath
 from typing import IO, Any
 
-Identity = tuple[int, int, int, int, int]
+Identity = tuple[int, int, int, int]
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -59,7 +61,7 @@ class BadName(ValueError):
 
 
 def identity(st: os.stat_result) -> Identity:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def display_name(name: str) -> str:

@@ -3,6 +3,7 @@ is taken exactly once, with a receipt, whatever the writer does."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -346,3 +347,71 @@ def test_attachment_swapped_for_a_link_never_copies_the_target(tmp_path: Path) -
     [receipt] = harness.receipts
     if receipt["status"] != "ERROR":  # taken: with the attachment as it was when opened
         assert [p.read_bytes() for p in blobs] == [pdf]
+
+
+class ReplacedAtCommit(StoreSink):
+    """The node's sink, with a seam at the one moment the pre-commit check cannot see: after the
+    pipeline's last look at the file, while the transaction commits, `swap` runs once."""
+
+    def __init__(self, *args: Any, swap: Callable[[], None]) -> None:
+        super().__init__(*args)
+        self.swap: Callable[[], None] | None = swap
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with super().transaction() as writer:
+            yield writer
+            swap, self.swap = self.swap, None
+            if swap is not None:
+                swap()
+
+
+def test_file_replaced_between_commit_and_move_archives_what_was_read(tmp_path: Path) -> None:
+    """A name renamed over after the commit: the archive gets the bytes that were read and committed (from
+    the held descriptor) under their receipt, and the new file stays in the inbox for its own turn."""
+    folder = tmp_path / "inbox" / "thongke"
+    folder.mkdir(parents=True)
+    old, new = lines(3).encode(), lines(4, start=50).encode()
+    (folder / "a.fake").write_bytes(old)
+
+    def replace() -> None:
+        (tmp_path / "v2").write_bytes(new)
+        os.replace(tmp_path / "v2", folder / "a.fake")
+
+    store = Store.create(tmp_path / "node.db", "86-28894")
+    try:
+        sink = ReplacedAtCommit(store, HybridClock(), tmp_path, ["86-28894"], swap=replace)
+        result = take(folder / "a.fake", Inbox("thongke", folder), Registry(extra=[FakeAdapter()]), sink, "86-28894")
+        assert result["sha256"] == sha256(old) and result["importCount"]["imported"] == 3
+        [(content, receipt)] = archived_receipts(folder)
+        assert content == old and receipt["sha256"] == sha256(old)
+        assert (folder / "a.fake").read_bytes() == new  # not archived under the old receipt: taken on its own later
+    finally:
+        store.close()
+
+
+def test_fifo_in_inbox_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A named pipe dropped in an inbox is refused as not a regular file at once; the worker never blocks on it."""
+    folder = tmp_path / "inbox" / "thongke"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "pipe.fake")
+    store = Store.create(tmp_path / "node.db", "86-28894")
+    results: list[dict] = []
+    sink = StoreSink(store, HybridClock(), tmp_path, ["86-28894"])
+    worker = threading.Thread(
+        target=lambda: results.append(
+            take(folder / "pipe.fake", Inbox("thongke", folder), Registry(extra=[FakeAdapter()]), sink, "86-28894")
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(10)
+    try:
+        assert not worker.is_alive(), "the worker blocked opening a FIFO"
+        [result] = results
+        assert result["status"] == "ERROR" and result["error_code"] == "not_regular" and result["description"]
+        assert (folder / "rejected" / "pipe.fake.receipt.json").exists()
+    finally:
+        if worker.is_alive():  # unblock the old code's open() so the test process can end
+            os.close(os.open(folder / "pipe.fake", os.O_WRONLY | os.O_NONBLOCK))
+        store.close()
