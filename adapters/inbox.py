@@ -332,6 +332,13 @@ def open_for_writing(paths: list[Path]) -> set[Path]:
     return found
 
 
+def _empty(path: Path) -> bool:
+    try:
+        return path.lstat().st_size == 0
+    except OSError:
+        return False
+
+
 def _inotify() -> BaseObserver:
     # Full events: a file renamed in from outside the watched tree (the agency's
     # staging folder) arrives as a move, so it is taken at once, not after settling.
@@ -352,7 +359,9 @@ class _Handler(FileSystemEventHandler):
             if path.parent == self.w.root and path.name not in (ARCHIVE, REJECTED):
                 self.w._discover()
             return
-        self.w.note(path, renamed=False)
+        # Created by open(O_CREAT) (still empty): being written until its writer closes it, like
+        # IN_MODIFY. A hard link made into the folder (no open, no close event to come) is not empty.
+        self.w.note(path, renamed=False, written=self.inotify and _empty(path))
 
     def on_modified(self, event: FileSystemEvent) -> None:
         if not event.is_directory:

@@ -415,3 +415,23 @@ def test_fifo_in_inbox_is_refused_without_blocking(tmp_path: Path) -> None:
         if worker.is_alive():  # unblock the old code's open() so the test process can end
             os.close(os.open(folder / "pipe.fake", os.O_WRONLY | os.O_NONBLOCK))
         store.close()
+
+
+def test_writer_pausing_in_a_polling_inbox_is_taken_whole(tmp_path: Path) -> None:
+    """On a polled share there is no close event: a writer that pauses past the settle time with the file
+    open (visible in /proc) still holds the file back, and it is taken whole once closed."""
+    share = tmp_path / "share"
+    share.mkdir()
+    harness = Harness(tmp_path, {"soyte": Inbox("soyte", share, poll_seconds=0.2)}, settle=0.5)
+    harness.watcher.start()
+    try:
+        with (share / "paused.fake").open("w", encoding="utf-8") as f:
+            f.write(lines(10))
+            f.flush()
+            time.sleep(2.0)  # the writer's own pause, four settle times long
+            f.write(lines(10, start=10))
+        wait_until(lambda: harness.receipts and harness.watcher.idle(), timeout=15, what="the file to be taken")
+        assert [r["importCount"]["imported"] for r in harness.receipts] == [20], harness.receipts
+    finally:
+        harness.watcher.stop()
+        harness.store.close()
