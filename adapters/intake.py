@@ -280,58 +280,49 @@ def take(
         r["error_code"] = code
         return r
 
-    held: HeldFile | None = None
-    try:
-        held = HeldFile.open(path)
-    except LinkRefused:
-        result = refuse("symlink", "")
-    except NotRegularFile:
-        result = refuse("not_regular", "")
-    except FileNotFoundError:
-        raise _changed(path) from None
-    if held is None:
-        pass
-    elif held.size > limits.max_file_bytes:
-        result = refuse("too_large", limits.max_file_bytes // (1024 * 1024))
-    else:
+    with contextlib.ExitStack() as stack:  # closes the held file whichever way this ends
+        held: HeldFile | None = None
         try:
+            held = stack.enter_context(HeldFile.open(path))
+        except LinkRefused:
+            result = refuse("symlink", "")
+        except NotRegularFile:
+            result = refuse("not_regular", "")
+        except FileNotFoundError:
+            raise _changed(path) from None
+        if held is None:
+            pass
+        elif held.size > limits.max_file_bytes:
+            result = refuse("too_large", limits.max_file_bytes // (1024 * 1024))
+        else:
             sha = held.sha256()
             if held.modified():
                 raise _changed(path)
             before = sink.ingested(sha)
-        except BaseException:
-            held.close()
-            raise
-        if before is not None:
-            original = json.loads(str(before["receipt"]))
-            if move and before["name"] == display_name(path.name) and not _archived(path, inbox, original):
-                bound.info("file.finished", sha256=sha)  # committed before a stop, not yet moved
-                with held:
+            if before is not None:
+                original = json.loads(str(before["receipt"]))
+                if move and before["name"] == display_name(path.name) and not _archived(path, inbox, original):
+                    bound.info("file.finished", sha256=sha)  # committed before a stop, not yet moved
                     return _finish(path, inbox, original, move, held)
-            taken_at = str(original.get("processed_at", ""))
-            result = receipt(
-                status="SUCCESS",
-                path=path,
-                sha256=sha,
-                inbox=inbox,
-                adapter=str(before["adapter"]),
-                node=node,
-                counts=(0, 0, int(before["imported"]) + int(before["updated"]) + int(before["unchanged"])),
-                refused=0,
-                conflicts=[],
-                description=message("unchanged", taken_at),
-                received_at=received_at,
-            )
-        else:
-            try:
+                taken_at = str(original.get("processed_at", ""))
+                result = receipt(
+                    status="SUCCESS",
+                    path=path,
+                    sha256=sha,
+                    inbox=inbox,
+                    adapter=str(before["adapter"]),
+                    node=node,
+                    counts=(0, 0, int(before["imported"]) + int(before["updated"]) + int(before["unchanged"])),
+                    refused=0,
+                    conflicts=[],
+                    description=message("unchanged", taken_at),
+                    received_at=received_at,
+                )
+            else:
                 result = _parse_and_commit(held, sha, inbox, registry, sink, node, received_at, refuse)
-            except BaseException:
-                held.close()
-                raise
-            if os.environ.get(FAILPOINT) == "after_commit":
-                # Fault injection for the crash tests: die between commit and move.
-                os.kill(os.getpid(), signal.SIGKILL)
-    with held or contextlib.nullcontext():
+                if os.environ.get(FAILPOINT) == "after_commit":
+                    # Fault injection for the crash tests: die between commit and move.
+                    os.kill(os.getpid(), signal.SIGKILL)
         if held is not None and result["status"] == "ERROR" and held.changed():
             raise _changed(path)  # refused for what it was: it is not that file any more
         if result["status"] == "ERROR":
