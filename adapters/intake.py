@@ -2,15 +2,25 @@
 
 `take(path, inbox, ...)` is the whole life of one dropped file:
 
-1. refuse what must not be read: a symlink, a file over the size limit;
+1. open it once, without following links (held.py): a symlink, anything but a
+   regular file, a file over the size limit is refused; from here on the file is
+   read only through that descriptor;
 2. hash the content; a content already committed is not taken again: if the
    node stopped between committing it and moving it, the original receipt is
    finished now, otherwise the file is reported unchanged;
-3. parse it with the inbox's pinned adapter or the one that claims it, check
-   every record against the definitions the node holds and its own subtree,
-   and commit the records and the file's ledger entry in ONE transaction;
+3. parse it (through the same descriptor) with the inbox's pinned adapter or the
+   one that claims it, check every record against the definitions the node holds
+   and its own subtree, and commit the records and the file's ledger entry in ONE
+   transaction, unless the file changed or was replaced while it was read: then
+   the transaction rolls back and `FileChanged` tells the watcher to read it again
+   later;
 4. only then move the file to `archive/YYYY-MM-DD/` (or `rejected/`) and write
-   its receipt beside it.
+   its receipt beside it, checking again that the name is still the file that was
+   read (if it was replaced, the bytes that were read are archived from the held
+   descriptor and the new file stays for its own turn).
+
+A name with bytes that are not UTF-8 is taken like any other; receipts, logs and
+the ledger show it with `\\xNN` escapes (`held.display_name`).
 
 Receipts are shaped like a DHIS2 import summary, with every refused row's line,
 field, code and a sentence in Vietnamese (for agency staff) and in English.
@@ -18,6 +28,7 @@ field, code and a sentence in Vietnamese (for agency staff) and in English.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -35,6 +46,7 @@ from lienthong.sync import records
 from lienthong.sync.records import Keyed
 
 from .base import Adapter, Definitions, FileRefused, ParseContext, RowError, Sink
+from .held import FileChanged, HeldFile, LinkRefused, NotRegularFile, display_name
 from .messages import message
 from .registry import Registry
 
@@ -133,7 +145,7 @@ def receipt(
         "status": status,  # SUCCESS | WARNING | ERROR
         "description": description[0],
         "description_en": description[1],
-        "file": path.name,
+        "file": display_name(path.name),
         "sha256": sha256,
         "agency": inbox.agency,
         "adapter": adapter,
@@ -164,6 +176,10 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def _changed(path: Path) -> FileChanged:
+    return FileChanged(f"{display_name(path.name)} changed, was replaced or vanished while it was read; it is read again later")
+
+
 def take(
     path: Path,
     inbox: Inbox,
@@ -173,9 +189,12 @@ def take(
     limits: Limits = Limits(),
     move: bool = True,
 ) -> dict[str, Any]:
-    """Take one file in; returns its receipt (also written beside the moved file)."""
+    """Take one file in; returns its receipt (also written beside the moved file).
+
+    Raises `FileChanged` when the file changed, was replaced or vanished while it was read:
+    nothing of that read was committed; the caller reads the file again later."""
     received_at = _now()
-    bound = log.bind(agency=inbox.agency, file=path.name)
+    bound = log.bind(agency=inbox.agency, file=display_name(path.name))
     started = time.monotonic()
 
     def refuse(code: str, value: object, sha: str = "", adapter: str = "", text: tuple[str, str] | None = None) -> dict[str, Any]:
@@ -195,53 +214,68 @@ def take(
         r["error_code"] = code
         return r
 
-    if path.is_symlink():
-        result = refuse("symlink", "")
-    elif path.stat().st_size > limits.max_file_bytes:
-        result = refuse("too_large", limits.max_file_bytes // (1024 * 1024))
-    else:
-        sha = sha256_of(path)
-        before = sink.ingested(sha)
-        if before is not None:
-            original = json.loads(str(before["receipt"]))
-            if move and before["name"] == path.name and not _archived(path, inbox, original):
-                bound.info("file.finished", sha256=sha)  # committed before a stop, not yet moved
-                return _finish(path, inbox, original, move)
-            taken_at = str(original.get("processed_at", ""))
-            result = receipt(
-                status="SUCCESS",
-                path=path,
-                sha256=sha,
-                inbox=inbox,
-                adapter=str(before["adapter"]),
-                node=node,
-                counts=(0, 0, int(before["imported"]) + int(before["updated"]) + int(before["unchanged"])),
-                refused=0,
-                conflicts=[],
-                description=message("unchanged", taken_at),
-                received_at=received_at,
-            )
+    with contextlib.ExitStack() as stack:  # closes the held file whichever way this ends
+        held: HeldFile | None = None
+        try:
+            held = stack.enter_context(HeldFile.open(path))
+        except LinkRefused:
+            result = refuse("symlink", "")
+        except NotRegularFile:
+            result = refuse("not_regular", "")
+        except FileNotFoundError:
+            raise _changed(path) from None
+        if held is None:
+            pass
+        elif held.size > limits.max_file_bytes:
+            result = refuse("too_large", limits.max_file_bytes // (1024 * 1024))
         else:
-            result = _parse_and_commit(path, sha, inbox, registry, sink, node, received_at, refuse)
-            if os.environ.get(FAILPOINT) == "after_commit":
-                # Fault injection for the crash tests: die between commit and move.
-                os.kill(os.getpid(), signal.SIGKILL)
-    if result["status"] == "ERROR":
-        sink.record_refusal(_ledger(result, path, inbox, int(result["importCount"]["refused"])))
-    seconds = time.monotonic() - started
-    bound.info(
-        "file.taken",
-        status=result["status"],
-        adapter=result["adapter"],
-        seconds=round(seconds, 3),
-        **{k: v for k, v in result["importCount"].items()},
-    )
-    return _finish(path, inbox, result, move)
+            sha = held.sha256()
+            if held.modified():
+                raise _changed(path)
+            before = sink.ingested(sha)
+            if before is not None:
+                original = json.loads(str(before["receipt"]))
+                if move and before["name"] == display_name(path.name) and not _archived(path, inbox, original):
+                    bound.info("file.finished", sha256=sha)  # committed before a stop, not yet moved
+                    return _finish(path, inbox, original, move, held)
+                taken_at = str(original.get("processed_at", ""))
+                result = receipt(
+                    status="SUCCESS",
+                    path=path,
+                    sha256=sha,
+                    inbox=inbox,
+                    adapter=str(before["adapter"]),
+                    node=node,
+                    counts=(0, 0, int(before["imported"]) + int(before["updated"]) + int(before["unchanged"])),
+                    refused=0,
+                    conflicts=[],
+                    description=message("unchanged", taken_at),
+                    received_at=received_at,
+                )
+            else:
+                result = _parse_and_commit(held, sha, inbox, registry, sink, node, received_at, refuse)
+                if os.environ.get(FAILPOINT) == "after_commit":
+                    # Fault injection for the crash tests: die between commit and move.
+                    os.kill(os.getpid(), signal.SIGKILL)
+        if held is not None and result["status"] == "ERROR" and held.changed():
+            raise _changed(path)  # refused for what it was: it is not that file any more
+        if result["status"] == "ERROR":
+            sink.record_refusal(_ledger(result, path, inbox, int(result["importCount"]["refused"])))
+        seconds = time.monotonic() - started
+        bound.info(
+            "file.taken",
+            status=result["status"],
+            adapter=result["adapter"],
+            seconds=round(seconds, 3),
+            **{k: v for k, v in result["importCount"].items()},
+        )
+        return _finish(path, inbox, result, move, held)
 
 
 def _parse_and_commit(
-    path: Path, sha: str, inbox: Inbox, registry: Registry, sink: Sink, node: str, received_at: str, refuse: Any
+    held: HeldFile, sha: str, inbox: Inbox, registry: Registry, sink: Sink, node: str, received_at: str, refuse: Any
 ) -> dict[str, Any]:
+    path = held.path  # reads the held descriptor (see held.py); name and folder are the dropped file's
     if inbox.adapter:
         adapter: Adapter | None = registry.get(inbox.adapter)
     else:
@@ -297,7 +331,11 @@ def _parse_and_commit(
             if attachments:
                 result["attachments"] = attachments
             writer.ledger = _ledger(result, path, inbox, refused)
+            if held.changed():
+                raise _changed(path)  # rolls the transaction back: what was read is not what is there
         return result
+    except FileChanged:
+        raise
     except _Rollback:
         r = receipt(
             status="ERROR",
@@ -317,7 +355,7 @@ def _parse_and_commit(
     except FileRefused as exc:
         return refuse(exc.code, "", sha, adapter.name, (exc.message_vi, exc.message_en))
     except Exception as exc:  # an adapter bug: isolate it, refuse the file, keep serving
-        log.exception("adapter.failed", adapter=adapter.name, file=path.name)
+        log.exception("adapter.failed", adapter=adapter.name, file=display_name(path.name))
         r = refuse("adapter_failed", adapter.name, sha, adapter.name)
         r["description_en"] += f" ({type(exc).__name__}: {exc})"
         return r
@@ -328,7 +366,7 @@ def _ledger(result: dict[str, Any], path: Path, inbox: Inbox, refused: int) -> d
     return {
         # A file refused before it was read (a symlink, too large) has no content hash: key it by name and time.
         "sha256": result["sha256"] or "unread:" + hashlib.sha256(f"{path}:{time.time_ns()}".encode()).hexdigest(),
-        "name": path.name,
+        "name": display_name(path.name),
         "agency": inbox.agency,
         "adapter": result["adapter"],
         "status": result["status"].lower(),
@@ -352,8 +390,13 @@ def _archived(path: Path, inbox: Inbox, original: dict[str, Any]) -> bool:
     return Path(str(_destination(path, inbox, original)) + RECEIPT_SUFFIX).exists()
 
 
-def _finish(path: Path, inbox: Inbox, result: dict[str, Any], move: bool) -> dict[str, Any]:
-    """Move the file out of the inbox and write its receipt beside it (temp file, then rename)."""
+def _finish(path: Path, inbox: Inbox, result: dict[str, Any], move: bool, held: HeldFile | None = None) -> dict[str, Any]:
+    """Move the file out of the inbox and write its receipt beside it (temp file, then rename).
+
+    With `held` (the file as it was read), what is archived under the receipt is exactly that file:
+    if the held file itself changed, `FileChanged` (read it again; what was committed stays in the
+    ledger); if the name was given to another file meanwhile, the held bytes are archived from the
+    descriptor and the other file stays in the inbox for its own turn."""
     if not move:
         return result
     dest = _destination(path, inbox, result)
@@ -363,7 +406,21 @@ def _finish(path: Path, inbox: Inbox, result: dict[str, Any], move: bool) -> dic
     receipt_path = Path(str(dest) + RECEIPT_SUFFIX)
     tmp = receipt_path.with_name("." + receipt_path.name + ".tmp")
     tmp.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(path, dest)
+    try:
+        if held is None:
+            os.replace(path, dest)  # refused unread (a link, not a regular file): moved as it is
+        elif held.modified():
+            raise _changed(path)
+        elif held.replaced():
+            held.copy_to(dest)  # the name is another file now: archive what was read
+        else:
+            os.replace(path, dest)
+            if not held.is_at(dest):  # renamed over between the check and the move: give it back
+                _give_back(dest, path)
+                held.copy_to(dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, receipt_path)
     # Attachments named by a report manifest move with it (they were stored as blobs).
     for name in result.get("attachments", []):
@@ -372,6 +429,15 @@ def _finish(path: Path, inbox: Inbox, result: dict[str, Any], move: bool) -> dic
             os.replace(attachment, dest.parent / name)
     result["archived_as"] = str(dest)
     return result
+
+
+def _give_back(moved: Path, path: Path) -> None:
+    """Put a file that was moved by mistake back under its name in the inbox (never over another file)."""
+    try:
+        os.link(moved, path, follow_symlinks=False)
+    except FileExistsError:
+        os.link(moved, path.with_name(f"{path.stem}.{time.time_ns()}{path.suffix}"), follow_symlinks=False)
+    os.unlink(moved)
 
 
 def iter_candidates(folder: Path) -> Iterator[Path]:

@@ -228,6 +228,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Nội dung tệp này đã được nhận lúc {value}; không có gì thay đổi.",
         "This content was already taken at {value}; nothing changed.",
     ),
+    "intake.not_regular": (
+        "Đây không phải tệp thông thường (thư mục, tệp thiết bị hoặc đường ống), không được nhận; hãy gửi tệp dữ liệu thật vào hộp thư.",
+        "This is not a regular file (a directory, device or pipe) and is not taken; put a real data file in the inbox.",
+    ),
     "intake.no_definitions": (
         "Nút chưa nhận danh mục từ tỉnh nên chưa kiểm tra mã đơn vị, chỉ tiêu; số liệu vẫn được nhận.",
         "The node holds no definitions from the province yet, so codes were not checked; the data was taken.",

@@ -259,6 +259,7 @@ def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ..
     Open311, report manifests. Valid rows are stored, refused rows are listed with
     their reason; the exit code is 1 when anything was refused.
     """
+    from lienthong.adapters.held import FileChanged
     from lienthong.adapters.intake import Inbox, Limits, take
     from lienthong.adapters.registry import Registry
 
@@ -273,7 +274,12 @@ def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ..
         limits = Limits(max_file_bytes=settings.ingest.max_file_mb * 1024 * 1024)
         for path in files:
             inbox = Inbox(agency=agency, path=path.resolve().parent, adapter=adapter_name)
-            result = take(path, inbox, registry, sink, settings.node.id, limits, move=False)
+            try:
+                result = take(path, inbox, registry, sink, settings.node.id, limits, move=False)
+            except FileChanged as exc:
+                click.echo(f"{path}: not taken: {exc}. Try: run the command again once the file is complete.", err=True)
+                refused_any = True
+                continue
             counts = result["importCount"]
             click.echo(
                 f"{path}: {counts['imported']} imported, {counts['updated']} updated, "

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from lienthong.sync.clock import HybridClock
 from lienthong.sync.store import FileWriter, Store
 
 BLOBS = "blobs"
+BLOB_MODE = 0o640
+BLOB_DIR_MODE = 0o750
 
 
 class _Writer:
@@ -93,21 +96,32 @@ class StoreSink:
         )
 
     def store_blob(self, path: Path) -> str:
-        """Copy `path` into blobs/ab/abcdef… named by its SHA-256 (temp file, then rename)."""
-        self.blobs.mkdir(exist_ok=True)
+        """Copy `path` into blobs/ab/abcdef… named by the SHA-256 of the bytes read (temp file, then rename).
+
+        Only `path.open("rb")` reads it: for an inbox attachment that is the descriptor opened
+        without following links (adapters/held.py), so what is hashed is what was read and a
+        name swapped for a link afterwards is never followed. Blobs are 0640 (the node's own
+        user and group), their folders 0750."""
+        self.blobs.mkdir(mode=BLOB_DIR_MODE, exist_ok=True)
         h = hashlib.sha256()
-        tmp = self.blobs / f".incoming-{os.getpid()}-{id(path)}"
-        with path.open("rb") as src, tmp.open("wb") as dst:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                h.update(block)
-                dst.write(block)
-            dst.flush()
-            os.fsync(dst.fileno())
-        digest = h.hexdigest()
-        final = self.blobs / digest[:2] / digest
-        final.parent.mkdir(exist_ok=True)
-        if final.exists():
-            tmp.unlink()
-        else:
-            os.replace(tmp, final)
+        fd, name = tempfile.mkstemp(prefix=".incoming-", dir=self.blobs)
+        tmp = Path(name)
+        try:
+            os.fchmod(fd, BLOB_MODE)
+            with os.fdopen(fd, "wb") as dst, path.open("rb") as src:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    h.update(block)
+                    dst.write(block)
+                dst.flush()
+                os.fsync(dst.fileno())
+            digest = h.hexdigest()
+            final = self.blobs / digest[:2] / digest
+            final.parent.mkdir(mode=BLOB_DIR_MODE, exist_ok=True)
+            if final.exists():
+                tmp.unlink()
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return digest
