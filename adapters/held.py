@@ -36,6 +36,8 @@ import stat
 from pathlib import Path, PosixPath
 from typing import IO, Any
 
+from lienthong.sync.errors import LienthongError
+
 Identity = tuple[int, int, int, int]
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -43,21 +45,33 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _BLOCK = 1 << 20
 
 
-class FileChanged(Exception):
+class FileChanged(LienthongError):
     """The file changed, was replaced or vanished while it was read: nothing of this read is kept;
     read it again later."""
 
+    def __init__(self, message: str, hint: str = "nothing of it was taken; it is read again once its writer is done") -> None:
+        super().__init__(message, hint)
 
-class LinkRefused(OSError):
-    """The name is a symbolic link: it is not followed."""
+
+class LinkRefused(LienthongError, OSError):
+    """The name is a symbolic link: it is not followed (still an OSError for callers that catch those)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} is a symbolic link, which lienthong never follows", "copy the real file into the inbox")
 
 
-class NotRegularFile(OSError):
+class NotRegularFile(LienthongError, OSError):
     """The name is not a regular file (a directory, FIFO, device or socket)."""
 
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} is not a regular file (a folder, pipe or device)", "put a real data file in the inbox")
 
-class BadName(ValueError):
+
+class BadName(LienthongError, ValueError):
     """The name is not a bare file name in the folder (`/` in it, `.`, `..`, NUL, empty)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name!r} is not a bare file name", "name the file alone, without folders, in the same folder as the manifest")
 
 
 def identity(st: os.stat_result) -> Identity:
@@ -99,12 +113,12 @@ class HeldFile:
                 fd = os.open(name, _OPEN_FLAGS, dir_fd=folder)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
-                    raise LinkRefused(errno.ELOOP, "a symbolic link", str(path)) from None
+                    raise LinkRefused(str(path)) from None
                 raise
             try:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
-                    raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+                    raise NotRegularFile(str(path))
                 os.set_blocking(fd, True)
             except BaseException:
                 os.close(fd)

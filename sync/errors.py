@@ -15,8 +15,12 @@
     ├── UnknownAdapter        no installed adapter has that name (`name`, `installed`; adapters/registry.py), also a LookupError
     ├── FileRefused           an agency's file cannot be read at all (`code`, `message_vi`, `message_en`; adapters/base.py)
     ├── PeriodError           not a reporting period (`value`, `reason_vi`, `reason_en`; adapters/periods.py), also a ValueError
-    └── NumberError           not a number, or one that reads two ways (`code`, `value`, `detail_vi`, `detail_en`;
-                              adapters/numbers.py), also a ValueError
+    ├── NumberError           not a number, or one that reads two ways (`code`, `value`, `detail_vi`, `detail_en`;
+    │                         adapters/numbers.py), also a ValueError
+    ├── FileChanged           an inbox file changed while it was read; it is read again later (adapters/held.py)
+    ├── LinkRefused           an inbox name is a symbolic link, never followed (adapters/held.py), also an OSError
+    ├── NotRegularFile        an inbox name is a folder, pipe or device (adapters/held.py), also an OSError
+    └── BadName               an attachment named with a folder or `..` (adapters/held.py), also a ValueError
 
 Where they live: `LienthongError` and `ConfigError` are defined in `lienthong.config.errors`,
 because `config/` may import nothing of the project, and are re-exported here; import them
