@@ -148,7 +148,8 @@ class DefinitionsCsvAdapter:
         stream = open_text(path)
         with stream:
             reader = csv.reader(stream, delimiter=",")
-            kind, columns, seen, before = "", {}, {}, 1
+            kind, columns, before = "", {}, 1
+            seen: dict[str, int] = {}
             try:
                 header_line = stream.readline()
                 while header_line and not header_line.strip():

@@ -251,9 +251,10 @@ class InboxWatcher:
             writers = open_for_writing(due)  # reads /proc: outside the lock
             with self._lock:
                 for path in due:
-                    c = self._pending.get(path)
-                    if c is None:
+                    pending = self._pending.get(path)
+                    if pending is None:
                         continue
+                    c = pending
                     if path in writers:  # still open for writing somewhere: settle again from now
                         c.ready, c.settle, c.stable_since = False, max(c.settle, CLOSE_SETTLE), now
                         continue
@@ -320,9 +321,10 @@ def open_for_writing(paths: list[Path]) -> set[Path]:
             continue
         for fd in fds:
             try:
-                path = wanted.get(os.readlink(fd_dir + fd))
-                if path is None or path in found:
+                open_path = wanted.get(os.readlink(fd_dir + fd))
+                if open_path is None or open_path in found:
                     continue
+                path = open_path
                 with open(b"/proc/" + pid + b"/fdinfo/" + fd, "rb") as info:
                     flags = _FLAGS.search(info.read())
             except OSError:

@@ -246,7 +246,7 @@ def take(
                     inbox=inbox,
                     adapter=str(before["adapter"]),
                     node=node,
-                    counts=(0, 0, int(before["imported"]) + int(before["updated"]) + int(before["unchanged"])),
+                    counts=(0, 0, sum(int(str(before[n])) for n in ("imported", "updated", "unchanged"))),
                     refused=0,
                     conflicts=[],
                     description=message("unchanged", taken_at),
