@@ -3,7 +3,8 @@
 `serve` runs the parent's mTLS server and hands each child stream, with the node
 id taken from the child's certificate, to a handler. `connect` opens the child's
 stream to its parent. Both translate gRPC failures into `ReplicationError`s here,
-at this one boundary, with a sentence an operator can act on.
+at this one boundary, with a sentence an operator can act on. It implements the
+seam of stream.py (`Stream`, `Connect`, `Handler`); memory_transport.py is its fake.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .errors import HandshakeRefused, LienthongError, ProtocolError, ReplicationError, TrustError
+from .stream import Handler, Peer, Stream
 from .tls_front import TlsFront, Verified
 from .wire import replication_pb2 as wire
 from .wire import replication_pb2_grpc as wire_grpc
@@ -54,6 +56,8 @@ class TlsFiles:
 
 
 class _GrpcStream:
+    """`stream.Stream` over one gRPC bidirectional call (either side); gRPC errors become `ReplicationError`s."""
+
     def __init__(self, read: Callable[[], Awaitable[Any]], write: Callable[[Any], Awaitable[None]]) -> None:
         self._read = read
         self._write = write
@@ -105,7 +109,7 @@ def _translate(exc: grpc.aio.AioRpcError) -> ReplicationError:
 
 
 @contextlib.asynccontextmanager
-async def connect(address: str, tls: TlsFiles, server_name: str = "") -> AsyncIterator[_GrpcStream]:
+async def connect(address: str, tls: TlsFiles, server_name: str = "") -> AsyncIterator[Stream]:
     """Open the replication stream to the parent at `address` over mTLS.
 
     `server_name`, when given, is the identity the parent's certificate must
@@ -125,17 +129,6 @@ async def connect(address: str, tls: TlsFiles, server_name: str = "") -> AsyncIt
 
 
 # ---------------------------------------------------------------- parent side
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Who is at the other end, from its verified certificate (never from what it says)."""
-
-    node_id: str
-    serial: str  # certificate serial, lowercase hex
-
-
-Handler = Callable[[Peer, str, _GrpcStream], Awaitable[None]]
 
 
 class _Servicer(wire_grpc.ReplicationServicer):
@@ -235,4 +228,4 @@ async def stop(server: Server, health_servicer: Any, grace: float) -> None:
     await server.grpc_server.stop(grace)
 
 
-__all__ = ["Peer", "Server", "TlsFiles", "connect", "serve", "stop", "wire"]
+__all__ = ["Handler", "Peer", "Server", "TlsFiles", "connect", "serve", "stop", "wire"]
