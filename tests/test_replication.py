@@ -25,7 +25,7 @@ from lienthong.sync.wire import replication_pb2 as wire
 from lienthong.sync.wire import replication_pb2_grpc as wire_grpc
 
 from .helpers import reissue
-from .transports import FAST, MemoryLink, node_tls, parent
+from .transports import FAST, MemoryLink, node_tls, parent, until
 from .transports import uplink as memory_uplink
 
 
@@ -86,14 +86,6 @@ async def uplink(store: Store, port: int, files: transport.TlsFiles, server_name
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def _attempt(port: int, credentials: grpc.ChannelCredentials | None, hello_id: str = "86-28894") -> grpc.StatusCode | None:

@@ -22,7 +22,7 @@ from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, 
 from lienthong.sync.store import Store
 from lienthong.sync.stream import Connect, Handler
 
-from .helpers import TcpProxy
+from .helpers import WAIT_SCALE, TcpProxy
 
 FAST = Tuning(batch_size=50, window=3, poll_interval=0.05, backoff_initial=0.05, backoff_max=0.2)
 PARENT = "86"
@@ -136,8 +136,9 @@ async def uplink(link: Link, store: Store, **options: Any) -> AsyncIterator[Upli
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll `predicate` in the event loop until it is truthy; fail after `timeout` seconds."""
+async def until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll `predicate` in the event loop until it is truthy; fail after `timeout` seconds (times `WAIT_SCALE`)."""
+    timeout *= WAIT_SCALE
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not (value := predicate()):
