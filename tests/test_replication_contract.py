@@ -149,15 +149,17 @@ def new_store(tmp_path: Path, node_id: str) -> Store:
 
 
 def test_a_childs_backlog_arrives_exactly_once(link: Link, tmp_path: Path) -> None:
-    """Records a child wrote while offline reach the parent exactly once, and the child's cursor moves to its head."""
+    """Records a child wrote while offline, then while linked, reach the parent exactly once; the child's cursor moves to its head."""
 
     async def main() -> None:
         prov, child = new_store(tmp_path, PARENT), new_store(tmp_path, CHILD)
         write(child, [indicator(i) for i in range(600)])
         async with parent(link, prov) as refused, uplink(link, child):
-            await until(lambda: child.pending() == 0, what="every entry acknowledged")
-        assert prov.record_versions() == child.record_versions() and len(prov.record_versions()) == 600
-        assert prov.children()[0]["applied"] == child.head() and prov.children()[0]["received"] == 600 and not refused
+            await until(lambda: child.pending() == 0, what="the backlog acknowledged")
+            write(child, [indicator(i) for i in range(600, 620)])
+            await until(lambda: child.pending() == 0, what="the live changes acknowledged")
+        assert prov.record_versions() == child.record_versions() and len(prov.record_versions()) == 620
+        assert prov.children()[0]["applied"] == child.head() and prov.children()[0]["received"] == 620 and not refused
         prov.close(), child.close()
 
     asyncio.run(main())
