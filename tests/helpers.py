@@ -33,12 +33,12 @@ from lienthong.sync.store import Store
 STORE_FILE = "lienthong.db"
 SESSION_MARK = "LIENTHONG_TEST_SESSION"
 SESSION_ID = uuid.uuid4().hex  # one per pytest process (each xdist worker has its own)
-STOP_WAIT = 15.0  # seconds a SIGTERMed process gets before SIGKILL
 LOG_TAIL = 60  # lines of each node's log shown when a test fails
 # Deadlines are written for an idle machine. On a loaded one (CI, two xdist workers, other jobs)
 # everything takes longer, and a bounded wait returns as soon as its condition holds anyway, so
 # every deadline is stretched by this factor: a slow machine waits longer, a broken test still fails.
 WAIT_SCALE = float(os.environ.get("LIENTHONG_TEST_WAIT_SCALE", "4"))
+STOP_WAIT = 10.0 * WAIT_SCALE  # seconds a SIGTERMed process gets before SIGKILL
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
