@@ -55,15 +55,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
 
 
 def cli(*args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the installed `lienthong` command (as a user would) and return its result."""
-    out = subprocess.run(
-        [sys.executable, "-m", "lienthong.node", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {}), SESSION_MARK: SESSION_ID},
-        check=False,
-    )
+    """Run the installed `lienthong` command (as a user would) and return its result.
+
+    Past `timeout` (times `WAIT_SCALE`) the command and every process it started (a demo's nodes)
+    are killed together, and the test fails with what it printed.
+    """
+    argv = [sys.executable, "-m", "lienthong.node", *args]
+    env = {**os.environ, **(env or {}), SESSION_MARK: SESSION_ID}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout * WAIT_SCALE)
+    except BaseException as exc:  # over time, or the test itself timed out or was interrupted
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise AssertionError(f"lienthong {' '.join(args)} ran over {timeout * WAIT_SCALE:.0f} s:\n{stdout}\n{stderr}") from None
+        raise
+    out = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
     if check and out.returncode != 0:
         raise AssertionError(f"lienthong {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
     return out
