@@ -17,7 +17,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from lienthong.sync.downstream import Downstream
 from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 
-from .runtime import STORE_FILE
+from .runtime import STORE_FILE, running_info
 
 DATA = Path(__file__).parent / "demo_data"
 PROVINCE = ("86", "Tỉnh Vĩnh Long")
@@ -59,14 +58,15 @@ class DemoNode:
     dir: Path
     parent: DemoNode | None = None
     listen: str = ""
+    port: int = 0  # the port it bound, once started
     process: subprocess.Popen[bytes] | None = None
     children: list[DemoNode] = field(default_factory=list)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _bound_port(node: DemoNode) -> int | None:
+    """The port a started node bound (it listens on port 0 and says which in its run lock)."""
+    info = running_info(node.dir)
+    return int(info["port"]) if info and info.get("port") else None
 
 
 def _cli(*args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -143,7 +143,9 @@ def run_demo(n_children: int, volume: int, keep: bool, timeout: float) -> int:
     try:
         console.print(f"[bold]lienthong demo[/] in {root}")
         _cli("ca", "init", str(root / "ca"), "--name", "Demo CA tỉnh Vĩnh Long")
-        province = DemoNode(*PROVINCE, tier=0, dir=root / PROVINCE[0], listen=f"127.0.0.1:{_free_port()}")
+        # Nodes that accept children listen on port 0: the system chooses a free port, the node binds it and
+        # reports it, and its children are told it (no port is picked here and bound later by another process).
+        province = DemoNode(*PROVINCE, tier=0, dir=root / PROVINCE[0], listen="127.0.0.1:0")
         nodes.append(province)
         for i in range(n_children):
             cid, name = COMMUNES[i] if i < len(COMMUNES) else (f"86-9{i:04d}", f"Xã mẫu {i}")
@@ -151,29 +153,36 @@ def run_demo(n_children: int, volume: int, keep: bool, timeout: float) -> int:
             province.children.append(child)
             nodes.append(child)
         first = province.children[0]
-        first.listen = f"127.0.0.1:{_free_port()}"
+        first.listen = "127.0.0.1:0"
         grandchild = DemoNode(*GRANDCHILD, tier=2, dir=root / GRANDCHILD[0], parent=first)
         first.children.append(grandchild)
         nodes.append(grandchild)
 
-        for node in nodes:
+        for node in nodes:  # a parent comes before its children: each is created once its parent runs
             args = ["init", "--dir", str(node.dir), "--id", node.id, "--name", node.name, "--ca", str(root / "ca")]
             args += ["--mode", "provincial" if node.tier == 0 else "district"]
             if node.listen:
                 args += ["--listen", node.listen]
-            if node.parent:
-                args += ["--parent", node.parent.listen, "--parent-id", node.parent.id]
-            if node.tier == 2:
-                args += ["--unit", node.parent.id]  # the health station answers for its commune's figures
+            if node.parent is not None:
+                args += ["--parent", f"127.0.0.1:{node.parent.port}", "--parent-id", node.parent.id]
+                if node.tier == 2:
+                    args += ["--unit", node.parent.id]  # the health station answers for its commune's figures
             _cli(*args)
+            with (logs / f"{node.id}.log").open("wb") as log:
+                node.process = subprocess.Popen(
+                    [sys.executable, "-m", "lienthong.node", "run", "--dir", str(node.dir)], stdout=log, stderr=log
+                )
+            if node.listen:
+                process = node.process
+                if not _until(lambda: bool(_bound_port(node)) or process.poll() is not None, timeout):  # noqa: B023 (called at once)
+                    return _failed(console, logs, f"node {node.id} did not start listening")
+                node.port = _bound_port(node) or 0
+                if not node.port:
+                    return _failed(console, logs, f"node {node.id} stopped before it listened")
         console.print(
             f"Created a CA, province {province.id} and {len(nodes) - 1} subordinate nodes "
             f"({n_children} communes, and {grandchild.id} under {first.id})."
         )
-
-        for node in nodes:
-            log = (logs / f"{node.id}.log").open("wb")
-            node.process = subprocess.Popen([sys.executable, "-m", "lienthong.node", "run", "--dir", str(node.dir)], stdout=log, stderr=log)
         console.print(f"Started {len(nodes)} nodes (logs in {logs}).")
 
         # The province sends its definitions (units, indicator set, report schedule) down first.

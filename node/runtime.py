@@ -112,6 +112,8 @@ def run_lock(node_dir: Path) -> Iterator[Path]:
             f"a node is already running on {node_dir} (pid {info.get('pid', '?')})",
             "stop it first, or use `lienthong status` to see it",
         ) from None
+    # A node killed with SIGKILL left its ports in the file: nobody may read them as this run's.
+    os.ftruncate(fd, 0)
     try:
         yield path
     finally:
@@ -234,6 +236,7 @@ class Node:
         self.settings = settings
         self.state = State.NEW
         self.port = 0
+        self.enroll_port = 0
         self._stop = asyncio.Event()
         self.log = log.bind(node=settings.node.id)
 
@@ -296,10 +299,10 @@ class Node:
                             "server.enroll_listen: enrollment needs tls.ca_dir (the CA that signs new nodes)",
                             "set tls.ca_dir, or empty server.enroll_listen",
                         )
-                    enroll_server, enroll_port = await serve_enrollment(
+                    enroll_server, self.enroll_port = await serve_enrollment(
                         settings.server.enroll_listen, tls, self.dir / settings.tls.ca_dir, self.dir, settings.node.id, audit=audit_log
                     )
-                    self.log.info("enrollment.listening", listen=settings.server.enroll_listen, port=enroll_port)
+                    self.log.info("enrollment.listening", listen=settings.server.enroll_listen, port=self.enroll_port)
                 if settings.parent.address:
                     address, name = settings.parent.address, settings.parent.id
 
@@ -313,7 +316,15 @@ class Node:
                 if ca_dir is not None:
                     tasks.append(asyncio.create_task(_renew_own_certificate(renewal, ca_dir, audit_log), name="renewal"))
                 lock_path.write_text(
-                    json.dumps({"pid": os.getpid(), "port": self.port, "listen": settings.server.listen, "started": time.time()})
+                    json.dumps(
+                        {
+                            "pid": os.getpid(),
+                            "port": self.port,
+                            "listen": settings.server.listen,
+                            "enroll_port": self.enroll_port,
+                            "started": time.time(),
+                        }
+                    )
                 )
                 self.state = State.RUNNING
                 self.log.info(
@@ -321,6 +332,7 @@ class Node:
                     mode=settings.node.mode,
                     listen=settings.server.listen,
                     port=self.port,
+                    enroll_port=self.enroll_port,
                     parent=settings.parent.address,
                     pid=os.getpid(),
                 )

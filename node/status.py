@@ -77,6 +77,7 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
                 "pid": running.get("pid") if running else None,
                 "listen": settings.server.listen or None,
                 "port": running.get("port") if running else None,
+                "enroll_port": (running.get("enroll_port") or None) if running else None,
                 "epoch": store.epoch,
                 "head": head,
                 "certificate": certificate,

@@ -38,6 +38,7 @@ from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationEr
 from .records import NODE_ID
 from .revocation import Revocations
 from .store import Store
+from .stream import Connect, Peer, Stream
 from .upstream import Upstream
 from .wire import replication_pb2 as wire
 
@@ -87,19 +88,6 @@ class Renewal(Protocol):
 
 
 Issuer = Callable[[str, Any], Awaitable[Any]]  # (sending child, RenewRequest) -> RenewReply
-
-
-class Stream(Protocol):
-    """One bidirectional replication stream, as the transport provides it.
-
-    `send` may be called from several tasks; the transport serialises writes.
-    `recv` returns None when the peer closed the stream cleanly. Both raise
-    `ReplicationError` (or a subclass) when the link fails.
-    """
-
-    async def send(self, message: Any) -> None: ...
-
-    async def recv(self) -> Any | None: ...
 
 
 @dataclass(frozen=True)
@@ -202,7 +190,7 @@ class Uplink:
     def __init__(
         self,
         store: Store,
-        connect: Callable[[], contextlib.AbstractAsyncContextManager[Stream]],
+        connect: Connect,
         tuning: Tuning,
         changes: Changes,
         address: str,
@@ -498,7 +486,7 @@ class ChildSession:
         # Security events (refused records, revoked peers cut off) go to the node's audit log.
         self._audit = audit or (lambda action, subject, details: None)
 
-    async def serve(self, peer: Any, address: str, stream: Stream) -> None:
+    async def serve(self, peer: Peer, address: str, stream: Stream) -> None:
         """Serve a child whose identity (`peer.node_id`, `peer.serial`) the transport took from its certificate."""
         store = self.store
         child = peer.node_id

@@ -3,7 +3,8 @@
 `serve` runs the parent's mTLS server and hands each child stream, with the node
 id taken from the child's certificate, to a handler. `connect` opens the child's
 stream to its parent. Both translate gRPC failures into `ReplicationError`s here,
-at this one boundary, with a sentence an operator can act on.
+at this one boundary, with a sentence an operator can act on. It implements the
+seam of stream.py (`Stream`, `Connect`, `Handler`); memory_transport.py is its fake.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .errors import HandshakeRefused, LienthongError, ProtocolError, ReplicationError, TrustError
+from .stream import Handler, Peer, Stream
 from .tls_front import TlsFront, Verified
 from .wire import replication_pb2 as wire
 from .wire import replication_pb2_grpc as wire_grpc
@@ -54,6 +56,8 @@ class TlsFiles:
 
 
 class _GrpcStream:
+    """`stream.Stream` over one gRPC bidirectional call (either side); gRPC errors become `ReplicationError`s."""
+
     def __init__(self, read: Callable[[], Awaitable[Any]], write: Callable[[Any], Awaitable[None]]) -> None:
         self._read = read
         self._write = write
@@ -105,14 +109,14 @@ def _translate(exc: grpc.aio.AioRpcError) -> ReplicationError:
 
 
 @contextlib.asynccontextmanager
-async def connect(address: str, tls: TlsFiles, server_name: str = "") -> AsyncIterator[_GrpcStream]:
+async def connect(address: str, tls: TlsFiles, server_name: str = "") -> AsyncIterator[Stream]:
     """Open the replication stream to the parent at `address` over mTLS.
 
     `server_name`, when given, is the identity the parent's certificate must
     carry; otherwise the certificate must match the host in `address`.
     """
     credentials = grpc.ssl_channel_credentials(root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert)
-    options = list(CHANNEL_OPTIONS)
+    options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
     channel = grpc.aio.secure_channel(address, credentials, options=options)
@@ -127,17 +131,6 @@ async def connect(address: str, tls: TlsFiles, server_name: str = "") -> AsyncIt
 # ---------------------------------------------------------------- parent side
 
 
-@dataclass(frozen=True)
-class Peer:
-    """Who is at the other end, from its verified certificate (never from what it says)."""
-
-    node_id: str
-    serial: str  # certificate serial, lowercase hex
-
-
-Handler = Callable[[Peer, str, _GrpcStream], Awaitable[None]]
-
-
 class _Servicer(wire_grpc.ReplicationServicer):
     def __init__(
         self,
@@ -149,7 +142,7 @@ class _Servicer(wire_grpc.ReplicationServicer):
         self._on_refused = on_refused
         self._identify = identify
 
-    async def Sync(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802 (gRPC's name)
+    async def Sync(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # type: ignore[override]  # noqa: N802 (gRPC's name; the aio servicer returns by writing to `context`)
         grpc_peer = context.peer()
         verified = self._identify(grpc_peer)
         peer = verified.address if verified else grpc_peer
@@ -194,7 +187,7 @@ async def serve(
     `on_refused` with kind "handshake". Given a loader instead of files, a renewed
     certificate is served from the next connection on.
     """
-    loader = (lambda: tls) if isinstance(tls, TlsFiles) else tls
+    loader: Callable[[], TlsFiles] = (lambda: tls) if isinstance(tls, TlsFiles) else tls
     loader()  # unreadable files fail here, before anything listens
 
     def handshake_refused(address: str, reason: str) -> None:
@@ -235,4 +228,4 @@ async def stop(server: Server, health_servicer: Any, grace: float) -> None:
     await server.grpc_server.stop(grace)
 
 
-__all__ = ["Peer", "Server", "TlsFiles", "connect", "serve", "stop", "wire"]
+__all__ = ["Handler", "Peer", "Server", "TlsFiles", "connect", "serve", "stop", "wire"]

@@ -1,15 +1,19 @@
-"""Shared fixtures: a CA made in the test, and node directories made by the CLI."""
+"""Shared fixtures: a CA made in the test, node directories made by the CLI, and the care of
+every process a test starts (stopped even when the test fails; its log shown when it does)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lienthong.node.trust import ca
 
-from .helpers import cli, free_port
+from . import helpers
+from .helpers import cli, relay
 
 
 @pytest.fixture
@@ -25,14 +29,19 @@ MakeNode = Callable[..., Path]
 
 @pytest.fixture
 def make_node(tmp_path: Path, ca_dir: Path) -> MakeNode:
-    """Create a node directory with `lienthong init`, as an operator would."""
+    """Create a node directory with `lienthong init`, as an operator would.
+
+    A node that listens binds port 0 (the kernel chooses; the node reports what it bound);
+    `listen_address(node)` is the address its children use, valid before it starts and across restarts.
+    """
 
     def make(node_id: str, *, parent: str = "", listen: bool = False, mode: str | None = None, **extra: str) -> Path:
         node_dir = tmp_path / node_id
         mode = mode or ("provincial" if not parent else "district")
         args = ["init", "--dir", str(node_dir), "--mode", mode, "--id", node_id, "--ca", str(ca_dir)]
         if listen or mode == "provincial":
-            args += ["--listen", f"127.0.0.1:{free_port()}"]
+            args += ["--listen", "127.0.0.1:0"]
+            ADDRESSES[node_dir] = f"127.0.0.1:{relay(node_dir).port}"
         if parent:
             args += ["--parent", parent]
         for key, value in extra.items():
@@ -48,7 +57,39 @@ def make_node(tmp_path: Path, ca_dir: Path) -> MakeNode:
     return make
 
 
-def listen_address(node_dir: Path) -> str:
-    import tomllib
+# Where each listening node of the current test is reached (see `make_node`).
+ADDRESSES: dict[Path, str] = {}
 
-    return str(tomllib.loads((node_dir / "lienthong.toml").read_text())["server"]["listen"])
+
+def listen_address(node_dir: Path) -> str:
+    """The host:port children of `node_dir` connect to: a relay the test holds (bound to port 0 by
+    the kernel) to whatever port the node process bound, read from the node at each connection."""
+    return ADDRESSES[node_dir]
+
+
+@pytest.fixture(autouse=True)
+def _processes() -> Iterator[None]:
+    """Every process the test starts is stopped when it ends, passed or failed: SIGTERM, then SIGKILL."""
+    helpers.STARTED.clear()
+    ADDRESSES.clear()
+    yield
+    helpers.stop_started()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failing test shows the last lines of every node log it started, one report section each."""
+    report = yield
+    if report.failed:
+        for proc in helpers.STARTED:
+            state = "running" if proc.alive() else f"exited {proc.proc.returncode if proc.proc else '?'}"
+            title = f"{proc.dir.name}/{proc.log_path.name} ({state}), last {helpers.LOG_TAIL} lines"
+            report.sections.append((title, proc.tail()))
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The safety net: no process this session started outlives it (even one a test forgot)."""
+    killed = helpers.kill_leftovers()
+    if killed:
+        sys.stderr.write(f"\nkilled {len(killed)} leftover process(es) of this test session: {killed}\n")

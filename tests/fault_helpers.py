@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .helpers import STORE_FILE, NodeProcess, changelog_duplicates, versions, wait_until
+from .helpers import STORE_FILE, WAIT_SCALE, NodeProcess, changelog_duplicates, versions, wait_until
 
 Versions = set[tuple[bytes, int]]
 
@@ -213,7 +213,7 @@ def wait_exited(procs: Iterable[NodeProcess], timeout: float = 30) -> None:
     """Wait for processes sent SIGTERM to exit, and require a clean exit."""
     for p in procs:
         assert p.proc is not None
-        code = p.proc.wait(timeout=timeout)
+        code = p.proc.wait(timeout=timeout * WAIT_SCALE)
         assert code == 0, f"{p.dir.name} exited {code} on SIGTERM:\n{p.log()[-3000:]}"
 
 

@@ -1,4 +1,14 @@
-"""Test helpers: real node processes, bounded waits, a cuttable TCP proxy."""
+"""Test helpers: real node processes, bounded waits, a cuttable TCP proxy.
+
+Every process a test starts goes through `NodeProcess`, which registers it: the autouse
+fixture in conftest.py stops it (SIGTERM, then SIGKILL after a bounded wait) even when the test
+fails, and shows the tail of its log in the failure report. Each process carries
+`SESSION_MARK` in its environment, so the session's safety net (`kill_leftovers`) finds exactly
+this test process's leftovers, never another run's.
+
+No test chooses a port: nodes listen on port 0 and report the port they bound (their run lock,
+the same source as `status --json`'s `node.port`); `bound_port` reads it.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +21,29 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from lienthong.node.runtime import running_info
 from lienthong.sync import records
 from lienthong.sync.store import Store
 
 STORE_FILE = "lienthong.db"
+SESSION_MARK = "LIENTHONG_TEST_SESSION"
+SESSION_ID = uuid.uuid4().hex  # one per pytest process (each xdist worker has its own)
+LOG_TAIL = 60  # lines of each node's log shown when a test fails
+# Deadlines are written for an idle machine. On a loaded one (CI, two xdist workers, other jobs)
+# everything takes longer, and a bounded wait returns as soon as its condition holds anyway, so
+# every deadline is stretched by this factor: a slow machine waits longer, a broken test still fails.
+WAIT_SCALE = float(os.environ.get("LIENTHONG_TEST_WAIT_SCALE", "4"))
+STOP_WAIT = 10.0 * WAIT_SCALE  # seconds a SIGTERMed process gets before SIGKILL
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds (times `WAIT_SCALE`)."""
+    timeout *= WAIT_SCALE
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -33,22 +54,25 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value: {last!r})")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cli(*args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the installed `lienthong` command (as a user would) and return its result."""
-    out = subprocess.run(
-        [sys.executable, "-m", "lienthong.node", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    """Run the installed `lienthong` command (as a user would) and return its result.
+
+    Past `timeout` (times `WAIT_SCALE`) the command and every process it started (a demo's nodes)
+    are killed together, and the test fails with what it printed.
+    """
+    argv = [sys.executable, "-m", "lienthong.node", *args]
+    env = {**os.environ, **(env or {}), SESSION_MARK: SESSION_ID}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout * WAIT_SCALE)
+    except BaseException as exc:  # over time, or the test itself timed out or was interrupted
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise AssertionError(f"lienthong {' '.join(args)} ran over {timeout * WAIT_SCALE:.0f} s:\n{stdout}\n{stderr}") from None
+        raise
+    out = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
     if check and out.returncode != 0:
         raise AssertionError(f"lienthong {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
     return out
@@ -118,24 +142,34 @@ def status(node_dir: Path) -> dict[str, Any]:
     return json.loads(cli("status", "--dir", str(node_dir), "--json").stdout)
 
 
-class NodeProcess:
-    """A real `lienthong run` process; its log goes to DIR/run.log."""
+# The processes and relays the current test started (reset when the next test starts; conftest.py's
+# autouse fixture stops them and its report hook shows their logs).
+STARTED: list[NodeProcess] = []
+RELAYS: list[TcpProxy] = []
 
-    def __init__(self, node_dir: Path, env: dict[str, str] | None = None) -> None:
+
+def bound_port(node_dir: Path, key: str = "port") -> int | None:
+    """The port a running node bound (what `status --json` shows as `node.port`), or None."""
+    info = running_info(node_dir)
+    port = info.get(key) if info else None
+    return int(port) if port else None
+
+
+class NodeProcess:
+    """A real `lienthong run` process (or `argv`); its output goes to DIR/run.log (or `log_name`)."""
+
+    def __init__(self, node_dir: Path, env: dict[str, str] | None = None, argv: list[str] | None = None, log_name: str = "run.log") -> None:
         self.dir = node_dir
         self.env = env or {}
+        self.argv = argv or [sys.executable, "-m", "lienthong.node", "run", "--dir", str(node_dir)]
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = node_dir / "run.log"
+        self.log_path = node_dir / log_name
 
     def start(self) -> NodeProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lienthong.node", "run", "--dir", str(self.dir)],
-            stdout=log,
-            stderr=log,
-            env={**os.environ, **self.env},
-        )
-        log.close()
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log, env={**os.environ, **self.env, SESSION_MARK: SESSION_ID})
+        if self not in STARTED:
+            STARTED.append(self)
         return self
 
     def kill(self) -> None:
@@ -144,18 +178,35 @@ class NodeProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
-    def stop(self, timeout: float = 20) -> int:
-        """SIGTERM and wait for the graceful exit; returns the exit code."""
+    def stop(self, timeout: float = STOP_WAIT) -> int:
+        """SIGTERM and wait for the graceful exit, SIGKILL after `timeout` s; returns the exit code."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGKILL)
+            return self.proc.wait(timeout=10)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def port(self, key: str = "port", timeout: float = 60) -> int:
+        """The port this node bound, once it runs (fails at once if it died)."""
+
+        def probe() -> int | None:
+            if not self.alive():
+                raise AssertionError(f"{self.dir.name} exited ({self.proc and self.proc.returncode}) before binding:\n{self.tail()}")
+            return bound_port(self.dir, key)
+
+        return int(wait_until(probe, timeout=timeout, what=f"{self.dir.name} to report its bound {key}"))
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def tail(self, lines: int = LOG_TAIL) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
 
 
 @contextlib.contextmanager
@@ -168,15 +219,69 @@ def running(*procs: NodeProcess) -> Iterator[tuple[NodeProcess, ...]]:
         for p in procs:
             with contextlib.suppress(Exception):
                 p.stop()
-            if p.alive():
-                p.kill()
+
+
+def stop_started() -> None:
+    """Stop every process the current test started, and close its relays (the autouse fixture's teardown)."""
+    for p in STARTED:
+        with contextlib.suppress(Exception):
+            p.stop()
+    for proxy in RELAYS:
+        proxy.close()
+    RELAYS.clear()
+
+
+def leftovers() -> list[int]:
+    """Live processes started by this test process (they carry its `SESSION_MARK`)."""
+    needle = f"{SESSION_MARK}={SESSION_ID}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()  # empty for a zombie: already dead
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_leftovers(wait: float = 10.0) -> list[int]:
+    """The session's safety net: SIGTERM this session's leftover processes, SIGKILL those still there after `wait` s."""
+    pids = leftovers()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = set(leftovers())
+            pids = [p for p in pids if p in alive]
+        if not pids:
+            break
+    return pids
+
+
+def relay(node_dir: Path) -> TcpProxy:
+    """A relay held by the test on a port the kernel chose, to wherever `node_dir`'s node runs now.
+
+    Children are given this address: it exists before the parent starts and stays valid when the
+    parent restarts on another port (it asks the node's run lock on every connection).
+    """
+    proxy = TcpProxy(lambda: bound_port(node_dir))
+    RELAYS.append(proxy)
+    return proxy
 
 
 class TcpProxy:
     """A loopback TCP proxy whose connections can be cut at any moment, both ways."""
 
-    def __init__(self, target_port: int) -> None:
-        self.target = ("127.0.0.1", target_port)
+    def __init__(self, target: int | Callable[[], int | None]) -> None:
+        """Forward to 127.0.0.1:`target`, or to the port `target()` answers at each new connection
+        (None: nothing listens now, the connection is closed as a refused one would be)."""
+        self.target = target
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -195,11 +300,13 @@ class TcpProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            if self.blocked:
+            port = self.target() if callable(self.target) else self.target
+            if self.blocked or not port:
                 client.close()
                 continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
+                upstream.settimeout(None)
             except OSError:
                 client.close()
                 continue

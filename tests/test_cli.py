@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 from .conftest import MakeNode
@@ -109,13 +110,16 @@ def test_status_tells_the_truth_running_or_not(make_node: MakeNode, tmp_path: Pa
         up = status(child)
         assert up["node"]["running"] and up["parent"]["connected"] and up["parent"]["last_contact"]
         prov = status(province)
+        # Told to listen on port 0, the node reports the port the system gave it, and it answers there.
+        assert prov["node"]["listen"] == "127.0.0.1:0" and prov["node"]["port"] > 0 and prov["node"]["enroll_port"] is None
+        socket.create_connection(("127.0.0.1", prov["node"]["port"]), timeout=10).close()
         kid = prov["children"][0]
         assert kid["id"] == "86-28894" and kid["connected"] and kid["last_contact"] and kid["applied"] == up["node"]["head"]
         # A second node on the same directory is refused.
         second = cli("run", "--dir", str(child), check=False, timeout=30)
         assert second.returncode == 1 and "already running" in second.stderr
     after = status(province)
-    assert after["node"]["running"] is False and after["children"][0]["connected"] is False
+    assert after["node"]["running"] is False and after["node"]["port"] is None and after["children"][0]["connected"] is False
     assert "86-28894" in cli("status", "--dir", str(province)).stdout
 
 

@@ -9,10 +9,11 @@ from .helpers import cli
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(900)  # four minutes on a machine loaded with other jobs: more than the default backstop
 def test_demo_runs_to_completion() -> None:
     """The README's main job: four subordinate nodes (one two tiers down), data flows both ways, every
     record verifies, a dispatched feedback item's resolution comes back, completeness and a roll-up, exit 0."""
-    out = cli("demo", "--children", "3", "--records", "2000", "--timeout", "180", timeout=240)
+    out = cli("demo", "--children", "3", "--records", "2000", "--timeout", "180", timeout=200)
     text = " ".join(out.stdout.split())  # the console wraps long lines
     assert "OK: the province holds all" in text
     assert "86-28894.tyt" in text and "Trạm Y tế xã Ba Tri" in text

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import MakeNode
-from .helpers import wait_until
+from .helpers import NodeProcess, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -65,19 +64,13 @@ def test_entrypoint_serves_passes_healthcheck_and_stops_on_sigterm(make_node: Ma
     env = {**os.environ, "LIENTHONG_DIR": str(node_dir)}
     start = executable(exec_form(instruction("ENTRYPOINT")) + exec_form(instruction("CMD")))
     health = executable(exec_form(instruction("HEALTHCHECK").split("CMD", 1)[1].strip()))
-    with (node_dir / "container.log").open("wb") as log:
-        node = subprocess.Popen(start, env=env, stdout=log, stderr=log)
-    try:
-        wait_until(
-            lambda: subprocess.run(health, env=env, capture_output=True, check=False).returncode == 0,
-            timeout=30,
-            what="the HEALTHCHECK command to pass",
-        )
-        node.send_signal(signal.SIGTERM)
-        assert node.wait(timeout=20) == 0
-    finally:
-        if node.poll() is None:
-            node.kill()
+    node = NodeProcess(node_dir, {"LIENTHONG_DIR": str(node_dir)}, argv=start, log_name="container.log").start()
+    wait_until(
+        lambda: subprocess.run(health, env=env, capture_output=True, check=False).returncode == 0,
+        timeout=30,
+        what="the HEALTHCHECK command to pass",
+    )
+    assert node.stop() == 0  # SIGTERM
     text = (node_dir / "container.log").read_text()
     assert '"event": "node.stopped"' in text
     # Once stopped, the health check fails with a clear sentence, not a traceback.

@@ -12,7 +12,7 @@ import pytest
 from lienthong.node.trust import ca
 
 from .conftest import MakeNode
-from .helpers import cli, free_port
+from .helpers import cli
 from .test_rollup import EXPECTED_2026_10, ROLLUP, SAMPLES
 
 
@@ -22,7 +22,7 @@ def province_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("export")
     ca.init_ca(base / "ca", "Test CA")
     node = base / "86"
-    cli("init", "--dir", str(node), "--mode", "provincial", "--id", "86", "--ca", str(base / "ca"), "--listen", f"127.0.0.1:{free_port()}")
+    cli("init", "--dir", str(node), "--mode", "provincial", "--id", "86", "--ca", str(base / "ca"), "--listen", "127.0.0.1:0")
     thongke = SAMPLES / "inbox" / "thongke"
     files = [
         ROLLUP / "units.csv",

@@ -39,7 +39,7 @@ from .fault_helpers import (
     wait_exited,
     wait_links_up,
 )
-from .helpers import STORE_FILE, NodeProcess, TcpProxy, cli, fill, indicator_rows, running, status, versions, wait_until, write_jsonl
+from .helpers import STORE_FILE, NodeProcess, cli, fill, indicator_rows, relay, running, status, versions, wait_until, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,7 @@ def test_province_killed_mid_batch_resumes_exactly_once(make_node: MakeNode) -> 
 def test_link_cut_both_ways_mid_batch_resumes_exactly_once(make_node: MakeNode) -> None:
     """Connections reset both ways mid-batch, five times, lose and duplicate nothing; status shows the link down, then up."""
     province = make_node("86")
-    proxy = TcpProxy(int(listen_address(province).rsplit(":", 1)[1]))
+    proxy = relay(province)
     try:
         child = make_node("86-28894", parent=f"127.0.0.1:{proxy.port}")
         # Small batches, so that every cut lands in the middle of the stream, not after its end.

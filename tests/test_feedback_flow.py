@@ -15,9 +15,9 @@ from lienthong.node.cli import cli as lienthong_cli
 from lienthong.sync import feedback as fb
 from lienthong.sync.store import Store
 
-from .conftest import MakeNode, listen_address
+from .conftest import MakeNode
 from .fault_helpers import check_alive, log_excerpt
-from .helpers import STORE_FILE, NodeProcess, TcpProxy, cli, running, wait_until
+from .helpers import STORE_FILE, NodeProcess, cli, relay, running, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +58,7 @@ def update(node: Path, source_id: str, status: str, *extra: str) -> None:
 def test_1022_sample_dispatched_updated_and_converged_across_a_cut_link(make_node: MakeNode) -> None:
     """Province and the handling commune end with the same fold of every item, link cut or not."""
     province = make_node("86")
-    port = int(listen_address(province).rsplit(":", 1)[1])
-    proxies = {unit: TcpProxy(port) for unit in (BA_TRI, LONG_CHAU)}
+    proxies = {unit: relay(province) for unit in (BA_TRI, LONG_CHAU)}
     ba_tri = make_node(BA_TRI, parent=f"127.0.0.1:{proxies[BA_TRI].port}")
     long_chau = make_node(LONG_CHAU, parent=f"127.0.0.1:{proxies[LONG_CHAU].port}")
     lienthong("ingest", "--dir", str(province), str(DEFINITIONS))

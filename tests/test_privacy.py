@@ -7,13 +7,12 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from lienthong.sync import records, transport
+from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.privacy import PREFIX, Redactor, hashing_key
-from lienthong.sync.replication import Changes, Uplink
 from lienthong.sync.store import Store
 
-from .test_replication import FAST, node_tls, province, until
+from .transports import MemoryLink, parent, until, uplink
 
 
 def feedback(source_id: str, unit: str, phone: str) -> dict[str, object]:
@@ -32,29 +31,22 @@ def citizens(store: Store, origin: str) -> list[records.pb.Person]:
     return [records.body_of(e).citizen for e in store.iter_records(records.FEEDBACK) if e.origin == origin]
 
 
-def test_personal_data_is_hashed_upward_and_kept_downward(tmp_path: Path, ca_dir: Path) -> None:
+def test_personal_data_is_hashed_upward_and_kept_downward(tmp_path: Path) -> None:
     """Two communes report the same caller: the province sees one pseudonym for both, never the phone;
     feedback the province dispatches down keeps the citizen's details for the unit that must call back."""
+    key = hashing_key(b"the province's CA certificate")  # what keys the hash: the same for every unit of a province
 
     async def main() -> None:
-        async with province(tmp_path, ca_dir) as (prov, port):
+        prov = Store.create(tmp_path / "86.db", "86")
+        link = MemoryLink()
+        async with parent(link, prov):
             prov.write_local([records.build("86", feedback("1022-9", "86-28894", "0909 000 111"))], HybridClock())
             communes = {}
             async with contextlib.AsyncExitStack() as stack:
                 for node_id in ("86-28894", "86-29077"):
                     store = Store.create(tmp_path / f"{node_id}.db", node_id)
                     store.write_local([records.build(node_id, feedback(f"{node_id}-1", node_id, "0903123456"))], HybridClock())
-                    files = node_tls(ca_dir, tmp_path, node_id)
-                    link = Uplink(
-                        store,
-                        lambda files=files: transport.connect(f"127.0.0.1:{port}", files),
-                        FAST,
-                        Changes(),
-                        "p",
-                        Redactor(hashing_key(files.ca)),
-                    )
-                    task = asyncio.create_task(link.run())
-                    stack.callback(task.cancel)
+                    await stack.enter_async_context(uplink(link, store, redact=Redactor(key)))
                     communes[node_id] = store
                 await until(lambda: prov.counts()["feedback"] == 3, what="both communes' feedback")
                 await until(lambda: len(citizens(communes["86-28894"], "86")) == 1, what="the dispatched item")
@@ -67,5 +59,6 @@ def test_personal_data_is_hashed_upward_and_kept_downward(tmp_path: Path, ca_dir
             assert (down.name, down.phone) == ("Nguyễn Văn An", "0909 000 111")  # sent down in full
             for store in communes.values():
                 store.close()
+        prov.close()
 
     asyncio.run(main())

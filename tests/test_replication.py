@@ -1,4 +1,6 @@
-"""Replication over real mTLS gRPC on loopback, in one process: flow, refusals, identity."""
+"""Replication in one process: mTLS refusals and identities over real gRPC on loopback; engine
+behaviour that does not involve TLS over the in-memory transport (the flows both transports must
+carry alike are in test_replication_contract.py)."""
 
 from __future__ import annotations
 
@@ -14,25 +16,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from structlog.testing import capture_logs
 
-from lienthong.node.trust import ca, issue, tls
+from lienthong.node.trust import ca
 from lienthong.sync import records, transport
 from lienthong.sync.clock import LOGICAL_BITS, HybridClock, wall_ms
 from lienthong.sync.downstream import Downstream
-from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, Uplink
+from lienthong.sync.replication import Changes, Children, ChildSession, Uplink
 from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 from lienthong.sync.wire import replication_pb2 as wire
 from lienthong.sync.wire import replication_pb2_grpc as wire_grpc
 
 from .helpers import reissue
-
-FAST = Tuning(batch_size=50, window=3, poll_interval=0.05, backoff_initial=0.05, backoff_max=0.2)
-
-
-def node_tls(ca_dir: Path, base: Path, node_id: str, role: str = "district") -> transport.TlsFiles:
-    paths = tls.NodeTlsPaths(base / node_id / "ca.crt", base / node_id / "node.crt", base / node_id / "node.key")
-    issue.issue_node(ca_dir, paths, node_id, role, [])
-    return paths.load()
+from .transports import FAST, MemoryLink, node_tls, parent, until
+from .transports import uplink as memory_uplink
 
 
 def indicator(i: int, unit: str = "86-28894") -> dict[str, object]:
@@ -92,59 +88,6 @@ async def uplink(store: Store, port: int, files: transport.TlsFiles, server_name
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def test_records_flow_up_and_definitions_down(tmp_path: Path, ca_dir: Path) -> None:
-    """A child's records reach the province exactly once; the province's definitions reach the child."""
-
-    async def main() -> None:
-        async with province(tmp_path, ca_dir) as (prov, port):
-            child = Store.create(tmp_path / "c.db", "86-28894")
-            clock = HybridClock()
-            child.write_local([records.build("86-28894", indicator(i)) for i in range(500)], clock)
-            prov.write_local(
-                [records.build("86", {"kind": "definition", "type": "indicator", "code": "I.1", "fields": {"name": "Một"}})], HybridClock()
-            )
-            async with uplink(child, port, node_tls(ca_dir, tmp_path, "86-28894")):
-                await until(lambda: prov.record_versions() >= child.record_versions() and child.counts()["definition"] == 1, what="sync")
-                child.write_local([records.build("86-28894", indicator(i)) for i in range(500, 520)], clock)
-                await until(lambda: {v for v in child.record_versions()} <= prov.record_versions(), what="live changes")
-                await until(lambda: Upstream(child).pending() == 0, what="acks persisted")
-            mine = {(i, v) for i, v in child.record_versions()} - {(i, v) for i, v in prov.record_versions() if False}
-            assert {x for x in prov.record_versions()} == mine  # the province holds exactly the child's records + its definition
-            child.close()
-
-    asyncio.run(main())
-
-
-def test_refused_record_is_quarantined_visible_at_child_and_does_not_block(tmp_path: Path, ca_dir: Path) -> None:
-    """A record the parent refuses is acknowledged as rejected, kept in quarantine, shown at the child; later records still flow."""
-
-    async def main() -> None:
-        async with province(tmp_path, ca_dir) as (prov, port):
-            child = Store.create(tmp_path / "c.db", "86-28894")
-            skewed = HybridClock(wall=lambda: wall_ms() + 3 * 24 * 3600 * 1000)  # the commune server's clock is 3 days ahead
-            child.write_local([records.build("86-28894", indicator(1))], skewed)
-            good = HybridClock()
-            async with uplink(child, port, node_tls(ca_dir, tmp_path, "86-28894")):
-                await until(lambda: Upstream(child).refused_count() == 1, what="the refusal at the child")
-                child.write_local([records.build("86-28894", indicator(i)) for i in range(2, 40)], good)
-                await until(lambda: len(prov.record_versions()) == 38, what="later records")
-            refused = Upstream(child).refused()[0]
-            assert refused["code"] == "clock_skew" and "clock" in refused["reason"]
-            assert [q["code"] for q in Downstream(prov).quarantine()] == ["clock_skew"]
-            assert Downstream(prov).children()[0]["rejected"] == 1
-            child.close()
-
-    asyncio.run(main())
 
 
 async def _attempt(port: int, credentials: grpc.ChannelCredentials | None, hello_id: str = "86-28894") -> grpc.StatusCode | None:
@@ -266,60 +209,51 @@ def definition(code: str, name: str) -> dict[str, object]:
     return {"kind": "definition", "type": "indicator", "code": code, "fields": {"name": name}}
 
 
-def test_parent_restored_from_backup_resends_its_downward_queue(tmp_path: Path, ca_dir: Path) -> None:
+def test_parent_restored_from_backup_resends_its_downward_queue(tmp_path: Path) -> None:
     """A province restored from an older backup reuses queue numbers; the child notices and still gets every definition."""
 
     async def main() -> None:
         child = Store.create(tmp_path / "c.db", "86-28894")
-        child_tls = node_tls(ca_dir, tmp_path, "86-28894")
         clock = HybridClock()
-        async with province(tmp_path, ca_dir) as (prov, port):
+        prov = Store.create(tmp_path / "86.db", "86")
+        link = MemoryLink()
+        async with parent(link, prov):
             prov.write_local([records.build("86", definition(f"D.{i}", "cũ")) for i in range(2)], clock)
-            async with uplink(child, port, child_tls):
+            async with memory_uplink(link, child):
                 await until(lambda: child.counts()["definition"] == 2, what="the first definitions")
                 prov.backup(tmp_path / "province-backup.db")
                 prov.write_local([records.build("86", definition(f"D.{i}", "cũ")) for i in range(2, 5)], clock)
                 await until(lambda: child.counts()["definition"] == 5, what="the later definitions")
+        prov.close()
         # The province's disk is lost; it is restored from the backup and writes new definitions.
-        (tmp_path / "86.db").unlink()
-        (tmp_path / "province-backup.db").rename(tmp_path / "86.db")
-        restored = Store.open(tmp_path / "86.db")
+        restored = Store.open(tmp_path / "province-backup.db")
         restored.write_local([records.build("86", definition(f"E.{i}", "mới")) for i in range(3)], clock)
-        restored.close()
-        async with restarted_province(tmp_path, ca_dir) as (prov, port), uplink(child, port, child_tls):
+        link = MemoryLink()
+        async with parent(link, restored), memory_uplink(link, child):
             await until(lambda: child.counts()["definition"] == 8, what="the definitions written after the restore")
+        restored.close()
         child.close()
 
     asyncio.run(main())
 
 
-@contextlib.asynccontextmanager
-async def restarted_province(tmp_path: Path, ca_dir: Path) -> AsyncIterator[tuple[Store, int]]:
-    store = Store.open(tmp_path / "86.db")
-    paths = tls.NodeTlsPaths(tmp_path / "86" / "ca.crt", tmp_path / "86" / "node.crt", tmp_path / "86" / "node.key")
-    sessions = ChildSession(store, FAST, Changes(), Children())
-    server, port, health = await transport.serve("127.0.0.1:0", paths.load(), sessions.serve, lambda *a: None)
-    try:
-        yield store, port
-    finally:
-        await transport.stop(server, health, 0)
-        store.close()
-
-
-def test_tombstone_replicates_and_hides_the_record(tmp_path: Path, ca_dir: Path) -> None:
+def test_tombstone_replicates_and_hides_the_record(tmp_path: Path) -> None:
     """Deleting is a new version (a tombstone) that replicates like any change; queries no longer show it."""
 
     async def main() -> None:
-        async with province(tmp_path, ca_dir) as (prov, port):
+        prov = Store.create(tmp_path / "86.db", "86")
+        link = MemoryLink()
+        async with parent(link, prov):
             child = Store.create(tmp_path / "c.db", "86-28894")
             clock = HybridClock()
             child.write_local([records.build("86-28894", indicator(i)) for i in range(3)], clock)
-            async with uplink(child, port, node_tls(ca_dir, tmp_path, "86-28894")):
+            async with memory_uplink(link, child):
                 await until(lambda: prov.counts()["indicator"] == 3, what="the values")
                 child.write_local([records.build("86-28894", {**indicator(1), "deleted": True})], clock)
                 await until(lambda: prov.counts()["indicator"] == 2, what="the tombstone")
             assert prov.record_versions() == child.record_versions()
             assert len(list(prov.iter_records(records.INDICATOR, include_deleted=True))) == 3
             child.close()
+        prov.close()
 
     asyncio.run(main())
