@@ -76,7 +76,8 @@ def worker(kids: Path, ids: list[str], port: int, log_path: Path) -> None:
     """Run the given children's uplinks until told to stop (stdin 'stop' or SIGTERM)."""
     from lienthong.node import logs
     from lienthong.sync import transport
-    from lienthong.sync.replication import Changes, Tuning, Uplink
+    from lienthong.sync.replication import Changes, Tuning
+    from lienthong.sync.uplink import Uplink
 
     log_file = open(log_path, "a")  # noqa: SIM115
     logs.configure("warning", "json", stream=log_file)

@@ -30,13 +30,15 @@ from lienthong.adapters.intake import Inbox, Limits, take
 from lienthong.adapters.registry import Registry, UnknownAdapter
 from lienthong.config.settings import Settings
 from lienthong.sync import provenance, transport
+from lienthong.sync.child_session import Children, ChildSession
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import ConfigError, LienthongError, StoreError
 from lienthong.sync.privacy import Redactor, hashing_key
 from lienthong.sync.provenance import Signer, Verifier
-from lienthong.sync.replication import RENEW_CHECK, Changes, Children, ChildSession, Issuer, Tuning, Uplink
+from lienthong.sync.replication import RENEW_CHECK, Changes, Issuer, Tuning
 from lienthong.sync.revocation import Revocations
 from lienthong.sync.store import Store
+from lienthong.sync.uplink import Uplink
 from lienthong.sync.wire import replication_pb2 as wire
 
 from .intake import StoreSink

@@ -18,10 +18,12 @@ from structlog.testing import capture_logs
 
 from lienthong.node.trust import ca
 from lienthong.sync import records, transport
+from lienthong.sync.child_session import Children, ChildSession
 from lienthong.sync.clock import LOGICAL_BITS, HybridClock, wall_ms
 from lienthong.sync.downstream import Downstream
-from lienthong.sync.replication import Changes, Children, ChildSession, Uplink
+from lienthong.sync.replication import Changes
 from lienthong.sync.store import Store
+from lienthong.sync.uplink import Uplink
 from lienthong.sync.upstream import Upstream
 from lienthong.sync.wire import replication_pb2 as wire
 from lienthong.sync.wire import replication_pb2_grpc as wire_grpc

@@ -16,11 +16,13 @@ from typing import Any, Protocol
 
 from lienthong.node.trust import issue, tls
 from lienthong.sync import transport
+from lienthong.sync.child_session import Children, ChildSession
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.memory_transport import MemoryTransport
-from lienthong.sync.replication import Changes, Children, ChildSession, Tuning, Uplink
+from lienthong.sync.replication import Changes, Tuning
 from lienthong.sync.store import Store
 from lienthong.sync.stream import Connect, Handler
+from lienthong.sync.uplink import Uplink
 
 from .helpers import WAIT_SCALE, TcpProxy
 

@@ -1,0 +1,274 @@
+"""The parent's end of replication: one session per child stream, a registry of live
+sessions, batches verified ahead of the writer and applied in group commits (see
+`replication` for the protocol and its guarantees)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .batch import InBatch, OutBatch
+from .clock import wall_ms
+from .downstream import Downstream
+from .errors import HandshakeRefused, ProtocolError, ReplicationError
+from .records import NODE_ID
+from .replication import (
+    ADMITTED,
+    CLOCK_WARN_MS,
+    GROUP_ROWS,
+    PROTOCOL,
+    REVOCATION_CHECK,
+    Changes,
+    Issuer,
+    Tuning,
+    WindowedSender,
+    batch_message,
+    clock_offset,
+    first_done,
+    log,
+)
+from .revocation import Revocations
+from .store import Store
+from .stream import Peer, Stream
+from .wire import replication_pb2 as wire
+
+
+class Children:
+    """The parent's registry of live child sessions: one per child; a new stream
+    from the same child replaces the old one (a half-open link after a cut)."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, asyncio.Task[Any]] = {}
+
+    async def take_over(self, child: str) -> None:
+        old = self.live.get(child)
+        current = asyncio.current_task()
+        if old is not None and old is not current and not old.done():
+            old.cancel()
+            with contextlib.suppress(BaseException):
+                await old
+        if current is not None:
+            self.live[child] = current
+
+    def release(self, child: str) -> None:
+        if self.live.get(child) is asyncio.current_task():
+            del self.live[child]
+
+
+class ChildSession:
+    """The parent's end of one child's stream."""
+
+    def __init__(
+        self,
+        store: Store,
+        tuning: Tuning,
+        changes: Changes,
+        children: Children,
+        revocations: Revocations | None = None,
+        audit: Callable[[str, str, dict[str, Any]], Any] | None = None,
+        issuer: Issuer | None = None,
+    ) -> None:
+        self.store = store
+        self.down = Downstream(store)
+        # Answers children's certificate renewals (the CA's home issues; a middle tier passes them up).
+        self._issuer = issuer
+        self._renewals: set[asyncio.Task[None]] = set()
+        # One thread decodes and verifies what children send, ahead of the writing thread.
+        self._verifying = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-verify")
+        self._admission = asyncio.Semaphore(ADMITTED)
+        self._tuning = tuning
+        self._changes = changes
+        self._children = children
+        self._revocations = revocations
+        # Security events (refused records, revoked peers cut off) go to the node's audit log.
+        self._audit = audit or (lambda action, subject, details: None)
+
+    async def serve(self, peer: Peer, address: str, stream: Stream) -> None:
+        """Serve a child whose identity (`peer.node_id`, `peer.serial`) the transport took from its certificate."""
+        store = self.store
+        child = peer.node_id
+        bound = log.bind(peer=child, address=address)
+        if self._revocations is not None and self._revocations.revoked(peer.serial):
+            bound.error("link.refused", reason="certificate revoked", serial=peer.serial)
+            await asyncio.to_thread(self._audit, "connection.refused", child, {"reason": "certificate revoked", "serial": peer.serial})
+            raise HandshakeRefused(
+                f"the certificate of {child} (serial {peer.serial}) is revoked", "the province must issue this node a new certificate"
+            )
+        if not NODE_ID.match(child):
+            raise HandshakeRefused(f"the certificate's node id {child!r} is not valid", "issue the node a new certificate")
+        if child == store.node_id:
+            raise HandshakeRefused(f"a peer presented this node's own identity {child!r}", "each node needs its own certificate")
+        first = await stream.recv()
+        if first is None or first.WhichOneof("msg") != "hello":
+            raise ProtocolError(f"child {child} did not start with a handshake", "upgrade lienthong on the child")
+        hello = first.hello
+        if hello.protocol != PROTOCOL:
+            raise HandshakeRefused(
+                f"child {child} speaks protocol {hello.protocol}, this node {PROTOCOL}", "run the same lienthong version"
+            )
+        if hello.node_id and hello.node_id != child:
+            bound.error("link.refused", claimed=hello.node_id, reason="identity mismatch")
+            raise HandshakeRefused(
+                f"the peer claims to be {hello.node_id!r} but its certificate says {child!r}",
+                "use the certificate issued to this node",
+            )
+        await self._children.take_over(child)
+        try:
+            await asyncio.to_thread(self.down.register_child, child, address)
+            state = await asyncio.to_thread(self.down.child_state, child)
+            applied, fingerprint = (state.applied, state.fingerprint) if state.epoch == hello.epoch else (0, b"")
+            down_cursor = hello.down_applied if hello.down_epoch == store.epoch else 0
+            if down_cursor and await asyncio.to_thread(self.down.down_fingerprint, child, down_cursor) != hello.down_fingerprint:
+                # This store was restored from an older copy: its queue numbers no longer
+                # mean what the child applied. Send everything again (applying is idempotent).
+                bound.warning("link.down_queue_reset", child_cursor=down_cursor)
+                down_cursor = 0
+            await stream.send(
+                wire.Down(
+                    welcome=wire.Welcome(
+                        protocol=PROTOCOL,
+                        parent_id=store.node_id,
+                        epoch=hello.epoch,
+                        applied=applied,
+                        applied_fingerprint=fingerprint,
+                        down_epoch=store.epoch,
+                        window=self._tuning.window,
+                        down_from=down_cursor,
+                        wall_ms=wall_ms(),
+                    )
+                )
+            )
+            offset = clock_offset(hello.wall_ms)
+            await asyncio.to_thread(self.down.set_child, child, clock_offset_ms=offset)
+            if offset is not None and abs(offset) > CLOCK_WARN_MS:
+                bound.warning("clock.off", child_clock_offset_s=round(offset / 1000), hint="the child's clock must be set right (NTP)")
+            bound.info("link.up", epoch=hello.epoch, resume_from=applied, child_head=hello.head, down_from=down_cursor)
+
+            async def send(batch: OutBatch) -> None:
+                await stream.send(wire.Down(batch=batch_message(batch)))
+
+            def fetch(seq: int, limit: int) -> OutBatch | None:
+                return self.down.down_after(child, seq, limit)
+
+            sender = WindowedSender(fetch, send, down_cursor, self._tuning, self._changes)
+            await first_done(
+                [
+                    asyncio.create_task(sender.run()),
+                    asyncio.create_task(self._receive(child, hello.epoch, stream, sender, bound)),
+                    asyncio.create_task(self._watch_revocation(peer, bound)),
+                ]
+            )
+            bound.info("link.closed", reason="the child closed the stream")
+        finally:
+            self._children.release(child)
+            if child not in self._children.live:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.down.set_child, child, connected=0, last_contact=time.time())
+
+    async def _renew(self, child: str, request: Any, stream: Stream, bound: Any) -> None:
+        if self._issuer is None:
+            reply = wire.RenewReply(node_id=request.node_id, error=f"node {self.store.node_id} cannot renew certificates")
+        else:
+            reply = await self._issuer(child, request)
+        bound.info("certificate.renewal", node=request.node_id, issued=bool(reply.certificate), error=reply.error)
+        with contextlib.suppress(ReplicationError):
+            await stream.send(wire.Down(renewed=reply))
+
+    async def _watch_revocation(self, peer: Any, bound: Any) -> None:
+        """End a live session within half a second of its certificate being revoked."""
+        if self._revocations is None:
+            await asyncio.Event().wait()
+            return
+        while not self._revocations.revoked(peer.serial):
+            await asyncio.sleep(REVOCATION_CHECK)
+        bound.error("link.cut", reason="certificate revoked", serial=peer.serial)
+        details = {"reason": "certificate revoked while connected", "serial": peer.serial}
+        await asyncio.to_thread(self._audit, "connection.refused", peer.node_id, details)
+        raise HandshakeRefused(f"the certificate of {peer.node_id} was revoked", "the province must issue this node a new certificate")
+
+    async def _receive(self, child: str, epoch: str, stream: Stream, sender: WindowedSender, bound: Any) -> None:
+        """Apply the child's batches; all that have arrived are applied in one transaction."""
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def read() -> None:
+            # Everything the stream yields goes through the queue, its failure too,
+            # so the applying loop below always wakes up and the session ends.
+            try:
+                while True:
+                    message = await stream.recv()
+                    if message is not None and message.WhichOneof("msg") == "batch":
+                        # Decode and verify each batch as it arrives, on the verifying thread, while
+                        # the previous group is being written: the two overlap on two cores. At most
+                        # ADMITTED batches of all children wait here at once: a child over the limit
+                        # is not read from until others are written (gRPC flow control holds it back),
+                        # so memory stays bounded however many children send at once.
+                        await self._admission.acquire()
+                        held[0] += 1
+                        raws = list(message.batch.records)
+                        prepared = loop.run_in_executor(self._verifying, self.down.prepare, child, raws)
+                        await inbox.put((message, prepared))
+                        continue
+                    await inbox.put((message, None))
+                    if message is None:
+                        return
+            except BaseException as exc:
+                await inbox.put((exc, None))
+                raise
+
+        loop = asyncio.get_running_loop()
+        held = [0]  # admitted batches of this session not yet written
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                message, prepared = await inbox.get()
+                group: list[Any] = []
+                preparing: list[asyncio.Future[Any]] = []
+                rows = 0
+                while message is not None:
+                    if isinstance(message, BaseException):
+                        raise message
+                    which = message.WhichOneof("msg")
+                    if which == "batch":
+                        group.append(message.batch)
+                        preparing.append(prepared)
+                        rows += len(message.batch.records)
+                    elif which == "down_ack":
+                        sender.acknowledge(message.down_ack.last)
+                    elif which == "renew":
+                        task = asyncio.create_task(self._renew(child, message.renew, stream, bound))
+                        self._renewals.add(task)
+                        task.add_done_callback(self._renewals.discard)
+                    else:
+                        raise ProtocolError(f"unexpected message {which!r} from child {child}", "it reconnects by itself")
+                    if rows >= GROUP_ROWS or inbox.empty():
+                        break
+                    message, prepared = inbox.get_nowait()
+                if group:
+                    batches = [InBatch(b.after, b.last, b.last_fingerprint, list(b.records)) for b in group]
+                    verified = [await p for p in preparing]
+                    try:
+                        results = await asyncio.to_thread(self.down.apply_batches, child, epoch, batches, verified)
+                    finally:
+                        for _ in group:
+                            held[0] -= 1
+                            self._admission.release()
+                    for batch, refusals in zip(group, results, strict=True):
+                        rejected = [wire.Rejection(id=r.id, version=r.version, code=r.code, reason=r.reason) for r in refusals]
+                        await stream.send(wire.Down(ack=wire.Ack(last=batch.last, rejected=rejected)))
+                        for r in refusals:
+                            bound.warning("record.quarantined", record=r.id.hex(), code=r.code, reason=r.reason)
+                            details = {"record": r.id.hex(), "version": r.version, "code": r.code, "reason": r.reason}
+                            await asyncio.to_thread(self._audit, "record.refused", child, details)
+                    self._changes.notify()
+                    bound.info("batch.applied", last=group[-1].last, batches=len(group), records=rows, refused=sum(map(len, results)))
+                if message is None:
+                    return
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            for _ in range(held[0]):
+                self._admission.release()
