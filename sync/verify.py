@@ -105,6 +105,20 @@ def verify_store(store: Store, ca_pem: bytes, revoked: Callable[[str], bool] | N
         if chain.below:
             report.findings += _chain_findings(origin, chain)
             report.findings += _omissions(origin, sealed.get(origin, {}), stored)
+    # What the parent acknowledged of this store's change log must still be here: a store that
+    # lost committed writes (a WAL deleted under the running node, a restore from an older
+    # copy) has a head below the parent's acknowledgement.
+    acked = int(db.execute("SELECT acked FROM uplink").fetchone()[0])
+    head = store.head()
+    if acked > head:
+        report.findings.append(
+            Finding(
+                "lost_writes",
+                store.node_id,
+                f"the parent acknowledged this store's change log up to {acked}, but it ends at {head}: "
+                "writes the node had committed are gone (the database or its WAL was replaced or restored)",
+            )
+        )
     return report
 
 

@@ -338,3 +338,16 @@ def test_a_damaged_store_is_one_sentence_and_a_hint_not_a_traceback(make_node: M
         out = cli(*command, check=False, timeout=60)
         assert out.returncode == 1, out
         assert "Traceback" not in out.stderr and "Error: " in out.stderr and "restore" in out.stderr, out.stderr
+
+
+def test_verify_names_writes_the_parent_acknowledged_that_the_store_lost(make_node: MakeNode) -> None:
+    """A store whose change log ends below what its parent acknowledged (committed writes lost under the node) fails `verify`."""
+    node = make_node(ATTACKER, parent="127.0.0.1:1", parent_id=PROVINCE)
+    fill(node, indicator_rows(ATTACKER, 3))
+    store = Store.open(node / "lienthong.db")
+    try:
+        Upstream(store).record_acks(store.head() + 300, 300, 300, [])  # the parent took 300 entries this copy no longer has
+    finally:
+        store.close()
+    out = cli("verify", "--dir", str(node), check=False)
+    assert out.returncode == 1 and "lost_writes" in out.stderr, out
