@@ -343,6 +343,8 @@ class TcpProxy:
 
     def close(self) -> None:
         self._closed = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close() alone does not
         self.listener.close()
         self.cut()
 
