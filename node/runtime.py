@@ -286,7 +286,10 @@ class Node:
                     revocations.refresh()
                     tasks.append(asyncio.create_task(_keep_revocations(revocations, crl, registry, changes), name="revocations"))
                     issuer = _renewal_issuer(ca_dir, revocations, audit_log, uplinks)
-                    sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append, issuer)
+                    # A subordinate node's children may report about its own units (a health station
+                    # about its commune); the province's own units are written by the province alone.
+                    reported_to = own_units(settings) if settings.node.mode != "provincial" else []
+                    sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append, issuer, reported_to)
 
                     def refused(peer: str, kind: str, exc: LienthongError) -> None:
                         self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)

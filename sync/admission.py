@@ -23,9 +23,10 @@ from .records import Envelope
 # every other refusal is final and the record stays in the receiver's quarantine.
 CORRECTABLE = frozenset({"clock_skew", "expired_key", "unsealed", "unknown_unit"})
 
-# The largest envelope a node takes from a peer. Records are small (text fields are capped
+# The largest record a node takes from a peer. Records are small (text fields are capped
 # at 10,000 characters; files travel as blobs named by their hash): anything larger is a
-# peer misbehaving, refused without keeping its bytes.
+# peer misbehaving, refused without keeping its bytes. Seals list every record version of
+# one write (about 60 bytes each) and are bounded by the transport's message size instead.
 MAX_RECORD_BYTES = 256 * 1024
 
 # A decoded and checked batch: (rows to store, refusals, quarantine rows).
@@ -42,15 +43,15 @@ def prepare(sender: str, raws: Sequence[bytes], now: float, verifier: provenance
     refusals: list[Refusal] = []
     quarantined: list[Row] = []
     for raw in raws:
-        if len(raw) > MAX_RECORD_BYTES:
-            reason = f"the record is {len(raw):,} bytes; at most {MAX_RECORD_BYTES:,} are taken"
-            refusals.append(Refusal(b"", 0, "too_large", reason))
-            quarantined.append((sender, raw[:16], 0, "too_large", reason, now, b""))
-            continue
         try:
             env = parse(raw)
         except DecodeError:
             refusals.append(Refusal(b"", 0, "malformed", "the record is not a valid lienthong envelope"))
+            continue
+        if len(raw) > MAX_RECORD_BYTES and env.kind != records.SEAL:
+            reason = f"the record is {len(raw):,} bytes; at most {MAX_RECORD_BYTES:,} are taken"
+            refusals.append(Refusal(env.id, env.version, "too_large", reason))
+            quarantined.append((sender, env.id, env.version, "too_large", reason, now, b""))
             continue
         problem = shape_problem(env)
         if problem is None and check is not None:

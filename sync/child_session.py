@@ -8,7 +8,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .batch import InBatch, OutBatch
@@ -71,9 +71,10 @@ class ChildSession:
         revocations: Revocations | None = None,
         audit: Callable[[str, str, dict[str, Any]], Any] | None = None,
         issuer: Issuer | None = None,
+        reported_to: Iterable[str] = (),
     ) -> None:
         self.store = store
-        self.down = Downstream(store)
+        self.down = Downstream(store, reported_to)
         # Answers children's certificate renewals (the CA's home issues; a middle tier passes them up).
         self._issuer = issuer
         self._renewals: set[asyncio.Task[None]] = set()

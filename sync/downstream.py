@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +47,12 @@ class Downstream:
     caches which child owns which origin and unit. Blocking methods; the engine calls
     them from worker threads."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, reported_to: Iterable[str] = ()) -> None:
         self.store = store
+        # Units of this node that its children may report figures about (a health station about
+        # its commune): a subordinate node's own units, by its operator's configuration. Such
+        # figures coexist with the node's own under their origin; they never replace them.
+        self.reported_to = frozenset(reported_to)
         self._cached: tuple[tuple[int, ...], Subtrees] | None = None
         self._claimed = False  # an origin was first claimed in the running transaction
 
@@ -128,7 +132,7 @@ class Downstream:
                 denied = {origin for origin in {r[2] for r in batch_rows} if not self._claim_origin(db, child, origin)}
                 subtrees = self._subtrees(db)
                 for r in batch_rows:
-                    problem = self._authority_problem(subtrees, child, r, denied)
+                    problem = self._authority_problem(subtrees, child, r, denied, self.reported_to)
                     if problem is None and r[1] == records.FEEDBACK_EVENT:
                         problem = self._event_problem(db, subtrees, child, r)
                     if problem is None:
@@ -240,12 +244,14 @@ class Downstream:
         return True
 
     @staticmethod
-    def _authority_problem(subtrees: Subtrees, child: str, row: admission.Row, denied: set[str]) -> tuple[str, str] | None:
+    def _authority_problem(
+        subtrees: Subtrees, child: str, row: admission.Row, denied: set[str], reported_to: frozenset[str] = frozenset()
+    ) -> tuple[str, str] | None:
         """Why `child` may not write this row, or None: its origin or its unit lies outside the child's subtree."""
         origin, unit, kind = row[2], row[3], row[1]
         if origin in denied:
             return "unauthorized_origin", f"node {child} may not send records whose origin is {origin}"
-        if kind == records.SEAL:
+        if kind == records.SEAL or unit in reported_to:
             return None  # a seal speaks for its origin only, checked above
         node = subtrees.node_of_unit(unit)
         if not node:

@@ -249,7 +249,13 @@ def test_a_store_from_before_migration_3_keeps_its_reports_as_first_submissions(
     path = tmp_path / "old.db"
     store = Store.create(path, "86")
     store.write_local([records.build("86", report("86-28894", "2026-10-24T16:20:00+07:00", period="2026-10"))], HybridClock())
-    for statement in ("DROP TRIGGER report_first_insert", "DROP TRIGGER report_first_update", "DROP TABLE report_first"):
+    for statement in (
+        "DROP TRIGGER report_first_insert",
+        "DROP TRIGGER report_first_update",
+        "DROP TABLE report_first",
+        "ALTER TABLE children DROP COLUMN clock_offset_ms",  # migration 4
+        "ALTER TABLE uplink DROP COLUMN clock_offset_ms",
+    ):
         store.db.execute(statement)
     store.db.execute("PRAGMA user_version = 2")
     store.close()

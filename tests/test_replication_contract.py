@@ -278,7 +278,7 @@ def test_a_child_presenting_the_parents_own_identity_is_refused_with_the_reason(
                 await until(lambda: any(e["event"] == "link.refused" for e in logs), what="the refusal at the child")
         refusal = next(e for e in logs if e["event"] == "link.refused" and "hint" in e)
         assert "own identity" in refusal["error"] and refused and refused[0][0] == "refused"
-        assert prov.record_versions() == set() and imposter.pending() == 1
+        assert prov.record_versions() == set() and Upstream(imposter).pending() == 1
         prov.close(), imposter.close()
 
     asyncio.run(main())
