@@ -238,7 +238,7 @@ class Downstream:
         if subtrees.known(origin):
             return subtrees.child_for_node(origin) == child
         db.execute("INSERT INTO child_origins VALUES (?, ?)", (origin, child))
-        subtrees.relayed[origin] = child
+        subtrees.relay(origin, child)
         self._cached = (Subtrees.marker(db), subtrees)
         self._claimed = True
         return True

@@ -38,6 +38,7 @@ class Subtrees:
         self.units = units
         self.children = children
         self.relayed = relayed
+        self._unit_owner: dict[str, str] = {}  # memo: a snapshot never changes, but for `relay`
 
     @classmethod
     def load(cls, db: sqlite3.Connection, me: str) -> Subtrees:
@@ -92,10 +93,16 @@ class Subtrees:
 
     def node_of_unit(self, unit: str) -> str:
         """The node that answers for `unit`: the nearest known node among the unit and its ancestors ('' if none)."""
-        for code in (unit, *self.units.ancestors(unit)):
-            if self.known(code):
-                return code
-        return ""
+        owner = self._unit_owner.get(unit)
+        if owner is None:
+            owner = next((code for code in (unit, *self.units.ancestors(unit)) if self.known(code)), "")
+            self._unit_owner[unit] = owner
+        return owner
+
+    def relay(self, origin: str, child: str) -> None:
+        """Remember that `child` relays `origin` (a node no definition names)."""
+        self.relayed[origin] = child
+        self._unit_owner.clear()
 
     def child_for_unit(self, unit: str) -> str:
         """The direct child whose subtree holds `unit` ('' when it is this node's own or unknown)."""
