@@ -13,6 +13,7 @@ of every key, which is what keeps "exactly one writer per record" true.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -311,7 +312,6 @@ def feedback_event(origin: str, fields: Mapping[str, Any]) -> Keyed:
 
 def definition(origin: str, fields: Mapping[str, Any]) -> Keyed:
     """A definition (indicator, report type, unit, ...) written by the province."""
-    import json
 
     payload = fields.get("fields", {})
     if not isinstance(payload, Mapping):
@@ -393,8 +393,6 @@ def to_dict(env: Envelope) -> dict[str, Any]:
     if env.kind == FEEDBACK_EVENT and "unit" in body:
         body["assigned_unit"] = body.pop("unit")
     if env.kind == DEFINITION:
-        import json
-
         body["fields"] = json.loads(body.pop("json", "{}") or "{}")
     if env.kind == INDICATOR:
         number = Decimal(body.get("value", "0"))
