@@ -116,6 +116,7 @@ class Downstream:
         rows: list[tuple[Any, ...]] = []
         quarantined: list[tuple[Any, ...]] = []
         refused = 0
+        assignees: dict[bytes, str] | None = None  # computed once per group commit, when an event needs it
         with self._dropping_claims_on_error(), self.store.writing() as db:
             row = db.execute("SELECT epoch, applied, fingerprint FROM children WHERE child = ?", (child,)).fetchone()
             if row is None:
@@ -134,7 +135,9 @@ class Downstream:
                 for r in batch_rows:
                     problem = self._authority_problem(subtrees, child, r, denied, self.reported_to)
                     if problem is None and r[1] == records.FEEDBACK_EVENT:
-                        problem = self._event_problem(db, subtrees, child, r)
+                        if assignees is None:
+                            assignees = self._assignees(db, subtrees, prepared)
+                        problem = self._event_problem(subtrees, child, r, assignees)
                     if problem is None:
                         rows.append(r)
                     else:
@@ -264,38 +267,64 @@ class Downstream:
         return None
 
     @staticmethod
-    def _event_problem(db: sqlite3.Connection, subtrees: Subtrees, child: str, row: admission.Row) -> tuple[str, str] | None:
-        """Why a feedback event from `child` may not be taken, or None: what only the handling
-        unit may do (accept, progress, resolve, return) comes from the item's current assignee's
-        subtree. An event whose item is not held here is left to the fold where the item is."""
-        env = Envelope.FromString(row[9])
-        body = records.body_of(env)
-        if body.status not in feedback.ASSIGNEES_ONLY:
-            return None
-        item_row = db.execute(
-            "SELECT envelope FROM records WHERE id = ? AND kind = ?", (records.event_item_id(env), records.FEEDBACK)
-        ).fetchone()
-        if item_row is None:
-            return None
-        item_env = Envelope.FromString(item_row[0])
-        events = [
-            feedback.Event.from_envelope(e)
-            for e in (
-                Envelope.FromString(raw)
+    def _assignees(db: sqlite3.Connection, subtrees: Subtrees, prepared: Sequence[Prepared]) -> dict[bytes, str]:
+        """For the feedback items that handler events in these batches name (accepted, in progress,
+        resolved, returned) and that this node holds: the unit answerable for each now (the fold of
+        its events held here). One pass over the events for the whole group commit."""
+        tickets: dict[bytes, str] = {}
+        for batch_rows, _, _ in prepared:
+            for r in batch_rows:
+                if r[1] == records.FEEDBACK_EVENT:
+                    env = Envelope.FromString(r[9])
+                    body = records.body_of(env)
+                    if body.status in feedback.ASSIGNEES_ONLY:
+                        tickets[records.event_item_id(env)] = body.feedback
+        items: dict[bytes, Envelope] = {}
+        ids = list(tickets)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for (raw,) in db.execute(f"SELECT envelope FROM records WHERE kind = ? AND id IN ({marks})", (records.FEEDBACK, *chunk)):
+                env = Envelope.FromString(raw)
+                items[env.id] = env
+        if not items:
+            return {}
+        if len(items) <= 20:  # a few items: only the events that mention their tickets
+            raws = [
+                raw
+                for ticket in {tickets[i] for i in items}
                 for (raw,) in db.execute(
-                    "SELECT envelope FROM records WHERE kind = ? AND instr(envelope, ?) > 0",
-                    (records.FEEDBACK_EVENT, body.feedback.encode()),
+                    "SELECT envelope FROM records WHERE kind = ? AND instr(envelope, ?) > 0", (records.FEEDBACK_EVENT, ticket.encode())
                 )
-            )
-            if records.event_item_id(e) == item_env.id
-        ]
-        item = feedback.fold(feedback.item_from_envelope(item_env), events, subtrees.units.ancestors)
-        if subtrees.child_for_unit(item.responsible) != child:
-            return (
-                "not_assignee",
-                f"feedback {body.feedback} is assigned to {item.responsible}, outside the subtree of node {child}: only its assignee or a unit above it may {body.status} it",
-            )
-        return None
+            ]
+        else:
+            raws = [raw for (raw,) in db.execute("SELECT envelope FROM records WHERE kind = ?", (records.FEEDBACK_EVENT,))]
+        events: dict[bytes, dict[bytes, feedback.Event]] = {i: {} for i in items}
+        for raw in raws:
+            env = Envelope.FromString(raw)
+            item_id = records.event_item_id(env)
+            if item_id in events:
+                events[item_id][env.id] = feedback.Event.from_envelope(env)
+        return {
+            i: feedback.fold(feedback.item_from_envelope(env), events[i].values(), subtrees.units.ancestors).responsible
+            for i, env in items.items()
+        }
+
+    @staticmethod
+    def _event_problem(subtrees: Subtrees, child: str, row: admission.Row, assignees: dict[bytes, str]) -> tuple[str, str] | None:
+        """Why a feedback event from `child` may not be taken, or None: what only the handling unit
+        may do (accept, progress, resolve, return) comes from the subtree of the item's current
+        assignee. An event whose item is not held here is left to the fold where the item is."""
+        env = Envelope.FromString(row[9])
+        responsible = assignees.get(records.event_item_id(env))
+        if responsible is None or subtrees.child_for_unit(responsible) == child:
+            return None
+        body = records.body_of(env)
+        return (
+            "not_assignee",
+            f"feedback {body.feedback} is assigned to {responsible}, outside the subtree of node {child}: "
+            f"only its assignee or a unit above it may mark it {body.status}",
+        )
 
     def down_after(self, child: str, seq: int, limit: int) -> OutBatch | None:
         """The next batch of `child`'s downward queue after `seq`, or None. Each record's seal
