@@ -27,6 +27,8 @@ from .wire import replication_pb2_grpc as wire_grpc
 # Large enough for a batch of 500 records of a few KB each; a record larger than
 # this is refused by the adapter long before it reaches the wire.
 MAX_MESSAGE = 64 * 1024 * 1024
+# How long a connection that bypassed the TLS front gets to send its first message before the refusal.
+FIRST_MESSAGE_WAIT_S = 5.0
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -148,6 +150,10 @@ class _Servicer(wire_grpc.ReplicationServicer):
         peer = verified.address if verified else grpc_peer
         try:
             if verified is None:
+                # Take the peer's first message before refusing: a client whose write is still in
+                # flight when the stream is reset records its own INTERNAL error in place of ours.
+                with contextlib.suppress(asyncio.TimeoutError, grpc.RpcError):
+                    await asyncio.wait_for(context.read(), FIRST_MESSAGE_WAIT_S)
                 raise TrustError("a connection reached the replication server without passing its TLS front", "connect with mTLS")
             await self._handler(Peer(verified.node_id, verified.serial), peer, _GrpcStream(context.read, context.write))
         except (HandshakeRefused, TrustError) as exc:
