@@ -44,6 +44,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
+from lienthong.sync.errors import StoreError
+
 from .held import FileChanged, display_name
 from .intake import ARCHIVE, REJECTED, Inbox, ignored, is_attachment, iter_candidates
 
@@ -275,6 +277,10 @@ class InboxWatcher:
             except FileChanged as exc:
                 log.info("inbox.file_changed", agency=inbox.agency, file=display_name(path.name), reason=str(exc))
                 again = True
+            except StoreError as exc:
+                # The node's disk or store failed (full disk): the file is untouched and is taken
+                # again at the next rescan, once the operator has made room.
+                log.error("inbox.store_failed", agency=inbox.agency, file=display_name(path.name), error=exc.message, hint=exc.hint)
             except Exception:
                 log.exception("inbox.file_failed", agency=inbox.agency, file=display_name(path.name))
                 try:

@@ -43,6 +43,7 @@ from typing import Any
 import structlog
 
 from lienthong.sync import records
+from lienthong.sync.errors import StoreError
 from lienthong.sync.records import Keyed
 
 from .base import Adapter, Definitions, FileRefused, ParseContext, RowError, Sink
@@ -354,6 +355,8 @@ def _parse_and_commit(
         return r
     except FileRefused as exc:
         return refuse(exc.code, "", sha, adapter.name, (exc.message_vi, exc.message_en))
+    except StoreError:
+        raise  # the node's own disk or store, not the file: it stays in the inbox and is taken again
     except Exception as exc:  # an adapter bug: isolate it, refuse the file, keep serving
         log.exception("adapter.failed", adapter=adapter.name, file=display_name(path.name))
         r = refuse("adapter_failed", adapter.name, sha, adapter.name)

@@ -97,6 +97,12 @@ class SharingSettings(_Section):
     personal_data_upward: bool = False
 
 
+class StoreSettings(_Section):
+    # Below this much free space on the store's disk the node warns (log, status): a store
+    # needs room for its write-ahead log long before the disk is actually full.
+    min_free_mb: int = Field(256, ge=0, le=1_000_000)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -111,6 +117,7 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     inbox: dict[str, InboxSettings] = {}
     sharing: SharingSettings = SharingSettings()
+    store: StoreSettings = StoreSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ watched inbox folders running inside `lienthong run`."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from lienthong.adapters.base import Definitions
 from lienthong.sync import records
 from lienthong.sync.catalogue import Catalogue
 from lienthong.sync.clock import HybridClock
+from lienthong.sync.errors import StoreError
 from lienthong.sync.store import FileWriter, Store
 
 BLOBS = "blobs"
@@ -121,6 +123,11 @@ class StoreSink:
                 tmp.unlink()
             else:
                 os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreError(f"the disk holding {self.blobs} is full: the file was not taken", "free space on that disk") from None
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

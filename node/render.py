@@ -30,6 +30,9 @@ def print_status(data: dict[str, Any]) -> None:
         console.print(f"  certificate: {cert['node_id']} ({cert['role']}), valid until {cert['not_after']}")
     else:
         console.print("  [red]no certificate[/]: this node cannot connect")
+    disk = data["disk"]
+    if disk["problem"]:
+        console.print(f"  [red]disk: {disk['problem']}[/]")
     counts = ", ".join(f"{n} {kind}" for kind, n in data["records"].items())
     console.print(f"  records: {counts}; change log head {node['head']}")
     _print_owed(console, data.get("reports_owed") or [], data.get("schedule_problems") or [])

@@ -41,6 +41,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.uplink import Uplink
 from lienthong.sync.wire import replication_pb2 as wire
 
+from . import disk
 from .intake import StoreSink
 from .trust import ca as ca_ops
 from .trust.audit import AuditLog
@@ -292,12 +293,16 @@ class Node:
                     sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append, issuer, reported_to)
 
                     def refused(peer: str, kind: str, exc: LienthongError) -> None:
+                        if isinstance(exc, StoreError):  # this node's own disk or store: the operator must act
+                            self.log.error("store.write_failed", peer_address=peer, error=exc.message, hint=exc.hint)
+                            return
                         self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)
                         if kind in ("refused", "handshake"):
                             audit_log.append("connection.refused", peer, {"error": exc.message, "stage": kind})
 
                     server, self.port, health = await transport.serve(settings.server.listen, paths.load, sessions.serve, refused)
                 intake = start_intake(self.dir, settings, store, loop, changes)
+                tasks.append(asyncio.create_task(disk.watch(store.path, settings.store.min_free_mb, self.log), name="disk"))
                 if settings.server.enroll_listen:
                     if not settings.tls.ca_dir:
                         raise ConfigError(

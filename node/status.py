@@ -21,6 +21,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 from lienthong.sync.upstream import Upstream
 
+from .disk import disk_state
 from .runtime import STORE_FILE, own_units, running_info, tls_paths
 from .trust.tls import certificate_summary
 
@@ -87,6 +88,7 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
             "children": [],
             "quarantine": down.quarantine(),
             "ingest": {**store.file_totals(), "recent": [{**f, "at": iso(f["at"])} for f in store.recent_files()]},
+            "disk": disk_state(store.path, settings.store.min_free_mb),
         }
         out["reports_owed"], out["schedule_problems"] = reports_owed(store, settings)
         out["feedback"] = feedback_items.status_summary(store, dt.datetime.now(dt.UTC))

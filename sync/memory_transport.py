@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .errors import HandshakeRefused, LienthongError, ProtocolError, ReplicationError, TrustError
-from .stream import Handler, Peer
+from .stream import Handler, Peer, parent_could_not
 
 BUFFER = 16  # messages waiting per direction before `send` waits (gRPC's flow-control window)
 LEAVE_GRACE = 5.0  # seconds a handler has to return once its child left, before it is cancelled
@@ -105,7 +105,9 @@ def _as_seen_by_child(exc: LienthongError) -> ReplicationError:
         return HandshakeRefused(f"the parent refused this node: {exc.message}", "check this node's certificate and id")
     if isinstance(exc, ProtocolError):
         return ProtocolError(f"the peer dropped the stream: {exc.message}", "it reconnects by itself")
-    return ReplicationError(f"the parent is unreachable: {exc.message}", "check the parent's address and the network")
+    if isinstance(exc, ReplicationError):
+        return ReplicationError(f"the parent is unreachable: {exc.message}", "check the parent's address and the network")
+    return parent_could_not(exc.message)
 
 
 class MemoryTransport:

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .errors import ReplicationError
+
 
 class Stream(Protocol):
     """One bidirectional replication stream.
@@ -71,3 +73,12 @@ Connect = Callable[[], contextlib.AbstractAsyncContextManager[Stream]]
 Handler = Callable[[Peer, str, Stream], Awaitable[None]]
 
 __all__ = ["Connect", "Handler", "Peer", "Stream"]
+
+
+def parent_could_not(details: str) -> ReplicationError:
+    """What a child is told when its parent met a problem of its own (its disk, its store) while
+    taking what the child sent: the same words over every transport."""
+    return ReplicationError(
+        f"the parent could not take what this node sent: {details}",
+        "the parent's operator must fix that; this node sends it again by itself",
+    )

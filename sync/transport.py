@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .errors import HandshakeRefused, LienthongError, ProtocolError, ReplicationError, TrustError
-from .stream import Handler, Peer, Stream
+from .stream import Handler, Peer, Stream, parent_could_not
 from .tls_front import TlsFront, Verified
 from .wire import replication_pb2 as wire
 from .wire import replication_pb2_grpc as wire_grpc
@@ -102,6 +102,8 @@ def _translate(exc: grpc.aio.AioRpcError) -> ReplicationError:
                 "check that both nodes' certificates come from the same provincial CA and are still valid",
             )
         return ReplicationError(f"the parent is unreachable: {details}", "check the parent's address and the network")
+    if code == grpc.StatusCode.ABORTED:
+        return parent_could_not(details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return ProtocolError(f"the peer dropped the stream: {details}", "it reconnects by itself")
     return ReplicationError(f"the stream failed ({code.name}): {details}", "it reconnects by itself")
@@ -168,7 +170,7 @@ class _Servicer(wire_grpc.ReplicationServicer):
             # Anything else the node knows how to say (its store, a bad definition): said to the
             # child in one sentence, not a gRPC traceback.
             self._on_refused(peer, "node", exc)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+            await context.abort(grpc.StatusCode.ABORTED, exc.message)
 
 
 @dataclass

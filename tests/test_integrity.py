@@ -8,6 +8,11 @@ child's change log → the province's apply path, in one transaction with its ch
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,3 +357,76 @@ def test_verify_names_writes_the_parent_acknowledged_that_the_store_lost(make_no
         store.close()
     out = cli("verify", "--dir", str(node), check=False)
     assert out.returncode == 1 and "lost_writes" in out.stderr, out
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (root only): a disk that really fills."""
+    path.mkdir(parents=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small disk needs root (scripts/test.sh runs as root in CI)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_the_province_is_said_everywhere_and_loses_nothing(make_node: MakeNode, tmp_path: Path) -> None:
+    """Real processes: the province's disk fills while a commune streams. The province logs it as an error in words
+    (no traceback) and shows it in `status`; the commune is told in words; once space returns every record arrives."""
+    with small_disk(tmp_path / PROVINCE, "6m"):
+        province = make_node(PROVINCE)
+        commune = make_node(ATTACKER, parent=listen_address(province), parent_id=PROVINCE)
+        fill(province, [unit_definition(ATTACKER)])
+        (province / "lienthong.toml").write_text((province / "lienthong.toml").read_text() + "\n[store]\nmin_free_mb = 1\n")
+        ballast = province / "ballast"
+        free = shutil.disk_usage(province).free
+        ballast.write_bytes(b"\0" * max(0, free - 400_000))
+        fill(commune, indicator_rows(ATTACKER, 3000))
+        expected = versions(commune, origin=ATTACKER)
+        prov = NodeProcess(province, log_name=str(tmp_path / "province.log"))
+        with running(prov, NodeProcess(commune)) as (_, child):
+            wait_until(lambda: "is full" in prov.log(), timeout=90, what="the province to log its full disk")
+            assert prov.alive() and "Traceback" not in prov.log()
+            full = [e for e in (json.loads(line) for line in prov.log().splitlines() if line.startswith("{")) if "is full" in str(e)]
+            assert full[0]["level"] == "error" and "free space" in full[0].get("hint", "")
+            wait_until(lambda: "the parent could not take what this node sent" in child.log(), timeout=60, what="the commune told")
+            assert "is full" in child.log()
+            disk = status(province)["disk"]
+            assert disk["problem"] and "full" in disk["problem"] and disk["free_bytes"] < 400_000
+            ballast.unlink()
+            wait_until(lambda: versions(province, origin=ATTACKER) == expected, timeout=120, what="every record once space returned")
+            assert status(province)["disk"]["problem"] is None
+
+
+@pytest.mark.slow
+def test_a_file_dropped_on_a_full_disk_waits_in_the_inbox_and_is_taken_when_space_returns(make_node: MakeNode, tmp_path: Path) -> None:
+    """Real process: an agency file reaches a node whose disk is full. It is neither refused nor lost: the node logs
+    the full disk in words, leaves the file where it is, and takes it once space returns."""
+    with small_disk(tmp_path / PROVINCE, "6m"):
+        province = make_node(PROVINCE)
+        config = province / "lienthong.toml"
+        config.write_text(config.read_text() + "\n[store]\nmin_free_mb = 1\n")
+        config.write_text(config.read_text().replace("rescan_seconds = 30.0", "rescan_seconds = 1.0"))
+        inbox = province / "inbox" / "thongke"
+        inbox.mkdir(parents=True)
+        staged = province / "staged.jsonl"
+        write_jsonl(staged, indicator_rows(PROVINCE, 400))
+        node = NodeProcess(province, log_name=str(tmp_path / "province.log"))
+        with running(node):
+            node.port()
+            ballast = province / "ballast"
+            with ballast.open("wb") as filler, contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * 65536)
+            os.replace(staged, inbox / "values.jsonl")
+            wait_until(lambda: "inbox.store_failed" in node.log(), timeout=60, what="the full disk to be logged")
+            assert (inbox / "values.jsonl").exists() and not (inbox / "rejected").exists() and "Traceback" not in node.log()
+            assert status(province)["disk"]["problem"]
+            ballast.unlink()
+            wait_until(lambda: not (inbox / "values.jsonl").exists(), timeout=60, what="the file taken once space returned")
+            (archived,) = (inbox / "archive").glob("*/values.jsonl")
+            assert json.loads(Path(f"{archived}.receipt.json").read_text())["importCount"]["imported"] == 400
+            assert len(versions(province, origin=PROVINCE)) >= 400
