@@ -430,3 +430,25 @@ def test_a_file_dropped_on_a_full_disk_waits_in_the_inbox_and_is_taken_when_spac
             (archived,) = (inbox / "archive").glob("*/values.jsonl")
             assert json.loads(Path(f"{archived}.receipt.json").read_text())["importCount"]["imported"] == 400
             assert len(versions(province, origin=PROVINCE)) >= 400
+
+
+@pytest.mark.slow
+def test_a_running_node_whose_wal_is_deleted_stops_taking_files_and_says_so(make_node: MakeNode, tmp_path: Path) -> None:
+    """Real process: the WAL is deleted under a running node. The next agency file is not taken (no SUCCESS receipt
+    for rows that would be lost): it stays in the inbox and the log says the store was removed and to restore it."""
+    province = make_node(PROVINCE)
+    inbox = province / "inbox" / "thongke"
+    inbox.mkdir(parents=True)
+    node = NodeProcess(province)
+    with running(node):
+        node.port()
+        write_jsonl(inbox / "first.jsonl", indicator_rows(PROVINCE, 10))
+        wait_until(lambda: not (inbox / "first.jsonl").exists(), what="the first file taken")
+        Path(f"{province / 'lienthong.db'}-wal").unlink()
+        staged = write_jsonl(province / "second.jsonl", indicator_rows(PROVINCE, 300, start=10))
+        os.replace(staged, inbox / "second.jsonl")
+        wait_until(lambda: "inbox.store_failed" in node.log(), what="the removed store to be logged")
+        failure = next(json.loads(line) for line in node.log().splitlines() if "inbox.store_failed" in line)
+        assert "was removed while this node had it open" in failure["error"] and "backup" in failure["hint"]
+        assert (inbox / "second.jsonl").exists() and not list((inbox / "archive").glob("*/second.jsonl"))
+        assert "Traceback" not in node.log()
