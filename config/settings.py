@@ -246,6 +246,12 @@ rescan_seconds = 30.0
 # this unit's policy allows it. They always go down to the unit handling the case.
 personal_data_upward = false
 
+[store]
+# Below this much free space (MB) on the disk holding the store, the node warns in its
+# log and `status` shows a disk problem. A full disk stops writes (nothing is lost:
+# children and agency files are taken again once there is room).
+min_free_mb = 256
+
 [log]
 # debug | info | warning | error
 level = "info"

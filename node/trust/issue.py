@@ -28,7 +28,7 @@ from typing import Any, cast
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from lienthong.sync import provenance
@@ -59,11 +59,13 @@ def _key_kind(key: Any) -> str:
         return f"RSA {key.key_size}-bit"
     if isinstance(key, ec.EllipticCurvePublicKey):
         return f"EC {key.curve.name}"
-    if isinstance(key, dsa.DSAPublicKey):
-        return f"DSA {key.key_size}-bit"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
     if isinstance(key, ed448.Ed448PublicKey):
         return "Ed448"
-    return type(key).__name__
+    # Anything else (DSA, whose name `cryptography` deprecates): its class and size.
+    size = getattr(key, "key_size", None)
+    return type(key).__name__.removeprefix("_") + (f" {size}-bit" if size else "")
 
 
 def _check_key(key: Any) -> None:
