@@ -26,7 +26,7 @@ from .cli_common import DIR_OPTION, audited, fail, load_settings
 from .intake import StoreSink
 from .trust import ca as ca_ops
 from .trust import issue, tls
-from .trust.crl import write_crl
+from .trust.crl import CRL_FILE, add_home, enforcing_homes, write_crl
 
 # Node certificates are short-lived (30 days); nodes renew their own over the
 # replication link after two thirds of that (node/trust/renewal.py).
@@ -123,6 +123,8 @@ def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str) -> None:
         click.echo(f"Revoked {', '.join(serials)}; the revocation list {crl} is updated.")
     else:
         click.echo(f"Nothing to revoke: {node_or_serial} has no valid certificate. {crl} is rewritten.")
+    if not enforcing_homes(ca_dir, runtime.running_info):
+        click.echo(f"Warning: no running node enforces {crl}: start the province's node (made with `init --ca {ca_dir}`).", err=True)
 
 
 # ------------------------------------------------------------------ init
@@ -163,7 +165,9 @@ def init(
         fail("a district-mode node needs its parent's address", "add --parent HOST:PORT (the provincial node's address)")
     if (node_dir / config.CONFIG_FILE).exists():
         fail(f"{node_dir} already holds a node", "use another --dir, or run the existing node")
-    text = config.render(id=node_id, name=name, mode=mode, listen=listen, parent=parent, parent_id=parent_id, units=list(units))
+    # The province made from a CA is its home: it enforces the CA's revocation list, no edit needed.
+    crl = str((ca_dir / CRL_FILE).absolute()) if ca_dir is not None and mode == "provincial" else ""
+    text = config.render(id=node_id, name=name, mode=mode, listen=listen, parent=parent, parent_id=parent_id, units=list(units), crl=crl)
     settings = config.validate(tomllib.loads(text))
     passphrase = ca_ops.passphrase_from_env()
     if ca_dir is not None:
@@ -189,6 +193,8 @@ def init(
     )
     if ca_dir is not None:
         audited(ca_dir, "cert.issue", node_id, role=mode, parent=parent_id, days=NODE_CERT_DAYS)
+        if crl:
+            add_home(ca_dir, node_dir)
     (node_dir / "inbox").mkdir(exist_ok=True)
     (node_dir / config.CONFIG_FILE).write_text(text, encoding="utf-8")
     click.echo(f"Created {mode} node {node_id!r} in {node_dir}.")

@@ -44,10 +44,11 @@ from lienthong.sync.wire import replication_pb2 as wire
 from .intake import StoreSink
 from .trust import ca as ca_ops
 from .trust.audit import AuditLog
+from .trust.crl import add_home, crl_path
 from .trust.enroll_server import serve_enrollment
 from .trust.publish import CrlPublisher, RegistryPublisher
 from .trust.renewal import NodeRenewal, issue_renewal
-from .trust.tls import NodeTlsPaths
+from .trust.tls import CA_CERT, NodeTlsPaths
 
 STORE_FILE = "lienthong.db"
 LOCK_FILE = "node.lock"
@@ -266,6 +267,7 @@ class Node:
             changes = Changes()
             tune = tuning(settings)
             server = health = None
+            crl_file: Path | None = None
             enroll_server = None
             intake = None
             children = Children()
@@ -277,7 +279,10 @@ class Node:
                 if settings.server.listen:
                     revocations = Revocations(store)
                     revocations.refresh()
-                    crl = CrlPublisher(store, self.dir / settings.tls.crl, tls.ca) if settings.tls.crl else None
+                    crl_file = crl_path(self.dir, settings.tls.crl, settings.tls.ca_dir)
+                    crl = CrlPublisher(store, crl_file, tls.ca) if crl_file is not None else None
+                    if crl_file is not None and (crl_file.parent / CA_CERT).exists():
+                        add_home(crl_file.parent, self.dir)
                     registry = RegistryPublisher(store, self.dir / settings.tls.ca_dir) if settings.tls.ca_dir else None
                     # Publish once before accepting children: no child is judged on stale lists.
                     for publisher in (crl, registry):
@@ -328,6 +333,7 @@ class Node:
                             "listen": settings.server.listen,
                             "enroll_port": self.enroll_port,
                             "started": time.time(),
+                            "crl": str(crl_file) if crl_file is not None else "",
                         }
                     )
                 )
