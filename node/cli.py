@@ -21,7 +21,7 @@ from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 
-from . import logs, runtime
+from . import logs, permissions, runtime
 from .cli_common import DIR_OPTION, audited, fail, load_settings
 from .intake import StoreSink
 from .trust import ca as ca_ops
@@ -173,13 +173,14 @@ def init(
     if ca_dir is not None:
         ca_ops.load_ca(ca_dir, passphrase)  # fail before anything is made
     node_dir.mkdir(parents=True, exist_ok=True)
+    node_dir.chmod(permissions.DIR_MODE)
     hosts = [*([listen.rpartition(":")[0].strip("[]")] if listen else []), *san]
     paths = runtime.tls_paths(node_dir, settings)
     # The node's key is made here and never leaves it; the CA signs a request.
     if ca_dir is not None:
         issue.issue_node(ca_dir, paths, node_id, mode, hosts, NODE_CERT_DAYS, parent_id, passphrase)
     else:
-        tls.write_public(paths.key.parent / "node.csr", issue.make_csr(paths.key, node_id, hosts))
+        tls.write_public(paths.key.parent / "node.csr", issue.make_csr(paths.key, node_id, hosts), tls.NODE_FILE_MODE)
     Store.create(node_dir / runtime.STORE_FILE, node_id).close()
     audited(
         node_dir,
@@ -488,6 +489,7 @@ cli.add_command(reparent_cmd.reparent)
 
 
 def main() -> None:
+    permissions.private_umask()  # every file a command makes is the user's alone (node/permissions.py)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -42,6 +42,7 @@ from lienthong.sync.uplink import Uplink
 from lienthong.sync.wire import replication_pb2 as wire
 
 from .intake import StoreSink
+from .permissions import secure
 from .trust import ca as ca_ops
 from .trust.audit import AuditLog
 from .trust.crl import add_home, crl_path
@@ -105,7 +106,7 @@ def tuning(settings: Settings) -> Tuning:
 def run_lock(node_dir: Path) -> Iterator[Path]:
     """Hold the node directory's run lock; refuses a second node on one directory."""
     path = node_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -249,6 +250,10 @@ class Node:
     async def run(self) -> None:
         self.state = State.STARTING
         settings = self.settings
+        opened = await asyncio.to_thread(secure, self.dir)
+        if opened:
+            shown = [str(p.relative_to(self.dir)) if p != self.dir else "." for p in opened[:10]]
+            self.log.warning("permissions.closed", count=len(opened), paths=shown, hint="they were readable by other users; now 0600/0700")
         with run_lock(self.dir) as lock_path:
             store = open_store(self.dir, settings)
             if store.node_id != settings.node.id:

@@ -157,7 +157,7 @@ def test_enroll_happy_path_key_never_leaves_the_node(tmp_path: Path, ca_dir: Pat
             private = serialization.load_pem_private_key(key.read_bytes(), None)
             assert cert.public_key() == private.public_key()
             assert stat.S_IMODE(key.stat().st_mode) == 0o600
-            assert stat.S_IMODE((child / "tls" / "node.crt").stat().st_mode) == 0o644
+            assert stat.S_IMODE((child / "tls" / "node.crt").stat().st_mode) == 0o600  # nothing in a node dir is for others
             # What reached the province: one CSR for that key, never the key.
             [call] = prov.calls
             csr = x509.load_pem_x509_csr(call.csr)

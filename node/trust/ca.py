@@ -39,6 +39,7 @@ from lienthong.sync import sqlite
 from lienthong.sync.errors import SchemaTooNew, TrustError
 from lienthong.sync.sqlite import transaction
 
+from ..permissions import check_private
 from .tls import CA_CERT, CA_KEY, CA_VALIDITY, write_private, write_public
 
 REGISTRY = "issued.db"
@@ -165,6 +166,7 @@ def load_ca(ca_dir: Path, passphrase: bytes | None = None) -> tuple[ec.EllipticC
         raise TrustError(
             f"the CA in {ca_dir} has no private key ({CA_KEY})", "sign on the machine that holds the CA key, or restore it from backup"
         ) from None
+    check_private(ca_dir / CA_KEY, "the CA key")
     secret = _as_bytes(passphrase)
     try:
         try:
@@ -200,6 +202,8 @@ def registry(ca_dir: Path) -> Iterator[sqlite3.Connection]:
     only in a directory that holds a CA."""
     load_ca_cert(ca_dir)
     path = Path(ca_dir) / REGISTRY
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, timeout=10)
     try:
         conn.row_factory = sqlite3.Row

@@ -87,12 +87,13 @@ def fetch_pinned_ca(address: str, fingerprint: str, province_id: str = "", timeo
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    """A certificate: mode 0644, written to a temporary file and renamed into place."""
+    """A certificate in the node's directory: mode 0600 (nothing there is for other users),
+    written to a temporary file and renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o644)
+        os.fchmod(f.fileno(), 0o600)
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -131,7 +132,7 @@ def enroll(
 
     Makes (or reuses) the key at `key_path` (mode 0600, never sent), pins the CA by the
     token's fingerprint before sending anything, sends the CSR and the token, checks the
-    certificate it gets back and writes it to `cert_path` and the CA to `ca_path` (0644).
+    certificate it gets back and writes it to `cert_path` and the CA to `ca_path` (0600).
     Relative paths are taken inside `node_dir` (callers pass either, never both joined).
     If the certificate cannot be written after the province issued it, running this again
     with the same key gets the same certificate (the province sends it again). `hosts`: extra DNS names / IP addresses

@@ -36,7 +36,7 @@ from lienthong.sync.errors import TrustError
 from lienthong.sync.sqlite import transaction
 
 from . import ca
-from .tls import CA_CERT, NodeTlsPaths, write_private, write_public
+from .tls import CA_CERT, NODE_FILE_MODE, NodeTlsPaths, write_private, write_public
 
 # The node roles a certificate may carry (its OU); the modes of `config.settings`.
 ROLES = ("provincial", "district")
@@ -264,5 +264,5 @@ def issue_node(
     key is made at `paths.key`, its request signed and recorded, and the certificate and the
     CA certificate written beside it. `lienthong init --ca` does this."""
     csr = make_csr(paths.key, node_id, ["localhost", "127.0.0.1", "::1", *hosts])
-    write_public(paths.cert, issue_from_csr(ca_dir, csr, role, parent, days, passphrase))
-    write_public(paths.ca, (ca_dir / CA_CERT).read_bytes())
+    write_public(paths.cert, issue_from_csr(ca_dir, csr, role, parent, days, passphrase), NODE_FILE_MODE)
+    write_public(paths.ca, (ca_dir / CA_CERT).read_bytes(), NODE_FILE_MODE)

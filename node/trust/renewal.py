@@ -32,7 +32,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.wire import replication_pb2 as wire
 
 from . import ca, issue
-from .tls import CA_CERT, NodeTlsPaths, write_private, write_public
+from .tls import CA_CERT, NODE_FILE_MODE, NodeTlsPaths, write_private, write_public
 
 RENEW_AFTER = 2 / 3  # of a certificate's life
 
@@ -99,7 +99,7 @@ class NodeRenewal:
         staged = [(self.paths.key, _pem(tls_key)), (signing_path, _pem(signing_key))]
         for path, data in staged:
             write_private(path.with_name(path.name + ".new"), data)
-        write_public(self.paths.cert.with_name(self.paths.cert.name + ".new"), certificate)
+        write_public(self.paths.cert.with_name(self.paths.cert.name + ".new"), certificate, NODE_FILE_MODE)
         for path in (self.paths.key, signing_path, self.paths.cert):
             path.with_name(path.name + ".new").rename(path)
         self.store.signer = provenance.Signer(self.node_id, signing_key, certificate, self.paths.ca.read_bytes())
