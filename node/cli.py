@@ -438,26 +438,6 @@ def adapters_list(as_json: bool) -> None:
 
 
 @cli.command()
-@DIR_OPTION
-@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
-def backup(node_dir: Path, dest: Path) -> None:
-    """Copy the node's store to DEST while it runs (SQLite online backup)."""
-    if dest.exists():
-        fail(f"{dest} exists", "choose a new file name")
-    if not dest.parent.is_dir():
-        fail(f"cannot write the backup to {dest}: {dest.parent} is not a folder", "give DEST in an existing folder")
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
-        store.backup(dest)
-    except sqlite3.Error as exc:
-        fail(f"cannot write the backup to {dest}: {exc}", "choose a folder you can write to, with room for the store")
-    finally:
-        store.close()
-    audited(node_dir, "admin.command", "backup", dest=str(dest))
-    click.echo(f"Backed up {node_dir / runtime.STORE_FILE} to {dest}.")
-
-
-@cli.command()
 @click.option("--children", default=3, show_default=True, type=click.IntRange(1, 50), help="Subordinate nodes directly under the province.")
 @click.option(
     "--records",
@@ -478,7 +458,7 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 
 # ------------------------------------------------------------------ command groups in their own modules
 
-from . import feedback_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, verify_cmd  # noqa: E402 (after the core commands)
+from . import backup_cmd, feedback_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, verify_cmd  # noqa: E402 (after the core commands)
 
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
@@ -486,6 +466,8 @@ cli.add_command(reports_cmd.reports)
 cli.add_command(requests_cmd.requests)
 cli.add_command(verify_cmd.verify)
 cli.add_command(reparent_cmd.reparent)
+cli.add_command(backup_cmd.backup)
+cli.add_command(backup_cmd.restore)
 
 
 def main() -> None:

@@ -63,7 +63,7 @@ def test_nothing_a_node_writes_is_readable_by_other_users(make_node: MakeNode, t
             assert not readable_by_others(commune) and not readable_by_others(province)  # while running: WAL and SHM too
             cli("query", "--dir", str(commune), "indicators", "--format", "csv", "--out", str(commune / "exports" / "i.csv"))
             cli("audit", "export", "--dir", str(commune), str(commune / "audit.jsonl"))
-            cli("backup", "--dir", str(commune), str(commune / "copy.db"))
+            cli("backup", "--dir", str(commune), str(commune / "copy.tar"))
         assert list((inbox / "archive").rglob("*.receipt.json"))
     assert readable_by_others(commune) == [] and readable_by_others(province) == []
 
