@@ -52,14 +52,19 @@ def ca() -> None:
 @click.option("--name", default="lienthong provincial CA", show_default=True, help="The CA's name in certificates.")
 @click.option("--protect", is_flag=True, help=f"Encrypt the CA key with a passphrase (from ${ca_ops.PASSPHRASE_ENV}, or asked).")
 def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
-    """Create a CA in CA_DIR (its key is written with mode 0600; keep it offline)."""
+    """Create a two-level CA in CA_DIR: a root (move its key offline) and the issuing CA it signs."""
+    from .trust import root
+
     passphrase = None
     if protect:
         passphrase = ca_ops.passphrase_from_env() or click.prompt("CA passphrase", hide_input=True, confirmation_prompt=True).encode()
-    cert = ca_ops.init_ca_protected(ca_dir, name, passphrase)
-    audited(ca_dir, "admin.command", "ca init", name=name, fingerprint=ca_ops.ca_fingerprint(ca_dir), protected=bool(passphrase))
-    click.echo(f"Created CA {name!r}: certificate {cert}, key {ca_dir / tls.CA_KEY} (mode 0600{', encrypted' if passphrase else ''}).")
-    click.echo(f"Fingerprint (SHA-256): {ca_ops.ca_fingerprint(ca_dir)}")
+    root.init_two_level(ca_dir, name, passphrase)
+    audited(ca_dir, "admin.command", "ca init", name=name, fingerprint=ca_ops.ca_fingerprint(ca_dir), protected=bool(passphrase), levels=2)
+    sealed = f"mode 0600{', encrypted' if passphrase else ''}"
+    click.echo(f"Created CA {name!r}: root {ca_dir / root.ROOT_CERT} and its key {ca_dir / root.ROOT_KEY} ({sealed});")
+    click.echo(f"  issuing CA {ca_dir / tls.CA_CERT} and its key {ca_dir / tls.CA_KEY} (a year; signs nodes, renewals, enrollments).")
+    click.echo(f"Fingerprint of the root (SHA-256): {ca_ops.ca_fingerprint(ca_dir)}")
+    click.echo(f"Now move {ca_dir / root.ROOT_KEY} to offline media and delete it here (docs/security.md, Certificate authority).")
     click.echo(f"Next: lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}")
 
 
@@ -88,7 +93,8 @@ def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, ou
     audited(
         ca_dir, "cert.issue", issued.subject.rfc4514_string(), serial=format(issued.serial_number, "x"), role=role, parent=parent, days=days
     )
-    click.echo(f"Wrote {out_file}. On the node: copy it to tls/node.crt and {ca_dir / tls.CA_CERT} to tls/ca.crt.")
+    anchor = ca_dir / ("root.crt" if (ca_dir / "root.crt").exists() else tls.CA_CERT)
+    click.echo(f"Wrote {out_file}. On the node: copy it to tls/node.crt and {anchor} to tls/ca.crt.")
 
 
 @ca.command("list")
@@ -458,7 +464,7 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 
 # ------------------------------------------------------------------ command groups in their own modules
 
-from . import backup_cmd, feedback_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, verify_cmd  # noqa: E402 (after the core commands)
+from . import backup_cmd, feedback_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, rotate_cmd, verify_cmd  # noqa: E402 (after the core commands)
 
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
@@ -466,6 +472,7 @@ cli.add_command(reports_cmd.reports)
 cli.add_command(requests_cmd.requests)
 cli.add_command(verify_cmd.verify)
 cli.add_command(reparent_cmd.reparent)
+ca.add_command(rotate_cmd.rotate_issuing)
 cli.add_command(backup_cmd.backup)
 cli.add_command(backup_cmd.restore)
 

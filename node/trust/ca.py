@@ -40,6 +40,7 @@ from lienthong.sync.errors import SchemaTooNew, TrustError
 from lienthong.sync.sqlite import transaction
 
 from ..permissions import check_private
+from .root import ROOT_CERT
 from .tls import CA_CERT, CA_KEY, CA_VALIDITY, write_private, write_public
 
 REGISTRY = "issued.db"
@@ -189,7 +190,12 @@ def load_ca(ca_dir: Path, passphrase: bytes | None = None) -> tuple[ec.EllipticC
 
 
 def ca_fingerprint(ca_dir: Path) -> str:
-    """SHA-256 of the CA certificate's DER, lowercase hex: what enrollment tokens pin."""
+    """SHA-256 of the DER of the certificate nodes trust (a two-level CA's root, else the CA's own),
+    lowercase hex: what enrollment tokens pin."""
+    load_ca_cert(ca_dir)
+    anchor = Path(ca_dir) / ROOT_CERT
+    if anchor.exists():
+        return x509.load_pem_x509_certificate(anchor.read_bytes()).fingerprint(hashes.SHA256()).hex()
     return load_ca_cert(ca_dir).fingerprint(hashes.SHA256()).hex()
 
 

@@ -26,10 +26,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from lienthong.sync import provenance
 from lienthong.sync.errors import TrustError
 from lienthong.sync.revocation import normalize
 
-from . import ca
+from . import ca, root
 from .tls import write_public
 
 CRL_FILE = "ca.crl.pem"
@@ -90,8 +91,10 @@ def read_crl(path: Path, ca_cert_pem: bytes) -> list[str]:
         crl = x509.load_pem_x509_crl(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise TrustError(f"cannot read the revocation list {path}: {exc}", "rewrite it with `lienthong ca revoke`") from None
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
-    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+    anchor = x509.load_pem_x509_certificate(ca_cert_pem)
+    # A two-level CA's list is signed by its issuing CA, which the root (the node's anchor) certified.
+    signers = [anchor, *(i for i in root.issuers(path.parent) if provenance.issued_by(i, [], anchor))]
+    if not any(crl.issuer == s.subject and crl.is_signature_valid(s.public_key()) for s in signers):  # type: ignore[arg-type]
         raise TrustError(f"the revocation list {path} is not signed by this node's CA", "use the CRL written by this province's CA")
     return sorted(normalize(format(r.serial_number, "x")) for r in crl)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from lienthong.sync import provenance
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc
 
@@ -68,12 +68,14 @@ def fetch_pinned_ca(address: str, fingerprint: str, province_id: str = "", timeo
     ca_cert = x509.load_der_x509_certificate(pinned[0])
     try:
         leaf = x509.load_der_x509_certificate(ders[0])
-        leaf.verify_directly_issued_by(ca_cert)
-    except (InvalidSignature, ValueError, TypeError) as exc:
+        others = [x509.load_der_x509_certificate(der) for der in ders[1:]]
+    except ValueError:
+        others, leaf = [], None
+    if leaf is None or not provenance.issued_by(leaf, others, ca_cert):  # directly, or through its issuing CA
         raise EnrollError(
-            f"the server at {address} presents a certificate the pinned CA did not issue ({type(exc).__name__}); nothing was sent",
+            f"the server at {address} presents a certificate the pinned CA did not issue; nothing was sent",
             "the connection may be intercepted: tell the province's operator",
-        ) from None
+        )
     names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     units = leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     server_id = str(names[0].value) if len(names) == 1 else ""
@@ -175,15 +177,13 @@ def _check_reply(reply: wire.EnrollReply, token: tokens.Token, csr_pem: bytes, s
     hint = "tell the province's operator; the token may have been spent, so ask for a new one"
     try:
         ca_cert = x509.load_pem_x509_certificate(reply.ca_certificate)
-        cert = x509.load_pem_x509_certificate(reply.certificate)
+        cert, *chain = x509.load_pem_x509_certificates(reply.certificate)
     except ValueError:
         raise EnrollError("the province's reply holds no readable certificate", hint) from None
     if ca_cert.fingerprint(hashes.SHA256()).hex() != token.fingerprint:
         raise EnrollError("the province replied with another CA than the token pins", hint)
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (InvalidSignature, ValueError, TypeError):
-        raise EnrollError("the certificate the province sent was not issued by the pinned CA", hint) from None
+    if not provenance.issued_by(cert, chain, ca_cert):
+        raise EnrollError("the certificate the province sent was not issued by the pinned CA", hint)
     csr = x509.load_pem_x509_csr(csr_pem)
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if cert.public_key() != csr.public_key() or len(cns) != 1 or cns[0].value != token.node_id:

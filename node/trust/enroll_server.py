@@ -39,7 +39,7 @@ from lienthong.sync.transport import TlsFiles
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc
 
-from . import ca, issue, tls, tokens
+from . import ca, issue, root, tokens
 from .audit import Action, AuditLog
 from .audit_chain import AuditError
 from .ratelimit import Guard, RateLimit
@@ -92,7 +92,7 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
         self.guard = Guard(limit or RateLimit(), monotonic)
         self._audit_log = audit
         self._clock = clock
-        self._ca_pem = (self.ca_dir / tls.CA_CERT).read_bytes()
+        self._ca_pem = root.anchor_pem(self.ca_dir)  # what the new node will trust: the root
 
     # -- audit
 
@@ -163,7 +163,9 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
             pem: bytes = issued["cert_pem"].encode()
         except (ValueError, TrustError):
             return None
-        return pem if x509.load_pem_x509_certificate(pem).public_key() == csr.public_key() else None
+        if x509.load_pem_x509_certificate(pem).public_key() != csr.public_key():
+            return None
+        return pem + root.chain_for(self.ca_dir, pem)
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, hint: str) -> None:
