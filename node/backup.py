@@ -50,7 +50,7 @@ CA = "ca"
 FORMAT = 1
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".tmp", ".creating", ".partial")
-_SKIP_NAMES = ("node.lock",)
+_SKIP_NAMES = ("node.lock", "root.key")  # the root key lives offline, never in a backup
 
 
 class BackupError(LienthongError):
