@@ -7,6 +7,7 @@ on stderr and exit code 1; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -179,7 +180,8 @@ def init(
     if ca_dir is not None:
         ca_ops.load_ca(ca_dir, passphrase)  # fail before anything is made
     node_dir.mkdir(parents=True, exist_ok=True)
-    node_dir.chmod(permissions.DIR_MODE)
+    with contextlib.suppress(PermissionError):  # a folder someone else owns: `run` refuses it in words
+        node_dir.chmod(permissions.DIR_MODE)
     hosts = [*([listen.rpartition(":")[0].strip("[]")] if listen else []), *san]
     paths = runtime.tls_paths(node_dir, settings)
     # The node's key is made here and never leaves it; the CA signs a request.
