@@ -21,7 +21,8 @@ FROM python:3.11-slim-bookworm AS runtime
 RUN groupadd --system --gid 10001 lienthong \
     && useradd --system --uid 10001 --gid lienthong --home-dir /var/lib/lienthong --no-create-home --shell /usr/sbin/nologin lienthong \
     && mkdir -p /var/lib/lienthong \
-    && chown lienthong:lienthong /var/lib/lienthong
+    && chown lienthong:lienthong /var/lib/lienthong \
+    && chmod 0700 /var/lib/lienthong
 COPY --from=build /opt/lienthong /opt/lienthong
 ENV PATH=/opt/lienthong/bin:$PATH \
     LIENTHONG_DIR=/var/lib/lienthong \

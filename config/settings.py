@@ -205,9 +205,10 @@ ca = "tls/ca.crt"
 cert = "tls/node.crt"
 key = "tls/node.key"
 # On the province: the CA's revocation list (CA_DIR/ca.crl.pem, rewritten by
-# `lienthong ca revoke`). It is checked every half second and sent down to every
-# node; revoked certificates are refused, and cut off if connected.
-crl = ""
+# `lienthong ca revoke`; `init --ca` sets it). It is checked every half second and sent
+# down to every node; revoked certificates are refused, and cut off if connected. Empty
+# with ca_dir set: CA_DIR/ca.crl.pem.
+crl = {crl}
 # On the province, when it is the CA's home: the CA directory, to sign enrolling
 # nodes' requests (a protected key's passphrase comes from LIENTHONG_CA_PASSPHRASE).
 ca_dir = ""
@@ -260,14 +261,23 @@ format = "auto"
 """
 
 
-def render(*, id: str, name: str, mode: str, listen: str, parent: str, parent_id: str = "", units: list[str] | None = None) -> str:
+def render(
+    *, id: str, name: str, mode: str, listen: str, parent: str, parent_id: str = "", units: list[str] | None = None, crl: str = ""
+) -> str:
     """The commented configuration file for a new node (validated before it is written)."""
 
     def q(value: object) -> str:
         return tomlkit.item(value).as_string()
 
     text = TEMPLATE.format(
-        id=q(id), name=q(name), mode=q(mode), listen=q(listen), parent=q(parent), parent_id=q(parent_id), units=q(list(units or []))
+        id=q(id),
+        name=q(name),
+        mode=q(mode),
+        listen=q(listen),
+        parent=q(parent),
+        parent_id=q(parent_id),
+        units=q(list(units or [])),
+        crl=q(crl),
     )
     validate(tomllib.loads(text))
     return text

@@ -7,6 +7,7 @@ on stderr and exit code 1; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -21,12 +22,12 @@ from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 
-from . import logs, runtime
+from . import logs, permissions, runtime
 from .cli_common import DIR_OPTION, audited, fail, load_settings
 from .intake import StoreSink
 from .trust import ca as ca_ops
 from .trust import issue, tls
-from .trust.crl import write_crl
+from .trust.crl import CRL_FILE, add_home, enforcing_homes, write_crl
 
 # Node certificates are short-lived (30 days); nodes renew their own over the
 # replication link after two thirds of that (node/trust/renewal.py).
@@ -52,14 +53,19 @@ def ca() -> None:
 @click.option("--name", default="lienthong provincial CA", show_default=True, help="The CA's name in certificates.")
 @click.option("--protect", is_flag=True, help=f"Encrypt the CA key with a passphrase (from ${ca_ops.PASSPHRASE_ENV}, or asked).")
 def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
-    """Create a CA in CA_DIR (its key is written with mode 0600; keep it offline)."""
+    """Create a two-level CA in CA_DIR: a root (move its key offline) and the issuing CA it signs."""
+    from .trust import root
+
     passphrase = None
     if protect:
         passphrase = ca_ops.passphrase_from_env() or click.prompt("CA passphrase", hide_input=True, confirmation_prompt=True).encode()
-    cert = ca_ops.init_ca_protected(ca_dir, name, passphrase)
-    audited(ca_dir, "admin.command", "ca init", name=name, fingerprint=ca_ops.ca_fingerprint(ca_dir), protected=bool(passphrase))
-    click.echo(f"Created CA {name!r}: certificate {cert}, key {ca_dir / tls.CA_KEY} (mode 0600{', encrypted' if passphrase else ''}).")
-    click.echo(f"Fingerprint (SHA-256): {ca_ops.ca_fingerprint(ca_dir)}")
+    root.init_two_level(ca_dir, name, passphrase)
+    audited(ca_dir, "admin.command", "ca init", name=name, fingerprint=ca_ops.ca_fingerprint(ca_dir), protected=bool(passphrase), levels=2)
+    sealed = f"mode 0600{', encrypted' if passphrase else ''}"
+    click.echo(f"Created CA {name!r}: root {ca_dir / root.ROOT_CERT} and its key {ca_dir / root.ROOT_KEY} ({sealed});")
+    click.echo(f"  issuing CA {ca_dir / tls.CA_CERT} and its key {ca_dir / tls.CA_KEY} (a year; signs nodes, renewals, enrollments).")
+    click.echo(f"Fingerprint of the root (SHA-256): {ca_ops.ca_fingerprint(ca_dir)}")
+    click.echo(f"Now move {ca_dir / root.ROOT_KEY} to offline media and delete it here (docs/security.md, Certificate authority).")
     click.echo(f"Next: lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}")
 
 
@@ -88,7 +94,8 @@ def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, ou
     audited(
         ca_dir, "cert.issue", issued.subject.rfc4514_string(), serial=format(issued.serial_number, "x"), role=role, parent=parent, days=days
     )
-    click.echo(f"Wrote {out_file}. On the node: copy it to tls/node.crt and {ca_dir / tls.CA_CERT} to tls/ca.crt.")
+    anchor = ca_dir / ("root.crt" if (ca_dir / "root.crt").exists() else tls.CA_CERT)
+    click.echo(f"Wrote {out_file}. On the node: copy it to tls/node.crt and {anchor} to tls/ca.crt.")
 
 
 @ca.command("list")
@@ -123,6 +130,8 @@ def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str) -> None:
         click.echo(f"Revoked {', '.join(serials)}; the revocation list {crl} is updated.")
     else:
         click.echo(f"Nothing to revoke: {node_or_serial} has no valid certificate. {crl} is rewritten.")
+    if not enforcing_homes(ca_dir, runtime.running_info):
+        click.echo(f"Warning: no running node enforces {crl}: start the province's node (made with `init --ca {ca_dir}`).", err=True)
 
 
 # ------------------------------------------------------------------ init
@@ -163,19 +172,23 @@ def init(
         fail("a district-mode node needs its parent's address", "add --parent HOST:PORT (the provincial node's address)")
     if (node_dir / config.CONFIG_FILE).exists():
         fail(f"{node_dir} already holds a node", "use another --dir, or run the existing node")
-    text = config.render(id=node_id, name=name, mode=mode, listen=listen, parent=parent, parent_id=parent_id, units=list(units))
+    # The province made from a CA is its home: it enforces the CA's revocation list, no edit needed.
+    crl = str((ca_dir / CRL_FILE).absolute()) if ca_dir is not None and mode == "provincial" else ""
+    text = config.render(id=node_id, name=name, mode=mode, listen=listen, parent=parent, parent_id=parent_id, units=list(units), crl=crl)
     settings = config.validate(tomllib.loads(text))
     passphrase = ca_ops.passphrase_from_env()
     if ca_dir is not None:
         ca_ops.load_ca(ca_dir, passphrase)  # fail before anything is made
     node_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):  # a folder someone else owns: `run` refuses it in words
+        node_dir.chmod(permissions.DIR_MODE)
     hosts = [*([listen.rpartition(":")[0].strip("[]")] if listen else []), *san]
     paths = runtime.tls_paths(node_dir, settings)
     # The node's key is made here and never leaves it; the CA signs a request.
     if ca_dir is not None:
         issue.issue_node(ca_dir, paths, node_id, mode, hosts, NODE_CERT_DAYS, parent_id, passphrase)
     else:
-        tls.write_public(paths.key.parent / "node.csr", issue.make_csr(paths.key, node_id, hosts))
+        tls.write_public(paths.key.parent / "node.csr", issue.make_csr(paths.key, node_id, hosts), tls.NODE_FILE_MODE)
     Store.create(node_dir / runtime.STORE_FILE, node_id).close()
     audited(
         node_dir,
@@ -189,6 +202,8 @@ def init(
     )
     if ca_dir is not None:
         audited(ca_dir, "cert.issue", node_id, role=mode, parent=parent_id, days=NODE_CERT_DAYS)
+        if crl:
+            add_home(ca_dir, node_dir)
     (node_dir / "inbox").mkdir(exist_ok=True)
     (node_dir / config.CONFIG_FILE).write_text(text, encoding="utf-8")
     click.echo(f"Created {mode} node {node_id!r} in {node_dir}.")
@@ -333,10 +348,13 @@ def token_create(node_dir: Path, child_id: str, ttl: str) -> None:
 @click.argument("token_text", metavar="TOKEN")
 def enroll_cmd(node_dir: Path, token_text: str) -> None:
     """Join the province with a one-time TOKEN: the key is made here, only a request leaves."""
-    from .trust import enroll_client
+    from .trust import enroll_client, tokens
 
     settings = load_settings(node_dir)
     paths = runtime.tls_paths(node_dir, settings)
+    province = tokens.parse_token(token_text).province_id
+    if settings.parent.id and province and settings.parent.id != province:  # before the token is spent
+        fail(f"this token is from {province!r}, but parent.id in lienthong.toml is {settings.parent.id!r}", "correct parent.id")
     hosts = [settings.server.listen.rpartition(":")[0].strip("[]")] if settings.server.listen else []
     parent = enroll_client.enroll(node_dir, token_text, paths.key, paths.cert, paths.ca, hosts=hosts, expect_node_id=settings.node.id)
     audited(node_dir, "enroll", parent, outcome="enrolled")
@@ -428,26 +446,6 @@ def adapters_list(as_json: bool) -> None:
 
 
 @cli.command()
-@DIR_OPTION
-@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
-def backup(node_dir: Path, dest: Path) -> None:
-    """Copy the node's store to DEST while it runs (SQLite online backup)."""
-    if dest.exists():
-        fail(f"{dest} exists", "choose a new file name")
-    if not dest.parent.is_dir():
-        fail(f"cannot write the backup to {dest}: {dest.parent} is not a folder", "give DEST in an existing folder")
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
-        store.backup(dest)
-    except sqlite3.Error as exc:
-        fail(f"cannot write the backup to {dest}: {exc}", "choose a folder you can write to, with room for the store")
-    finally:
-        store.close()
-    audited(node_dir, "admin.command", "backup", dest=str(dest))
-    click.echo(f"Backed up {node_dir / runtime.STORE_FILE} to {dest}.")
-
-
-@cli.command()
 @click.option("--children", default=3, show_default=True, type=click.IntRange(1, 50), help="Subordinate nodes directly under the province.")
 @click.option(
     "--records",
@@ -468,7 +466,7 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 
 # ------------------------------------------------------------------ command groups in their own modules
 
-from . import feedback_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, verify_cmd  # noqa: E402 (after the core commands)
+from . import backup_cmd, feedback_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, rotate_cmd, verify_cmd  # noqa: E402 (after the core commands)
 
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
@@ -476,9 +474,13 @@ cli.add_command(reports_cmd.reports)
 cli.add_command(requests_cmd.requests)
 cli.add_command(verify_cmd.verify)
 cli.add_command(reparent_cmd.reparent)
+ca.add_command(rotate_cmd.rotate_issuing)
+cli.add_command(backup_cmd.backup)
+cli.add_command(backup_cmd.restore)
 
 
 def main() -> None:
+    permissions.private_umask()  # every file a command makes is the user's alone (node/permissions.py)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:

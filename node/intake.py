@@ -20,8 +20,8 @@ from lienthong.sync.errors import StoreError
 from lienthong.sync.store import FileWriter, Store
 
 BLOBS = "blobs"
-BLOB_MODE = 0o640
-BLOB_DIR_MODE = 0o750
+BLOB_MODE = 0o600  # citizens' attachments: the node's user only (node/permissions.py)
+BLOB_DIR_MODE = 0o700
 
 
 class _Writer:
@@ -102,8 +102,8 @@ class StoreSink:
 
         Only `path.open("rb")` reads it: for an inbox attachment that is the descriptor opened
         without following links (adapters/held.py), so what is hashed is what was read and a
-        name swapped for a link afterwards is never followed. Blobs are 0640 (the node's own
-        user and group), their folders 0750."""
+        name swapped for a link afterwards is never followed. Blobs are 0600 (the node's own
+        user), their folders 0700."""
         self.blobs.mkdir(mode=BLOB_DIR_MODE, exist_ok=True)
         h = hashlib.sha256()
         fd, name = tempfile.mkstemp(prefix=".incoming-", dir=self.blobs)

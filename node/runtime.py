@@ -43,12 +43,14 @@ from lienthong.sync.wire import replication_pb2 as wire
 
 from . import disk
 from .intake import StoreSink
+from .permissions import secure
 from .trust import ca as ca_ops
 from .trust.audit import AuditLog
+from .trust.crl import add_home, crl_path
 from .trust.enroll_server import serve_enrollment
 from .trust.publish import CrlPublisher, RegistryPublisher
 from .trust.renewal import NodeRenewal, issue_renewal
-from .trust.tls import NodeTlsPaths
+from .trust.tls import CA_CERT, NodeTlsPaths
 
 STORE_FILE = "lienthong.db"
 LOCK_FILE = "node.lock"
@@ -105,7 +107,7 @@ def tuning(settings: Settings) -> Tuning:
 def run_lock(node_dir: Path) -> Iterator[Path]:
     """Hold the node directory's run lock; refuses a second node on one directory."""
     path = node_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -249,6 +251,10 @@ class Node:
     async def run(self) -> None:
         self.state = State.STARTING
         settings = self.settings
+        opened = await asyncio.to_thread(secure, self.dir)
+        if opened:
+            shown = [str(p.relative_to(self.dir)) if p != self.dir else "." for p in opened[:10]]
+            self.log.warning("permissions.closed", count=len(opened), paths=shown, hint="they were readable by other users; now 0600/0700")
         with run_lock(self.dir) as lock_path:
             store = open_store(self.dir, settings)
             if store.node_id != settings.node.id:
@@ -267,6 +273,7 @@ class Node:
             changes = Changes()
             tune = tuning(settings)
             server = health = None
+            crl_file: Path | None = None
             enroll_server = None
             intake = None
             children = Children()
@@ -278,7 +285,10 @@ class Node:
                 if settings.server.listen:
                     revocations = Revocations(store)
                     revocations.refresh()
-                    crl = CrlPublisher(store, self.dir / settings.tls.crl, tls.ca) if settings.tls.crl else None
+                    crl_file = crl_path(self.dir, settings.tls.crl, settings.tls.ca_dir)
+                    crl = CrlPublisher(store, crl_file, tls.ca) if crl_file is not None else None
+                    if crl_file is not None and (crl_file.parent / CA_CERT).exists():
+                        add_home(crl_file.parent, self.dir)
                     registry = RegistryPublisher(store, self.dir / settings.tls.ca_dir) if settings.tls.ca_dir else None
                     # Publish once before accepting children: no child is judged on stale lists.
                     for publisher in (crl, registry):
@@ -333,6 +343,7 @@ class Node:
                             "listen": settings.server.listen,
                             "enroll_port": self.enroll_port,
                             "started": time.time(),
+                            "crl": str(crl_file) if crl_file is not None else "",
                         }
                     )
                 )

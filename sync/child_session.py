@@ -121,6 +121,9 @@ class ChildSession:
         try:
             await asyncio.to_thread(self.down.register_child, child, address)
             state = await asyncio.to_thread(self.down.child_state, child)
+            if state.epoch and state.epoch != hello.epoch:
+                resent = await asyncio.to_thread(self.down.resend_to_restored, child, hello.epoch)
+                bound.warning("link.child_restored", epoch=hello.epoch, resent=resent)
             applied, fingerprint = (state.applied, state.fingerprint) if state.epoch == hello.epoch else (0, b"")
             down_cursor = hello.down_applied if hello.down_epoch == store.epoch else 0
             if down_cursor and await asyncio.to_thread(self.down.down_fingerprint, child, down_cursor) != hello.down_fingerprint:

@@ -81,6 +81,20 @@ class Downstream:
             # Feedback for its units may have waited here for it (assigned before it first connected).
             self.store.router.queue_feedback_for(db, child)
 
+    def resend_to_restored(self, child: str, epoch: str) -> int:
+        """The child came back with a new change-log epoch: its store was restored from a copy
+        (or replaced) and may lack what it wrote after that copy was made. Queue down to it
+        everything this node holds that came up from it (applying is idempotent and
+        version-guarded: what it still has changes nothing), and take its new epoch now, so
+        a reconnect before its first batch does not queue it all again. Returns how many."""
+        with self.store.writing() as db:
+            db.execute("UPDATE children SET epoch = ?, applied = 0, fingerprint = x'' WHERE child = ?", (epoch, child))
+            cursor = db.execute(
+                "INSERT INTO downqueue(child, rid) SELECT ?, rid FROM records WHERE via = ? ORDER BY rid",
+                (child, child),
+            )
+            return cursor.rowcount
+
     def set_child(self, child: str, **values: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in values)
         with self.store.writing() as db:

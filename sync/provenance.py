@@ -164,7 +164,8 @@ class Signer:
     """Seals this node's writes. Holds the signing key and the certificate that certifies it."""
 
     def __init__(self, node_id: str, key: ed25519.Ed25519PrivateKey, cert_pem: bytes, ca_pem: bytes) -> None:
-        cert = x509.load_pem_x509_certificate(cert_pem)
+        chain = x509.load_pem_x509_certificates(cert_pem)  # the node's certificate, then its issuing CA's (two-level CA)
+        cert = chain[0]
         certified = signing_public_key(cert)
         if certified is None or _raw_public(certified) != _raw_public(key.public_key()):
             raise TrustError(
@@ -173,7 +174,9 @@ class Signer:
             )
         self.node_id = node_id
         self._key = key
-        self.cert_der = cert.public_bytes(serialization.Encoding.DER)
+        # Each seal carries the chain (DER certificates one after the other): it verifies up to
+        # the root with nothing else, whichever issuing CA signed the node's certificate.
+        self.cert_der = b"".join(c.public_bytes(serialization.Encoding.DER) for c in chain)
         self.redact = Redactor(hashing_key(ca_pem))
 
     @classmethod
@@ -349,24 +352,65 @@ class Verifier:
         return cert
 
 
+def split_der(blob: bytes) -> list[bytes]:
+    """DER certificates written one after the other, apart (each is one ASN.1 SEQUENCE)."""
+    out = []
+    while blob:
+        if len(blob) < 2 or blob[0] != 0x30:
+            raise ValueError("not a DER certificate")
+        size, head = blob[1], 2
+        if size & 0x80:
+            count = size & 0x7F
+            if not 1 <= count <= 4 or len(blob) < 2 + count:
+                raise ValueError("not a DER certificate")
+            size, head = int.from_bytes(blob[2 : 2 + count], "big"), 2 + count
+        if len(blob) < head + size:
+            raise ValueError("a DER certificate is cut short")
+        out.append(blob[: head + size])
+        blob = blob[head + size :]
+    return out
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    key = issuer.public_key()
+    if cert.issuer != issuer.subject or not isinstance(key, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))  # type: ignore[arg-type]
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def issued_by(cert: x509.Certificate, intermediates: Iterable[x509.Certificate], anchor: x509.Certificate) -> bool:
+    """Whether `anchor` issued `cert`, directly (a single-level CA) or through one of
+    `intermediates` that it certified as a CA (a two-level CA's issuing CA)."""
+    if _signed_by(cert, anchor):
+        return True
+    return any(_is_ca(i) and _signed_by(i, anchor) and _signed_by(cert, i) for i in intermediates)
+
+
 def check_certificate(der: bytes, ca: x509.Certificate) -> CertInfo:
-    """A node certificate's facts, and `problem` set when this CA did not issue it or it certifies no signing key."""
+    """A node certificate's facts, and `problem` set when this CA did not issue it or it certifies no signing key.
+
+    `der` is the certificate, optionally followed by the issuing CA's (DER, one after the other)."""
     epoch = dt.datetime.fromtimestamp(0, dt.UTC)
     try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+        chain = [x509.load_der_x509_certificate(part) for part in split_der(der)]
+        cert = chain[0]
+    except (ValueError, IndexError):
         return CertInfo("", "", "", None, epoch, epoch, "the seal's certificate cannot be read")
     serial = format(cert.serial_number, "x")
     node_id, role = _attribute(cert, NameOID.COMMON_NAME), _attribute(cert, NameOID.ORGANIZATIONAL_UNIT_NAME)
     key = signing_public_key(cert)
-    problem = ""
-    ca_key = ca.public_key()
-    try:
-        if cert.issuer != ca.subject or not isinstance(ca_key, ec.EllipticCurvePublicKey):
-            raise InvalidSignature
-        ca_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))  # type: ignore[arg-type]
-    except InvalidSignature:
-        problem = "the seal's certificate was not issued by this province's CA"
+    problem = "" if issued_by(cert, chain[1:], ca) else "the seal's certificate was not issued by this province's CA"
     if key is None and not problem:
         problem = "the seal's certificate certifies no signing key"
     return CertInfo(node_id, role, serial, key, cert.not_valid_before_utc, cert.not_valid_after_utc, problem)

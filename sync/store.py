@@ -25,6 +25,7 @@ worker threads.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -134,6 +135,8 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".creating")
         tmp.unlink(missing_ok=True)
+        # 0600 from the first byte: citizens' data. SQLite gives the WAL and SHM the same mode.
+        os.close(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         conn = cls._connect(tmp)
         cls._migrate(conn, path)
         conn.execute("INSERT INTO meta VALUES ('node_id', ?), ('epoch', ?), ('created', ?)", (node_id, new_epoch(), str(time.time())))

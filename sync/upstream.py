@@ -9,11 +9,12 @@ transaction, so a batch received twice is a no-op.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import admission, clock, records
+from . import admission, clock, provenance, records
 from .batch import OutBatch, Refusal
 from .errors import ProtocolError
 from .store import UPSERT, VIA_LOCAL, VIA_PARENT, Store
@@ -163,12 +164,34 @@ class Upstream:
                 raise ProtocolError(f"the parent sent down {after}..{last} but we hold {applied}", "it reconnects by itself")
             db.executemany(UPSERT, rows)
             db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
+            self._take_back_own(db, rows)
             self.store.router.route(db, [r[0] for r in rows])
             db.execute(
                 "UPDATE uplink SET down_epoch = ?, down_applied = ?, down_fingerprint = ?, received = received + ?, last_contact = ?",
                 (parent_epoch, last, fingerprint, len(rows), now),
             )
         return len(rows), refusals
+
+    def _take_back_own(self, db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """This node's own records coming back down (it was restored from a copy older than what
+        its parent holds, `DownstreamLinks.resend_to_restored`) are its own writes again, and its
+        next seal continues after the highest of its seals, so its chain stays whole, not forked."""
+        own = [r for r in rows if r[2] == self.store.node_id]
+        if not own:
+            return
+        for start in range(0, len(own), 500):
+            chunk = [r[0] for r in own[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            db.execute(f"UPDATE records SET via = ? WHERE via = ? AND id IN ({marks})", (VIA_LOCAL, VIA_PARENT, *chunk))
+        bodies = [records.Envelope.FromString(r[9]).body for r in own if r[1] == records.SEAL]
+        if not bodies:
+            return
+        seq, body = max((records.Seal.FromString(b).seq, b) for b in bodies)
+        current = db.execute("SELECT value FROM meta WHERE key = 'seal_seq'").fetchone()
+        if seq > int(current[0] if current else 0):
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", [("seal_seq", str(seq)), ("seal_head", provenance.seal_hash(body).hex())]
+            )
 
     def down_cursor(self) -> tuple[str, int, bytes]:
         """The parent epoch, sequence and fingerprint of what we applied of its queue."""

@@ -54,7 +54,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value: {last!r})")
 
 
-def cli(*args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed `lienthong` command (as a user would) and return its result.
 
     Past `timeout` (times `WAIT_SCALE`) the command and every process it started (a demo's nodes)
@@ -62,7 +64,7 @@ def cli(*args: str, check: bool = True, env: dict[str, str] | None = None, timeo
     """
     argv = [sys.executable, "-m", "lienthong.node", *args]
     env = {**os.environ, **(env or {}), SESSION_MARK: SESSION_ID}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True, cwd=cwd)
     try:
         stdout, stderr = proc.communicate(timeout=timeout * WAIT_SCALE)
     except BaseException as exc:  # over time, or the test itself timed out or was interrupted

@@ -157,7 +157,7 @@ def test_enroll_happy_path_key_never_leaves_the_node(tmp_path: Path, ca_dir: Pat
             private = serialization.load_pem_private_key(key.read_bytes(), None)
             assert cert.public_key() == private.public_key()
             assert stat.S_IMODE(key.stat().st_mode) == 0o600
-            assert stat.S_IMODE((child / "tls" / "node.crt").stat().st_mode) == 0o644
+            assert stat.S_IMODE((child / "tls" / "node.crt").stat().st_mode) == 0o600  # nothing in a node dir is for others
             # What reached the province: one CSR for that key, never the key.
             [call] = prov.calls
             csr = x509.load_pem_x509_csr(call.csr)
@@ -311,5 +311,32 @@ def test_serve_enrollment_refuses_a_foreign_ca_dir(tmp_path: Path, ca_dir: Path)
     async def main() -> None:
         with pytest.raises(tokens.EnrollError, match="not the CA this node trusts"):
             await enroll_server.serve_enrollment("127.0.0.1:0", paths.load(), other, node_dir, "86")
+
+    asyncio.run(main())
+
+
+def test_a_failed_enrollment_leaves_the_token_usable(tmp_path: Path, ca_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The province spent the token but the node could not write its certificate: the same command
+    again (same key) gets the same certificate; a caller with another key is still refused."""
+
+    async def main() -> None:
+        async with province(tmp_path, ca_dir, monkeypatch) as prov:
+            token = prov.token()
+            child = tmp_path / "child"
+            blocker = child / "tls" / "node.crt"
+            blocker.mkdir(parents=True)
+            (blocker / "in-the-way").write_text("x")  # the certificate cannot be written: a folder holds its name
+            message = await refused(child, token)
+            assert "cannot be written" in message
+            [row] = tokens.list_tokens(prov.node_dir)
+            assert row["used_at"]  # the province did spend it
+            (blocker / "in-the-way").unlink()
+            blocker.rmdir()
+            assert await enroll_node(child, token) == "86"
+            cert = x509.load_pem_x509_certificate((child / "tls" / "node.crt").read_bytes())
+            assert format(cert.serial_number, "x") == row["serial"]  # the same certificate, sent again
+            assert len([r for r in ca.list_issued(ca_dir) if r["node_id"] == CHILD]) == 1
+            assert "already used" in await refused(tmp_path / "thief", token)  # another key: refused
+            assert [e["outcome"] for e in prov.enroll_entries()] == ["issued", "sent again", "refused"]
 
     asyncio.run(main())

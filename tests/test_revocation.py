@@ -49,3 +49,24 @@ def test_revoking_cuts_off_connected_nodes_at_every_tier(make_node: MakeNode, ca
     assert '"action": "connection.refused"' in exported and '"subject": "86-29077"' in exported and "certificate revoked" in exported
     cli("audit", "export", "--dir", str(ca_dir), str(ca_dir / "audit.jsonl"))
     assert (ca_dir / "audit.jsonl").read_text().count('"action": "cert.revoke"') == 2
+
+
+def test_revocation_is_enforced_by_the_cas_home_without_configuration(make_node: MakeNode, ca_dir: Path) -> None:
+    """A province made with `init --ca` enforces the CA's list as made: no TOML edit, no restart.
+    `ca revoke` warns when no running node enforces it, and is quiet when the province runs."""
+    province = make_node("86")
+    kept = make_node("86-28894", parent=listen_address(province))
+    gone = make_node("86-29077", parent=listen_address(province))
+    early = make_node("86-29560", parent=listen_address(province))
+    stopped = cli("ca", "revoke", str(ca_dir), "86-29560", "--reason", "cessation_of_operation")
+    assert "Warning: no running node enforces" in stopped.stderr and len(stopped.stderr.strip().splitlines()) == 1
+    procs = [NodeProcess(n) for n in (province, kept, gone, early)]
+    with running(*procs):
+        wait_until(lambda: len([c for c in status(province)["children"] if c["connected"]]) == 2, timeout=30, what="two children up")
+        wait_until(lambda: "revoked" in procs[3].log(), timeout=15, what="the node revoked before the start to be refused")
+        revoked = cli("ca", "revoke", str(ca_dir), "86-29077", "--reason", "key_compromise")
+        assert "Warning" not in revoked.stderr
+        wait_until(lambda: not child_state(province, "86-29077")["connected"], timeout=10, what="the province to cut 86-29077")
+        wait_until(lambda: "revoked" in procs[2].log(), timeout=15, what="the revoked child to be told why")
+        assert child_state(province, "86-28894")["connected"]
+        assert not child_state(province, "86-29560").get("connected")

@@ -39,6 +39,8 @@ from lienthong.sync import sqlite
 from lienthong.sync.errors import SchemaTooNew, TrustError
 from lienthong.sync.sqlite import transaction
 
+from ..permissions import check_private
+from .root import ROOT_CERT
 from .tls import CA_CERT, CA_KEY, CA_VALIDITY, write_private, write_public
 
 REGISTRY = "issued.db"
@@ -165,6 +167,7 @@ def load_ca(ca_dir: Path, passphrase: bytes | None = None) -> tuple[ec.EllipticC
         raise TrustError(
             f"the CA in {ca_dir} has no private key ({CA_KEY})", "sign on the machine that holds the CA key, or restore it from backup"
         ) from None
+    check_private(ca_dir / CA_KEY, "the CA key")
     secret = _as_bytes(passphrase)
     try:
         try:
@@ -187,7 +190,12 @@ def load_ca(ca_dir: Path, passphrase: bytes | None = None) -> tuple[ec.EllipticC
 
 
 def ca_fingerprint(ca_dir: Path) -> str:
-    """SHA-256 of the CA certificate's DER, lowercase hex: what enrollment tokens pin."""
+    """SHA-256 of the DER of the certificate nodes trust (a two-level CA's root, else the CA's own),
+    lowercase hex: what enrollment tokens pin."""
+    load_ca_cert(ca_dir)
+    anchor = Path(ca_dir) / ROOT_CERT
+    if anchor.exists():
+        return x509.load_pem_x509_certificate(anchor.read_bytes()).fingerprint(hashes.SHA256()).hex()
     return load_ca_cert(ca_dir).fingerprint(hashes.SHA256()).hex()
 
 
@@ -200,6 +208,8 @@ def registry(ca_dir: Path) -> Iterator[sqlite3.Connection]:
     only in a directory that holds a CA."""
     load_ca_cert(ca_dir)
     path = Path(ca_dir) / REGISTRY
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, timeout=10)
     try:
         conn.row_factory = sqlite3.Row

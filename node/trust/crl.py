@@ -5,24 +5,36 @@
     any node:  read_crl(path, ca_cert_pem)              -> the revoked serials, signature checked
 
 The province's node publishes each new version to the nodes below (`publish.py`).
+
+Who enforces it: the CA's home, the provincial node made with `init --ca` (its `tls.crl`
+names this file) or configured with `tls.ca_dir` (the list is found there). Each such node
+is recorded in `CA_DIR/homes.json` (`add_home`), and a running one says in its run lock
+which list it watches, so `lienthong ca revoke` can warn when no running node enforces it
+(`enforcing_homes`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from lienthong.sync import provenance
 from lienthong.sync.errors import TrustError
 from lienthong.sync.revocation import normalize
 
-from . import ca
+from . import ca, root
 from .tls import write_public
 
 CRL_FILE = "ca.crl.pem"
+HOMES_FILE = "homes.json"  # the node directories that enforce this CA's list
 # A CRL must be rewritten (`write_crl`) before this; readers may refuse a stale one.
 CRL_NEXT_UPDATE = dt.timedelta(days=7)
 
@@ -79,7 +91,49 @@ def read_crl(path: Path, ca_cert_pem: bytes) -> list[str]:
         crl = x509.load_pem_x509_crl(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise TrustError(f"cannot read the revocation list {path}: {exc}", "rewrite it with `lienthong ca revoke`") from None
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
-    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+    anchor = x509.load_pem_x509_certificate(ca_cert_pem)
+    # A two-level CA's list is signed by its issuing CA, which the root (the node's anchor) certified.
+    signers = [anchor, *(i for i in root.issuers(path.parent) if provenance.issued_by(i, [], anchor))]
+    if not any(crl.issuer == s.subject and crl.is_signature_valid(s.public_key()) for s in signers):  # type: ignore[arg-type]
         raise TrustError(f"the revocation list {path} is not signed by this node's CA", "use the CRL written by this province's CA")
     return sorted(normalize(format(r.serial_number, "x")) for r in crl)
+
+
+def crl_path(node_dir: Path, crl: str, ca_dir: str) -> Path | None:
+    """The revocation list a node watches: `tls.crl` when set, else its CA's list when it is
+    the CA's home (`tls.ca_dir` set), else None. Relative paths are inside `node_dir`."""
+    if crl:
+        return node_dir / crl
+    if ca_dir:
+        return node_dir / ca_dir / CRL_FILE
+    return None
+
+
+def _homes(ca_dir: Path) -> list[str]:
+    try:
+        homes = json.loads((ca_dir / HOMES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [str(h) for h in homes] if isinstance(homes, list) else []
+
+
+def add_home(ca_dir: Path, node_dir: Path) -> None:
+    """Record that the node in `node_dir` enforces this CA's list (best effort: a CA folder that
+    cannot be written, a read-only copy, only loses `ca revoke`'s warning)."""
+    homes = _homes(ca_dir)
+    home = str(Path(node_dir).absolute())
+    if home in homes:
+        return
+    with contextlib.suppress(OSError):
+        write_public(ca_dir / HOMES_FILE, json.dumps([*homes, home], indent=1).encode())
+
+
+def enforcing_homes(ca_dir: Path, running_info: Callable[[Path], dict[str, Any] | None]) -> list[str]:
+    """The recorded homes running now and watching this CA's list (`running_info` reads a node's run lock)."""
+    wanted = str((Path(ca_dir) / CRL_FILE).resolve())
+    out = []
+    for home in _homes(ca_dir):
+        info = running_info(Path(home)) or {}
+        if info.get("crl") and str(Path(info["crl"]).resolve()) == wanted:
+            out.append(home)
+    return out

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from lienthong.sync import provenance
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc
 
@@ -68,12 +68,14 @@ def fetch_pinned_ca(address: str, fingerprint: str, province_id: str = "", timeo
     ca_cert = x509.load_der_x509_certificate(pinned[0])
     try:
         leaf = x509.load_der_x509_certificate(ders[0])
-        leaf.verify_directly_issued_by(ca_cert)
-    except (InvalidSignature, ValueError, TypeError) as exc:
+        others = [x509.load_der_x509_certificate(der) for der in ders[1:]]
+    except ValueError:
+        others, leaf = [], None
+    if leaf is None or not provenance.issued_by(leaf, others, ca_cert):  # directly, or through its issuing CA
         raise EnrollError(
-            f"the server at {address} presents a certificate the pinned CA did not issue ({type(exc).__name__}); nothing was sent",
+            f"the server at {address} presents a certificate the pinned CA did not issue; nothing was sent",
             "the connection may be intercepted: tell the province's operator",
-        ) from None
+        )
     names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     units = leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     server_id = str(names[0].value) if len(names) == 1 else ""
@@ -87,12 +89,13 @@ def fetch_pinned_ca(address: str, fingerprint: str, province_id: str = "", timeo
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    """A certificate: mode 0644, written to a temporary file and renamed into place."""
+    """A certificate in the node's directory: mode 0600 (nothing there is for other users),
+    written to a temporary file and renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o644)
+        os.fchmod(f.fileno(), 0o600)
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -131,14 +134,16 @@ def enroll(
 
     Makes (or reuses) the key at `key_path` (mode 0600, never sent), pins the CA by the
     token's fingerprint before sending anything, sends the CSR and the token, checks the
-    certificate it gets back and writes it to `cert_path` and the CA to `ca_path` (0644).
-    Relative paths are taken inside `node_dir`. `hosts`: extra DNS names / IP addresses
+    certificate it gets back and writes it to `cert_path` and the CA to `ca_path` (0600).
+    Relative paths are taken inside `node_dir` (callers pass either, never both joined).
+    If the certificate cannot be written after the province issued it, running this again
+    with the same key gets the same certificate (the province sends it again). `hosts`: extra DNS names / IP addresses
     for the certificate (besides the node id, localhost, 127.0.0.1 and ::1).
     `expect_node_id`: refuse a token made for another node id (the configured one).
     Blocking: call it from a thread when an event loop runs.
     """
-    node_dir = Path(node_dir)
-    key_path, cert_path, ca_path = (p if Path(p).is_absolute() else node_dir / p for p in (key_path, cert_path, ca_path))
+    node_dir = Path(node_dir).absolute()
+    key_path, cert_path, ca_path = (Path(p) if Path(p).is_absolute() else node_dir / p for p in (key_path, cert_path, ca_path))
     parsed = tokens.parse_token(token)
     if expect_node_id and parsed.node_id != expect_node_id:
         raise EnrollError(
@@ -157,8 +162,14 @@ def enroll(
         except grpc.RpcError as exc:
             raise _rpc_error(exc, parsed.address) from None
     _check_reply(reply, parsed, csr_pem, server_id)
-    _write_public(ca_path, reply.ca_certificate)
-    _write_public(cert_path, reply.certificate)
+    try:
+        _write_public(ca_path, reply.ca_certificate)
+        _write_public(cert_path, reply.certificate)
+    except OSError as exc:
+        raise EnrollError(
+            f"the province issued the certificate but it cannot be written to {cert_path}: {exc.strerror or exc}",
+            "fix that and run the same `lienthong enroll` command again: the token stays good for this node's key",
+        ) from None
     return str(reply.parent_id)
 
 
@@ -166,15 +177,13 @@ def _check_reply(reply: wire.EnrollReply, token: tokens.Token, csr_pem: bytes, s
     hint = "tell the province's operator; the token may have been spent, so ask for a new one"
     try:
         ca_cert = x509.load_pem_x509_certificate(reply.ca_certificate)
-        cert = x509.load_pem_x509_certificate(reply.certificate)
+        cert, *chain = x509.load_pem_x509_certificates(reply.certificate)
     except ValueError:
         raise EnrollError("the province's reply holds no readable certificate", hint) from None
     if ca_cert.fingerprint(hashes.SHA256()).hex() != token.fingerprint:
         raise EnrollError("the province replied with another CA than the token pins", hint)
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (InvalidSignature, ValueError, TypeError):
-        raise EnrollError("the certificate the province sent was not issued by the pinned CA", hint) from None
+    if not provenance.issued_by(cert, chain, ca_cert):
+        raise EnrollError("the certificate the province sent was not issued by the pinned CA", hint)
     csr = x509.load_pem_x509_csr(csr_pem)
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if cert.public_key() != csr.public_key() or len(cns) != 1 or cns[0].value != token.node_id:

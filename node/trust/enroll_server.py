@@ -39,7 +39,7 @@ from lienthong.sync.transport import TlsFiles
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc
 
-from . import ca, issue, tls, tokens
+from . import ca, issue, root, tokens
 from .audit import Action, AuditLog
 from .audit_chain import AuditError
 from .ratelimit import Guard, RateLimit
@@ -92,7 +92,7 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
         self.guard = Guard(limit or RateLimit(), monotonic)
         self._audit_log = audit
         self._clock = clock
-        self._ca_pem = (self.ca_dir / tls.CA_CERT).read_bytes()
+        self._ca_pem = root.anchor_pem(self.ca_dir)  # what the new node will trust: the root
 
     # -- audit
 
@@ -145,6 +145,28 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
             )
         raise AssertionError("unreachable")  # abort raises
 
+    def _issued_before(self, row: Any, csr_pem: bytes) -> bytes | None:
+        """The certificate this used token was exchanged for, if `csr_pem` proves the caller holds
+        its key (a CSR is signed by its key) and the certificate is still valid; else None.
+
+        A node whose enrollment failed after the province spent the token (it could not write the
+        certificate, the connection dropped) runs `enroll` again with the same key and gets the
+        same certificate: the token stays usable for that node, and for nobody else."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+            if not csr.is_signature_valid or not row["serial"]:
+                return None
+            with ca.registry(self.ca_dir) as conn:
+                issued = conn.execute("SELECT status, not_after, cert_pem FROM issued WHERE serial = ?", (row["serial"],)).fetchone()
+            if issued is None or issued["status"] != "valid" or issued["not_after"] <= ca.iso(ca.utc_now()):
+                return None
+            pem: bytes = issued["cert_pem"].encode()
+        except (ValueError, TrustError):
+            return None
+        if x509.load_pem_x509_certificate(pem).public_key() != csr.public_key():
+            return None
+        return pem + root.chain_for(self.ca_dir, pem)
+
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, hint: str) -> None:
         context.set_trailing_metadata(((HINT_KEY, hint),))
@@ -173,6 +195,11 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
                 invalid.reason, invalid.subject = "wrong secret", node_id
                 raise invalid
             if row["used_at"]:
+                again = self._issued_before(row, request.csr)
+                if again is not None:  # the same node, same key, finishing an enrollment it could not complete
+                    self._audit(node_id, {"outcome": "sent again", "peer": ip, "token_id": row["token_id"], "serial": row["serial"]})
+                    log.info("enroll.sent_again", node=node_id, serial=row["serial"], peer=ip)
+                    return wire.EnrollReply(certificate=again, ca_certificate=self._ca_pem, parent_id=self.province_id)
                 raise _Refused(
                     f"this enrollment token was already used, at {row['used_at']}",
                     "each token enrolls one node once: ask the province's operator for a new token",

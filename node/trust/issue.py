@@ -35,8 +35,8 @@ from lienthong.sync import provenance
 from lienthong.sync.errors import TrustError
 from lienthong.sync.sqlite import transaction
 
-from . import ca
-from .tls import CA_CERT, NodeTlsPaths, write_private, write_public
+from . import ca, root
+from .tls import NODE_FILE_MODE, NodeTlsPaths, write_private, write_public
 
 # The node roles a certificate may carry (its OU); the modes of `config.settings`.
 ROLES = ("provincial", "district")
@@ -139,7 +139,8 @@ def issue_from_csr(
     validity_days: int = DEFAULT_VALIDITY_DAYS,
     passphrase: bytes | None = None,
 ) -> bytes:
-    """Sign a node's CSR and record the certificate in the CA registry; returns the certificate PEM.
+    """Sign a node's CSR and record the certificate in the CA registry; returns the certificate PEM,
+    followed by the issuing CA's when the CA has two levels (`root.py`): what the node presents.
 
     The node id is the CSR's subject CN; the certificate carries it as CN and as a DNS
     name (plus the DNS names and IP addresses the CSR asks for), `role` as OU,
@@ -208,7 +209,7 @@ def issue_from_csr(
             .sign(ca_key, hashes.SHA256())
         )
         pem = ca.record_issued(conn, cert, node_id, role, parent, [_san_text(n) for n in names], now)
-    return pem
+    return pem + root.chain_for(ca_dir, pem)  # a two-level CA's node presents its issuing CA after its own
 
 
 def make_csr(key_path: Path, node_id: str, hosts: list[str]) -> bytes:
@@ -266,5 +267,5 @@ def issue_node(
     key is made at `paths.key`, its request signed and recorded, and the certificate and the
     CA certificate written beside it. `lienthong init --ca` does this."""
     csr = make_csr(paths.key, node_id, ["localhost", "127.0.0.1", "::1", *hosts])
-    write_public(paths.cert, issue_from_csr(ca_dir, csr, role, parent, days, passphrase))
-    write_public(paths.ca, (ca_dir / CA_CERT).read_bytes())
+    write_public(paths.cert, issue_from_csr(ca_dir, csr, role, parent, days, passphrase), NODE_FILE_MODE)
+    write_public(paths.ca, root.anchor_pem(ca_dir), NODE_FILE_MODE)  # the node trusts the root

@@ -31,8 +31,8 @@ from lienthong.sync.errors import TrustError
 from lienthong.sync.store import Store
 from lienthong.sync.wire import replication_pb2 as wire
 
-from . import ca, issue
-from .tls import CA_CERT, NodeTlsPaths, write_private, write_public
+from . import ca, issue, root
+from .tls import NODE_FILE_MODE, NodeTlsPaths, write_private, write_public
 
 RENEW_AFTER = 2 / 3  # of a certificate's life
 
@@ -99,7 +99,7 @@ class NodeRenewal:
         staged = [(self.paths.key, _pem(tls_key)), (signing_path, _pem(signing_key))]
         for path, data in staged:
             write_private(path.with_name(path.name + ".new"), data)
-        write_public(self.paths.cert.with_name(self.paths.cert.name + ".new"), certificate)
+        write_public(self.paths.cert.with_name(self.paths.cert.name + ".new"), certificate, NODE_FILE_MODE)
         for path in (self.paths.key, signing_path, self.paths.cert):
             path.with_name(path.name + ".new").rename(path)
         self.store.signer = provenance.Signer(self.node_id, signing_key, certificate, self.paths.ca.read_bytes())
@@ -111,8 +111,10 @@ def issue_renewal(ca_dir: Path, sender: str, request: Any, passphrase: bytes | N
     certificate for the same node id, role and parent, or the reason why not."""
     node_id = request.node_id
     try:
-        ca_cert = x509.load_pem_x509_certificate((ca_dir / CA_CERT).read_bytes())
-        current = provenance.check_certificate(request.current_certificate, ca_cert)
+        anchor = x509.load_pem_x509_certificate(root.anchor_pem(ca_dir))
+        # Issued by any issuing CA this root made (a node renews onto the current one after a rotation).
+        known = b"".join(c.public_bytes(serialization.Encoding.DER) for c in root.issuers(ca_dir))
+        current = provenance.check_certificate(provenance.split_der(request.current_certificate)[0] + known, anchor)
         if current.problem:
             raise TrustError(f"the current certificate is not valid: {current.problem}", "enroll the node again with a new token")
         if current.node_id != node_id:

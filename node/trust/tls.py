@@ -20,6 +20,7 @@ from lienthong.sync.transport import TlsFiles
 CA_KEY = "ca.key"
 CA_CERT = "ca.crt"
 CA_VALIDITY = dt.timedelta(days=3650)
+NODE_FILE_MODE = 0o600  # everything in a node's directory (node/permissions.py)
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,17 @@ def write_private(path: Path, data: bytes) -> None:
     tmp.rename(path)
 
 
-def write_public(path: Path, data: bytes) -> None:
-    """Write a certificate or request: a temporary file, then renamed into place."""
+def write_public(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a certificate or request: a temporary file, then renamed into place.
+
+    0644 by default, whatever the umask (the CA's certificate and revocation list are read
+    by nodes that may run as another user); a node's own files pass `NODE_FILE_MODE`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), mode)
+        f.write(data)
     tmp.rename(path)
 
 

@@ -1,0 +1,68 @@
+"""`lienthong backup` and `lienthong restore`: the whole node in one file, and back (see backup.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import click
+
+from lienthong.sync.store import Store
+
+from . import runtime
+from .cli_common import DIR_OPTION, audited, fail, load_settings
+from .trust import tls
+
+
+@click.command()
+@DIR_OPTION
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--store-only", is_flag=True, help="Copy the store alone to DEST (one SQLite file), as earlier versions did.")
+def backup(node_dir: Path, dest: Path, store_only: bool) -> None:
+    """Back up the whole node to the file DEST while it runs: store, audit log, enrollment
+    database, keys, certificates, configuration, blobs, inbox (SQLite online backup), and its CA."""
+    from .backup import backup_node
+    from .trust.crl import crl_path
+
+    if store_only:
+        if dest.exists():
+            fail(f"{dest} exists", "choose a new file name")
+        if not dest.parent.is_dir():
+            fail(f"cannot write the backup to {dest}: {dest.parent} is not a folder", "give DEST in an existing folder")
+        store = Store.open(node_dir / runtime.STORE_FILE)
+        try:
+            store.backup(dest)
+        except sqlite3.Error as exc:
+            fail(f"cannot write the backup to {dest}: {exc}", "choose a folder you can write to, with room for the store")
+        finally:
+            store.close()
+        audited(node_dir, "admin.command", "backup", dest=str(dest), store_only=True)
+        click.echo(f"Backed up {node_dir / runtime.STORE_FILE} to {dest}.")
+        return
+    settings = load_settings(node_dir)
+    crl = crl_path(node_dir, settings.tls.crl, settings.tls.ca_dir)
+    ca_dir = node_dir / settings.tls.ca_dir if settings.tls.ca_dir else crl.parent if crl and (crl.parent / tls.CA_CERT).exists() else None
+    audited(node_dir, "admin.command", "backup", dest=str(dest))  # before: the backup holds its own entry
+    manifest = backup_node(node_dir, dest, settings.node.id, ca_dir)
+    extra = f" and its CA {manifest['ca_dir']}" if "ca_dir" in manifest else ""
+    click.echo(f"Backed up node {settings.node.id} ({len(manifest['node'])} files){extra} to {dest}.")
+    click.echo(f"Restore it with: lienthong restore --dir NEW_DIR {dest}")
+
+
+@click.command()
+@DIR_OPTION
+@click.argument("archive", metavar="BACKUP", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def restore(node_dir: Path, archive: Path) -> None:
+    """Put a node back from BACKUP (made by `lienthong backup`) into DIR, a new or empty folder.
+
+    The restored store starts a new change-log epoch: its parent takes everything again and
+    sends back what it holds that the copy lacks. Start it with `lienthong run`."""
+    from .backup import restore_node
+
+    manifest = restore_node(archive, node_dir)
+    audited(node_dir, "admin.command", "restore", source=str(archive), made_at=manifest["made_at"], epoch=manifest["epoch"])
+    click.echo(f"Restored node {manifest['node_id']} (backed up {manifest['made_at']}) into {node_dir}; new epoch {manifest['epoch']}.")
+    if "ca_dir" in manifest:
+        where = "put back" if manifest["ca_restored"] else "left as it is (it exists)"
+        click.echo(f"Its CA {manifest['ca_dir']}: {where}.")
+    click.echo(f"Next: lienthong run --dir {node_dir}")

@@ -1,0 +1,26 @@
+"""`lienthong ca rotate-issuing`: the root replaces the issuing CA (node/trust/root.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cli_common import audited
+from .trust import ca as ca_ops
+from .trust import root
+
+
+@click.command("rotate-issuing")
+@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--reason", type=click.Choice(["superseded", "key_compromise"]), default="superseded", show_default=True, help="Why.")
+def rotate_issuing(ca_dir: Path, reason: str) -> None:
+    """Replace the issuing CA (the root key must be back in CA_DIR); nodes move to the new one as they renew."""
+    old, new = root.rotate_issuing(ca_dir, ca_ops.passphrase_from_env(), reason)
+    audited(
+        ca_dir, "admin.command", "ca rotate-issuing", reason=reason, old=format(old.serial_number, "x"), new=format(new.serial_number, "x")
+    )
+    click.echo(f"New issuing CA {format(new.serial_number, 'x')} until {new.not_valid_after_utc:%Y-%m-%d}; the old one's key is deleted.")
+    if reason == "key_compromise":
+        click.echo(f"The old issuing CA {format(old.serial_number, 'x')} is revoked in {ca_dir / root.ROOT_CRL}.")
+    click.echo(f"Move {ca_dir / root.ROOT_KEY} offline again. Nodes keep their trust (the root) and renew onto the new issuing CA.")
