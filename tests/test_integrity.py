@@ -380,7 +380,7 @@ def test_a_full_disk_at_the_province_is_said_everywhere_and_loses_nothing(make_n
         province = make_node(PROVINCE)
         commune = make_node(ATTACKER, parent=listen_address(province), parent_id=PROVINCE)
         fill(province, [unit_definition(ATTACKER)])
-        (province / "lienthong.toml").write_text((province / "lienthong.toml").read_text() + "\n[store]\nmin_free_mb = 1\n")
+        (province / "lienthong.toml").write_text((province / "lienthong.toml").read_text().replace("min_free_mb = 256", "min_free_mb = 1"))
         ballast = province / "ballast"
         free = shutil.disk_usage(province).free
         ballast.write_bytes(b"\0" * max(0, free - 400_000))
@@ -408,7 +408,7 @@ def test_a_file_dropped_on_a_full_disk_waits_in_the_inbox_and_is_taken_when_spac
     with small_disk(tmp_path / PROVINCE, "6m"):
         province = make_node(PROVINCE)
         config = province / "lienthong.toml"
-        config.write_text(config.read_text() + "\n[store]\nmin_free_mb = 1\n")
+        config.write_text(config.read_text().replace("min_free_mb = 256", "min_free_mb = 1"))
         config.write_text(config.read_text().replace("rescan_seconds = 30.0", "rescan_seconds = 1.0"))
         inbox = province / "inbox" / "thongke"
         inbox.mkdir(parents=True)
