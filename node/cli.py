@@ -19,13 +19,14 @@ import click
 from lienthong.config import settings as config
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError
+from lienthong.sync.privacy import PSEUDONYM_KEY_FILE
 from lienthong.sync.store import Store
 
 from . import logs, runtime
 from .cli_common import DIR_OPTION, audited, fail, load_settings
 from .intake import StoreSink
 from .trust import ca as ca_ops
-from .trust import issue, tls
+from .trust import issue, pseudonyms, tls
 from .trust.crl import write_crl
 
 # Node certificates are short-lived (30 days); nodes renew their own over the
@@ -60,7 +61,19 @@ def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
     audited(ca_dir, "admin.command", "ca init", name=name, fingerprint=ca_ops.ca_fingerprint(ca_dir), protected=bool(passphrase))
     click.echo(f"Created CA {name!r}: certificate {cert}, key {ca_dir / tls.CA_KEY} (mode 0600{', encrypted' if passphrase else ''}).")
     click.echo(f"Fingerprint (SHA-256): {ca_ops.ca_fingerprint(ca_dir)}")
+    secret = pseudonyms.for_ca(ca_dir)
+    click.echo(f"Pseudonym secret {ca_dir / PSEUDONYM_KEY_FILE} (key id {secret.key_id}, mode 0600): units get it at enrollment.")
     click.echo(f"Next: lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}")
+
+
+@ca.command("rotate-pseudonym")
+@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def ca_rotate_pseudonym(ca_dir: Path) -> None:
+    """Start a new generation of the citizens' pseudonym secret (units take it when they next enroll)."""
+    ca_ops.load_ca_cert(ca_dir)
+    key = pseudonyms.rotate(ca_dir)
+    audited(ca_dir, "admin.command", "ca rotate-pseudonym", key_id=key.key_id)
+    click.echo(f"New pseudonym key id {key.key_id}: pseudonyms made with it do not match earlier ones (their key id differs).")
 
 
 @ca.command("issue")
@@ -82,6 +95,9 @@ def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, ou
         )
     cert = issue.issue_from_csr(ca_dir, csr_file.read_bytes(), role, parent, days, ca_ops.passphrase_from_env())
     out_file.write_bytes(cert)
+    if role == "district":
+        pseudonyms.install(pseudonyms.for_ca(ca_dir), out_file.parent)
+        click.echo(f"Wrote {out_file.parent / PSEUDONYM_KEY_FILE} (mode 0600): move it to the node's tls/ folder.")
     from cryptography import x509
 
     issued = x509.load_pem_x509_certificate(cert)
@@ -174,6 +190,8 @@ def init(
     # The node's key is made here and never leaves it; the CA signs a request.
     if ca_dir is not None:
         issue.issue_node(ca_dir, paths, node_id, mode, hosts, NODE_CERT_DAYS, parent_id, passphrase)
+        if mode == "district":  # the province's own node never holds the pseudonym secret (docs/security.md)
+            pseudonyms.install(pseudonyms.for_ca(ca_dir), paths.key.parent)
     else:
         tls.write_public(paths.key.parent / "node.csr", issue.make_csr(paths.key, node_id, hosts))
     Store.create(node_dir / runtime.STORE_FILE, node_id).close()

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lienthong.node.trust import ca
 from lienthong.node.trust.renewal import NodeRenewal, issue_renewal, renewal_due
 from lienthong.node.trust.tls import NodeTlsPaths
-from lienthong.sync import records
+from lienthong.sync import provenance, records
 from lienthong.sync.store import Store
 
 from .conftest import MakeNode, listen_address
@@ -66,7 +66,9 @@ def seal_certificates(node_dir: Path, origin: str) -> set[bytes]:
     store = Store.open(node_dir / "lienthong.db")
     try:
         rows = store.db.execute("SELECT envelope FROM records WHERE kind = ? AND origin = ?", (records.SEAL, origin)).fetchall()
-        return {records.pb.Seal.FromString(records.Envelope.FromString(raw).body).certificate for (raw,) in rows}
+        return {
+            provenance.seal_statement(records.pb.Seal.FromString(records.Envelope.FromString(raw).body))[0].certificate for (raw,) in rows
+        }
     finally:
         store.close()
 
