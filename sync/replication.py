@@ -75,8 +75,9 @@ class Renewal(Protocol):
         """A `wire.RenewRequest` for new keys, proven by the current certificate and signing key."""
         ...
 
-    def install(self, certificate: bytes) -> None:
-        """Put the new keys and `certificate` in place and start signing with the new key."""
+    def install(self, certificate: bytes, pseudonym_secret: bytes = b"") -> None:
+        """Put the new keys and `certificate` in place and start signing with the new key (and
+        keying pseudonyms with `pseudonym_secret`, when the CA sent its current one)."""
         ...
 
 

@@ -8,8 +8,8 @@ node receives those pseudonyms and must not be able to recompute them, so its ow
 directory never gets the secret (`init --ca --mode provincial` does not install it,
 and the enrollment listener reads it from the CA directory only to hand it over).
 Rotation: `lienthong ca rotate-pseudonym CA_DIR` makes a new generation (a new key id);
-units take it at their next enrollment; pseudonyms name their key id and compare
-within one generation. See docs/security.md.
+units take it with their next renewal (`renewal.issue_renewal` sends it to units only)
+or enrollment; pseudonyms name their key id and compare within one generation. See docs/security.md.
 """
 
 from __future__ import annotations
