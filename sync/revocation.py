@@ -61,7 +61,7 @@ class Revoked:
         if self.compromise:
             if witnessed_at is not None and witnessed_at < self.invalid_since:
                 return ""
-            seen = "no parent witnessed it before then" if witnessed_at is None else f"its parent first stored it at {_show(witnessed_at)}"
+            seen = "no witness stored it before then" if witnessed_at is None else f"it was first stored here at {_show(witnessed_at)}"
             return f"the seal is signed under certificate {self.serial}, revoked ({why}) from {when}, and {seen}"
         if signed_at < self.revoked_at or (witnessed_at is not None and witnessed_at < self.revoked_at):
             return ""
