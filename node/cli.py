@@ -7,6 +7,7 @@ on stderr and exit code 1; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -130,15 +131,34 @@ def ca_list(ca_dir: Path, as_json: bool) -> None:
 @click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("node_or_serial")
 @click.option("--reason", default="", help="Why (e.g. key_compromise, superseded, or free text).")
-def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str) -> None:
+@click.option(
+    "--compromised-at",
+    default="",
+    metavar="TIME",
+    help="With --reason key_compromise: since when the key is not to be trusted (e.g. 2026-12-01T08:00:00+07:00).",
+)
+def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str, compromised_at: str) -> None:
     """Revoke a node's certificates (by node id) or one certificate (by serial), and rewrite the CRL."""
-    serials = ca_ops.revoke(ca_dir, node_or_serial, reason)
+    since = _compromise_time(compromised_at, reason) if compromised_at else None
+    serials = ca_ops.revoke(ca_dir, node_or_serial, reason, since)
     crl = write_crl(ca_dir, ca_ops.passphrase_from_env())
-    audited(ca_dir, "cert.revoke", node_or_serial, serials=serials, reason=reason)
+    audited(ca_dir, "cert.revoke", node_or_serial, serials=serials, reason=reason, compromised_at=compromised_at)
     if serials:
         click.echo(f"Revoked {', '.join(serials)}; the revocation list {crl} is updated.")
     else:
         click.echo(f"Nothing to revoke: {node_or_serial} has no valid certificate. {crl} is rewritten.")
+
+
+def _compromise_time(text: str, reason: str) -> dt.datetime:
+    if reason.strip().lower().replace(" ", "_") != "key_compromise":
+        fail("--compromised-at states when a key was compromised", "give it with --reason key_compromise")
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--compromised-at is not a date-time (got {text!r})", "write it as 2026-12-01T08:00:00+07:00")
+    if moment.tzinfo is None:
+        fail(f"--compromised-at has no UTC offset (got {text!r})", "add the offset, e.g. +07:00")
+    return moment
 
 
 # ------------------------------------------------------------------ init

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -128,3 +129,22 @@ def test_a_revocation_keeps_what_the_province_witnessed_before_it(make_node: Mak
     findings = verify_json(province)["findings"]
     assert [(f["code"], f["kind"]) for f in findings] == [("revoked_key", "seal")], findings
     assert "3 record(s)" in findings[0]["reason"]
+
+
+def test_a_stated_compromise_time_refuses_what_was_witnessed_after_it(make_node: MakeNode, ca_dir: Path) -> None:
+    """`ca revoke --reason key_compromise --compromised-at T`: what the province witnessed before T
+    stays valid, what it witnessed after T (before the revocation) is refused, once per seal."""
+    province = make_node("86")
+    commune = make_node("86-28894", parent="127.0.0.1:9")
+    received_at_province(province, commune, indicator_rows("86-28894", 4))
+    time.sleep(1.1)
+    exposed = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    time.sleep(1.1)  # witness times are to the millisecond, stated times to the second: clearly after
+    received_at_province(province, commune, indicator_rows("86-28894", 2, start=50))
+    cli("ca", "revoke", str(ca_dir), "86-28894", "--reason", "key_compromise", "--compromised-at", exposed.isoformat())
+    publish_crl(province, ca_dir)
+    result = verify_json(province)
+    assert [(f["code"], f["kind"]) for f in result["findings"]] == [("revoked_key", "seal")], result
+    assert "2 record(s)" in result["findings"][0]["reason"]
+    bad = cli("ca", "revoke", str(ca_dir), "86-28894", "--reason", "superseded", "--compromised-at", exposed.isoformat(), check=False)
+    assert bad.returncode == 1 and "Try:" in bad.stderr

@@ -67,6 +67,8 @@ def write_crl(ca_dir: Path, passphrase: bytes | None = None, next_update: dt.tim
         flag = _crl_reason(row["reason"])
         if flag is not None:
             entry = entry.add_extension(x509.CRLReason(flag), critical=False)
+        if row["invalid_since"]:  # a stated compromise time (RFC 5280 invalidity date)
+            entry = entry.add_extension(x509.InvalidityDate(dt.datetime.fromisoformat(row["invalid_since"])), critical=False)
         builder = builder.add_revoked_certificate(entry.build())
     crl = builder.sign(key, hashes.SHA256())
     write_public(ca_dir / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM))
