@@ -170,6 +170,8 @@ def disclosure_problem(env: Envelope) -> str:
     """Why the disclosed personal values do not match the signed commitments ('' when they do)."""
     if not env.personal:
         return ""
+    if env.kind != records.FEEDBACK:
+        return "only citizen feedback may carry personal data beside its body"
     committed = records.Feedback.FromString(env.body).citizen_commitment
     seen = set()
     for item in env.personal:

@@ -384,7 +384,7 @@ def body_of(env: Envelope) -> Any:
     (records format 2 keeps them beside the body, see `privacy.py`)."""
     body = BODY_TYPES[env.kind]()
     body.ParseFromString(env.body)
-    for item in env.personal:
+    for item in env.personal if env.kind == FEEDBACK else ():
         if item.field in ("name", "phone", "email"):
             setattr(body.citizen, item.field, item.value)
     return body

@@ -218,3 +218,21 @@ def test_a_store_written_in_format_1_still_verifies(tmp_path: Path) -> None:
     assert up == (data / "feedback_up.bin").read_bytes()  # redacted now as it was then
     assert provenance.Verifier(ca_pem, store.envelope).check(records.Envelope.FromString(up), up) is None
     store.close()
+
+
+def test_personal_data_beside_a_record_that_is_not_feedback_is_refused(tmp_path: Path, ca_dir: Path) -> None:
+    """Only feedback carries citizens' values beside its body: an origin that signs an indicator with
+    them gets it refused, not read."""
+    store, ca_pem = sealed_store(tmp_path, ca_dir)
+    version = HybridClock().now()
+    env = records.build(store.node_id, {"kind": "indicator", "indicator": "I", "unit": store.node_id, "period": "2026-10", "value": 1})
+    env = env.envelope(store.node_id, version)
+    env.seal = provenance.new_seal_id()
+    env.personal.add(field="phone", value="0903123456", salt=b"0" * 16)
+    raw = env.SerializeToString()
+    seal = store.signer.seal(env.seal, 1, b"", version, store.epoch, [(env.id, version, provenance.record_hash(raw, records.INDICATOR))])
+    verifier = provenance.Verifier(ca_pem, store.envelope)
+    assert verifier.check(seal, seal.SerializeToString()) is None
+    assert verifier.check(env, raw)[0] == "bad_signature"
+    assert records.body_of(env).value == "1"  # read as an indicator, the values ignored
+    store.close()
