@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -20,13 +21,14 @@ import click
 from lienthong.config import settings as config
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError
+from lienthong.sync.privacy import PSEUDONYM_KEY_FILE
 from lienthong.sync.store import Store
 
 from . import logs, permissions, runtime
 from .cli_common import DIR_OPTION, audited, fail, load_settings
 from .intake import StoreSink
 from .trust import ca as ca_ops
-from .trust import issue, tls
+from .trust import issue, pseudonyms, tls
 from .trust.crl import CRL_FILE, add_home, enforcing_homes, write_crl
 
 # Node certificates are short-lived (30 days); nodes renew their own over the
@@ -66,7 +68,19 @@ def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
     click.echo(f"  issuing CA {ca_dir / tls.CA_CERT} and its key {ca_dir / tls.CA_KEY} (a year; signs nodes, renewals, enrollments).")
     click.echo(f"Fingerprint of the root (SHA-256): {ca_ops.ca_fingerprint(ca_dir)}")
     click.echo(f"Now move {ca_dir / root.ROOT_KEY} to offline media and delete it here (docs/security.md, Certificate authority).")
+    secret = pseudonyms.for_ca(ca_dir)
+    click.echo(f"Pseudonym secret {ca_dir / PSEUDONYM_KEY_FILE} (key id {secret.key_id}, mode 0600): units get it at enrollment.")
     click.echo(f"Next: lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}")
+
+
+@ca.command("rotate-pseudonym")
+@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def ca_rotate_pseudonym(ca_dir: Path) -> None:
+    """Start a new generation of the citizens' pseudonym secret (units take it when they next enroll)."""
+    ca_ops.load_ca_cert(ca_dir)
+    key = pseudonyms.rotate(ca_dir)
+    audited(ca_dir, "admin.command", "ca rotate-pseudonym", key_id=key.key_id)
+    click.echo(f"New pseudonym key id {key.key_id}: pseudonyms made with it do not match earlier ones (their key id differs).")
 
 
 @ca.command("issue")
@@ -88,6 +102,9 @@ def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, ou
         )
     cert = issue.issue_from_csr(ca_dir, csr_file.read_bytes(), role, parent, days, ca_ops.passphrase_from_env())
     out_file.write_bytes(cert)
+    if role == "district":
+        pseudonyms.install(pseudonyms.for_ca(ca_dir), out_file.parent)
+        click.echo(f"Wrote {out_file.parent / PSEUDONYM_KEY_FILE} (mode 0600): move it to the node's tls/ folder.")
     from cryptography import x509
 
     issued = x509.load_pem_x509_certificate(cert)
@@ -121,17 +138,36 @@ def ca_list(ca_dir: Path, as_json: bool) -> None:
 @click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.argument("node_or_serial")
 @click.option("--reason", default="", help="Why (e.g. key_compromise, superseded, or free text).")
-def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str) -> None:
+@click.option(
+    "--compromised-at",
+    default="",
+    metavar="TIME",
+    help="With --reason key_compromise: since when the key is not to be trusted (e.g. 2026-12-01T08:00:00+07:00).",
+)
+def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str, compromised_at: str) -> None:
     """Revoke a node's certificates (by node id) or one certificate (by serial), and rewrite the CRL."""
-    serials = ca_ops.revoke(ca_dir, node_or_serial, reason)
+    since = _compromise_time(compromised_at, reason) if compromised_at else None
+    serials = ca_ops.revoke(ca_dir, node_or_serial, reason, since)
     crl = write_crl(ca_dir, ca_ops.passphrase_from_env())
-    audited(ca_dir, "cert.revoke", node_or_serial, serials=serials, reason=reason)
+    audited(ca_dir, "cert.revoke", node_or_serial, serials=serials, reason=reason, compromised_at=compromised_at)
     if serials:
         click.echo(f"Revoked {', '.join(serials)}; the revocation list {crl} is updated.")
     else:
         click.echo(f"Nothing to revoke: {node_or_serial} has no valid certificate. {crl} is rewritten.")
     if not enforcing_homes(ca_dir, runtime.running_info):
         click.echo(f"Warning: no running node enforces {crl}: start the province's node (made with `init --ca {ca_dir}`).", err=True)
+
+
+def _compromise_time(text: str, reason: str) -> dt.datetime:
+    if reason.strip().lower().replace(" ", "_") != "key_compromise":
+        fail("--compromised-at states when a key was compromised", "give it with --reason key_compromise")
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--compromised-at is not a date-time (got {text!r})", "write it as 2026-12-01T08:00:00+07:00")
+    if moment.tzinfo is None:
+        fail(f"--compromised-at has no UTC offset (got {text!r})", "add the offset, e.g. +07:00")
+    return moment
 
 
 # ------------------------------------------------------------------ init
@@ -187,6 +223,8 @@ def init(
     # The node's key is made here and never leaves it; the CA signs a request.
     if ca_dir is not None:
         issue.issue_node(ca_dir, paths, node_id, mode, hosts, NODE_CERT_DAYS, parent_id, passphrase)
+        if mode == "district":  # the province's own node never holds the pseudonym secret (docs/security.md)
+            pseudonyms.install(pseudonyms.for_ca(ca_dir), paths.key.parent)
     else:
         tls.write_public(paths.key.parent / "node.csr", issue.make_csr(paths.key, node_id, hosts), tls.NODE_FILE_MODE)
     Store.create(node_dir / runtime.STORE_FILE, node_id).close()

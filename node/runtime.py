@@ -36,7 +36,7 @@ from lienthong.sync.errors import ConfigError, LienthongError, StoreError
 from lienthong.sync.privacy import Redactor, hashing_key
 from lienthong.sync.provenance import Signer, Verifier
 from lienthong.sync.replication import RENEW_CHECK, Changes, Issuer, Tuning
-from lienthong.sync.revocation import Revocations
+from lienthong.sync.revocation import Revocations, Revoked
 from lienthong.sync.store import Store
 from lienthong.sync.uplink import Uplink
 from lienthong.sync.wire import replication_pb2 as wire
@@ -87,11 +87,11 @@ def open_store(node_dir: Path, settings: Settings, *, sign: bool = True) -> Stor
         if paths.ca.exists():
             revocations = Revocations(store)
 
-            def revoked(serial: str) -> bool:
+            def revocation(serial: str) -> Revoked | None:
                 revocations.refresh()  # cheap unless a revocation list changed; once per seal
-                return revocations.revoked(serial)
+                return revocations.entry(serial)
 
-            store.verifier = Verifier(paths.ca.read_bytes(), store.envelope, revoked)
+            store.verifier = Verifier(paths.ca.read_bytes(), store.envelope, revocation, store.witnessed_at)
     except BaseException:
         store.close()
         raise

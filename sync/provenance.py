@@ -13,9 +13,14 @@ Each record names its seal (`Envelope.seal`), so one record plus its seal prove
 who wrote it and that it was not changed since. A receiving node verifies each
 seal's signature once, then each record with one hash and one lookup.
 
-A record's hash covers its stored envelope bytes, with citizen personal data in
-its redacted form (`privacy.Redactor`): the same seal then proves the full record
-a unit handles and the redacted copy its parent receives.
+What is signed are exact bytes, never a message rebuilt to be verified (records
+format 2, DSSE style): the seal's body carries `payload`, the inner seal exactly as
+the origin serialised it once, and an Ed25519 signature over DSSE's PAE of it. A
+record's hash is the SHA-256 of its envelope bytes as stored and sent, without the
+citizen's personal values (`privacy.sealed_bytes`: they travel beside the body,
+committed to in it), so the full record a unit handles and the redacted copy its
+parent receives are proven by the same seal. Seals of format 1 (before) signed the
+seal re-serialised and hashed feedback re-redacted; they are still verified so.
 
 Definitions are accepted only under a seal whose certificate has the provincial
 role. Key rotation: a renewed certificate may carry a new key; old seals carry the
@@ -29,6 +34,7 @@ import datetime as dt
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +46,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import DecodeError
 
-from . import clock, records
+from . import clock, privacy, records
 from .errors import TrustError
-from .privacy import Redactor, hashing_key
+from .privacy import LegacyRedactor, PseudonymKey, hashing_key
 from .records import Envelope
+from .revocation import Revoked
 
 # A private-use OID (ITU-T X.667 UUID arc): the node's Ed25519 record-signing key.
 OID_SIGNING_KEY = x509.ObjectIdentifier("2.25.126430292168813358980719615081733183135")
@@ -51,6 +58,8 @@ SIGNING_KEY_FILE = "signing.key"
 PROVINCIAL_ROLE = "provincial"
 _POP_LABEL = b"lienthong signing key v1\n"
 _SEAL_LABEL = b"lienthong seal v1\n"
+SEAL_PAYLOAD_TYPE = b"application/vnd.lienthong.seal+protobuf; format=2"
+SEAL_FORMAT = 2
 # Verified seals kept in memory, counted in record entries (a seal of 10,000 records is
 # about 2.5 MB of Python objects): enough for the records in flight, bounded whatever the backlog.
 _SEAL_CACHE_ENTRIES = 50_000
@@ -138,9 +147,14 @@ def _attribute(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str:
 # ---------------------------------------------------------------- hashing
 
 
-def record_hash(raw: bytes, kind: int, redact: Redactor) -> bytes:
-    """What a seal entry holds for a record version: SHA-256 of its stored envelope, with
-    citizen personal data in redacted form (so the full and the redacted copy agree)."""
+def record_hash(raw: bytes, kind: int) -> bytes:
+    """What a format-2 seal entry holds for a record version: SHA-256 of its envelope bytes as
+    stored, without the detached personal values (so the full and the redacted copy agree)."""
+    return hashlib.sha256(privacy.sealed_bytes(raw) if kind == records.FEEDBACK else raw).digest()
+
+
+def legacy_record_hash(raw: bytes, kind: int, redact: LegacyRedactor) -> bytes:
+    """Format 1: SHA-256 of the envelope with feedback re-redacted (`privacy.LegacyRedactor`)."""
     if kind == records.FEEDBACK:
         raw = redact(raw)
     return hashlib.sha256(raw).digest()
@@ -150,11 +164,24 @@ def seal_hash(seal_body: bytes) -> bytes:
     return hashlib.sha256(seal_body).digest()
 
 
-def _to_be_signed(seal: records.Seal) -> bytes:
+def pae(payload_type: bytes, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding: what a format-2 seal signature covers."""
+    return b"DSSEv1 %d %s %d %s" % (len(payload_type), payload_type, len(payload), payload)
+
+
+def _legacy_to_be_signed(seal: records.Seal) -> bytes:
     unsigned = records.Seal()
     unsigned.CopyFrom(seal)
     unsigned.signature = b""
     return _SEAL_LABEL + bytes(unsigned.SerializeToString(deterministic=True))
+
+
+def seal_statement(body: records.Seal) -> tuple[records.Seal, bytes, int]:
+    """(what the seal states, the bytes its signature covers, its format) of a seal body."""
+    if body.payload:
+        inner = records.Seal.FromString(body.payload)
+        return inner, pae(SEAL_PAYLOAD_TYPE, body.payload), inner.format
+    return body, _legacy_to_be_signed(body), 1
 
 
 # ---------------------------------------------------------------- signing (the origin)
@@ -163,7 +190,9 @@ def _to_be_signed(seal: records.Seal) -> bytes:
 class Signer:
     """Seals this node's writes. Holds the signing key and the certificate that certifies it."""
 
-    def __init__(self, node_id: str, key: ed25519.Ed25519PrivateKey, cert_pem: bytes, ca_pem: bytes) -> None:
+    def __init__(
+        self, node_id: str, key: ed25519.Ed25519PrivateKey, cert_pem: bytes, ca_pem: bytes, pseudonyms: PseudonymKey | None = None
+    ) -> None:
         chain = x509.load_pem_x509_certificates(cert_pem)  # the node's certificate, then its issuing CA's (two-level CA)
         cert = chain[0]
         certified = signing_public_key(cert)
@@ -177,7 +206,7 @@ class Signer:
         # Each seal carries the chain (DER certificates one after the other): it verifies up to
         # the root with nothing else, whichever issuing CA signed the node's certificate.
         self.cert_der = b"".join(c.public_bytes(serialization.Encoding.DER) for c in chain)
-        self.redact = Redactor(hashing_key(ca_pem))
+        self.pseudonyms = pseudonyms  # the province-wide pseudonym secret (None on the province's own node)
 
     @classmethod
     def load(cls, node_id: str, signing_key: Path, cert: Path, ca: Path) -> Signer:
@@ -190,8 +219,9 @@ class Signer:
                 f"{exc.filename} is missing: this node cannot sign what it writes", "enroll the node (`lienthong enroll`) or `init --ca`"
             ) from None
         key = load_or_make_signing_key(signing_key, lambda path, data: None)  # exists: read and checked, never made here
+        pseudonyms = PseudonymKey.load(signing_key.with_name(privacy.PSEUDONYM_KEY_FILE))
         try:
-            return cls(node_id, key, cert_pem, ca_pem)
+            return cls(node_id, key, cert_pem, ca_pem, pseudonyms)
         except ValueError:
             raise TrustError(
                 f"{cert} or {ca} is not a readable PEM certificate", "enroll the node again, or restore its tls/ folder"
@@ -201,16 +231,14 @@ class Signer:
         self, seal_id: bytes, seq: int, prev: bytes, version: int, epoch: str, entries: Iterable[tuple[bytes, int, bytes]]
     ) -> Envelope:
         """The seal record over `entries` ((id, version, hash) of each record version written)."""
-        body = records.Seal(origin=self.node_id, seq=seq, prev=prev, version=version, certificate=self.cert_der, epoch=epoch)
-        body.entries.extend(records.SealEntry(id=i, version=v, hash=h) for i, v, h in entries)
-        body.signature = self._key.sign(_to_be_signed(body))
+        inner = records.Seal(
+            origin=self.node_id, seq=seq, prev=prev, version=version, certificate=self.cert_der, epoch=epoch, format=SEAL_FORMAT
+        )
+        inner.entries.extend(records.SealEntry(id=i, version=v, hash=h) for i, v, h in entries)
+        payload = inner.SerializeToString()  # serialised once: these bytes are signed, sent and stored as they are
+        body = records.Seal(payload=payload, signature=self._key.sign(pae(SEAL_PAYLOAD_TYPE, payload)))
         return Envelope(
-            id=seal_id,
-            kind=records.SEAL,
-            origin=self.node_id,
-            unit=self.node_id,
-            version=version,
-            body=body.SerializeToString(deterministic=True),
+            id=seal_id, kind=records.SEAL, origin=self.node_id, unit=self.node_id, version=version, body=body.SerializeToString()
         )
 
 
@@ -229,6 +257,8 @@ class SealInfo:
     serial: str
     entries: dict[tuple[bytes, int], bytes]
     body_hash: bytes  # what was verified: another body under the same id must be verified anew
+    prev: bytes = b""
+    format: int = SEAL_FORMAT
 
 
 @dataclass(frozen=True)
@@ -249,15 +279,23 @@ class Verifier:
     """Checks seals and the records they cover, before a node stores anything received.
 
     `lookup(id)` returns a stored envelope (to find seals that arrived earlier);
-    `revoked(serial)` says whether a certificate serial is revoked. Thread-compatible:
-    one verifier per applying thread.
+    `revocation(serial)` says whether and why a certificate serial is revoked (`Revoked`);
+    `witnessed(seal id)` when this node stored a seal its child sent (Unix seconds; a seal
+    arriving now is witnessed now). Thread-compatible: one verifier per applying thread.
     """
 
-    def __init__(self, ca_pem: bytes, lookup: Callable[[bytes], bytes | None], revoked: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        ca_pem: bytes,
+        lookup: Callable[[bytes], bytes | None],
+        revocation: Callable[[str], Revoked | None] | None = None,
+        witnessed: Callable[[bytes], float | None] | None = None,
+    ) -> None:
         self._ca = x509.load_pem_x509_certificate(ca_pem)
         self._lookup = lookup
-        self._revoked = revoked or (lambda serial: False)
-        self.redact = Redactor(hashing_key(ca_pem))
+        self._revocation = revocation or (lambda serial: None)
+        self._witnessed = witnessed or (lambda seal_id: None)
+        self.legacy_redact = LegacyRedactor(hashing_key(ca_pem))
         self._seals: collections.OrderedDict[bytes, SealInfo] = collections.OrderedDict()
         self._cached = 0  # entries in the cached seals
         self._lock = threading.Lock()  # the verifying thread and the parent link may share a verifier
@@ -277,18 +315,27 @@ class Verifier:
         expected = info.entries.get((env.id, env.version))
         if expected is None:
             return "bad_signature", "this version of the record is not among those its seal signs"
-        if expected != record_hash(raw, env.kind, self.redact):
+        if info.format == SEAL_FORMAT:
+            if expected != record_hash(raw, env.kind):
+                return "bad_signature", "the record was altered after its origin signed it"
+            if env.personal and (problem := privacy.disclosure_problem(env)):
+                return "bad_signature", problem
+        elif expected != legacy_record_hash(raw, env.kind, self.legacy_redact):
             return "bad_signature", "the record was altered after its origin signed it"
         if env.kind == records.DEFINITION and info.role != PROVINCIAL_ROLE:
             return "unauthorized_definition", f"definitions are accepted only from the province; node {env.origin} signed this one"
         return None
 
-    def seal_info(self, env: Envelope) -> tuple[SealInfo | None, Problem | None]:
-        """Check a seal record on its own; its facts if it verifies."""
+    def seal_info(self, env: Envelope, witnessed_at: float | None = None) -> tuple[SealInfo | None, Problem | None]:
+        """Check a seal record on its own; its facts if it verifies. `witnessed_at`: when this
+        node stored it from a child (None: unknown), for a revoked certificate's judgement."""
         try:
-            body = records.Seal.FromString(env.body)
+            outer = records.Seal.FromString(env.body)
+            body, signed_bytes, version = seal_statement(outer)
         except DecodeError:
             return None, ("malformed", "the seal cannot be read")
+        if version not in (1, SEAL_FORMAT):
+            return None, ("malformed", f"the seal is in format {version}, which this version of lienthong does not know")
         if body.origin != env.origin or body.version != env.version:
             return None, ("bad_signature", "the seal's envelope does not match what it signs")
         cert = self._certificate(body.certificate)
@@ -299,14 +346,15 @@ class Verifier:
         signed_at = dt.datetime.fromtimestamp(clock.physical_ms(body.version) / 1000, dt.UTC)
         if not cert.not_before <= signed_at <= cert.not_after:
             return None, ("expired_key", f"the seal was made at {signed_at:%Y-%m-%d %H:%M} UTC, outside its certificate's validity")
-        if self._revoked(cert.serial):
-            return None, ("revoked_key", f"the seal is signed under certificate {cert.serial}, which the province revoked")
+        revoked = self._revocation(cert.serial)
+        if revoked is not None and (why := revoked.refuses(signed_at.timestamp(), witnessed_at)):
+            return None, ("revoked_key", why)
         try:
-            cert.key.verify(body.signature, _to_be_signed(body))  # type: ignore[union-attr]
+            cert.key.verify(outer.signature, signed_bytes)  # type: ignore[union-attr]
         except InvalidSignature:
             return None, ("bad_signature", "the seal's signature does not verify: it was altered or forged")
         entries = {(e.id, e.version): e.hash for e in body.entries}
-        info = SealInfo(body.origin, body.seq, cert.role, cert.serial, entries, seal_hash(env.body))
+        info = SealInfo(body.origin, body.seq, cert.role, cert.serial, entries, seal_hash(env.body), body.prev, version)
         return info, None
 
     def _check_seal(self, env: Envelope) -> Problem | None:
@@ -314,7 +362,7 @@ class Verifier:
             known = self._seals.get(env.id)
         if known is not None and known.body_hash == seal_hash(env.body):
             return None  # this very seal was verified already
-        info, problem = self.seal_info(env)
+        info, problem = self.seal_info(env, time.time())  # arriving now: witnessed now
         if info is not None:
             self._remember(env.id, info)
         return problem
@@ -337,7 +385,7 @@ class Verifier:
         raw = self._lookup(seal_id)
         if raw is None:
             return None
-        info, _ = self.seal_info(Envelope.FromString(raw))
+        info, _ = self.seal_info(Envelope.FromString(raw), self._witnessed(seal_id))
         if info is not None:
             self._remember(seal_id, info)
         return info

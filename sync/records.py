@@ -26,6 +26,7 @@ from .wire import records_pb2 as pb
 
 Envelope = pb.Envelope
 Seal = pb.Seal
+Feedback = pb.Feedback
 SealEntry = pb.SealEntry
 
 INDICATOR = pb.KIND_INDICATOR
@@ -379,9 +380,24 @@ def build(origin: str, fields: Mapping[str, Any]) -> Keyed:
 
 
 def body_of(env: Envelope) -> Any:
+    """The typed body; for feedback, with the citizen's values where the envelope discloses them
+    (records format 2 keeps them beside the body, see `privacy.py`)."""
     body = BODY_TYPES[env.kind]()
     body.ParseFromString(env.body)
+    for item in env.personal if env.kind == FEEDBACK else ():
+        if item.field in ("name", "phone", "email"):
+            setattr(body.citizen, item.field, item.value)
     return body
+
+
+def plain_body(env: Envelope) -> bytes:
+    """The body as its builder made it (a feedback's values back in place, no commitments):
+    what is written again under a new version and sealed anew."""
+    if env.kind != FEEDBACK or not env.body:
+        return env.body
+    body = body_of(env)
+    body.ClearField("citizen_commitment")
+    return bytes(body.SerializeToString(deterministic=True))
 
 
 def to_dict(env: Envelope) -> dict[str, Any]:
@@ -390,6 +406,7 @@ def to_dict(env: Envelope) -> dict[str, Any]:
 
     out: dict[str, Any] = {"kind": KIND_NAMES.get(env.kind, "unknown")}
     body = MessageToDict(body_of(env), preserving_proto_field_name=True, always_print_fields_with_no_presence=False)
+    body.pop("citizen_commitment", None)
     if env.kind == FEEDBACK_EVENT and "unit" in body:
         body["assigned_unit"] = body.pop("unit")
     if env.kind == DEFINITION:

@@ -35,7 +35,10 @@ from .clock import wall_ms
 from .errors import ProtocolError
 from .wire import replication_pb2 as wire
 
-PROTOCOL = 1
+# 2: records format 2 (seals over exact payload bytes, detached personal data; issue #10). A
+# node of another protocol is refused at the handshake, so no record of a format the other
+# end cannot verify is ever sent, refused or quarantined: upgrade every node of a province.
+PROTOCOL = 2
 # Rows applied in one transaction at most (group commit across consecutive batches).
 GROUP_ROWS = 20_000
 # Batches received from all children and not yet written, at most (memory bound at the parent).
@@ -75,8 +78,9 @@ class Renewal(Protocol):
         """A `wire.RenewRequest` for new keys, proven by the current certificate and signing key."""
         ...
 
-    def install(self, certificate: bytes) -> None:
-        """Put the new keys and `certificate` in place and start signing with the new key."""
+    def install(self, certificate: bytes, pseudonym_secret: bytes = b"") -> None:
+        """Put the new keys and `certificate` in place and start signing with the new key (and
+        keying pseudonyms with `pseudonym_secret`, when the CA sent its current one)."""
         ...
 
 

@@ -11,10 +11,10 @@ import sqlite3
 
 import sqlite_utils
 
-from .records import REPORT
+from .records import REPORT, SEAL
 from .sqlite import Migration, execute_script
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _migration_1(conn: sqlite3.Connection) -> None:
@@ -173,4 +173,18 @@ def _migration_4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE uplink ADD COLUMN clock_offset_ms INTEGER")
 
 
-MIGRATIONS: dict[int, Migration] = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}
+def _migration_5(conn: sqlite3.Connection) -> None:
+    # The parent as a witness: when this node durably stored (received and verified) each seal
+    # a child sent, in Unix ms, committed with the seal itself. A revocation judges a seal by it:
+    # what was witnessed before a key was compromised stays valid (revocation.Revoked).
+    for statement in (
+        "CREATE TABLE seal_witness (id BLOB PRIMARY KEY, at_ms INTEGER NOT NULL)",
+        f"""CREATE TRIGGER seal_witnessed AFTER INSERT ON records WHEN new.kind = {SEAL} AND new.via NOT IN ('', '^') BEGIN
+            INSERT INTO seal_witness SELECT new.id, CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)
+            WHERE NOT EXISTS (SELECT 1 FROM seal_witness WHERE id = new.id);
+        END""",
+    ):
+        conn.execute(statement)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}

@@ -37,7 +37,7 @@ from typing import Any
 
 import sqlite_utils
 
-from . import clock, provenance, records, sqlite
+from . import clock, privacy, provenance, records, sqlite
 from .errors import StoreError
 from .records import Envelope, Keyed
 from .routing import Router
@@ -319,6 +319,8 @@ class Store:
                 summary.imported += 1
             existing[item.id] = (env.version, chash)
             env.seal = seal_id
+            if self.signer:
+                privacy.commit(env, self.signer.pseudonyms)  # after the content hash: re-ingest stays 'unchanged'
             envelopes[item.id] = (env, chash)
         if not envelopes:
             return
@@ -335,7 +337,7 @@ class Store:
             else:
                 rows.append(_row(env, chash, VIA_LOCAL, raw))
             if self.signer:
-                entries.append((env.id, env.version, provenance.record_hash(raw, env.kind, self.signer.redact)))
+                entries.append((env.id, env.version, provenance.record_hash(raw, env.kind)))
         if self.signer:
             # The seal goes first: in the change log, every receiver meets it before the records it signs.
             seal = self._seal(db, seal_id, entries, hlc.now())
@@ -369,7 +371,7 @@ class Store:
                     f"SELECT envelope FROM records WHERE via = ? AND kind != ? AND id IN ({marks})", (VIA_LOCAL, records.SEAL, *chunk)
                 ):
                     env = Envelope.FromString(raw[0])
-                    keyed.append(Keyed(env.id, env.kind, env.unit, env.agency, env.body, env.deleted))
+                    keyed.append(Keyed(env.id, env.kind, env.unit, env.agency, records.plain_body(env), env.deleted))
             self._write_keyed(db, keyed, hlc, WriteSummary(), again=True)
         return len(keyed)
 
@@ -423,6 +425,12 @@ class Store:
         """The stored envelope of one record, or None."""
         row = self.reader().execute("SELECT envelope FROM records WHERE id = ?", (record_id,)).fetchone()
         return row[0] if row else None
+
+    def witnessed_at(self, seal_id: bytes) -> float | None:
+        """When this node stored a seal a child sent (Unix seconds), or None (not from a child,
+        or stored before witnessing began)."""
+        row = self.reader().execute("SELECT at_ms FROM seal_witness WHERE id = ?", (seal_id,)).fetchone()
+        return row[0] / 1000 if row else None
 
     def mark_all_disconnected(self) -> None:
         with self.writing() as db:

@@ -227,7 +227,7 @@ class Uplink:
                 request = await asyncio.to_thread(self._renewal.request)
                 reply = await self.renew(request)
                 if reply.certificate:
-                    await asyncio.to_thread(self._renewal.install, reply.certificate)
+                    await asyncio.to_thread(self._renewal.install, reply.certificate, reply.pseudonym_secret)
                     self.log.info("certificate.renewed")
                     await asyncio.to_thread(self._audit, "cert.renewed", self.store.node_id, {"by": "parent"})
                 else:

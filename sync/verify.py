@@ -20,6 +20,7 @@ from typing import Any
 
 from . import provenance, records
 from .records import Envelope
+from .revocation import Revoked
 from .store import VIA_PARENT, Store
 
 
@@ -65,26 +66,30 @@ class _Chain:
     below: bool = False
 
 
-def verify_store(store: Store, ca_pem: bytes, revoked: Callable[[str], bool] | None = None) -> Report:
-    verifier = provenance.Verifier(ca_pem, store.envelope, revoked)
+def verify_store(store: Store, ca_pem: bytes, revocation: Callable[[str], Revoked | None] | None = None) -> Report:
+    """Re-check `store`. A record whose seal fails is not reported again on its own: the seal's
+    finding names the cause once and counts the records it leaves unproven."""
+    verifier = provenance.Verifier(ca_pem, store.envelope, revocation, store.witnessed_at)
     report = Report()
     chains: dict[str, _Chain] = defaultdict(_Chain)
     sealed: dict[str, dict[tuple[bytes, int], bytes]] = defaultdict(dict)  # origin -> (id, version) -> seal id
+    failed: dict[bytes, int] = {}  # seal id -> its finding
+    unproven: dict[bytes, int] = defaultdict(int)  # seal id -> records it leaves unproven
     db = store.db.conn
     for seal_id, origin, via, raw in db.execute(
         "SELECT id, origin, via, envelope FROM records WHERE kind = ? ORDER BY rid", (records.SEAL,)
     ):
         report.seals += 1
         env = Envelope.FromString(raw)
-        info, problem = verifier.seal_info(env)
+        info, problem = verifier.seal_info(env, store.witnessed_at(seal_id))
         chain = chains[origin]
         chain.below = chain.below or via != VIA_PARENT
         if problem is not None:
+            failed[seal_id] = len(report.findings)
             report.findings.append(Finding(problem[0], origin, f"seal: {problem[1]}", seal_id.hex(), "seal", env.unit))
             continue
         assert info is not None
-        body = records.Seal.FromString(env.body)
-        chain.by_seq[body.seq].append((provenance.seal_hash(env.body), body.prev))
+        chain.by_seq[info.seq].append((provenance.seal_hash(env.body), info.prev))
         for key in info.entries:
             sealed[origin][key] = seal_id
     stored: dict[bytes, int] = {}
@@ -97,9 +102,23 @@ def verify_store(store: Store, ca_pem: bytes, revoked: Callable[[str], bool] | N
         if via != VIA_PARENT:
             chains[origin].below = True
             stored[rid] = version
-        problem = verifier.check(Envelope.FromString(raw), raw)
+        env = Envelope.FromString(raw)
+        if env.seal in failed:  # one finding per cause: the seal's
+            unproven[env.seal] += 1
+            continue
+        problem = verifier.check(env, raw)
         if problem is not None:
             report.findings.append(Finding(problem[0], origin, problem[1], rid.hex(), records.KIND_NAMES.get(kind, str(kind)), unit))
+    for seal_id, count in unproven.items():
+        finding = report.findings[failed[seal_id]]
+        report.findings[failed[seal_id]] = Finding(
+            finding.code,
+            finding.origin,
+            f"{finding.reason} ({count} record(s) it signs are not proven)",
+            finding.id,
+            finding.kind,
+            finding.unit,
+        )
     for origin, chain in sorted(chains.items()):
         report.origins.setdefault(origin, {"records": 0, "seals": 0})["seals"] = sum(len(v) for v in chain.by_seq.values())
         if chain.below:

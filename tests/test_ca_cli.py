@@ -36,6 +36,10 @@ def test_offline_path_request_issue_install_connect(tmp_path: Path, make_node) -
     )
     shutil.copy(tmp_path / "c.crt", child / "tls" / "node.crt")
     shutil.copy(ca_dir / "ca.crt", child / "tls" / "ca.crt")
+    # The pseudonym secret comes with a unit's certificate (0600), as it would at enrollment.
+    assert stat.S_IMODE((tmp_path / "pseudonym.key").stat().st_mode) == 0o600
+    assert (tmp_path / "pseudonym.key").read_bytes() == (ca_dir / "pseudonym.key").read_bytes()
+    shutil.move(tmp_path / "pseudonym.key", child / "tls" / "pseudonym.key")
     with running(NodeProcess(province), NodeProcess(child)):
         wait_until(lambda: status(child)["parent"]["connected"], timeout=30, what="the issued child to connect")
 
@@ -83,3 +87,21 @@ def test_unwritable_destinations_fail_in_one_sentence_and_issue_nothing(tmp_path
     province = make_node("86")
     backup = cli("backup", "--dir", str(province), str(tmp_path / "no" / "b.db"), check=False)
     assert backup.returncode == 1 and backup.stderr.startswith("Error: cannot write the backup") and "Traceback" not in backup.stderr
+
+
+def test_the_pseudonym_secret_is_made_with_the_ca_and_rotated(tmp_path: Path) -> None:
+    """`ca init` makes the pseudonym secret beside the CA key (0600); `ca rotate-pseudonym` starts a
+    new generation with a new key id and keeps the old one; the province's own node never gets it."""
+    ca_dir = tmp_path / "ca"
+    out = cli("ca", "init", str(ca_dir)).stdout
+    secret = ca_dir / "pseudonym.key"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    first = json.loads(secret.read_text())["key_id"]
+    assert first in out
+    out = cli("ca", "rotate-pseudonym", str(ca_dir)).stdout
+    second = json.loads(secret.read_text())["key_id"]
+    assert second != first and second in out
+    assert json.loads((ca_dir / f"pseudonym.key.{first}").read_text())["key_id"] == first
+    province = tmp_path / "86"
+    cli("init", "--dir", str(province), "--mode", "provincial", "--id", "86", "--listen", "127.0.0.1:0", "--ca", str(ca_dir))
+    assert not list(province.rglob("pseudonym.key*"))

@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from lienthong.node.trust import ca, enroll_client, enroll_server, issue, ratelimit, tls, tokens
 from lienthong.node.trust.audit import AuditLog
+from lienthong.sync.privacy import PSEUDONYM_KEY_FILE, PseudonymKey
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc
 
@@ -179,6 +180,12 @@ def test_enroll_happy_path_key_never_leaves_the_node(tmp_path: Path, ca_dir: Pat
             assert entry["outcome"] == "issued" and entry["serial"] == issued[0]["serial"]
             # The enrolled node's files load as a node's TLS files, ready for `run`.
             tls.NodeTlsPaths(child / "tls" / "ca.crt", child / "tls" / "node.crt", key).load()
+            # The province-wide pseudonym secret came over the enrollment channel: kept 0600 by the unit,
+            # equal to the CA's, and nowhere in the province node's own directory.
+            secret = child / "tls" / PSEUDONYM_KEY_FILE
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+            assert PseudonymKey.load(secret) == PseudonymKey.load(ca_dir / PSEUDONYM_KEY_FILE) is not None
+            assert not list(prov.node_dir.rglob(PSEUDONYM_KEY_FILE))
 
     asyncio.run(main())
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from lienthong.node import runtime
+from lienthong.node.cli_common import load_settings
 from lienthong.node.trust import ca
 from lienthong.node.trust.renewal import NodeRenewal, issue_renewal, renewal_due
 from lienthong.node.trust.tls import NodeTlsPaths
-from lienthong.sync import records
+from lienthong.sync import provenance, records
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.privacy import PSEUDONYM_KEY_FILE, PseudonymKey
 from lienthong.sync.store import Store
 
 from .conftest import MakeNode, listen_address
@@ -66,7 +71,9 @@ def seal_certificates(node_dir: Path, origin: str) -> set[bytes]:
     store = Store.open(node_dir / "lienthong.db")
     try:
         rows = store.db.execute("SELECT envelope FROM records WHERE kind = ? AND origin = ?", (records.SEAL, origin)).fetchall()
-        return {records.pb.Seal.FromString(records.Envelope.FromString(raw).body).certificate for (raw,) in rows}
+        return {
+            provenance.seal_statement(records.pb.Seal.FromString(records.Envelope.FromString(raw).body))[0].certificate for (raw,) in rows
+        }
     finally:
         store.close()
 
@@ -151,3 +158,36 @@ def test_the_ca_refuses_a_renewal_not_proven_by_the_node_itself(make_node: MakeN
     ca.revoke(ca_dir, "86-29077")
     assert "revoked" in issue_renewal(ca_dir, "86", request(other), None).error
     assert province.exists()
+
+
+def test_a_renewal_brings_the_current_pseudonym_secret_to_units_only(make_node: MakeNode, ca_dir: Path) -> None:
+    """After `ca rotate-pseudonym`, a unit's next renewal installs the new secret (0600) and its node
+    keys pseudonyms with it at once; the province's own node renews without ever getting it."""
+    province = make_node("86")
+    commune = make_node("86-28894", parent="127.0.0.1:9", parent_id="86")
+    first = PseudonymKey.load(commune / "tls" / PSEUDONYM_KEY_FILE)
+    cli("ca", "rotate-pseudonym", str(ca_dir))
+    rotated = PseudonymKey.load(ca_dir / PSEUDONYM_KEY_FILE)
+    assert first is not None and rotated is not None and rotated != first
+    for node in (commune, province):
+        store = runtime.open_store(node, load_settings(node))
+        try:
+            renewal = NodeRenewal(
+                node.name, NodeTlsPaths(node / "tls" / "ca.crt", node / "tls" / "node.crt", node / "tls" / "node.key"), store
+            )
+            reply = issue_renewal(ca_dir, node.name, renewal.request(), None)
+            assert reply.certificate and not reply.error
+            renewal.install(reply.certificate, reply.pseudonym_secret)
+            if node == province:
+                assert not reply.pseudonym_secret and not list(province.rglob(PSEUDONYM_KEY_FILE))
+                continue
+            secret = node / "tls" / PSEUDONYM_KEY_FILE
+            assert PseudonymKey.load(secret) == rotated and stat.S_IMODE(secret.stat().st_mode) == 0o600
+            row = {"kind": "feedback", "source_id": "1022-1", "unit": node.name, "category": "GT-01", "description": "Ổ gà"}
+            row |= {"received_at": "2026-11-20T07:42:10+07:00", "citizen": {"phone": "0903123456"}}
+            store.write_local([records.build(node.name, row)], HybridClock(store.max_version()))
+            (raw,) = store.db.execute("SELECT envelope FROM records WHERE kind = ?", (records.FEEDBACK,)).fetchone()
+            phone = records.Feedback.FromString(records.Envelope.FromString(raw).body).citizen.phone
+            assert phone.startswith(f"hmac-sha256:{rotated.key_id}:")
+        finally:
+            store.close()

@@ -21,7 +21,7 @@ from lienthong.sync import records, transport
 from lienthong.sync.child_session import Children, ChildSession
 from lienthong.sync.clock import LOGICAL_BITS, HybridClock, wall_ms
 from lienthong.sync.downstream import Downstream
-from lienthong.sync.replication import Changes
+from lienthong.sync.replication import PROTOCOL, Changes
 from lienthong.sync.store import Store
 from lienthong.sync.uplink import Uplink
 from lienthong.sync.upstream import Upstream
@@ -98,7 +98,7 @@ async def _attempt(port: int, credentials: grpc.ChannelCredentials | None, hello
     channel = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
     try:
         call = wire_grpc.ReplicationStub(channel).Sync()
-        await call.write(wire.Up(hello=wire.Hello(protocol=1, epoch="e", node_id=hello_id)))
+        await call.write(wire.Up(hello=wire.Hello(protocol=PROTOCOL, epoch="e", node_id=hello_id)))
         reply = await asyncio.wait_for(call.read(), 10)
         return None if reply is not grpc.aio.EOF and reply.WhichOneof("msg") == "welcome" else grpc.StatusCode.UNKNOWN
     except grpc.aio.AioRpcError as exc:

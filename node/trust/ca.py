@@ -74,9 +74,27 @@ def _registry_v1(conn: sqlite3.Connection) -> None:
     sqlite.execute_script(conn, _SCHEMA)
 
 
+def _registry_v2(conn: sqlite3.Connection) -> None:
+    # A key compromise's stated time (ISO 8601 UTC), written into the CRL as its invalidity date.
+    conn.execute("ALTER TABLE issued ADD COLUMN invalid_since TEXT")
+
+
 # The registry's schema, version by version (`PRAGMA user_version`); append, never edit.
-MIGRATIONS: dict[int, sqlite.Migration] = {1: _registry_v1}
-_COLUMNS = ("serial", "node_id", "role", "parent", "sans", "not_before", "not_after", "fingerprint", "status", "revoked_at", "reason")
+MIGRATIONS: dict[int, sqlite.Migration] = {1: _registry_v1, 2: _registry_v2}
+_COLUMNS = (
+    "serial",
+    "node_id",
+    "role",
+    "parent",
+    "sans",
+    "not_before",
+    "not_after",
+    "fingerprint",
+    "status",
+    "revoked_at",
+    "reason",
+    "invalid_since",
+)
 
 
 # ---------------------------------------------------------------- the CA key
@@ -265,8 +283,10 @@ def _normalize_serial(text: str) -> str | None:
     return serial_hex(int(cleaned, 16))
 
 
-def revoke(ca_dir: Path, node_id_or_serial: str, reason: str = "") -> list[str]:
+def revoke(ca_dir: Path, node_id_or_serial: str, reason: str = "", invalid_since: dt.datetime | None = None) -> list[str]:
     """Revoke every valid certificate of a node id, or the one with this serial (hex).
+    `invalid_since`: for a key compromise, when the key is known or suspected to have been
+    compromised (seals not witnessed before it are refused; default: the revocation time).
 
     Returns the serials revoked now (empty if they already were). Rewrite the CRL
     afterwards with `crl.write_crl`, which needs the CA key.
@@ -285,8 +305,10 @@ def revoke(ca_dir: Path, node_id_or_serial: str, reason: str = "") -> list[str]:
             raise TrustError(f"this CA issued no certificate to node or with serial {target!r}", "see `lienthong ca list`")
         serials = [r["serial"] for r in rows if r["status"] == "valid"]
         now = iso(utc_now())
+        since = iso(min(invalid_since, utc_now())) if invalid_since is not None else None
         conn.executemany(
-            "UPDATE issued SET status = 'revoked', revoked_at = ?, reason = ? WHERE serial = ?", [(now, reason.strip(), s) for s in serials]
+            "UPDATE issued SET status = 'revoked', revoked_at = ?, reason = ?, invalid_since = ? WHERE serial = ?",
+            [(now, reason.strip(), since, s) for s in serials],
         )
         return serials
 
@@ -359,9 +381,11 @@ def record_issued(
 
 def next_crl(ca_dir: Path) -> tuple[int, list[sqlite3.Row]]:
     """For a new CRL (`crl.write_crl`): its number (the registry counts them, 1, 2, …) and
-    every revoked certificate's serial, revoked_at and reason, in the order revoked."""
+    every revoked certificate's serial, revoked_at, reason and invalid_since, in the order revoked."""
     with registry(ca_dir) as conn, transaction(conn):
-        rows = conn.execute("SELECT serial, revoked_at, reason FROM issued WHERE status = 'revoked' ORDER BY rowid").fetchall()
+        rows = conn.execute(
+            "SELECT serial, revoked_at, reason, invalid_since FROM issued WHERE status = 'revoked' ORDER BY rowid"
+        ).fetchall()
         number_row = conn.execute("SELECT value FROM meta WHERE key = 'crl_number'").fetchone()
         number = int(number_row[0]) + 1 if number_row else 1
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('crl_number', ?)", (str(number),))

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from lienthong.sync import provenance
 from lienthong.sync.errors import TrustError
-from lienthong.sync.revocation import normalize
+from lienthong.sync.revocation import normalize, reason_code
 
 from . import ca, root
 from .tls import write_public
@@ -79,6 +79,8 @@ def write_crl(ca_dir: Path, passphrase: bytes | None = None, next_update: dt.tim
         flag = _crl_reason(row["reason"])
         if flag is not None:
             entry = entry.add_extension(x509.CRLReason(flag), critical=False)
+        if row["invalid_since"]:  # a stated compromise time (RFC 5280 invalidity date)
+            entry = entry.add_extension(x509.InvalidityDate(dt.datetime.fromisoformat(row["invalid_since"])), critical=False)
         builder = builder.add_revoked_certificate(entry.build())
     crl = builder.sign(key, hashes.SHA256())
     write_public(ca_dir / CRL_FILE, crl.public_bytes(serialization.Encoding.PEM))
@@ -87,6 +89,14 @@ def write_crl(ca_dir: Path, passphrase: bytes | None = None, next_update: dt.tim
 
 def read_crl(path: Path, ca_cert_pem: bytes) -> list[str]:
     """The revoked serials of the CRL at `path`, after checking the CA signed it."""
+    return [entry["serial"] for entry in read_crl_entries(path, ca_cert_pem)]
+
+
+def read_crl_entries(path: Path, ca_cert_pem: bytes) -> list[dict[str, str]]:
+    """Each revoked certificate of the CRL at `path` (signature checked), sorted by serial:
+    serial, reason (the CRL reason code, e.g. key_compromise; '' when none is stated),
+    revoked_at and, when the CRL states one, invalid_since (its invalidity date: when the
+    key is known or suspected to have been compromised)."""
     try:
         crl = x509.load_pem_x509_crl(path.read_bytes())
     except (OSError, ValueError) as exc:
@@ -96,7 +106,20 @@ def read_crl(path: Path, ca_cert_pem: bytes) -> list[str]:
     signers = [anchor, *(i for i in root.issuers(path.parent) if provenance.issued_by(i, [], anchor))]
     if not any(crl.issuer == s.subject and crl.is_signature_valid(s.public_key()) for s in signers):  # type: ignore[arg-type]
         raise TrustError(f"the revocation list {path} is not signed by this node's CA", "use the CRL written by this province's CA")
-    return sorted(normalize(format(r.serial_number, "x")) for r in crl)
+    entries = []
+    for revoked in crl:
+        entry = {
+            "serial": normalize(format(revoked.serial_number, "x")),
+            "reason": "",
+            "revoked_at": revoked.revocation_date_utc.isoformat(),
+        }
+        for ext in revoked.extensions:
+            if isinstance(ext.value, x509.CRLReason):
+                entry["reason"] = reason_code(ext.value.reason.name)
+            elif isinstance(ext.value, x509.InvalidityDate):
+                entry["invalid_since"] = ext.value.invalidity_date_utc.isoformat()
+        entries.append(entry)
+    return sorted(entries, key=lambda e: e["serial"])
 
 
 def crl_path(node_dir: Path, crl: str, ca_dir: str) -> Path | None:

@@ -23,10 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from lienthong.sync import provenance
+from lienthong.sync.privacy import PseudonymKey
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc
 
-from . import enroll_server, issue, tokens
+from . import enroll_server, issue, pseudonyms, tokens
 from .tokens import EnrollError
 
 CONNECT_TIMEOUT = 15.0
@@ -134,7 +135,8 @@ def enroll(
 
     Makes (or reuses) the key at `key_path` (mode 0600, never sent), pins the CA by the
     token's fingerprint before sending anything, sends the CSR and the token, checks the
-    certificate it gets back and writes it to `cert_path` and the CA to `ca_path` (0600).
+    certificate it gets back and writes it to `cert_path` and the CA to `ca_path` (0600), and
+    the province's pseudonym secret beside the key (0600).
     Relative paths are taken inside `node_dir` (callers pass either, never both joined).
     If the certificate cannot be written after the province issued it, running this again
     with the same key gets the same certificate (the province sends it again). `hosts`: extra DNS names / IP addresses
@@ -163,6 +165,8 @@ def enroll(
             raise _rpc_error(exc, parsed.address) from None
     _check_reply(reply, parsed, csr_pem, server_id)
     try:
+        if reply.pseudonym_secret:
+            pseudonyms.install(PseudonymKey.of(reply.pseudonym_secret), key_path.parent)
         _write_public(ca_path, reply.ca_certificate)
         _write_public(cert_path, reply.certificate)
     except OSError as exc:
@@ -188,5 +192,7 @@ def _check_reply(reply: wire.EnrollReply, token: tokens.Token, csr_pem: bytes, s
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if cert.public_key() != csr.public_key() or len(cns) != 1 or cns[0].value != token.node_id:
         raise EnrollError(f"the certificate the province sent is not for this node's key and id {token.node_id!r}", hint)
+    if reply.pseudonym_secret and PseudonymKey.of(reply.pseudonym_secret).key_id != reply.pseudonym_key_id:
+        raise EnrollError("the province's pseudonym secret arrived damaged", hint)
     if reply.parent_id != server_id:
         raise EnrollError(f"the province says it is {reply.parent_id!r} but its certificate names {server_id!r}", hint)

@@ -39,7 +39,7 @@ from lienthong.sync.transport import TlsFiles
 from lienthong.sync.wire import enrollment_pb2 as wire
 from lienthong.sync.wire import enrollment_pb2_grpc as wire_grpc
 
-from . import ca, issue, root, tokens
+from . import ca, issue, pseudonyms, root, tokens
 from .audit import Action, AuditLog
 from .audit_chain import AuditError
 from .ratelimit import Guard, RateLimit
@@ -264,7 +264,14 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
                     ca.revoke(self.ca_dir, serial, "enrollment not audited")
                 raise
         log.info("enroll.issued", node=node_id, serial=serial, peer=ip)
-        return wire.EnrollReply(certificate=cert_pem, ca_certificate=self._ca_pem, parent_id=self.province_id)
+        secret = pseudonyms.for_ca(self.ca_dir)  # for the unit's citizens' pseudonyms: over this TLS channel, to the token's holder only
+        return wire.EnrollReply(
+            certificate=cert_pem,
+            ca_certificate=self._ca_pem,
+            parent_id=self.province_id,
+            pseudonym_secret=secret.secret,
+            pseudonym_key_id=secret.key_id,
+        )
 
 
 SERVER_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024), ("grpc.max_send_message_length", 64 * 1024)]

@@ -25,7 +25,7 @@ from lienthong.sync.revocation import DEFINITION_TYPE
 from lienthong.sync.store import Store
 
 from . import ca
-from .crl import read_crl
+from .crl import read_crl_entries
 
 log = structlog.get_logger("lienthong.crl")
 
@@ -50,7 +50,8 @@ class CrlPublisher:
             return False
         self._mtime = mtime
         try:
-            serials = read_crl(self.path, self.ca)
+            entries = read_crl_entries(self.path, self.ca)
+            serials = [entry["serial"] for entry in entries]
         except TrustError as exc:
             log.error("crl.refused", file=str(self.path), error=exc.message, hint=exc.hint)
             return False
@@ -58,19 +59,21 @@ class CrlPublisher:
             "kind": "definition",
             "type": DEFINITION_TYPE,
             "code": "crl",
-            "fields": {"serials": serials, "read_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+            # `serials` for nodes of earlier versions; `entries` say why and since when (revocation.Revoked).
+            "fields": {"serials": serials, "entries": entries, "read_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
         }
         keyed = records.build(self.store.node_id, fields)
         current = next((e for e in self.store.iter_records(records.DEFINITION) if e.id == keyed.id), None)
-        if current is not None and records.body_of(current).json and _serials(current) == serials:
+        if current is not None and records.body_of(current).json and _published(current) == (serials, entries):
             return False
         self.store.write_local([keyed], self.clock)
         log.info("crl.published", revoked=len(serials), file=str(self.path))
         return True
 
 
-def _serials(env: records.Envelope) -> list[str]:
-    return sorted(json.loads(records.body_of(env).json or "{}").get("serials", []))
+def _published(env: records.Envelope) -> tuple[list[str], list[dict[str, str]]]:
+    fields = json.loads(records.body_of(env).json or "{}")
+    return sorted(fields.get("serials", [])), fields.get("entries", [])
 
 
 class RegistryPublisher:

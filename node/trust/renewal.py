@@ -28,10 +28,11 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 
 from lienthong.sync import provenance
 from lienthong.sync.errors import TrustError
+from lienthong.sync.privacy import PSEUDONYM_KEY_FILE, PseudonymKey
 from lienthong.sync.store import Store
 from lienthong.sync.wire import replication_pb2 as wire
 
-from . import ca, issue, root
+from . import ca, issue, pseudonyms, root
 from .tls import NODE_FILE_MODE, NodeTlsPaths, write_private, write_public
 
 RENEW_AFTER = 2 / 3  # of a certificate's life
@@ -85,7 +86,7 @@ class NodeRenewal:
             proof=current_signing.sign(csr),
         )
 
-    def install(self, certificate: bytes) -> None:
+    def install(self, certificate: bytes, pseudonym_secret: bytes = b"") -> None:
         if self._pending is None:
             raise TrustError("a renewed certificate arrived that this node did not ask for", "it asks again by itself")
         tls_key, signing_key = self._pending
@@ -102,7 +103,10 @@ class NodeRenewal:
         write_public(self.paths.cert.with_name(self.paths.cert.name + ".new"), certificate, NODE_FILE_MODE)
         for path in (self.paths.key, signing_path, self.paths.cert):
             path.with_name(path.name + ".new").rename(path)
-        self.store.signer = provenance.Signer(self.node_id, signing_key, certificate, self.paths.ca.read_bytes())
+        secret = PseudonymKey.of(pseudonym_secret) if pseudonym_secret else PseudonymKey.load(self.paths.key.with_name(PSEUDONYM_KEY_FILE))
+        if pseudonym_secret and secret is not None:
+            pseudonyms.install(secret, self.paths.key.parent)  # a rotated secret reaches the unit with its certificate
+        self.store.signer = provenance.Signer(self.node_id, signing_key, certificate, self.paths.ca.read_bytes(), secret)
         self._pending = None
 
 
@@ -142,4 +146,5 @@ def issue_renewal(ca_dir: Path, sender: str, request: Any, passphrase: bytes | N
         return wire.RenewReply(node_id=node_id, error=exc.message)
     except ValueError as exc:
         return wire.RenewReply(node_id=node_id, error=f"the renewal request cannot be read: {exc}")
-    return wire.RenewReply(node_id=node_id, certificate=pem)
+    secret = pseudonyms.for_ca(ca_dir).secret if current.role == "district" else b""  # never to the province's node
+    return wire.RenewReply(node_id=node_id, certificate=pem, pseudonym_secret=secret)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlienthong/v1/enrollment.proto\x12\x0clienthong.v1\">\n\rEnrollRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\x0c\x12\x0b\n\x03\x63sr\x18\x03 \x01(\x0c\"M\n\x0b\x45nrollReply\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63\x61_certificate\x18\x02 \x01(\x0c\x12\x11\n\tparent_id\x18\x03 \x01(\t2N\n\nEnrollment\x12@\n\x06\x45nroll\x12\x1b.lienthong.v1.EnrollRequest\x1a\x19.lienthong.v1.EnrollReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlienthong/v1/enrollment.proto\x12\x0clienthong.v1\">\n\rEnrollRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\x0c\x12\x0b\n\x03\x63sr\x18\x03 \x01(\x0c\"\x81\x01\n\x0b\x45nrollReply\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63\x61_certificate\x18\x02 \x01(\x0c\x12\x11\n\tparent_id\x18\x03 \x01(\t\x12\x18\n\x10pseudonym_secret\x18\x04 \x01(\x0c\x12\x18\n\x10pseudonym_key_id\x18\x05 \x01(\t2N\n\nEnrollment\x12@\n\x06\x45nroll\x12\x1b.lienthong.v1.EnrollRequest\x1a\x19.lienthong.v1.EnrollReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENROLLREQUEST']._serialized_start=47
   _globals['_ENROLLREQUEST']._serialized_end=109
-  _globals['_ENROLLREPLY']._serialized_start=111
-  _globals['_ENROLLREPLY']._serialized_end=188
-  _globals['_ENROLLMENT']._serialized_start=190
-  _globals['_ENROLLMENT']._serialized_end=268
+  _globals['_ENROLLREPLY']._serialized_start=112
+  _globals['_ENROLLREPLY']._serialized_end=241
+  _globals['_ENROLLMENT']._serialized_start=243
+  _globals['_ENROLLMENT']._serialized_end=321
 # @@protoc_insertion_point(module_scope)

@@ -59,21 +59,31 @@ class EnrollReply(_message.Message):
     CERTIFICATE_FIELD_NUMBER: _builtins.int
     CA_CERTIFICATE_FIELD_NUMBER: _builtins.int
     PARENT_ID_FIELD_NUMBER: _builtins.int
+    PSEUDONYM_SECRET_FIELD_NUMBER: _builtins.int
+    PSEUDONYM_KEY_ID_FIELD_NUMBER: _builtins.int
     certificate: _builtins.bytes
     """The node's new certificate and the provincial CA's certificate, PEM."""
     ca_certificate: _builtins.bytes
     parent_id: _builtins.str
     """The node id of the province that enrolled it: the node's parent."""
+    pseudonym_secret: _builtins.bytes
+    """The province-wide pseudonym secret for citizens' personal data (keyed
+    hashes sent upward), and its key id. The province's own node never holds
+    it; the enrolled node keeps it mode 0600 beside its keys.
+    """
+    pseudonym_key_id: _builtins.str
     def __init__(
         self,
         *,
         certificate: _builtins.bytes = ...,
         ca_certificate: _builtins.bytes = ...,
         parent_id: _builtins.str = ...,
+        pseudonym_secret: _builtins.bytes = ...,
+        pseudonym_key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate", b"ca_certificate", "certificate", b"certificate", "parent_id", b"parent_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate", b"ca_certificate", "certificate", b"certificate", "parent_id", b"parent_id", "pseudonym_key_id", b"pseudonym_key_id", "pseudonym_secret", b"pseudonym_secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -78,6 +78,7 @@ class Envelope(_message.Message):
     DELETED_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
     SEAL_FIELD_NUMBER: _builtins.int
+    PERSONAL_FIELD_NUMBER: _builtins.int
     id: _builtins.bytes
     """Deterministic id: 16 bytes of SHA-256 over the kind and natural key."""
     kind: Global___Kind.ValueType
@@ -97,6 +98,15 @@ class Envelope(_message.Message):
     """Provenance: the id of the origin's Seal record that covers this version
     (see Seal). Empty only for seals themselves.
     """
+    @_builtins.property
+    def personal(self) -> _containers.RepeatedCompositeFieldContainer[Global___Disclosure]:
+        """Citizen personal data detached from what the seal hashes (records format 2):
+        each value with the salt of its commitment in `Feedback.citizen_commitment`.
+        A record's seal hash covers the envelope bytes exactly as stored, without
+        this field, so dropping it (what redaction does on the way up) leaves the
+        hash unchanged and nothing is re-serialised. Only feedback carries it.
+        """
+
     def __init__(
         self,
         *,
@@ -109,10 +119,11 @@ class Envelope(_message.Message):
         deleted: _builtins.bool = ...,
         body: _builtins.bytes = ...,
         seal: _builtins.bytes = ...,
+        personal: _abc.Iterable[Global___Disclosure] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "body", b"body", "deleted", b"deleted", "id", b"id", "kind", b"kind", "origin", b"origin", "seal", b"seal", "unit", b"unit", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "body", b"body", "deleted", b"deleted", "id", b"id", "kind", b"kind", "origin", b"origin", "personal", b"personal", "seal", b"seal", "unit", b"unit", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -129,6 +140,12 @@ class Seal(_message.Message):
     CA certified for the origin. Seals chain per origin (seq, prev), so an origin
     that later drops or rewrites what it sealed leaves a gap or a fork that
     `lienthong verify` reports.
+
+    Format 2 (DSSE style): the seal record's body holds only `payload` (the exact
+    bytes of an inner Seal with `format` = 2, which the origin serialised once)
+    and `signature`, Ed25519 over DSSE's PAE(SEAL_PAYLOAD_TYPE, payload): nothing
+    is rebuilt or re-serialised to verify. Format 1 (no `payload`) signed this
+    message re-serialised deterministically; it is still verified that way.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -141,6 +158,8 @@ class Seal(_message.Message):
     CERTIFICATE_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
     origin: _builtins.str
     seq: _builtins.int
     """1, 2, 3 … in the order the origin sealed."""
@@ -156,6 +175,10 @@ class Seal(_message.Message):
     """Ed25519 over "lienthong seal v1\\n" + this message serialised with `signature` empty."""
     epoch: _builtins.str
     """The origin's change-log epoch (a new one after a restore from backup)."""
+    payload: _builtins.bytes
+    """Format 2: the signed inner Seal's exact bytes (outer message only)."""
+    format: _builtins.int
+    """2 in a format-2 payload; 0 (absent) in a format-1 seal."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___SealEntry]: ...
     def __init__(
@@ -169,10 +192,12 @@ class Seal(_message.Message):
         certificate: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
         epoch: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        format: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "entries", b"entries", "epoch", b"epoch", "origin", b"origin", "prev", b"prev", "seq", b"seq", "signature", b"signature", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "entries", b"entries", "epoch", b"epoch", "format", b"format", "origin", b"origin", "payload", b"payload", "prev", b"prev", "seq", b"seq", "signature", b"signature", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -336,6 +361,62 @@ class Person(_message.Message):
 Global___Person: _TypeAlias = Person  # noqa: Y015
 
 @_typing.final
+class PersonCommitment(_message.Message):
+    """Commitments to a citizen's personal values (records format 2): for each field,
+    SHA-256("lienthong personal v2\\n" + field + "\\n" + salt + value).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    name: _builtins.bytes
+    phone: _builtins.bytes
+    email: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        name: _builtins.bytes = ...,
+        phone: _builtins.bytes = ...,
+        email: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "name", b"name", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonCommitment: _TypeAlias = PersonCommitment  # noqa: Y015
+
+@_typing.final
+class Disclosure(_message.Message):
+    """One personal value and the salt of its commitment (Envelope.personal)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    SALT_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    value: _builtins.str
+    salt: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        value: _builtins.str = ...,
+        salt: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "salt", b"salt", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Disclosure: _TypeAlias = Disclosure  # noqa: Y015
+
+@_typing.final
 class Feedback(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -352,6 +433,7 @@ class Feedback(_message.Message):
     ASSIGNED_UNIT_FIELD_NUMBER: _builtins.int
     CITIZEN_FIELD_NUMBER: _builtins.int
     CATEGORY_NAME_FIELD_NUMBER: _builtins.int
+    CITIZEN_COMMITMENT_FIELD_NUMBER: _builtins.int
     source_id: _builtins.str
     """Ticket id in the source system (the 1022 hotline, a portal, ...)."""
     category: _builtins.str
@@ -367,7 +449,16 @@ class Feedback(_message.Message):
     """Unit that must handle it, when known on receipt."""
     category_name: _builtins.str
     @_builtins.property
-    def citizen(self) -> Global___Person: ...
+    def citizen(self) -> Global___Person:
+        """Format 2: the citizen's pseudonyms ("hmac-sha256:KEY_ID:…", keyed by the
+        province-wide pseudonym secret); the values are in Envelope.personal.
+        Format 1: the values themselves (pseudonyms once redacted).
+        """
+
+    @_builtins.property
+    def citizen_commitment(self) -> Global___PersonCommitment:
+        """Format 2: commitments to the values in Envelope.personal."""
+
     def __init__(
         self,
         *,
@@ -384,10 +475,11 @@ class Feedback(_message.Message):
         assigned_unit: _builtins.str = ...,
         citizen: Global___Person | None = ...,
         category_name: _builtins.str = ...,
+        citizen_commitment: Global___PersonCommitment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["citizen", b"citizen"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["citizen", b"citizen", "citizen_commitment", b"citizen_commitment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "assigned_unit", b"assigned_unit", "category", b"category", "category_name", b"category_name", "citizen", b"citizen", "description", b"description", "due_at", b"due_at", "has_location", b"has_location", "lat", b"lat", "lon", b"lon", "media_url", b"media_url", "received_at", b"received_at", "source_id", b"source_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "assigned_unit", b"assigned_unit", "category", b"category", "category_name", b"category_name", "citizen", b"citizen", "citizen_commitment", b"citizen_commitment", "description", b"description", "due_at", b"due_at", "has_location", b"has_location", "lat", b"lat", "lon", b"lon", "media_url", b"media_url", "received_at", b"received_at", "source_id", b"source_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -142,20 +142,27 @@ class RenewReply(_message.Message):
     NODE_ID_FIELD_NUMBER: _builtins.int
     CERTIFICATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    PSEUDONYM_SECRET_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     certificate: _builtins.bytes
     """PEM certificate, or empty with `error` saying why not."""
     error: _builtins.str
+    pseudonym_secret: _builtins.bytes
+    """For a unit (role district): the province-wide pseudonym secret as the CA holds
+    it now, so a rotated secret reaches units at their next renewal. Never sent to
+    the province's own node.
+    """
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         certificate: _builtins.bytes = ...,
         error: _builtins.str = ...,
+        pseudonym_secret: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "error", b"error", "node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "error", b"error", "node_id", b"node_id", "pseudonym_secret", b"pseudonym_secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
