@@ -18,7 +18,8 @@ DIR_OPTION = click.option(
     required=True,
     envvar="LIENTHONG_DIR",
     show_envvar=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    # Resolved once, here: every path below is then absolute, never joined to DIR twice.
+    type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
     help="The node directory (created by `lienthong init`).",
 )
 
