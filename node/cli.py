@@ -335,13 +335,8 @@ def enroll_cmd(node_dir: Path, token_text: str) -> None:
     """Join the province with a one-time TOKEN: the key is made here, only a request leaves."""
     from .trust import enroll_client
 
-    from .trust import tokens
-
     settings = load_settings(node_dir)
     paths = runtime.tls_paths(node_dir, settings)
-    province = tokens.parse_token(token_text).province_id
-    if settings.parent.id and province and settings.parent.id != province:  # before the token is spent
-        fail(f"this token is from {province!r}, but parent.id in lienthong.toml is {settings.parent.id!r}", "correct parent.id")
     hosts = [settings.server.listen.rpartition(":")[0].strip("[]")] if settings.server.listen else []
     parent = enroll_client.enroll(node_dir, token_text, paths.key, paths.cert, paths.ca, hosts=hosts, expect_node_id=settings.node.id)
     audited(node_dir, "enroll", parent, outcome="enrolled")

@@ -18,8 +18,7 @@ DIR_OPTION = click.option(
     required=True,
     envvar="LIENTHONG_DIR",
     show_envvar=True,
-    # Resolved once, here: every path below is then absolute, never joined to DIR twice.
-    type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
+    type=click.Path(file_okay=False, path_type=Path),
     help="The node directory (created by `lienthong init`).",
 )
 

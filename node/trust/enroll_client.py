@@ -132,15 +132,13 @@ def enroll(
     Makes (or reuses) the key at `key_path` (mode 0600, never sent), pins the CA by the
     token's fingerprint before sending anything, sends the CSR and the token, checks the
     certificate it gets back and writes it to `cert_path` and the CA to `ca_path` (0644).
-    Relative paths are taken inside `node_dir` (callers pass either, never both joined).
-    If the certificate cannot be written after the province issued it, running this again
-    with the same key gets the same certificate (the province sends it again). `hosts`: extra DNS names / IP addresses
+    Relative paths are taken inside `node_dir`. `hosts`: extra DNS names / IP addresses
     for the certificate (besides the node id, localhost, 127.0.0.1 and ::1).
     `expect_node_id`: refuse a token made for another node id (the configured one).
     Blocking: call it from a thread when an event loop runs.
     """
-    node_dir = Path(node_dir).absolute()
-    key_path, cert_path, ca_path = (Path(p) if Path(p).is_absolute() else node_dir / p for p in (key_path, cert_path, ca_path))
+    node_dir = Path(node_dir)
+    key_path, cert_path, ca_path = (p if Path(p).is_absolute() else node_dir / p for p in (key_path, cert_path, ca_path))
     parsed = tokens.parse_token(token)
     if expect_node_id and parsed.node_id != expect_node_id:
         raise EnrollError(
@@ -159,14 +157,8 @@ def enroll(
         except grpc.RpcError as exc:
             raise _rpc_error(exc, parsed.address) from None
     _check_reply(reply, parsed, csr_pem, server_id)
-    try:
-        _write_public(ca_path, reply.ca_certificate)
-        _write_public(cert_path, reply.certificate)
-    except OSError as exc:
-        raise EnrollError(
-            f"the province issued the certificate but it cannot be written to {cert_path}: {exc.strerror or exc}",
-            "fix that and run the same `lienthong enroll` command again: the token stays good for this node's key",
-        ) from None
+    _write_public(ca_path, reply.ca_certificate)
+    _write_public(cert_path, reply.certificate)
     return str(reply.parent_id)
 
 

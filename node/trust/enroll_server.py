@@ -145,26 +145,6 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
             )
         raise AssertionError("unreachable")  # abort raises
 
-    def _issued_before(self, row: Any, csr_pem: bytes) -> bytes | None:
-        """The certificate this used token was exchanged for, if `csr_pem` proves the caller holds
-        its key (a CSR is signed by its key) and the certificate is still valid; else None.
-
-        A node whose enrollment failed after the province spent the token (it could not write the
-        certificate, the connection dropped) runs `enroll` again with the same key and gets the
-        same certificate: the token stays usable for that node, and for nobody else."""
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem)
-            if not csr.is_signature_valid or not row["serial"]:
-                return None
-            with ca.registry(self.ca_dir) as conn:
-                issued = conn.execute("SELECT status, not_after, cert_pem FROM issued WHERE serial = ?", (row["serial"],)).fetchone()
-            if issued is None or issued["status"] != "valid" or issued["not_after"] <= ca.iso(ca.utc_now()):
-                return None
-            pem: bytes = issued["cert_pem"].encode()
-        except (ValueError, TrustError):
-            return None
-        return pem if x509.load_pem_x509_certificate(pem).public_key() == csr.public_key() else None
-
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, hint: str) -> None:
         context.set_trailing_metadata(((HINT_KEY, hint),))
@@ -193,11 +173,6 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
                 invalid.reason, invalid.subject = "wrong secret", node_id
                 raise invalid
             if row["used_at"]:
-                again = self._issued_before(row, request.csr)
-                if again is not None:  # the same node, same key, finishing an enrollment it could not complete
-                    self._audit(node_id, {"outcome": "sent again", "peer": ip, "token_id": row["token_id"], "serial": row["serial"]})
-                    log.info("enroll.sent_again", node=node_id, serial=row["serial"], peer=ip)
-                    return wire.EnrollReply(certificate=again, ca_certificate=self._ca_pem, parent_id=self.province_id)
                 raise _Refused(
                     f"this enrollment token was already used, at {row['used_at']}",
                     "each token enrolls one node once: ask the province's operator for a new token",
