@@ -46,6 +46,8 @@ from .trust import ca as ca_ops
 from .trust.audit import AuditLog
 from .trust.enroll_server import serve_enrollment
 from .trust.publish import CrlPublisher, RegistryPublisher
+from .trust.refusals import RefusalTally
+from .trust.refusals import write as write_refusals
 from .trust.renewal import NodeRenewal, issue_renewal
 from .trust.tls import NodeTlsPaths
 
@@ -230,6 +232,17 @@ async def _renew_own_certificate(renewal: NodeRenewal, ca_dir: Path, audit_log: 
         await asyncio.sleep(RENEW_CHECK)
 
 
+async def _audit_refusals(tally: RefusalTally, audit_log: AuditLog) -> None:
+    """Every window, the refused handshakes counted by `tally` go to the audit log: one entry per
+    source and reason, written off the event loop."""
+    while True:
+        await asyncio.sleep(tally.window)
+        entries = tally.take()
+        if entries:
+            await asyncio.to_thread(write_refusals, entries, audit_log.append)
+            log.info("connection.refused_summary", entries=len(entries), refusals=sum(d["count"] for _, d in entries))
+
+
 class Node:
     """One lienthong node, run in the foreground by `run()`."""
 
@@ -269,6 +282,7 @@ class Node:
             enroll_server = None
             intake = None
             children = Children()
+            tally = RefusalTally()
             tasks: list[asyncio.Task[None]] = []
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -292,9 +306,17 @@ class Node:
                     sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append, issuer, reported_to)
 
                     def refused(peer: str, kind: str, exc: LienthongError) -> None:
+                        if kind == "handshake":
+                            # Anyone who reaches the port can cause these: counted here, audited
+                            # once per source and reason per window (see trust/refusals.py).
+                            if tally.add(peer, exc.message):
+                                self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)
+                            return
                         self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)
-                        if kind in ("refused", "handshake"):
+                        if kind == "refused":
                             audit_log.append("connection.refused", peer, {"error": exc.message, "stage": kind})
+
+                    tasks.append(asyncio.create_task(_audit_refusals(tally, audit_log), name="refusals"))
 
                     server, self.port, health = await transport.serve(settings.server.listen, paths.load, sessions.serve, refused)
                 intake = start_intake(self.dir, settings, store, loop, changes)
@@ -367,6 +389,8 @@ class Node:
                     await transport.stop(server, health, STOP_GRACE)
                 if enroll_server is not None:
                     await enroll_server.stop(STOP_GRACE)
+                # The last window's refused handshakes, counted since the last audit entry.
+                await asyncio.to_thread(write_refusals, tally.take(), audit_log.append)
                 store.mark_all_disconnected()
                 store.close()
                 audit_log.close()
