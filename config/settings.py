@@ -97,6 +97,11 @@ class SharingSettings(_Section):
     personal_data_upward: bool = False
 
 
+class HealthSettings(_Section):
+    # Seconds without reaching the parent before `lienthong health` says unhealthy.
+    max_silence: float = Field(600.0, gt=0, le=30 * 86_400)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -111,6 +116,7 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     inbox: dict[str, InboxSettings] = {}
     sharing: SharingSettings = SharingSettings()
+    health: HealthSettings = HealthSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -238,6 +244,11 @@ rescan_seconds = 30.0
 # to the parent (a keyed hash stands in, so duplicates are still found) unless
 # this unit's policy allows it. They always go down to the unit handling the case.
 personal_data_upward = false
+
+[health]
+# `lienthong health` (and the Docker health check) says unhealthy when this node
+# has not reached its parent for longer than this many seconds.
+max_silence = 600.0
 
 [log]
 # debug | info | warning | error

@@ -231,16 +231,26 @@ def status(node_dir: Path, as_json: bool) -> None:
 @cli.command()
 @DIR_OPTION
 @click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for the node's answer.")
-def health(node_dir: Path, timeout: float) -> None:
-    """Exit 0 if the node runs and (when it listens) answers the gRPC health check over mTLS."""
-    settings = load_settings(node_dir)
-    info = runtime.running_info(node_dir)
-    if info is None:
-        fail(f"the node in {node_dir} is not running", f"start it with `lienthong run --dir {node_dir}`")
-    if info.get("port"):
-        from .healthcheck import check
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict, its reasons and what was measured as JSON.")
+def health(node_dir: Path, timeout: float, as_json: bool) -> None:
+    """Exit 0 if the node is healthy, 1 with the reasons if not (the Docker health check runs it).
 
-        check(f"127.0.0.1:{info['port']}", runtime.tls_paths(node_dir, settings).load(), settings.node.id, timeout)
+    Healthy: the node runs, its store can be written, its certificate is valid, its server
+    answers (when it listens), and its parent takes it and was reached within
+    `[health] max_silence` seconds (when it has one)."""
+    from .health import assess
+
+    healthy, reasons, details = assess(node_dir, load_settings(node_dir), timeout=timeout)
+    if as_json:
+        click.echo(json.dumps({"healthy": healthy, "reasons": reasons, **details}, ensure_ascii=False, indent=2))
+        if not healthy:
+            sys.exit(1)
+        return
+    if not healthy:
+        fail(
+            "the node is unhealthy: " + "; ".join(reasons),
+            f"see `lienthong status --dir {node_dir}` and the node's log; `lienthong health --json` shows what was measured",
+        )
     click.echo("healthy")
 
 
