@@ -379,6 +379,9 @@ def audit_verify(node_dir: Path, head_text: str) -> None:
 
     with AuditLog.open(node_dir) as log_:
         result = log_.verify(parse_head(head_text) if head_text else None)
+        if not result.ok:
+            # Appended after the damage, so it stays visible, and it goes up to the province.
+            log_.append("audit.verify_failed", str(result.bad_seq or ""), {"problem": str(result.problem), "reason": result.reason})
     if not result.ok:
         fail(describe(result), result.hint)
     click.echo(describe(result))
@@ -486,6 +489,10 @@ cli.add_command(reports_cmd.reports)
 cli.add_command(requests_cmd.requests)
 cli.add_command(verify_cmd.verify)
 cli.add_command(reparent_cmd.reparent)
+
+from .audit_events_cmd import events as audit_events  # noqa: E402 (after the audit group)
+
+audit.add_command(audit_events)
 
 
 def main() -> None:

@@ -46,6 +46,11 @@ class Revocations:
             self._serials, self._seen = frozenset(serials), marker
         return changed
 
+    @property
+    def serials(self) -> frozenset[str]:
+        """The revoked serials as this node knows them now (normalized hex)."""
+        return self._serials
+
     def revoked(self, serial: str) -> bool:
         return normalize(serial) in self._serials
 
