@@ -66,7 +66,7 @@ def assess(node_dir: Path, settings: Settings, *, now: float | None = None, time
     }
     if info is None:
         reasons.append(f"the node in {node_dir} is not running")
-    store = _store(node_dir, now, reasons, details)
+    store = _store(node_dir, now, timeout, reasons, details)
     try:
         _certificate(node_dir, settings, now, reasons, details)
         if info is not None and info.get("port") and probe_server:
@@ -79,12 +79,14 @@ def assess(node_dir: Path, settings: Settings, *, now: float | None = None, time
     return not reasons, reasons, details
 
 
-def _store(node_dir: Path, now: float, reasons: list[str], details: dict[str, Any]) -> Store | None:
+def _store(node_dir: Path, now: float, timeout: float, reasons: list[str], details: dict[str, Any]) -> Store | None:
     out: dict[str, Any] = {"writable": False, "free_bytes": None}
     details["store"] = out
     store = None
     try:
         store = Store.open(node_dir / STORE_FILE)
+        # Wait for the node's writer at most `timeout` (a store locked longer is not writable now).
+        store.db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         store.set_meta(PROBE_KEY, _iso(now) or "")
         out["writable"] = True
     except LienthongError as exc:
