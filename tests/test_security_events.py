@@ -129,3 +129,34 @@ def test_a_rewritten_audit_log_is_found_at_the_province(make_node: MakeNode) -> 
     assert out.returncode == 1 and "rewritten" in out.stderr
     proof = cli("audit", "verify", "--dir", str(commune), "--head", before["head_text"], check=False)
     assert proof.returncode == 1 and "no longer has the hash" in proof.stderr
+
+
+def test_copies_that_do_not_match_their_hash_are_named_forged() -> None:
+    """A copy altered on the way (its details no longer hash to its hash) is `forged`; a gap is
+    `missing`, not damage."""
+    from lienthong.node.trust.audit_chain import canonical
+    from lienthong.node.trust.audit_copies import NodeAudit, check
+
+    prev, entries = GENESIS, []
+    for seq in (1, 2, 4):
+        details = {"n": seq}
+        digest = entry_hash(seq, "t", "a", "admin.command", "s", details, prev)
+        entries.append(
+            {
+                "seq": seq,
+                "time": "t",
+                "actor": "a",
+                "action": "admin.command",
+                "subject": "s",
+                "details": canonical(details),
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
+    entries[1] = {**entries[1], "details": canonical({"n": 99})}
+    node = NodeAudit("86-28894", "86-28894", entries)
+    check(node)
+    assert [(p["seq"], p["problem"]) for p in node.problems] == [(2, "forged")]
+    assert node.missing == [[3, 3]]
+    assert node.as_dict()["intact"] is False and node.as_dict()["complete"] is False
