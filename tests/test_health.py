@@ -84,3 +84,21 @@ def test_a_child_whose_parent_is_silent_too_long_is_unhealthy(make_node: MakeNod
     assert "has not reached its parent" in text and "health.max_silence is 2 s" in text, text
     parent.start()
     wait_until(lambda: health(child)[0] == 0, timeout=30, what="the child healthy again")
+
+
+def test_a_store_that_cannot_be_written_is_a_reason(make_node: MakeNode) -> None:
+    """A store another writer holds locked longer than the health check waits is reported as not writable."""
+    import sqlite3
+
+    node = make_node("86")
+    db = sqlite3.connect(node / "lienthong.db", isolation_level=None)
+    try:
+        db.execute("BEGIN EXCLUSIVE")
+        out = cli("health", "--dir", str(node), "--timeout", "1", "--json", check=False)
+    finally:
+        db.close()
+    report = json.loads(out.stdout)
+    assert out.returncode == 1 and report["store"]["writable"] is False
+    assert any(r.startswith("the store cannot be written") for r in report["reasons"]), report["reasons"]
+    text = cli("health", "--dir", str(node), check=False)
+    assert text.returncode == 1 and "not running" in text.stderr and "Try:" in text.stderr
