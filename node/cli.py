@@ -7,6 +7,7 @@ on stderr and exit code 1; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -375,13 +376,15 @@ HEAD_OPTION = click.option(
 def audit_verify(node_dir: Path, head_text: str) -> None:
     """Re-check the hash chain: any edit, deletion or reordering is named; exit 1 if the log was altered."""
     from .trust.audit import AuditLog
-    from .trust.audit_chain import describe, parse_head
+    from .trust.audit_chain import AuditError, describe, parse_head
 
     with AuditLog.open(node_dir) as log_:
         result = log_.verify(parse_head(head_text) if head_text else None)
         if not result.ok:
-            # Appended after the damage, so it stays visible, and it goes up to the province.
-            log_.append("audit.verify_failed", str(result.bad_seq or ""), {"problem": str(result.problem), "reason": result.reason})
+            # Appended after the damage, so it stays visible, and it goes up to the province
+            # (a log too damaged to take it still gets its verdict below).
+            with contextlib.suppress(AuditError):
+                log_.append("audit.verify_failed", str(result.bad_seq or ""), {"problem": str(result.problem), "reason": result.reason})
     if not result.ok:
         fail(describe(result), result.hint)
     click.echo(describe(result))
