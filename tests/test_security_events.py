@@ -160,3 +160,22 @@ def test_copies_that_do_not_match_their_hash_are_named_forged() -> None:
     assert [(p["seq"], p["problem"]) for p in node.problems] == [(2, "forged")]
     assert node.missing == [[3, 3]]
     assert node.as_dict()["intact"] is False and node.as_dict()["complete"] is False
+
+
+def test_a_failed_audit_verification_is_itself_a_security_event(tmp_path: Path) -> None:
+    """`audit verify` that finds an edited entry appends `audit.verify_failed` after the damage (so
+    it goes up with the other entries) and still exits 1 with the verdict."""
+    with AuditLog.open(tmp_path) as log_:
+        log_.append("admin.command", "first", {})
+        log_.append("admin.command", "second", {})
+    db = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    try:
+        db.execute("DROP TRIGGER entries_append_only_update")
+        db.execute("UPDATE entries SET subject = 'edited' WHERE seq = 1")
+    finally:
+        db.close()
+    out = cli("audit", "verify", "--dir", str(tmp_path), check=False)
+    assert out.returncode == 1 and "FAILED verification at entry 1" in out.stderr
+    with AuditLog.open(tmp_path) as log_:
+        last = log_.entries()[-1]
+    assert last.action == "audit.verify_failed" and last.details["problem"] == "edited"
