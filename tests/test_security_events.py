@@ -25,6 +25,12 @@ def events(province: Path, unit: str) -> list[dict[str, Any]]:
     return json.loads(out.stdout) if out.stdout.startswith("[") else []
 
 
+def view(province: Path, unit: str, predicate: Any) -> dict[str, Any] | None:
+    """The province's view of one node's audit log, once `predicate` holds for it."""
+    nodes = events(province, unit)
+    return nodes[0] if nodes and predicate(nodes[0]) else None
+
+
 def held(province: Path, unit: str, predicate: Any) -> dict[str, Any] | None:
     nodes = events(province, unit)
     return nodes[0] if nodes and any(predicate(e) for e in nodes[0]["events"]) else None
@@ -108,9 +114,7 @@ def test_a_rewritten_audit_log_is_found_at_the_province(make_node: MakeNode) -> 
         for i in range(3):
             log_.append("admin.command", f"command {i}", {"i": i})
     before = wait_until(
-        lambda: (lambda n: n if n and n["entries"] >= 3 else None)(events(province, "86-28894")[:1] and events(province, "86-28894")[0]),
-        timeout=60,
-        what="the commune's entries at the province",
+        lambda: view(province, "86-28894", lambda n: n["entries"] >= 3), timeout=60, what="the commune's entries at the province"
     )
     assert before["intact"]
     node.stop()
@@ -119,11 +123,7 @@ def test_a_rewritten_audit_log_is_found_at_the_province(make_node: MakeNode) -> 
     node.start()
     with AuditLog.open(commune) as log_:
         log_.append("admin.command", "after", {})
-    after = wait_until(
-        lambda: (lambda n: n if n and not n["intact"] else None)(events(province, "86-28894")[:1] and events(province, "86-28894")[0]),
-        timeout=60,
-        what="the province to see the rewrite",
-    )
+    after = wait_until(lambda: view(province, "86-28894", lambda n: not n["intact"]), timeout=60, what="the province to see the rewrite")
     assert any(p["problem"] == "rewritten" for p in after["problems"]), after["problems"]
     out = cli("audit", "events", "--dir", str(province), "--unit", "86-28894", check=False)
     assert out.returncode == 1 and "rewritten" in out.stderr
