@@ -103,6 +103,11 @@ class StoreSettings(_Section):
     min_free_mb: int = Field(256, ge=0, le=1_000_000)
 
 
+class HealthSettings(_Section):
+    # Seconds without reaching the parent before `lienthong health` says unhealthy.
+    max_silence: float = Field(600.0, gt=0, le=30 * 86_400)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -118,6 +123,7 @@ class Settings(_Section):
     inbox: dict[str, InboxSettings] = {}
     sharing: SharingSettings = SharingSettings()
     store: StoreSettings = StoreSettings()
+    health: HealthSettings = HealthSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -252,6 +258,11 @@ personal_data_upward = false
 # log and `status` shows a disk problem. A full disk stops writes (nothing is lost:
 # children and agency files are taken again once there is room).
 min_free_mb = 256
+
+[health]
+# `lienthong health` (and the Docker health check) says unhealthy when this node
+# has not reached its parent for longer than this many seconds.
+max_silence = 600.0
 
 [log]
 # debug | info | warning | error

@@ -284,16 +284,26 @@ def status(node_dir: Path, as_json: bool) -> None:
 @cli.command()
 @DIR_OPTION
 @click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for the node's answer.")
-def health(node_dir: Path, timeout: float) -> None:
-    """Exit 0 if the node runs and (when it listens) answers the gRPC health check over mTLS."""
-    settings = load_settings(node_dir)
-    info = runtime.running_info(node_dir)
-    if info is None:
-        fail(f"the node in {node_dir} is not running", f"start it with `lienthong run --dir {node_dir}`")
-    if info.get("port"):
-        from .healthcheck import check
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict, its reasons and what was measured as JSON.")
+def health(node_dir: Path, timeout: float, as_json: bool) -> None:
+    """Exit 0 if the node is healthy, 1 with the reasons if not (the Docker health check runs it).
 
-        check(f"127.0.0.1:{info['port']}", runtime.tls_paths(node_dir, settings).load(), settings.node.id, timeout)
+    Healthy: the node runs, its store can be written, its certificate is valid, its server
+    answers (when it listens), and its parent takes it and was reached within
+    `[health] max_silence` seconds (when it has one)."""
+    from .health import assess
+
+    healthy, reasons, details = assess(node_dir, load_settings(node_dir), timeout=timeout)
+    if as_json:
+        click.echo(json.dumps({"healthy": healthy, "reasons": reasons, **details}, ensure_ascii=False, indent=2))
+        if not healthy:
+            sys.exit(1)
+        return
+    if not healthy:
+        fail(
+            "the node is unhealthy: " + "; ".join(reasons),
+            f"see `lienthong status --dir {node_dir}` and the node's log; `lienthong health --json` shows what was measured",
+        )
     click.echo("healthy")
 
 
@@ -421,10 +431,15 @@ HEAD_OPTION = click.option(
 def audit_verify(node_dir: Path, head_text: str) -> None:
     """Re-check the hash chain: any edit, deletion or reordering is named; exit 1 if the log was altered."""
     from .trust.audit import AuditLog
-    from .trust.audit_chain import describe, parse_head
+    from .trust.audit_chain import AuditError, describe, parse_head
 
     with AuditLog.open(node_dir) as log_:
         result = log_.verify(parse_head(head_text) if head_text else None)
+        if not result.ok:
+            # Appended after the damage, so it stays visible, and it goes up to the province
+            # (a log too damaged to take it still gets its verdict below).
+            with contextlib.suppress(AuditError):
+                log_.append("audit.verify_failed", str(result.bad_seq or ""), {"problem": str(result.problem), "reason": result.reason})
     if not result.ok:
         fail(describe(result), result.hint)
     click.echo(describe(result))
@@ -515,6 +530,10 @@ cli.add_command(reparent_cmd.reparent)
 ca.add_command(rotate_cmd.rotate_issuing)
 cli.add_command(backup_cmd.backup)
 cli.add_command(backup_cmd.restore)
+
+from .audit_events_cmd import events as audit_events  # noqa: E402 (after the audit group)
+
+audit.add_command(audit_events)
 
 
 def main() -> None:

@@ -46,9 +46,13 @@ from .intake import StoreSink
 from .permissions import secure
 from .trust import ca as ca_ops
 from .trust.audit import AuditLog
+from .trust.audit_mirror import INTERVAL as MIRROR_INTERVAL
+from .trust.audit_mirror import mirror as mirror_audit
 from .trust.crl import add_home, crl_path
 from .trust.enroll_server import serve_enrollment
 from .trust.publish import CrlPublisher, RegistryPublisher
+from .trust.refusals import RefusalTally
+from .trust.refusals import write as write_refusals
 from .trust.renewal import NodeRenewal, issue_renewal
 from .trust.tls import CA_CERT, NodeTlsPaths
 
@@ -186,16 +190,21 @@ def start_intake(node_dir: Path, settings: Settings, store: Store, loop: asyncio
 
 
 async def _keep_revocations(
-    revocations: Revocations, crl: CrlPublisher | None, registry: RegistryPublisher | None, changes: Changes
+    revocations: Revocations, crl: CrlPublisher | None, registry: RegistryPublisher | None, changes: Changes, audit_log: AuditLog
 ) -> None:
-    """Publish a changed CRL and node registry (province) and reload the revocation lists the store holds."""
+    """Publish a changed CRL and node registry (province) and reload the revocation lists the store holds;
+    each change of the list this node enforces is a security event in its audit log."""
     while True:
+        before = revocations.serials
         if crl is not None and await asyncio.to_thread(crl.check):
             changes.notify()  # the new list goes down to the children at once
         if registry is not None and await asyncio.to_thread(registry.check):
             changes.notify()
         if await asyncio.to_thread(revocations.refresh):
             log.info("revocations.loaded", revoked=len(revocations))
+            added, removed = sorted(revocations.serials - before), sorted(before - revocations.serials)
+            details = {"revoked": len(revocations), "added": added[:100], "removed": removed[:100]}
+            await asyncio.to_thread(audit_log.append, "revocations.loaded", "crl", details)
         await asyncio.sleep(0.5)
 
 
@@ -231,6 +240,28 @@ async def _renew_own_certificate(renewal: NodeRenewal, ca_dir: Path, audit_log: 
             else:
                 log.warning("certificate.renewal_refused", error=reply.error)
         await asyncio.sleep(RENEW_CHECK)
+
+
+async def _audit_refusals(tally: RefusalTally, audit_log: AuditLog) -> None:
+    """Every window, the refused handshakes counted by `tally` go to the audit log: one entry per
+    source and reason, written off the event loop."""
+    while True:
+        await asyncio.sleep(tally.window)
+        entries = tally.take()
+        if entries:
+            await asyncio.to_thread(write_refusals, entries, audit_log.append)
+            log.info("connection.refused_summary", entries=len(entries), refusals=sum(d["count"] for _, d in entries))
+
+
+async def _send_audit_up(store: Store, audit_log: AuditLog, unit: str, changes: Changes) -> None:
+    """Copy new audit entries into the store (sealed records that replicate up), every few seconds."""
+    while True:
+        try:
+            if await asyncio.to_thread(mirror_audit, store, audit_log, unit):
+                changes.notify()
+        except LienthongError as exc:
+            log.error("audit.mirror_failed", error=exc.message, hint=exc.hint)
+        await asyncio.sleep(MIRROR_INTERVAL)
 
 
 class Node:
@@ -277,6 +308,7 @@ class Node:
             enroll_server = None
             intake = None
             children = Children()
+            tally = RefusalTally()
             tasks: list[asyncio.Task[None]] = []
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -295,7 +327,7 @@ class Node:
                         if publisher is not None:
                             await asyncio.to_thread(publisher.check)
                     revocations.refresh()
-                    tasks.append(asyncio.create_task(_keep_revocations(revocations, crl, registry, changes), name="revocations"))
+                    tasks.append(asyncio.create_task(_keep_revocations(revocations, crl, registry, changes, audit_log), name="revocations"))
                     issuer = _renewal_issuer(ca_dir, revocations, audit_log, uplinks)
                     # A subordinate node's children may report about its own units (a health station
                     # about its commune); the province's own units are written by the province alone.
@@ -306,9 +338,17 @@ class Node:
                         if isinstance(exc, StoreError):  # this node's own disk or store: the operator must act
                             self.log.error("store.write_failed", peer_address=peer, error=exc.message, hint=exc.hint)
                             return
+                        if kind == "handshake":
+                            # Anyone who reaches the port can cause these: counted here, audited
+                            # once per source and reason per window (see trust/refusals.py).
+                            if tally.add(peer, exc.message):
+                                self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)
+                            return
                         self.log.warning("link.refused", peer_address=peer, kind=kind, error=exc.message, hint=exc.hint)
-                        if kind in ("refused", "handshake"):
+                        if kind == "refused":
                             audit_log.append("connection.refused", peer, {"error": exc.message, "stage": kind})
+
+                    tasks.append(asyncio.create_task(_audit_refusals(tally, audit_log), name="refusals"))
 
                     server, self.port, health = await transport.serve(settings.server.listen, paths.load, sessions.serve, refused)
                 intake = start_intake(self.dir, settings, store, loop, changes)
@@ -333,6 +373,7 @@ class Node:
                     uplink = Uplink(store, connect, tune, changes, address, redact, audit_log.append, None if ca_dir else renewal)
                     uplinks.append(uplink)
                     tasks.append(asyncio.create_task(uplink.run(), name="uplink"))
+                tasks.append(asyncio.create_task(_send_audit_up(store, audit_log, own_units(settings)[0], changes), name="audit"))
                 if ca_dir is not None:
                     tasks.append(asyncio.create_task(_renew_own_certificate(renewal, ca_dir, audit_log), name="renewal"))
                 lock_path.write_text(
@@ -383,6 +424,8 @@ class Node:
                     await transport.stop(server, health, STOP_GRACE)
                 if enroll_server is not None:
                     await enroll_server.stop(STOP_GRACE)
+                # The last window's refused handshakes, counted since the last audit entry.
+                await asyncio.to_thread(write_refusals, tally.take(), audit_log.append)
                 store.mark_all_disconnected()
                 store.close()
                 audit_log.close()

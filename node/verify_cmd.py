@@ -13,7 +13,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.verify import verify_store
 
 from . import runtime
-from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_common import DIR_OPTION, audited, fail, load_settings
 
 SHOWN = 50
 
@@ -49,4 +49,9 @@ def verify(node_dir: Path, as_json: bool) -> None:
         if len(report.findings) > SHOWN:
             click.echo(f"  … and {len(report.findings) - SHOWN} more (use --json for all)", err=True)
     if not report.ok:
+        # A security event: it goes up to the province with the audit log's other entries.
+        codes: dict[str, int] = {}
+        for finding in report.findings:
+            codes[finding.code] = codes.get(finding.code, 0) + 1
+        audited(node_dir, "verify.failed", settings.node.id, findings=len(report.findings), codes=codes, records=report.records)
         sys.exit(1)

@@ -268,8 +268,8 @@ class Downstream:
         origin, unit, kind = row[2], row[3], row[1]
         if origin in denied:
             return "unauthorized_origin", f"node {child} may not send records whose origin is {origin}"
-        if kind == records.SEAL or unit in reported_to:
-            return None  # a seal speaks for its origin only, checked above
+        if kind in records.ORIGIN_ONLY or unit in reported_to:
+            return None  # a seal or an audit entry speaks for its origin only, checked above
         node = subtrees.node_of_unit(unit)
         if not node:
             return (

@@ -35,6 +35,7 @@ FEEDBACK = pb.KIND_FEEDBACK
 FEEDBACK_EVENT = pb.KIND_FEEDBACK_EVENT
 DEFINITION = pb.KIND_DEFINITION
 SEAL = pb.KIND_SEAL
+AUDIT_ENTRY = pb.KIND_AUDIT_ENTRY
 
 KIND_NAMES: dict[int, str] = {
     INDICATOR: "indicator",
@@ -43,6 +44,7 @@ KIND_NAMES: dict[int, str] = {
     FEEDBACK_EVENT: "feedback_event",
     DEFINITION: "definition",
     SEAL: "seal",
+    AUDIT_ENTRY: "audit_entry",
 }
 KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
 BODY_TYPES: dict[int, type[Any]] = {
@@ -52,9 +54,12 @@ BODY_TYPES: dict[int, type[Any]] = {
     FEEDBACK_EVENT: pb.FeedbackEvent,
     DEFINITION: pb.Definition,
     SEAL: pb.Seal,
+    AUDIT_ENTRY: pb.AuditEntry,
 }
 # The definition type of a registered node and its parent, published by the province from its CA registry.
 NODE_DEFINITION = "node"
+# Kinds whose writer is judged by origin alone (they are about the node, not about a unit's data).
+ORIGIN_ONLY = frozenset({SEAL, AUDIT_ENTRY})
 # Kinds the parent sends down to the child whose subtree holds the record's unit.
 ROUTED_DOWN_BY_UNIT = frozenset({FEEDBACK, FEEDBACK_EVENT})
 
@@ -327,6 +332,29 @@ def definition(origin: str, fields: Mapping[str, Any]) -> Keyed:
     return Keyed(rid, DEFINITION, unit, "", body.SerializeToString(deterministic=True), bool(fields.get("deleted")))
 
 
+def audit_entry(origin: str, unit: str, entry: Mapping[str, Any]) -> Keyed:
+    """A copy of one entry of `origin`'s audit log (fields as `audit_chain.Entry.to_dict`), keyed
+    by origin, seq and hash: never replaced, so a rewritten entry shows as a second one."""
+    details = entry["details"]
+    body = pb.AuditEntry(
+        seq=int(entry["seq"]),
+        time=str(entry["time"]),
+        actor=str(entry["actor"]),
+        action=str(entry["action"]),
+        subject=str(entry["subject"]),
+        details=details if isinstance(details, str) else canonical_json(details),
+        prev_hash=str(entry["prev_hash"]),
+        hash=str(entry["hash"]),
+    )
+    rid = record_id(AUDIT_ENTRY, origin, str(body.seq), body.hash)
+    return Keyed(rid, AUDIT_ENTRY, unit, "", body.SerializeToString(deterministic=True))
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted-key compact JSON with non-ASCII text unescaped (the audit log's hashed form)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def expected_id(env: Envelope) -> bytes | None:
     """The id an envelope's natural key gives (the builders' derivation), or None for kinds
     whose id is not derived (seals). A received record whose id differs is refused: its
@@ -343,6 +371,8 @@ def expected_id(env: Envelope) -> bytes | None:
         return record_id(FEEDBACK_EVENT, body.feedback_origin, body.feedback, body.status, body.at, env.origin, env.agency)
     if env.kind == DEFINITION:
         return record_id(DEFINITION, body.type, body.code, env.origin)
+    if env.kind == AUDIT_ENTRY:
+        return record_id(AUDIT_ENTRY, env.origin, str(body.seq), body.hash)
     return None
 
 

@@ -129,6 +129,12 @@ class Revocations:
             self._entries, self._seen = entries, marker
         return changed
 
+    @property
+    def serials(self) -> frozenset[str]:
+        """The revoked serials as this node knows them now (normalized hex)."""
+        with self._lock:
+            return frozenset(self._entries)
+
     def revoked(self, serial: str) -> bool:
         return normalize(serial) in self._entries
 

@@ -148,6 +148,7 @@ class TlsFront:
             task.add_done_callback(self._pipes.discard)
         peername = writer.get_extra_info("peername")
         address = f"{peername[0]}:{peername[1]}" if peername else "?"
+        verified: Verified | None = None
         try:
             tls = _TlsStream(self._context(), reader, writer)
             try:
@@ -157,6 +158,13 @@ class TlsFront:
                 return
             verified = _verified(tls.ssl_object, address)
             await self._pipe(tls, verified)
+        except asyncio.CancelledError:
+            # `stop` ends every connection by cancelling its task. This task is the connection's
+            # top level (asyncio's server started it and nothing awaits its result but `stop`):
+            # it ends normally, with one line, because Python 3.11's stream server prints a
+            # traceback for a connection task that ends cancelled.
+            if verified is not None:
+                log.info("tls_front.closed", peer=verified.node_id, address=address, reason="the node is stopping")
         finally:
             writer.close()
 

@@ -81,6 +81,7 @@ class Uplink:
                 delay = 0.0
             except HandshakeRefused as exc:
                 self.log.error("link.refused", error=exc.message, hint=exc.hint)
+                await asyncio.to_thread(self.up.set_refusal, exc.message)
             except ReplicationError as exc:
                 self.log.warning("link.down", error=exc.message)
             except Exception:
@@ -89,7 +90,8 @@ class Uplink:
             finally:
                 if self.connected:
                     self.connected = False
-                    await asyncio.to_thread(self.up.set_uplink, connected=0)
+                    # In contact until now: health counts the parent's silence from here.
+                    await asyncio.to_thread(self.up.set_uplink, connected=0, last_contact=time.time())
             if time.monotonic() - started > 10:
                 delay = self._tuning.backoff_initial  # it was up for a while: start the backoff over
             # Full jitter keeps 170 children from reconnecting in step after an outage.
@@ -156,6 +158,8 @@ class Uplink:
             last_contact=time.time(),
         )
         self.connected = True
+        if self.up.refusal() is not None:
+            await asyncio.to_thread(self.up.set_refusal, None)
         self.log = self.log.bind(peer=welcome.parent_id)
         self.log.info("link.up", resume_from=welcome.applied, head=store.head(), down_applied=down_applied)
         window = welcome.window or self._tuning.window

@@ -9,6 +9,7 @@ transaction, so a batch received twice is a no-op.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from . import admission, clock, provenance, records
 from .batch import OutBatch, Refusal
 from .errors import ProtocolError
 from .store import UPSERT, VIA_LOCAL, VIA_PARENT, Store
+
+REFUSAL_META = "uplink_refused"  # the parent's last refusal of this node's handshake, JSON; '' once it took the link
 
 
 class Upstream:
@@ -113,6 +116,23 @@ class Upstream:
                 (parent_id,),
             )
             return int(db.execute("SELECT count(*) FROM changelog WHERE up = 1").fetchone()[0])
+
+    def set_refusal(self, reason: str | None, at: float | None = None) -> None:
+        """Remember that the parent refused this node at its handshake (revoked or unknown
+        certificate, a wrong parent), or forget it (None: the parent took the link)."""
+        value = "" if reason is None else json.dumps({"reason": reason, "at": at if at is not None else time.time()})
+        self.store.set_meta(REFUSAL_META, value)
+
+    def refusal(self) -> dict[str, Any] | None:
+        """{"reason", "at"} of the parent's last refusal of this node, or None once it took the link again."""
+        text = self.store.meta(REFUSAL_META)
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            return {"reason": text, "at": None}
+        return value if isinstance(value, dict) else None
 
     def set_uplink(self, **values: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in values)

@@ -118,13 +118,20 @@ def fill(node_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def versions(node_dir: Path, origin: str | None = None, seals: bool = False) -> set[tuple[bytes, int]]:
-    """Every (record id, version) a node holds, optionally only one origin's; seals only if asked."""
+    """Every (record id, version) a node holds, optionally only one origin's; seals only if asked.
+    Copies of audit-log entries, which nodes write by themselves as they run, are left out, and
+    so are the seals that cover them."""
     store = Store.open(node_dir / STORE_FILE)
     try:
-        sql, args = "SELECT id, version FROM records WHERE (kind != ? OR ?)", (records.SEAL, seals)
+        sql, args = "SELECT id, version FROM records WHERE (kind != ? OR ?) AND kind != ?", (records.SEAL, seals, records.AUDIT_ENTRY)
         if origin is not None:
             sql, args = sql + " AND origin = ?", (*args, origin)
-        return set(store.db.execute(sql, args).fetchall())
+        found = set(store.db.execute(sql, args).fetchall())
+        if seals:
+            audit = store.db.execute("SELECT envelope FROM records WHERE kind = ?", (records.AUDIT_ENTRY,)).fetchall()
+            audit_seals = {records.Envelope.FromString(raw).seal for (raw,) in audit}
+            found = {(rid, version) for rid, version in found if rid not in audit_seals}
+        return found
     finally:
         store.close()
 

@@ -297,7 +297,7 @@ def test_everything_restarted_in_random_order_converges_exactly_once(make_node: 
         stop_all(procs.values())
     assert_exactly_once(province, expected, nodes)
     # The middle tier forwarded its child's records and holds them exactly.
-    assert versions_where(commune, "origin = ?", (station.name,)) == versions(station, origin=station.name, seals=True)
+    assert versions(commune, origin=station.name, seals=True) == versions(station, origin=station.name, seals=True)
 
 
 def down_rows(r: int, units: list[str]) -> list[dict]:

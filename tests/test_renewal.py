@@ -68,11 +68,16 @@ def serial_of(node_dir: Path) -> str:
 
 
 def seal_certificates(node_dir: Path, origin: str) -> set[bytes]:
+    """The certificates of the seals over `origin`'s data records (not those over its audit-entry copies)."""
     store = Store.open(node_dir / "lienthong.db")
     try:
-        rows = store.db.execute("SELECT envelope FROM records WHERE kind = ? AND origin = ?", (records.SEAL, origin)).fetchall()
+        audit = store.db.execute("SELECT envelope FROM records WHERE kind = ?", (records.AUDIT_ENTRY,)).fetchall()
+        audit_seals = {records.Envelope.FromString(raw).seal for (raw,) in audit}
+        rows = store.db.execute("SELECT id, envelope FROM records WHERE kind = ? AND origin = ?", (records.SEAL, origin)).fetchall()
         return {
-            provenance.seal_statement(records.pb.Seal.FromString(records.Envelope.FromString(raw).body))[0].certificate for (raw,) in rows
+            provenance.seal_statement(records.pb.Seal.FromString(records.Envelope.FromString(raw).body))[0].certificate
+            for rid, raw in rows
+            if rid not in audit_seals
         }
     finally:
         store.close()

@@ -10,6 +10,9 @@ One concept per module, lower ones first (each imports only those above it):
     renewal.py        certificates that renew themselves over the replication link
     audit_chain.py    the audit log's entries, hash chain, heads and verification
     audit.py          the audit log file (audit.db): open, append, read, verify, export
+    refusals.py       refused TLS handshakes counted per source and reason, audited once a window
+    audit_mirror.py   the audit log's entries copied into the store, so they go up to the province
+    audit_copies.py   the audit entries other nodes sent up, per node, checked as chains
     tokens.py         one-time enrollment tokens and the province's token store (enroll.db)
     ratelimit.py      guessing limits per peer address for the enrollment service
     enroll_server.py  enrollment, the province's half: the listener that spends tokens

@@ -47,6 +47,8 @@ class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Kind.ValueType],
     """definitions sent down by the province"""
     KIND_SEAL: _Kind.ValueType  # 6
     """an origin's signature over a set of its record versions"""
+    KIND_AUDIT_ENTRY: _Kind.ValueType  # 7
+    """a copy of one entry of the origin's audit log, sent up for the province"""
 
 class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
 
@@ -63,6 +65,8 @@ KIND_DEFINITION: Kind.ValueType  # 5
 """definitions sent down by the province"""
 KIND_SEAL: Kind.ValueType  # 6
 """an origin's signature over a set of its record versions"""
+KIND_AUDIT_ENTRY: Kind.ValueType  # 7
+"""a copy of one entry of the origin's audit log, sent up for the province"""
 Global___Kind: _TypeAlias = Kind  # noqa: Y015
 
 @_typing.final
@@ -552,3 +556,52 @@ class Definition(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Definition: _TypeAlias = Definition  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """A copy of one entry of the origin node's tamper-evident audit log (security
+    events and admin actions), exactly as the log holds and hashes it: the parent
+    tiers keep every node's entries, so the province sees each node's security
+    events and holds each node's audit head. Keyed by origin, seq and hash, and
+    never replaced: an entry rewritten on the node arrives as a second entry at
+    the same seq, and a rewritten past shows as a broken chain.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    PREV_HASH_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    time: _builtins.str
+    actor: _builtins.str
+    action: _builtins.str
+    subject: _builtins.str
+    details: _builtins.str
+    """the JSON object in the canonical form that was hashed"""
+    prev_hash: _builtins.str
+    hash: _builtins.str
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        time: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        action: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        details: _builtins.str = ...,
+        prev_hash: _builtins.str = ...,
+        hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "details", b"details", "hash", b"hash", "prev_hash", b"prev_hash", "seq", b"seq", "subject", b"subject", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015

@@ -1,0 +1,57 @@
+"""`lienthong audit events`: the security events and audit heads the nodes below sent up, per node."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from lienthong.sync.store import Store
+
+from . import runtime
+from .cli_common import DIR_OPTION, fail
+from .trust.audit_copies import held
+
+
+@click.command("events")
+@DIR_OPTION
+@click.option("--unit", default="", help="Only this node (its id or its unit code).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(0), help="Latest events shown per node (0: none).")
+@click.option("--json", "as_json", is_flag=True, help="Print every node's head, chain check and events as JSON.")
+def events(node_dir: Path, unit: str, limit: int, as_json: bool) -> None:
+    """Each node's audit head and latest security events, as copied up to this node, and whether
+    each node's copied audit chain holds together. Exit 1 when a node's log was rewritten."""
+    path = node_dir / runtime.STORE_FILE
+    if not path.exists():
+        fail(f"no store in {node_dir}", "give the node directory with --dir")
+    store = Store.open(path)
+    try:
+        nodes = held(store, unit or None)
+    finally:
+        store.close()
+    if unit and not nodes:
+        fail(f"no audit entries from node or unit {unit!r} are held here", "check the id, or wait until that node has connected")
+    if as_json:
+        click.echo(json.dumps([n.as_dict(limit) for n in nodes], ensure_ascii=False, indent=2))
+    else:
+        for node in nodes:
+            data = node.as_dict(limit)
+            verdict = "chain intact" if data["intact"] else f"{len(data['problems'])} problem(s)"
+            if data["missing"]:
+                verdict += f", {sum(b - a + 1 for a, b in data['missing'])} entries not received yet"
+            click.echo(f"{node.node} (unit {node.unit}): {data['entries']} audit entries, head {data['head_text']}, {verdict}")
+            for problem in data["problems"]:
+                click.echo(f"  {problem['problem']}: {problem['reason']}", err=True)
+            for e in data["events"]:
+                details = e["details"] if isinstance(e["details"], dict) else {}
+                count = f" ×{details['count']}" if "count" in details else ""
+                why = details.get("error") or details.get("reason") or ""
+                click.echo(f"  {e['seq']:>6} {e['time'][:19]} {e['action']:<22} {e['subject']}{count} {why}".rstrip())
+        if nodes:
+            click.echo(
+                "Prove a node's log was not rewritten since its head: on that node, lienthong audit verify --dir DIR --head SEQ:HASH"
+            )
+    if any(not n.as_dict(0)["intact"] for n in nodes):
+        sys.exit(1)
