@@ -36,7 +36,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ class Inbox:
     adapter: str = ""  # pinned adapter name; empty: detect by content
     atomic: bool = False  # all rows or none
     poll_seconds: float = 0.0  # >0: poll the folder (SMB/NFS shares), no inotify
+    sheet: str = ""  # workbooks: the sheet to read ('' for the first visible worksheet)
 
 
 @dataclass(frozen=True)
@@ -154,11 +155,22 @@ def receipt(
         "received_at": received_at or _now(),
         "processed_at": _now(),
         "importCount": {"imported": imported, "updated": updated, "unchanged": unchanged, "refused": refused},
-        "conflicts": [
-            {"line": c.line, "field": c.field, "code": c.code, "message": c.message_vi, "message_en": c.message_en}
-            for c in conflicts[:MAX_CONFLICTS]
-        ],
+        "conflicts": [_conflict(c) for c in conflicts[:MAX_CONFLICTS]],
         "conflicts_truncated": max(0, refused - min(len(conflicts), MAX_CONFLICTS)),
+    }
+
+
+def _conflict(c: RowError) -> dict[str, Any]:
+    if not c.cell:
+        return {"line": c.line, "field": c.field, "code": c.code, "message": c.message_vi, "message_en": c.message_en}
+    # A workbook's refusal names its cell, in the entry and at the start of both sentences.
+    return {
+        "line": c.line,
+        "cell": c.cell,
+        "field": c.field,
+        "code": c.code,
+        "message": f"Ô {c.cell}: {c.message_vi}",
+        "message_en": f"Cell {c.cell}: {c.message_en}",
     }
 
 
@@ -285,7 +297,7 @@ def _parse_and_commit(
         return refuse("unsupported_format", ", ".join(registry.names()), sha)
     definitions = sink.definitions()
     validator = Validator(definitions)
-    context = ParseContext(origin=node, agency=inbox.agency, inbox=inbox.path, store_blob=sink.store_blob)
+    context = ParseContext(origin=node, agency=inbox.agency, inbox=inbox.path, store_blob=sink.store_blob, sheet=inbox.sheet)
     conflicts: list[RowError] = []
     attachments: list[str] = []
     refused = 0
@@ -296,6 +308,8 @@ def _parse_and_commit(
                 error = row.error
                 if error is None and row.record is not None:
                     error = validator.check(row.line, row.record)
+                    if error is not None and row.cells and error.field in row.cells:
+                        error = replace(error, cell=f"{row.cells[error.field]}{row.line}")
                 if error is not None:
                     refused += 1
                     if len(conflicts) < MAX_CONFLICTS:  # memory stays flat for any number of bad rows

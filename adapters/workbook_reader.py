@@ -1,0 +1,82 @@
+"""The process that reads a workbook for the `xlsx` adapter, so that no workbook can hurt the node.
+
+A spreadsheet library keeps a sheet's cells as one dense grid: a two-cell workbook that
+claims cells at A1 and XFD1048576 asks calamine for 512 GB, and a failed allocation in
+Rust aborts the whole process. So the workbook is read here, in a child process under
+hard limits (address space `MEMORY_BYTES`, CPU `CPU_SECONDS`): a bomb, a huge dimension
+claim or a broken file ends this process, never the node, and xlsx.py refuses the file.
+
+    python -m lienthong.adapters.workbook_reader SHEET  < workbook   (stdin: the file, seekable)
+
+SHEET is a sheet name, or empty for the first visible worksheet. Output on stdout is a
+pickle stream of tuples made only of str, int, float, bool, date, datetime, time and
+timedelta values:
+
+    ("sheet", name, first_row, first_column)    0-based position of the first row and column sent
+    ("rows", [[cell, ...], ...])                 up to BATCH rows, in order, from the first row
+    ("end",)
+    ("error", code, detail)                      code: no_sheet (detail: the sheet names) | broken
+
+Exit status 0 after "end" or "error"; anything else (killed by a limit, aborted) means the
+workbook needs more than the limits allow.
+"""
+
+from __future__ import annotations
+
+import pickle
+import resource
+import sys
+
+MEMORY_BYTES = 1 << 30
+CPU_SECONDS = 60
+BATCH = 2_000
+
+
+def _limit() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def main(sheet_name: str) -> int:
+    _limit()
+    out = sys.stdout.buffer
+
+    def send(*message: object) -> None:
+        pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+
+    import python_calamine as calamine  # after the limits: its allocations count
+
+    try:
+        workbook = calamine.CalamineWorkbook.from_path("/proc/self/fd/0")
+        worksheets = [m for m in workbook.sheets_metadata if m.typ == calamine.SheetTypeEnum.WorkSheet]
+        if sheet_name:
+            chosen = next((m.name for m in workbook.sheets_metadata if m.name == sheet_name), None)
+        else:
+            visible = [m for m in worksheets if m.visible == calamine.SheetVisibleEnum.Visible]
+            chosen = (visible or worksheets)[0].name if worksheets else None
+        if chosen is None:
+            send("error", "no_sheet", ", ".join(workbook.sheet_names))
+            return 0
+        sheet = workbook.get_sheet_by_name(chosen)
+        first_row, first_column = sheet.start or (0, 0)
+        send("sheet", chosen, first_row, first_column)
+        batch: list[list[object]] = []
+        for row in sheet.iter_rows():
+            batch.append(row)
+            if len(batch) >= BATCH:
+                send("rows", batch)
+                batch = []
+        if batch:
+            send("rows", batch)
+        send("end")
+    except MemoryError:
+        raise
+    except Exception as exc:  # calamine's errors (zip, XML, BIFF, password) and any other: the file is broken
+        send("error", "broken", f"{type(exc).__name__}: {exc}"[:300])
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else ""))
