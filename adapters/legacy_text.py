@@ -92,8 +92,8 @@ def _vni_letter(ch: str) -> bytes:
     lower = ch.lower()
     shift = 0x20 if upper else 0  # VNI's capital marks sit 0x20 below the small ones
 
-    def b(code: int) -> bytes:
-        return bytes([code - shift])
+    def b(code: int | None) -> bytes:
+        return b"" if code is None else bytes([code - shift])
 
     if lower in _VNI_SINGLE:
         return b(_VNI_SINGLE[lower])

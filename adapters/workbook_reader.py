@@ -6,16 +6,17 @@ Rust aborts the whole process. So the workbook is read here, in a child process 
 hard limits (address space `MEMORY_BYTES`, CPU `CPU_SECONDS`): a bomb, a huge dimension
 claim or a broken file ends this process, never the node, and xlsx.py refuses the file.
 
-    python -m lienthong.adapters.workbook_reader SHEET  < workbook   (stdin: the file, seekable)
+    python -m lienthong.adapters.workbook_reader SUFFIX SHEET  < workbook   (stdin: the file, seekable)
 
-SHEET is a sheet name, or empty for the first visible worksheet. Output on stdout is a
+SUFFIX (.xlsx, .xlsm, .xls, .ods) says the format, as the file's name does; SHEET is a sheet
+name, or empty for the first visible worksheet. Output on stdout is a
 pickle stream of tuples made only of str, int, float, bool, date, datetime, time and
 timedelta values:
 
     ("sheet", name, first_row, first_column)    0-based position of the first row and column sent
     ("rows", [[cell, ...], ...])                 up to BATCH rows, in order, from the first row
     ("end",)
-    ("error", code, detail)                      code: no_sheet (detail: the sheet names) | broken
+    ("error", code, detail)                      code: no_sheet (detail: the sheet names) | too_large | broken
 
 Exit status 0 after "end" or "error"; anything else (killed by a limit, aborted) means the
 workbook needs more than the limits allow.
@@ -23,9 +24,12 @@ workbook needs more than the limits allow.
 
 from __future__ import annotations
 
+import os
 import pickle
 import resource
 import sys
+import tempfile
+from typing import Any
 
 MEMORY_BYTES = 1 << 30
 CPU_SECONDS = 60
@@ -38,7 +42,10 @@ def _limit() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def main(sheet_name: str) -> int:
+SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
+
+
+def main(suffix: str, sheet_name: str) -> int:
     _limit()
     out = sys.stdout.buffer
 
@@ -48,7 +55,11 @@ def main(sheet_name: str) -> int:
     import python_calamine as calamine  # after the limits: its allocations count
 
     try:
-        workbook = calamine.CalamineWorkbook.from_path("/proc/self/fd/0")
+        with tempfile.TemporaryDirectory(prefix="lienthong-workbook-") as folder:
+            # calamine knows the format by the name's suffix: a link named like the file, to stdin.
+            name = os.path.join(folder, "workbook" + (suffix if suffix in SUFFIXES else ""))
+            os.symlink("/proc/self/fd/0", name)
+            workbook = calamine.CalamineWorkbook.from_path(name)
         worksheets = [m for m in workbook.sheets_metadata if m.typ == calamine.SheetTypeEnum.WorkSheet]
         if sheet_name:
             chosen = next((m.name for m in workbook.sheets_metadata if m.name == sheet_name), None)
@@ -61,7 +72,7 @@ def main(sheet_name: str) -> int:
         sheet = workbook.get_sheet_by_name(chosen)
         first_row, first_column = sheet.start or (0, 0)
         send("sheet", chosen, first_row, first_column)
-        batch: list[list[object]] = []
+        batch: list[Any] = []
         for row in sheet.iter_rows():
             batch.append(row)
             if len(batch) >= BATCH:
@@ -73,10 +84,12 @@ def main(sheet_name: str) -> int:
     except MemoryError:
         raise
     except Exception as exc:  # calamine's errors (zip, XML, BIFF, password) and any other: the file is broken
-        send("error", "broken", f"{type(exc).__name__}: {exc}"[:300])
+        detail = f"{type(exc).__name__}: {exc}"[:300]
+        send("error", "too_large" if "limit exceeded" in detail.lower() else "broken", detail)
     out.flush()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else ""))
+    suffix, sheet = [*sys.argv[1:], "", ""][:2]
+    sys.exit(main(suffix, sheet))

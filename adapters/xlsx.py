@@ -181,7 +181,7 @@ class _Reader:
             except OSError as exc:
                 raise messages.refused("unreadable", file=self.path.name, detail=exc.strerror or type(exc).__name__) from None
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-m", "lienthong.adapters.workbook_reader", self.sheet],
+            [sys.executable, "-I", "-m", "lienthong.adapters.workbook_reader", self.path.suffix.lower(), self.sheet],
             stdin=fd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -219,6 +219,10 @@ class _Reader:
             if message[0] == "error":
                 if message[1] == "no_sheet":
                     raise messages.refused("no_sheet", file=self.path.name, sheet=self.sheet, sheets=message[2])
+                if message[1] == "too_large":
+                    raise _too_large(
+                        self.path, f"bảng tính khai báo quá nhiều ô ({message[2]})", f"it claims too many cells ({message[2]})"
+                    )
                 raise _broken(self.path, message[2])
             yield message
             if message[0] == "end":
