@@ -33,6 +33,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -71,6 +72,7 @@ class Inbox:
     atomic: bool = False  # all rows or none
     poll_seconds: float = 0.0  # >0: poll the folder (SMB/NFS shares), no inotify
     sheet: str = ""  # workbooks: the sheet to read ('' for the first visible worksheet)
+    root: bool = False  # the inbox root itself: a file here belongs to no agency and is refused
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,8 @@ def take(
             raise _changed(path) from None
         if held is None:
             pass
+        elif inbox.root:  # dropped in inbox/ itself: no agency to take it for
+            result = refuse("no_agency", "", held.sha256(), text=_where_to_put(inbox.path))
         elif held.size > limits.max_file_bytes:
             result = refuse("too_large", limits.max_file_bytes // (1024 * 1024))
         else:
@@ -455,6 +459,28 @@ def _give_back(moved: Path, path: Path) -> None:
     except FileExistsError:
         os.link(moved, path.with_name(f"{path.stem}.{time.time_ns()}{path.suffix}"), follow_symlinks=False)
     os.unlink(moved)
+
+
+def agency_folders(root: Path) -> list[str]:
+    """The agency inboxes under the inbox root: its folders, but for hidden ones and its own archive/ and rejected/."""
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False) and not ignored(e.name) and e.name not in (ARCHIVE, REJECTED))
+
+
+def agency_folder_name(name: str) -> bool:
+    """Whether `name` can be an agency's inbox folder (`init --agency`): a code, not a folder the inbox keeps for itself."""
+    return bool(re.fullmatch(r"[\w-][\w.-]{0,63}", name)) and not ignored(name) and name not in (ARCHIVE, REJECTED)
+
+
+def _where_to_put(root: Path) -> tuple[str, str]:
+    """The receipt of a file dropped in the inbox root: which folders it belongs in."""
+    folders = agency_folders(root)
+    if not folders:
+        return message("no_agency_folders", f"{root.name}/thongke/")
+    return message("no_agency", ", ".join(f"{root.name}/{name}/" for name in folders))
 
 
 def iter_candidates(folder: Path) -> Iterator[Path]:

@@ -252,6 +252,18 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Đây không phải tệp thông thường (thư mục, tệp thiết bị hoặc đường ống), không được nhận; hãy gửi tệp dữ liệu thật vào hộp thư.",
         "This is not a regular file (a directory, device or pipe) and is not taken; put a real data file in the inbox.",
     ),
+    "intake.no_agency": (
+        "Tệp được đặt thẳng trong thư mục hộp thư chung, không thuộc cơ quan nào nên chưa được nhận; "
+        "hãy chép tệp vào thư mục của cơ quan gửi: {value}.",
+        "The file was put in the inbox folder itself, not in an agency's folder, so it was not taken; "
+        "copy it into the sending agency's folder: {value}.",
+    ),
+    "intake.no_agency_folders": (
+        "Tệp được đặt thẳng trong thư mục hộp thư chung và chưa có thư mục cơ quan nào nên chưa được nhận; "
+        "hãy tạo thư mục mang mã cơ quan gửi (ví dụ {value}, hoặc `lienthong init --agency`) rồi chép tệp vào đó.",
+        "The file was put in the inbox folder itself and there is no agency folder yet, so it was not taken; "
+        "make a folder named after the sending agency (e.g. {value}) and copy the file into it.",
+    ),
     "intake.no_definitions": (
         "Nút chưa nhận danh mục từ tỉnh nên chưa kiểm tra mã đơn vị, chỉ tiêu; số liệu vẫn được nhận.",
         "The node holds no definitions from the province yet, so codes were not checked; the data was taken.",
