@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import os
 import pickle
 import re
@@ -282,29 +283,22 @@ class _Table:
         vietnamese = fold_header(header[columns["value"]]) in VIETNAMESE_VALUE_HEADERS
         parse_number, example = value_parser(vietnamese)
         keys = [columns[field] for field in ("indicator", "period", "value")]
-        for _, line, _, cells in (*head[at + used :], *source):
-            if not any(index < len(cells) and cell_text(cells[index]) for index in keys):
+        wanted = [(field, columns[field]) for field in FIELDS if field in columns]
+        value_at = columns["value"]
+        for _, line, _, cells in itertools.chain(head[at + used :], source):  # streams: never the whole sheet
+            width = len(cells)
+            if not any(index < width and cells[index] != "" and cell_text(cells[index]) for index in keys):
                 continue  # a blank row, or a footer ("NGƯỜI LẬP BIỂU", a signature) under the table
-            yield self._row(line, cells, columns, names, where, parse_number, example)
+            fields = dict.fromkeys(FIELDS, "")
+            for field, index in wanted:
+                if index < width:
+                    raw = cells[index]
+                    fields[field] = raw.strip() if type(raw) is str else cell_text(raw, period=field == "period")
+            numeric = value_at < width and _is_number(cells[value_at])
+            yield self._row(line, fields, names, where, _as_is if numeric else parse_number, example)
 
-    def _row(
-        self,
-        line: int,
-        cells: list[Any],
-        columns: dict[str, int],
-        names: dict[str, str],
-        where: dict[str, str],
-        parse_number: Any,
-        example: str,
-    ) -> Row:
-        fields: dict[str, Any] = {}
-        for field in FIELDS:
-            index = columns.get(field)
-            raw = cells[index] if index is not None and index < len(cells) else ""
-            fields[field] = cell_text(raw, period=field == "period")
-        index = columns["value"]
-        numeric = index < len(cells) and _is_number(cells[index])
-        row = build_row(line, fields, names, _as_is if numeric else parse_number, example, self.context)
+    def _row(self, line: int, fields: dict[str, Any], names: dict[str, str], where: dict[str, str], parse_value: Any, example: str) -> Row:
+        row = build_row(line, fields, names, parse_value, example, self.context)
         if row.error is not None:
             cell = where.get(row.error.field, "")
             error = dataclasses.replace(row.error, cell=cell + str(line) if cell else "")
