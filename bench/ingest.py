@@ -93,7 +93,19 @@ def write_xlsx(path: Path, rows: int) -> None:
     for i in range(rows):
         month = i // 1000 % 12 + 1
         year = 1990 + i // 12000
-        sheet.append([i + 1, f"KTXH.B.{i % 1000:03d}", "Chỉ tiêu mẫu", "đơn vị", f"Tháng {month}/{year}", "86", "Tỉnh Vĩnh Long", i + (i % 100) / 100, None])
+        sheet.append(
+            [
+                i + 1,
+                f"KTXH.B.{i % 1000:03d}",
+                "Chỉ tiêu mẫu",
+                "đơn vị",
+                f"Tháng {month}/{year}",
+                "86",
+                "Tỉnh Vĩnh Long",
+                i + (i % 100) / 100,
+                None,
+            ]
+        )
     book.save(path)
 
 
