@@ -6,6 +6,7 @@ cleanly, and text in the legacy TCVN3/VNI encodings refused with a hint, in CSV 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -327,3 +328,24 @@ def test_unicode_headers_are_never_taken_for_legacy_text() -> None:
     assert legacy_encoding(b"Ma chi tieu;Gia tri;Ky bao cao") is None
     assert encode("Mã chỉ tiêu", "TCVN3") == b"M\xb7 ch\xd8 ti\xaau"
     assert encode("Mã chỉ tiêu", "VNI") == "Maõ chæ tieâu".encode("cp1252")
+
+
+@pytest.mark.slow
+def test_a_running_node_takes_a_workbook_and_a_bomb_leaves_it_running(make_node: Any) -> None:
+    """A real node process: the far-corner bomb dropped first is refused (the node keeps running), then the office
+    workbook copied in is taken: its 5 values are in the store."""
+    from .helpers import NodeProcess, status, wait_until
+
+    node = make_node("86-29077", agency="thongke")
+    inbox = node / "inbox" / "thongke"
+    proc = NodeProcess(node).start()
+    try:
+        bomb = _far_corner(node / "far-corner.xlsx")
+        bomb.rename(inbox / bomb.name)
+        wait_until(lambda: Path(str(inbox / "rejected" / bomb.name) + ".receipt.json").exists(), what="the bomb's receipt")
+        assert json.loads(Path(str(inbox / "rejected" / bomb.name) + ".receipt.json").read_text())["error_code"] == "workbook_too_large"
+        shutil.copyfile(SAMPLE, inbox / SAMPLE.name)
+        wait_until(lambda: status(node)["records"].get("indicator", 0) == 5, what="the workbook's 5 values")
+        assert proc.proc is not None and proc.proc.poll() is None
+    finally:
+        assert proc.stop() == 0
