@@ -29,7 +29,6 @@ import pickle
 import resource
 import sys
 import tempfile
-from typing import Any
 
 MEMORY_BYTES = 1 << 30
 CPU_SECONDS = 60
@@ -69,17 +68,12 @@ def main(suffix: str, sheet_name: str) -> int:
         if chosen is None:
             send("error", "no_sheet", ", ".join(workbook.sheet_names))
             return 0
-        sheet = workbook.get_sheet_by_name(chosen)
-        first_row, first_column = sheet.start or (0, 0)
-        send("sheet", chosen, first_row, first_column)
-        batch: list[Any] = []
-        for row in sheet.iter_rows():
-            batch.append(row)
-            if len(batch) >= BATCH:
-                send("rows", batch)
-                batch = []
-        if batch:
-            send("rows", batch)
+        # The whole grid from A1: iter_rows() starts its rows at row 1 but its columns at the first
+        # used one, so a table that does not start in column A would be misnamed.
+        rows = workbook.get_sheet_by_name(chosen).to_python(skip_empty_area=False)
+        send("sheet", chosen, 0, 0)
+        for start in range(0, len(rows), BATCH):
+            send("rows", rows[start : start + BATCH])
         send("end")
     except MemoryError:
         raise

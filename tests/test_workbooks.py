@@ -349,3 +349,24 @@ def test_a_running_node_takes_a_workbook_and_a_bomb_leaves_it_running(make_node:
         assert proc.proc is not None and proc.proc.poll() is None
     finally:
         assert proc.stop() == 0
+
+
+def test_a_table_that_starts_below_and_right_of_a1_names_the_right_cells(tmp_path: Path) -> None:
+    """Nothing in rows 1-4 or columns A-B: row numbers and column letters are still the sheet's own."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Sheet1"
+    table = [
+        ["Mã chỉ tiêu", "Kỳ báo cáo", "Mã đơn vị", "Giá trị"],
+        ["KTXH.NS.01", "Tháng 10/2026", "86", "không rõ"],
+        ["KTXH.NS.02", "", "86", 1],
+    ]
+    for r, row in enumerate(table):
+        for c, value in enumerate(row):
+            sheet.cell(row=5 + r, column=3 + c, value=value)
+    path = tmp_path / "offset.xlsx"
+    book.save(path)
+    errors = [(r.line, r.error.cell, r.error.code) for r in parse(path) if r.error]
+    assert errors == [(6, "Sheet1!F6", "bad_value"), (7, "Sheet1!D7", "missing")]
