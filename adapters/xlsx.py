@@ -272,8 +272,8 @@ class _Table:
                 break
         found = _find_header([cells for _, _, _, cells in head])
         if found is None:
-            self._refuse_without_header(head)
-        at, used, header = found  # type: ignore[misc]
+            raise self._without_header(head)
+        at, used, header = found
         columns = header_columns(header)
         missing_columns(self.path.name, columns)
         sheet, _, first_column, _ = head[at]
@@ -305,14 +305,15 @@ class _Table:
             return Row(line, error=error, cells=where)
         return Row(line, record=row.record, cells=where)
 
-    def _refuse_without_header(self, head: list[tuple[str, int, int, list[Any]]]) -> None:
+    def _without_header(self, head: list[tuple[str, int, int, list[Any]]]) -> FileRefused:
+        """Why no header was found: an empty sheet, a header typed in TCVN3/VNI, or none at all."""
         if not any(cell_text(c) for _, _, _, cells in head for c in cells):
-            raise messages.refused("empty", file=self.path.name)
+            return messages.refused("empty", file=self.path.name)
         for _, _, _, cells in head:
             raw = b" ".join(cell_bytes(c) for c in cells if isinstance(c, str))
             if legacy_encoding(raw):
-                raise legacy_refusal(self.path.name, raw)
-        raise messages.refused("no_header", file=self.path.name, expected=EXPECTED_HEADER.replace(";", " | "))
+                return legacy_refusal(self.path.name, raw)
+        return messages.refused("no_header", file=self.path.name, expected=EXPECTED_HEADER.replace(";", " | "))
 
 
 def _as_is(text: str) -> str:
