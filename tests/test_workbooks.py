@@ -203,18 +203,21 @@ def test_cell_names() -> None:
 # ---------------------------------------------------------------- refused cleanly
 
 
-def _far_corner(path: Path) -> Path:
+def _far_corner(path: Path, corner: str = "XFD1048576") -> Path:
     """Two cells, A1 and XFD1048576: a reader that makes the sheet a dense grid asks for 512 GB."""
-    return write_xlsx(path, {"Sheet1": [["Mã chỉ tiêu", "Kỳ báo cáo", "Mã đơn vị", "Giá trị"]]}) and _add_far_cell(path)
-
-
-def _add_far_cell(path: Path) -> Path:
     import openpyxl
 
+    write_xlsx(path, {"Sheet1": [["Mã chỉ tiêu", "Kỳ báo cáo", "Mã đơn vị", "Giá trị"]]})
     book = openpyxl.load_workbook(path)
-    book.active["XFD1048576"] = 1
+    book.active[corner] = 1
     book.save(path)
     return path
+
+
+def _mid_corner(path: Path) -> Path:
+    """A1 and ALL130000: 130 million cells, 4 GB as a dense grid, an allocation that would succeed on
+    this machine: only the reader's memory limit refuses it."""
+    return _far_corner(path, "ALL130000")
 
 
 def _zip_bomb(path: Path) -> Path:
@@ -243,6 +246,7 @@ def _ods_repeat_bomb(path: Path) -> Path:
     ("name", "make", "code"),
     [
         ("far-corner.xlsx", _far_corner, "workbook_too_large"),
+        ("mid-corner.xlsx", _mid_corner, "workbook_too_large"),
         ("zip-bomb.xlsx", _zip_bomb, "workbook_too_large"),
         ("repeat-bomb.ods", _ods_repeat_bomb, "workbook_too_large"),
         ("truncated.xlsx", lambda p: p.write_bytes(SAMPLE.read_bytes()[:3000]) and p, "broken_workbook"),
