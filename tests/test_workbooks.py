@@ -294,16 +294,22 @@ TCVN3_CSV = (
 )
 
 
-def test_a_tcvn3_csv_is_refused_with_a_hint_to_convert_it(tmp_path: Path) -> None:
-    """A CSV whose header reads "M· chØ tiªu" is recognised as TCVN3 and refused, saying to convert it to Unicode."""
+# The same header typed with a VNI font ("Maõ chæ tieâu"), under a title line.
+VNI_CSV = "BAÙO CAÙO\r\nMaõ chæ tieâu;Kyø baùo caùo;Maõ ñôn vò;Giaù trò\r\nKTXH.NS.01;Thaùng 10/2026;86-28894;5\r\n".encode("cp1252")
+
+
+@pytest.mark.parametrize(("encoding", "data", "shown"), [("TCVN3", TCVN3_CSV, "M· chØ tiªu"), ("VNI", VNI_CSV, "Maõ chæ tieâu")])
+def test_a_legacy_encoded_csv_is_refused_with_a_hint_to_convert_it(tmp_path: Path, encoding: str, data: bytes, shown: str) -> None:
+    """A CSV whose header reads "M· chØ tiªu" (TCVN3) or "Maõ chæ tieâu" (VNI) is recognised and refused, naming the
+    encoding and saying to convert it to Unicode."""
     store, sink = node(tmp_path, "86-28894")
-    path = tmp_path / "chi-tieu-tcvn3.csv"
-    path.write_bytes(TCVN3_CSV)
+    path = tmp_path / f"chi-tieu-{encoding.lower()}.csv"
+    path.write_bytes(data)
     result = drop(tmp_path, sink, "86-28894", path)
     assert result["status"] == "ERROR" and result["error_code"] == "legacy_encoding", result
     assert result["adapter"] == "vn-csv"
-    assert "TCVN3" in result["description"] and "Unicode" in result["description"] and "M· chØ tiªu" in result["description"]
-    assert "TCVN3" in result["description_en"] and "Unicode" in result["description_en"]
+    assert encoding in result["description"] and "Unicode" in result["description"] and shown in result["description"]
+    assert encoding in result["description_en"] and "Unicode" in result["description_en"]
     store.close()
 
 
