@@ -22,8 +22,12 @@ What agencies' Excel and legacy software actually write:
   stored: an indicator value record carries codes only; the definitions hold names.
 - Streaming: the csv module reads a text stream row by row; memory stays flat.
 
+- A header typed in the legacy TCVN3 or VNI encodings ("M· chØ tiªu") refuses the file
+  with a hint to convert it to Unicode (legacy_text.py).
+
 The encoding detection, the separator sniffing and the header folding live in
-parsing.py, shared with dhis2-csv and definitions-csv.
+parsing.py, shared with dhis2-csv and definitions-csv; the table's headers and the row
+builder in indicator_table.py, shared with the workbook adapter (xlsx.py).
 """
 
 from __future__ import annotations
