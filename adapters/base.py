@@ -26,7 +26,7 @@ different threads; keep per-file state in local variables.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,7 @@ class RowError:
     code: str
     message_vi: str
     message_en: str
+    cell: str = ""  # a workbook's cell, as Excel names it: `Sheet1!C12` ('' for text files)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class Row:
     line: int
     record: Keyed | None = None
     error: RowError | None = None
+    # A workbook row: field -> its column as a reference prefix (`Sheet1!C`); the cell is that
+    # plus `line`. The pipeline names the cell of a refusal it makes itself (an unknown unit).
+    cells: Mapping[str, str] | None = None
 
 
 class FileRefused(LienthongError):
@@ -77,6 +81,7 @@ class ParseContext:
     inbox: Path  # the agency's inbox folder; no path outside it may be opened
     # Stores an attachment's bytes as a content-addressed blob; returns its sha256.
     store_blob: Callable[[Path], str] = field(default=lambda path: "")
+    sheet: str = ""  # the workbook sheet to read (`inbox.<agency>.sheet`); '' for the first
 
 
 @runtime_checkable

@@ -261,3 +261,9 @@ def held_dir_fd(path: Path) -> int | None:
     """The folder descriptor a `HeldPath` was opened in (attachments open beside it), else None."""
     held = getattr(path, "_held", None)
     return held.dir_fd if isinstance(held, HeldFile) else None
+
+
+def held_fd(path: Path) -> int | None:
+    """The descriptor a `HeldPath` reads (for a reader in another process), else None."""
+    held = getattr(path, "_held", None)
+    return held.fd if isinstance(held, HeldFile) else None

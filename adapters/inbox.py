@@ -19,6 +19,9 @@ itself checks the file's identity against the descriptor it read from before it
 commits and before it moves it (intake.py, held.py): a file that changed under it
 raises `FileChanged`, nothing is kept, and the file is looked at again here.
 
+A file dropped in the root itself (not in an agency folder) is refused, never ignored: it
+moves to the root's `rejected/` with a receipt naming the agency folders it belongs in.
+
 Files present at start-up are taken; a periodic rescan catches lost events; an
 inbox in polling mode is watched by snapshots (SMB/NFS shares where inotify does
 not work). Hidden, `.tmp`, `.part` and `~$` files are ignored, and so are the
@@ -47,7 +50,7 @@ from watchdog.observers.polling import PollingObserver
 from lienthong.sync.errors import StoreError
 
 from .held import FileChanged, display_name
-from .intake import ARCHIVE, REJECTED, Inbox, ignored, is_attachment, iter_candidates
+from .intake import ARCHIVE, REJECTED, Inbox, agency_folders, ignored, is_attachment, iter_candidates
 
 CLOSE_SETTLE = 0.2
 UNCLOSED_SETTLE = 60.0  # written, never closed, unchanged this long and no writer visible: taken anyway
@@ -117,7 +120,7 @@ class InboxWatcher:
         for t in self._threads:
             t.start()
         self._scan()
-        log.info("inbox.watching", inboxes=sorted(i.agency for i in self._inboxes.values()), root=str(self.root))
+        log.info("inbox.watching", inboxes=sorted(i.agency for i in self._inboxes.values() if i.agency), root=str(self.root))
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -154,11 +157,11 @@ class InboxWatcher:
             self._discover_locked()
 
     def _discover_locked(self) -> None:
-        found: dict[Path, Inbox] = {}
-        if self.root.exists():
-            for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
-                if entry.is_dir(follow_symlinks=False) and not ignored(entry.name):
-                    found[Path(entry.path)] = Inbox(agency=entry.name, path=Path(entry.path))
+        # A file in the root itself belongs to no agency: it is taken only to be refused, its
+        # receipt saying which folder to put it in (intake.take, `no_agency`).
+        found: dict[Path, Inbox] = {self.root: Inbox(agency="", path=self.root, root=True)}
+        for name in agency_folders(self.root):
+            found[self.root / name] = Inbox(agency=name, path=self.root / name)
         for agency, inbox in self.configured.items():
             path = inbox.path if inbox.path != Path() else self.root / agency
             found.pop(self.root / agency, None)
@@ -179,10 +182,11 @@ class InboxWatcher:
         `written` (IN_MODIFY: open for writing until a close says otherwise), or only seen."""
         if ignored(path.name) or is_attachment(path.name):
             return
+        if path.parent == self.root and path.is_dir():
+            self._discover()
+            return
         inbox = self.inbox_of(path)
         if inbox is None:
-            if path.parent == self.root and path.is_dir():
-                self._discover()
             return
         with self._lock:
             if written:

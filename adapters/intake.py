@@ -33,10 +33,11 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,8 @@ class Inbox:
     adapter: str = ""  # pinned adapter name; empty: detect by content
     atomic: bool = False  # all rows or none
     poll_seconds: float = 0.0  # >0: poll the folder (SMB/NFS shares), no inotify
+    sheet: str = ""  # workbooks: the sheet to read ('' for the first visible worksheet)
+    root: bool = False  # the inbox root itself: a file here belongs to no agency and is refused
 
 
 @dataclass(frozen=True)
@@ -154,11 +157,22 @@ def receipt(
         "received_at": received_at or _now(),
         "processed_at": _now(),
         "importCount": {"imported": imported, "updated": updated, "unchanged": unchanged, "refused": refused},
-        "conflicts": [
-            {"line": c.line, "field": c.field, "code": c.code, "message": c.message_vi, "message_en": c.message_en}
-            for c in conflicts[:MAX_CONFLICTS]
-        ],
+        "conflicts": [_conflict(c) for c in conflicts[:MAX_CONFLICTS]],
         "conflicts_truncated": max(0, refused - min(len(conflicts), MAX_CONFLICTS)),
+    }
+
+
+def _conflict(c: RowError) -> dict[str, Any]:
+    if not c.cell:
+        return {"line": c.line, "field": c.field, "code": c.code, "message": c.message_vi, "message_en": c.message_en}
+    # A workbook's refusal names its cell, in the entry and at the start of both sentences.
+    return {
+        "line": c.line,
+        "cell": c.cell,
+        "field": c.field,
+        "code": c.code,
+        "message": f"Ô {c.cell}: {c.message_vi}",
+        "message_en": f"Cell {c.cell}: {c.message_en}",
     }
 
 
@@ -227,6 +241,8 @@ def take(
             raise _changed(path) from None
         if held is None:
             pass
+        elif inbox.root:  # dropped in inbox/ itself: no agency to take it for
+            result = refuse("no_agency", "", held.sha256(), text=_where_to_put(inbox.path))
         elif held.size > limits.max_file_bytes:
             result = refuse("too_large", limits.max_file_bytes // (1024 * 1024))
         else:
@@ -285,7 +301,7 @@ def _parse_and_commit(
         return refuse("unsupported_format", ", ".join(registry.names()), sha)
     definitions = sink.definitions()
     validator = Validator(definitions)
-    context = ParseContext(origin=node, agency=inbox.agency, inbox=inbox.path, store_blob=sink.store_blob)
+    context = ParseContext(origin=node, agency=inbox.agency, inbox=inbox.path, store_blob=sink.store_blob, sheet=inbox.sheet)
     conflicts: list[RowError] = []
     attachments: list[str] = []
     refused = 0
@@ -296,6 +312,8 @@ def _parse_and_commit(
                 error = row.error
                 if error is None and row.record is not None:
                     error = validator.check(row.line, row.record)
+                    if error is not None and row.cells and error.field in row.cells:
+                        error = replace(error, cell=f"{row.cells[error.field]}{row.line}")
                 if error is not None:
                     refused += 1
                     if len(conflicts) < MAX_CONFLICTS:  # memory stays flat for any number of bad rows
@@ -441,6 +459,28 @@ def _give_back(moved: Path, path: Path) -> None:
     except FileExistsError:
         os.link(moved, path.with_name(f"{path.stem}.{time.time_ns()}{path.suffix}"), follow_symlinks=False)
     os.unlink(moved)
+
+
+def agency_folders(root: Path) -> list[str]:
+    """The agency inboxes under the inbox root: its folders, but for hidden ones and its own archive/ and rejected/."""
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False) and not ignored(e.name) and e.name not in (ARCHIVE, REJECTED))
+
+
+def agency_folder_name(name: str) -> bool:
+    """Whether `name` can be an agency's inbox folder (`init --agency`): a code, not a folder the inbox keeps for itself."""
+    return bool(re.fullmatch(r"[\w-][\w.-]{0,63}", name)) and not ignored(name) and name not in (ARCHIVE, REJECTED)
+
+
+def _where_to_put(root: Path) -> tuple[str, str]:
+    """The receipt of a file dropped in the inbox root: which folders it belongs in."""
+    folders = agency_folders(root)
+    if not folders:
+        return message("no_agency_folders", f"{root.name}/thongke/")
+    return message("no_agency", ", ".join(f"{root.name}/{name}/" for name in folders))
 
 
 def iter_candidates(folder: Path) -> Iterator[Path]:

@@ -110,6 +110,26 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Tệp {file} không đúng cấu trúc {format}: {detail_vi}. Hãy kiểm tra lại tệp.",
         "The file {file} does not have the {format} structure: {detail_en}. Check the file.",
     ),
+    "legacy_encoding": (
+        "Tệp {file} được gõ bằng bảng mã cũ {encoding}, không phải Unicode (chữ hiện thành «{sample}»). "
+        "Hãy chuyển mã sang Unicode (Unikey: Công cụ chuyển mã, từ {encoding} sang Unicode) rồi gửi lại.",
+        "The file {file} is typed in the legacy Vietnamese {encoding} encoding, not Unicode (its text reads «{sample}»). "
+        "Convert it to Unicode (e.g. Unikey's converter, from {encoding} to Unicode) and resend it.",
+    ),
+    "broken_workbook": (
+        "Không đọc được bảng tính {file}: tệp bị hỏng, có mật khẩu hoặc không phải bảng tính Excel/OpenDocument thật ({detail}). "
+        "Hãy mở tệp bằng Excel hoặc LibreOffice, lưu lại dạng .xlsx rồi gửi lại.",
+        "The workbook {file} cannot be read: it is broken, password-protected or not a real Excel/OpenDocument workbook ({detail}). "
+        "Open it in Excel or LibreOffice, save it as .xlsx and resend it.",
+    ),
+    "workbook_too_large": (
+        "Bảng tính {file} không được nhận: {detail_vi}. Hãy chia nhỏ bảng tính hoặc xuất ra tệp CSV rồi gửi lại.",
+        "The workbook {file} was not taken: {detail_en}. Split it, or export it as CSV, and resend it.",
+    ),
+    "no_sheet": (
+        "Bảng tính {file} không có trang tính «{sheet}» (các trang có: {sheets}). Hãy đặt đúng tên trang tính rồi gửi lại.",
+        "The workbook {file} has no sheet «{sheet}» (its sheets: {sheets}). Name the sheet as configured and resend it.",
+    ),
     "no_header": (
         "Không tìm thấy dòng tiêu đề cột trong tệp {file}. Dòng đầu tiên phải là tên các cột, ví dụ: {expected}.",
         "No column header line was found in {file}. The first line must name the columns, e.g. {expected}.",
@@ -231,6 +251,18 @@ CATALOG: dict[str, tuple[str, str]] = {
     "intake.not_regular": (
         "Đây không phải tệp thông thường (thư mục, tệp thiết bị hoặc đường ống), không được nhận; hãy gửi tệp dữ liệu thật vào hộp thư.",
         "This is not a regular file (a directory, device or pipe) and is not taken; put a real data file in the inbox.",
+    ),
+    "intake.no_agency": (
+        "Tệp được đặt thẳng trong thư mục hộp thư chung, không thuộc cơ quan nào nên chưa được nhận; "
+        "hãy chép tệp vào thư mục của cơ quan gửi: {value}.",
+        "The file was put in the inbox folder itself, not in an agency's folder, so it was not taken; "
+        "copy it into the sending agency's folder: {value}.",
+    ),
+    "intake.no_agency_folders": (
+        "Tệp được đặt thẳng trong thư mục hộp thư chung và chưa có thư mục cơ quan nào nên chưa được nhận; "
+        "hãy tạo thư mục mang mã cơ quan gửi (ví dụ {value}, hoặc `lienthong init --agency`) rồi chép tệp vào đó.",
+        "The file was put in the inbox folder itself and there is no agency folder yet, so it was not taken; "
+        "make a folder named after the sending agency (e.g. {value}) and copy the file into it.",
     ),
     "intake.no_definitions": (
         "Nút chưa nhận danh mục từ tỉnh nên chưa kiểm tra mã đơn vị, chỉ tiêu; số liệu vẫn được nhận.",

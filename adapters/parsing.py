@@ -1,7 +1,7 @@
 """Helpers the format adapters share for reading agency files: text encodings, CSV
 headers and separators, a streaming JSON reader.
 
-What belongs here: a reading helper that two or more format modules (jsonl, vn_csv,
+What belongs here: a reading helper that two or more format modules (jsonl, vn_csv, xlsx,
 dhis2, open311, report_manifest, definitions_csv) use. Format modules never import one
 another; whatever they share lives here (values: numbers.py and periods.py; sentences:
 messages.py). A helper only one format uses stays in that format's module. Everything
@@ -22,6 +22,8 @@ from typing import Any, BinaryIO
 
 from . import messages
 from .base import FileRefused
+from .legacy_text import legacy_encoding
+from .legacy_text import sample as legacy_sample
 from .periods import fold
 
 _CHUNK = 1 << 20
@@ -82,6 +84,14 @@ def detect_encoding(path: Path, *, fmt: str = "CSV") -> str:
 
 def not_text(path: Path, fmt: str, vi: str, en: str) -> FileRefused:
     return messages.refused("not_text", file=path.name, format=fmt, detail_vi=vi, detail_en=en)
+
+
+def legacy_refusal(file: str, raw: bytes) -> FileRefused:
+    """The file's text is in the TCVN3 or VNI legacy encoding (legacy_text.py): refused, saying how to convert it."""
+    encoding = legacy_encoding(raw) or "TCVN3/VNI"
+    error = messages.refused("legacy_encoding", file=file, encoding=encoding, sample=legacy_sample(raw))
+    error.hint = f"convert the file from {encoding} to Unicode (Unikey: Công cụ chuyển mã, or Excel with the font changed to a Unicode one), then drop it in again"
+    return error
 
 
 def open_text(path: Path, *, fmt: str = "CSV") -> io.TextIOWrapper:

@@ -22,8 +22,12 @@ What agencies' Excel and legacy software actually write:
   stored: an indicator value record carries codes only; the definitions hold names.
 - Streaming: the csv module reads a text stream row by row; memory stays flat.
 
+- A header typed in the legacy TCVN3 or VNI encodings ("M· chØ tiªu") refuses the file
+  with a hint to convert it to Unicode (legacy_text.py).
+
 The encoding detection, the separator sniffing and the header folding live in
-parsing.py, shared with dhis2-csv and definitions-csv.
+parsing.py, shared with dhis2-csv and definitions-csv; the table's headers and the row
+builder in indicator_table.py, shared with the workbook adapter (xlsx.py).
 """
 
 from __future__ import annotations
@@ -34,52 +38,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lienthong.sync import records
-from lienthong.sync.errors import InputError
-
-from . import messages, numbers, periods
+from . import messages
 from .base import ParseContext, Row
-from .parsing import CONTROL, decode_head, fold_header, not_text, open_text, sniff_delimiter
+from .indicator_table import (
+    EXPECTED_HEADER,
+    VIETNAMESE_VALUE_HEADERS,
+    build_row,
+    has_required,
+    header_columns,
+    looks_like_header,
+    missing_columns,
+    value_parser,
+)
+from .legacy_text import legacy_encoding
+from .parsing import CONTROL, decode_head, fold_header, legacy_refusal, not_text, open_text, sniff_delimiter
 
 MAX_PREAMBLE = 20
 _FORMAT = "CSV"
-
-# Canonical field -> header spellings, in folded form (periods.fold, '_' and '-' as spaces).
-HEADERS: dict[str, frozenset[str]] = {
-    "indicator": frozenset({"ma chi tieu", "indicator", "indicator code", "ma chi so"}),
-    "indicator_name": frozenset({"ten chi tieu", "chi tieu", "indicator name"}),
-    "measure": frozenset({"don vi tinh", "dvt", "measure", "unit of measure"}),
-    "period": frozenset({"ky bao cao", "ky", "thoi ky", "ky so lieu", "period"}),
-    "unit": frozenset({"ma don vi", "ma dvhc", "unit", "unit code"}),
-    "unit_name": frozenset({"ten don vi", "unit name"}),
-    "value": frozenset({"gia tri", "so lieu", "value"}),
-    "comment": frozenset({"ghi chu", "comment", "note", "notes"}),
-    "disaggregation": frozenset({"phan to", "ma phan to", "disaggregation"}),
-    "agency": frozenset({"co quan", "ma co quan", "agency"}),
-}
-REQUIRED = ("indicator", "period", "unit", "value")
-VIETNAMESE_VALUE_HEADERS = frozenset({"gia tri", "so lieu"})
-REQUIRED_VI = {"indicator": "Mã chỉ tiêu", "period": "Kỳ báo cáo", "unit": "Mã đơn vị", "value": "Giá trị"}
-EXPECTED_HEADER = "Mã chỉ tiêu;Tên chỉ tiêu;Đơn vị tính;Kỳ báo cáo;Mã đơn vị;Tên đơn vị;Giá trị;Ghi chú"
-_BY_SPELLING = {spelling: name for name, spellings in HEADERS.items() for spelling in spellings}
-
-
-# ---------------------------------------------------------------- headers
-
-
-def header_columns(cells: list[str]) -> dict[str, int]:
-    """Canonical field -> column index for the known headers among `cells` (first wins)."""
-    found: dict[str, int] = {}
-    for index, cell in enumerate(cells):
-        name = _BY_SPELLING.get(fold_header(cell))
-        if name and name not in found:
-            found[name] = index
-    return found
-
-
-def _looks_like_header(columns: dict[str, int]) -> bool:
-    known = set(columns) & set(REQUIRED)
-    return len(columns) >= 3 and len(known) >= 2
 
 
 def _is_dhis2_header(cells: list[str]) -> bool:
@@ -118,8 +93,8 @@ class VietnameseCsvAdapter:
                 cells = _split(line, sniff_delimiter(line))
                 if _is_dhis2_header(cells):
                     return False
-                if _looks_like_header(header_columns(cells)):
-                    return True
+                if looks_like_header(header_columns(cells)) or legacy_encoding(line.encode("cp1258", "replace")):
+                    return True  # a header typed in TCVN3/VNI too: claimed so the receipt says to convert it
             return False
         except Exception:  # claims never raises
             return False
@@ -131,17 +106,9 @@ class VietnameseCsvAdapter:
     def _parse(self, path: Path, stream: io.TextIOWrapper, context: ParseContext) -> Iterator[Row]:
         header_line, header, delimiter = _find_header(path, stream)
         columns = header_columns(header)
-        missing = [field for field in REQUIRED if field not in columns]
-        if missing:
-            raise messages.refused(
-                "missing_column",
-                file=path.name,
-                columns_vi=", ".join(f"«{REQUIRED_VI[f]}»" for f in missing),
-                columns_en=", ".join(f"«{f}»" for f in missing),
-            )
+        missing_columns(path.name, columns)
         vietnamese = delimiter == ";" or fold_header(header[columns["value"]]) in VIETNAMESE_VALUE_HEADERS
-        parse_number = numbers.parse_vietnamese if vietnamese else numbers.parse_plain
-        example = "12.450,75" if vietnamese else "12450.75"
+        parse_number, example = value_parser(vietnamese)
         names = {field: header[index].strip() for field, index in columns.items()}
         reader = csv.reader(stream, delimiter=delimiter)
         consumed = header_line  # physical lines read so far
@@ -167,6 +134,7 @@ def _find_header(path: Path, stream: io.TextIOWrapper) -> tuple[int, list[str], 
     """The header's physical line number, its cells and the separator; FileRefused if absent."""
     seen_text = False
     forced = ""
+    legacy = b""  # the first line that reads as a TCVN3/VNI header
     for number in range(1, MAX_PREAMBLE + 1):
         try:
             line = stream.readline()
@@ -182,15 +150,16 @@ def _find_header(path: Path, stream: io.TextIOWrapper) -> tuple[int, list[str], 
             continue
         delimiter = forced or sniff_delimiter(line)
         cells = _split(line.rstrip("\r\n"), delimiter)
-        if _looks_like_header(header_columns(cells)) or (number == 1 and _has_required(cells)):
+        if looks_like_header(header_columns(cells)) or (number == 1 and has_required(cells)):
             return number, cells, delimiter
+        raw = line.encode(stream.encoding, "replace")  # the bytes as the file holds them
+        if not legacy and legacy_encoding(raw):
+            legacy = raw
     if not seen_text:
         raise messages.refused("empty", file=path.name)
+    if legacy:
+        raise legacy_refusal(path.name, legacy)
     raise messages.refused("no_header", file=path.name, expected=EXPECTED_HEADER)
-
-
-def _has_required(cells: list[str]) -> bool:
-    return bool(set(header_columns(cells)) & set(REQUIRED))
 
 
 def _row(
@@ -206,39 +175,5 @@ def _row(
         index = columns.get(field)
         return cells[index].strip() if index is not None and index < len(cells) else ""
 
-    fields: dict[str, Any] = {
-        "indicator": cell("indicator"),
-        "period": cell("period"),
-        "unit": cell("unit"),
-        "value": cell("value"),
-        "comment": cell("comment"),
-        "disaggregation": cell("disaggregation"),
-        "agency": cell("agency") or context.agency,
-    }
-    for field in REQUIRED:
-        if not fields[field]:
-            return Row(line, error=messages.row_error(line, field, "missing", column=names.get(field)))
-    try:
-        fields["period"] = periods.canonical(fields["period"])
-    except periods.PeriodError as exc:
-        error = messages.row_error(line, "period", "bad_period", value=exc.value, reason_vi=exc.reason_vi, reason_en=exc.reason_en)
-        return Row(line, error=error)
-    raw_value = fields["value"]
-    try:
-        fields["value"] = parse_number(raw_value)
-    except numbers.NumberError as exc:
-        error = messages.row_error(
-            line,
-            "value",
-            exc.code,
-            value=raw_value,
-            column=names.get("value"),
-            example=example,
-            detail_vi=exc.detail_vi,
-            detail_en=exc.detail_en,
-        )
-        return Row(line, error=error)
-    try:
-        return Row(line, record=records.indicator_value(context.origin, fields))
-    except InputError as exc:
-        return Row(line, error=messages.from_input_error(line, exc, dict(fields, value=raw_value), names))
+    fields = {field: cell(field) for field in ("indicator", "period", "unit", "value", "comment", "disaggregation", "agency")}
+    return build_row(line, fields, names, parse_number, example, context)

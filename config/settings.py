@@ -91,6 +91,7 @@ class InboxSettings(_Section):
     path: str = ""
     poll_seconds: float = Field(0.0, ge=0, le=3600)
     atomic: bool = False
+    sheet: str = Field("", max_length=100)  # workbooks: the sheet to read; '' for the first visible one
 
 
 class SharingSettings(_Section):
@@ -246,6 +247,7 @@ rescan_seconds = 30.0
 # path = "/mnt/soyte-export"   # default: inbox/soyte
 # poll_seconds = 5.0           # 0: inotify events
 # atomic = true                # a file with any bad row is refused whole
+# sheet = "Biểu 01"            # workbooks (.xlsx, .xls, .ods): the sheet to read (default: the first)
 
 [sharing]
 # Decree 13/2023/NĐ-CP: citizens' name, phone and e-mail in feedback do not go up

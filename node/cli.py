@@ -189,6 +189,7 @@ def _compromise_time(text: str, reason: str) -> dt.datetime:
 @click.option("--ca", "ca_dir", type=click.Path(file_okay=False, path_type=Path), help="Issue this node's certificate from this CA.")
 @click.option("--san", multiple=True, metavar="NAME", help="Extra host name or IP the node is reached at (repeatable).")
 @click.option("--unit", "units", multiple=True, metavar="CODE", help="A unit code this node answers for (repeatable; default: its id).")
+@click.option("--agency", "agencies", multiple=True, metavar="CODE", help="Make the inbox folder inbox/CODE/ for this agency (repeatable).")
 def init(
     node_dir: Path,
     mode: str,
@@ -200,8 +201,14 @@ def init(
     ca_dir: Path | None,
     san: tuple[str, ...],
     units: tuple[str, ...],
+    agencies: tuple[str, ...],
 ) -> None:
     """Create a node directory: configuration, store, inbox and (with --ca) certificate."""
+    from lienthong.adapters.intake import agency_folder_name
+
+    for agency in agencies:
+        if not agency_folder_name(agency):
+            fail(f"--agency {agency!r} cannot be an inbox folder name", "use the agency's code: letters, digits, '-' or '_' (e.g. thongke)")
     if mode == "provincial" and not listen:
         listen = "0.0.0.0:7443"
     if mode == "district" and not parent:
@@ -243,6 +250,8 @@ def init(
         if crl:
             add_home(ca_dir, node_dir)
     (node_dir / "inbox").mkdir(exist_ok=True)
+    for agency in agencies:
+        (node_dir / "inbox" / agency).mkdir(exist_ok=True)
     (node_dir / config.CONFIG_FILE).write_text(text, encoding="utf-8")
     click.echo(f"Created {mode} node {node_id!r} in {node_dir}.")
     if ca_dir is None:

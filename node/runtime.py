@@ -162,7 +162,9 @@ def inboxes(node_dir: Path, settings: Settings) -> dict[str, Inbox]:
     out = {}
     for agency, section in settings.inbox.items():
         path = Path(section.path) if section.path else node_dir / INBOX / agency
-        out[agency] = Inbox(agency, path if path.is_absolute() else node_dir / path, section.adapter, section.atomic, section.poll_seconds)
+        out[agency] = Inbox(
+            agency, path if path.is_absolute() else node_dir / path, section.adapter, section.atomic, section.poll_seconds, section.sheet
+        )
     return out
 
 

@@ -23,7 +23,7 @@ from .helpers import cli, status
 
 SAMPLES = Path(__file__).parent / "testdata" / "samples"
 THIRDPARTY = Path(__file__).parent / "testdata" / "thirdparty"
-BUILT_INS = {"jsonl", "vn-csv", "dhis2-json", "dhis2-csv", "open311", "report-manifest"}
+BUILT_INS = {"jsonl", "vn-csv", "dhis2-json", "dhis2-csv", "open311", "report-manifest", "xlsx"}
 
 REGISTRY = Registry(extra=[FakeAdapter()])
 ADAPTERS = [REGISTRY.get(name) for name in REGISTRY.names()]
@@ -76,7 +76,10 @@ def test_sample_files_it_claims_parse_to_nfc_records(adapter: Adapter, tmp_path:
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(max_size=2048), suffix=st.sampled_from([".csv", ".json", ".report.json", ".jsonl", ".fake", ".txt"]))
+@given(
+    data=st.binary(max_size=2048),
+    suffix=st.sampled_from([".csv", ".json", ".report.json", ".jsonl", ".fake", ".txt", ".xlsx", ".xls", ".ods"]),
+)
 def test_no_bytes_make_it_raise_anything_but_a_refusal(
     adapter: Adapter, tmp_path_factory: pytest.TempPathFactory, data: bytes, suffix: str
 ) -> None:

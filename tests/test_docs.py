@@ -70,3 +70,15 @@ def test_readme_first_screen_gives_the_two_commands_and_ci_runs_the_same() -> No
     first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:25])
     assert "bash scripts/demo.sh" in first_screen and "bash scripts/test.sh" in first_screen
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_copies_files_only_into_inbox_folders_its_init_makes() -> None:
+    """Every `cp … NODE/inbox/AGENCY/` in the README follows an `init --dir NODE … --agency AGENCY` (so it works as written)."""
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    made = {(m[1], a) for m in re.finditer(r"lienthong init --dir (\S+)([^\n]*)", text) for a in re.findall(r"--agency (\S+)", m[2])}
+    copies = re.findall(r"^cp \S+ (\S+)/inbox/([^/\s]+)/", text, re.MULTILINE)
+    assert copies, "the README shows how a file is dropped into an inbox"
+    for node, agency in copies:
+        assert (node, agency) in made, (
+            f"the README copies into {node}/inbox/{agency}/ but no `init --dir {node} --agency {agency}` makes it"
+        )

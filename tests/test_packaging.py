@@ -12,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "samples"
+SHARED_EXCEL = ROOT.parent / "shared" / "excel"
+# ../shared/excel's workbook joined the samples once the xlsx adapter landed (its README says to).
+EXCEL_SAMPLE = Path("inbox") / "thongke" / "chi-tieu-ktxh-thang-9-2026.xlsx"
 
 
 def test_installed_package_imports_under_lienthong() -> None:
@@ -31,12 +34,15 @@ def test_generated_wire_code_matches_proto() -> None:
 
 @pytest.mark.skipif(not SHARED.exists(), reason="no ../shared beside this clone (a user's clone)")
 def test_sample_copies_are_in_step_with_shared() -> None:
-    """tests/testdata/samples is an exact copy of ../shared/samples."""
+    """tests/testdata/samples is an exact copy of ../shared/samples plus ../shared/excel's workbook."""
     ours = ROOT / "tests" / "testdata" / "samples"
     theirs = sorted(p.relative_to(SHARED) for p in SHARED.rglob("*") if p.is_file())
-    assert sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file()) == theirs
+    assert sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file()) == sorted([*theirs, EXCEL_SAMPLE])
     for rel in theirs:
         assert filecmp.cmp(SHARED / rel, ours / rel, shallow=False), f"{rel} differs from ../shared/samples"
+    assert filecmp.cmp(SHARED_EXCEL / EXCEL_SAMPLE.name, ours / EXCEL_SAMPLE, shallow=False), "the workbook differs from ../shared/excel"
+    workbooks = ROOT / "tests" / "testdata" / "workbooks"
+    assert filecmp.cmp(SHARED_EXCEL / "make-xlsx-sample.py", workbooks / "make-xlsx-sample.py", shallow=False)
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="no ../shared beside this clone (a user's clone)")

@@ -43,6 +43,7 @@ GOOD = [
     ("86-28894", "inbox/thongke/chi-tieu-ktxh-thang-10-2026.csv", "vn-csv", {"indicator": 6}),
     ("86-29077", "inbox/thongke/chi-tieu-ktxh-thang-10-2026-cp1258.csv", "vn-csv", {"indicator": 3}),
     ("86-28894", "inbox/thongke/chi-tieu-ktxh-thang-9-2026-nfd.csv", "vn-csv", {"indicator": 1}),
+    ("86-29077", "inbox/thongke/chi-tieu-ktxh-thang-9-2026.xlsx", "xlsx", {"indicator": 5}),
     ("86-28894", "inbox/vanphong/bc-ioc-thang-10-2026-ba-tri.report.json", "report-manifest", {"report": 1}),
 ]
 
