@@ -103,6 +103,13 @@ class StoreSettings(_Section):
     min_free_mb: int = Field(256, ge=0, le=1_000_000)
 
 
+class FilesSettings(_Section):
+    # Files (attachments) fetched from other nodes: the largest one taken (MB), and the most
+    # taken of any one origin node in all (MB). Larger ones are refused, shown in `status`.
+    max_file_mb: int = Field(2048, ge=1, le=1_000_000)
+    max_node_mb: int = Field(51_200, ge=1, le=100_000_000)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -118,6 +125,7 @@ class Settings(_Section):
     inbox: dict[str, InboxSettings] = {}
     sharing: SharingSettings = SharingSettings()
     store: StoreSettings = StoreSettings()
+    files: FilesSettings = FilesSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -245,6 +253,20 @@ rescan_seconds = 30.0
 # to the parent (a keyed hash stands in, so duplicates are still found) unless
 # this unit's policy allows it. They always go down to the unit handling the case.
 personal_data_upward = false
+
+[store]
+# Below this much free space (MB) on the disk holding the store, the node warns in its
+# log and `status` shows a disk problem. A full disk stops writes (nothing is lost:
+# children and agency files are taken again once there is room).
+min_free_mb = 256
+
+[files]
+# Attachments named by records (reports, request answers) are fetched from the node that
+# sent the record, in chunks, and checked against the SHA-256 the record was sealed with.
+# The largest file taken from another node (MB), and the most taken of one origin node (MB):
+# larger ones are refused and shown in `lienthong status`.
+max_file_mb = 2048
+max_node_mb = 51200
 
 [log]
 # debug | info | warning | error

@@ -30,9 +30,11 @@ from lienthong.adapters.intake import Inbox, Limits, take
 from lienthong.adapters.registry import Registry, UnknownAdapter
 from lienthong.config.settings import Settings
 from lienthong.sync import provenance, transport
+from lienthong.sync.blobs import BLOBS, Blobs
 from lienthong.sync.child_session import Children, ChildSession
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import ConfigError, LienthongError, StoreError
+from lienthong.sync.files import FileLimits, Files
 from lienthong.sync.privacy import Redactor, hashing_key
 from lienthong.sync.provenance import Signer, Verifier
 from lienthong.sync.replication import RENEW_CHECK, Changes, Issuer, Tuning
@@ -94,6 +96,13 @@ def open_store(node_dir: Path, settings: Settings, *, sign: bool = True) -> Stor
         store.close()
         raise
     return store
+
+
+def node_files(node_dir: Path, settings: Settings, store: Store) -> Files:
+    """The files named by the node's records, with the size limits of its configuration."""
+    mb = 1024 * 1024
+    limits = FileLimits(settings.files.max_file_mb * mb, settings.files.max_node_mb * mb)
+    return Files(store, Blobs(node_dir / BLOBS), limits)
 
 
 def tuning(settings: Settings) -> Tuning:
@@ -265,6 +274,7 @@ class Node:
             ca_dir = self.dir / settings.tls.ca_dir if settings.tls.ca_dir else None
             uplinks: list[Uplink] = []
             changes = Changes()
+            files = node_files(self.dir, settings, store)  # one per node: every stream fetches and gives through it
             tune = tuning(settings)
             server = health = None
             enroll_server = None
@@ -290,7 +300,7 @@ class Node:
                     # A subordinate node's children may report about its own units (a health station
                     # about its commune); the province's own units are written by the province alone.
                     reported_to = own_units(settings) if settings.node.mode != "provincial" else []
-                    sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append, issuer, reported_to)
+                    sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append, issuer, reported_to, files)
 
                     def refused(peer: str, kind: str, exc: LienthongError) -> None:
                         if isinstance(exc, StoreError):  # this node's own disk or store: the operator must act
@@ -320,7 +330,7 @@ class Node:
                         return transport.connect(address, paths.load(), name)  # a renewed certificate from the next connection on
 
                     redact = None if settings.sharing.personal_data_upward else Redactor(hashing_key(tls.ca))
-                    uplink = Uplink(store, connect, tune, changes, address, redact, audit_log.append, None if ca_dir else renewal)
+                    uplink = Uplink(store, connect, tune, changes, address, redact, audit_log.append, None if ca_dir else renewal, files)
                     uplinks.append(uplink)
                     tasks.append(asyncio.create_task(uplink.run(), name="uplink"))
                 if ca_dir is not None:
