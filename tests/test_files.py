@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,12 +73,14 @@ def test_a_large_attachment_two_tiers_down_arrives_whole_through_cuts_and_a_kill
     """A 24 MB attachment at a station under a commune reaches the province byte for byte: links
     slowed to 4 MB/s and cut six times, the middle tier SIGKILLed mid-file and restarted; records
     ingested while the province fetches the file arrive before it; the province's memory stays small."""
+    # bench/files.py runs this with 200 MB and faster links; the suite keeps it under a minute.
     size = int(os.environ.get("LIENTHONG_FILE_TEST_MB", "24")) * MB
+    rate = int(os.environ.get("LIENTHONG_FILE_TEST_RATE_MB", "4")) * MB
     province = make_node("86")
     commune = make_node("86-28894", parent=listen_address(province), listen=True)
     station = make_node("86-28894.tyt", parent=listen_address(commune))
     up_link, low_link = proxy_of(province), proxy_of(commune)
-    up_link.rate = low_link.rate = 4 * MB
+    up_link.rate = low_link.rate = rate
     data = os.urandom(size)
     sha = hashlib.sha256(data).hexdigest()
     cli("ingest", "--dir", str(station), str(report_manifest(tmp_path / "bc", "ho-so.pdf", data, station.name)))
@@ -87,8 +90,9 @@ def test_a_large_attachment_two_tiers_down_arrives_whole_through_cuts_and_a_kill
     procs = [pp, cp, sp]
     with running(*procs):
         # The lower link: cut twice, the middle tier killed, cut once more, each mid-file.
-        for step, at in enumerate((3, 6, 9, 14)):
-            wait_alive(lambda at=at: received(commune, sha) >= at * MB, procs, timeout=60, what=f"{at} MB at the commune")
+        for step, share in enumerate((0.12, 0.25, 0.37, 0.58)):
+            at = int(size * share)
+            wait_alive(lambda at=at: received(commune, sha) >= at, procs, timeout=60, what=f"{at:,} bytes at the commune")
             assert not whole(commune, sha), "the file was through before the fault: nothing to resume"
             if step == 2:
                 cp.kill()
@@ -96,7 +100,8 @@ def test_a_large_attachment_two_tiers_down_arrives_whole_through_cuts_and_a_kill
             else:
                 low_link.cut()
         # The upper link: cut three times mid-file; records written meanwhile go ahead of the file.
-        wait_alive(lambda: received(province, sha) >= 4 * MB, procs, timeout=90, what="4 MB at the province")
+        started = time.monotonic()
+        wait_alive(lambda: received(province, sha) >= size // 6, procs, timeout=90, what="a sixth of the file at the province")
         assert not whole(province, sha)
         before = len(versions(province, origin=station.name))
         cli("ingest", "--dir", str(station), str(write_jsonl(tmp_path / "more.jsonl", indicator_rows(station.name, 200, agency="thongke"))))
@@ -104,12 +109,16 @@ def test_a_large_attachment_two_tiers_down_arrives_whole_through_cuts_and_a_kill
             lambda: len(versions(province, origin=station.name)) >= before + 200, procs, timeout=60, what="the records written meanwhile"
         )
         assert not whole(province, sha), "the records waited for the file"
-        for at in (8, 12, 16):
-            wait_alive(lambda at=at: received(province, sha) >= at * MB, procs, timeout=60, what=f"{at} MB at the province")
+        for share in (0.33, 0.5, 0.67):
+            at = int(size * share)
+            wait_alive(lambda at=at: received(province, sha) >= at, procs, timeout=60, what=f"{at:,} bytes at the province")
             assert not whole(province, sha)
             up_link.cut()
         wait_alive(lambda: whole(province, sha), procs, timeout=120, what="the whole file at the province")
         rss = peak_rss_mb(pp.proc.pid)
+        print(
+            f"\nfile {size / MB:.0f} MB at the province; province peak RSS {rss:.0f} MB; {time.monotonic() - started:.1f} s from 1/6 to whole"
+        )
         assert rss < 300, f"the province's peak RSS was {rss:.0f} MB"
         st = status(province)
         assert st["files"]["from_children"]["files"] == 0 and not st["files"]["refused"]
