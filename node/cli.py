@@ -468,7 +468,7 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 
 # ------------------------------------------------------------------ command groups in their own modules
 
-from . import feedback_cmd, files_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, verify_cmd  # noqa: E402 (after the core commands)
+from . import feedback_cmd, files_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, share_cmd, verify_cmd  # noqa: E402 (after the core commands)
 
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
@@ -477,6 +477,7 @@ cli.add_command(requests_cmd.requests)
 cli.add_command(verify_cmd.verify)
 cli.add_command(reparent_cmd.reparent)
 cli.add_command(files_cmd.files)
+cli.add_command(share_cmd.share)
 
 
 def main() -> None:

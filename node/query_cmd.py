@@ -20,7 +20,7 @@ import click
 from lienthong.sync import records
 from lienthong.sync.blobs import BLOBS, Blobs
 from lienthong.sync.catalogue import dhis2_period
-from lienthong.sync.store import Store
+from lienthong.sync.store import VIA_PARENT, Store
 
 from . import runtime
 from .cli_common import DIR_OPTION, fail, load_settings
@@ -168,12 +168,15 @@ def _canonical_period(period: str | None, *, strict: bool) -> str | None:
 def _listing(store: Store, what: str, unit: str | None, period: str | None, agency: str | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     blobs = Blobs(store.path.parent / BLOBS)
+    # Records that came from the parent: shared down by the province, or dispatched to this unit.
+    above = {i for (i,) in store.reader().execute("SELECT id FROM records WHERE kind = ? AND via = ?", (QUERY_KINDS[what], VIA_PARENT))}
     for env in store.iter_records(QUERY_KINDS[what], unit):
         if agency is not None and env.agency != agency:
             continue
         row = records.to_dict(env)
         if period and row.get("period") != period:
             continue
+        row["from_above"] = env.id in above
         if env.kind == records.REPORT:
             row["files"] = report_files(blobs, env)
         rows.append(row)
