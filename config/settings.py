@@ -93,8 +93,18 @@ class InboxSettings(_Section):
     atomic: bool = False
 
 
+class ShareRule(_Section):
+    # A standing share (province only): `what` of `period` ("" every period), optionally only
+    # these `indicators`, goes down to the nodes answering for the `to` units (`lienthong share`).
+    what: Literal["indicators", "reports"]
+    period: str = ""
+    indicators: list[str] = []
+    to: list[str] = Field(min_length=1)
+
+
 class SharingSettings(_Section):
     personal_data_upward: bool = False
+    shares: list[ShareRule] = []
 
 
 class StoreSettings(_Section):
@@ -253,6 +263,12 @@ rescan_seconds = 30.0
 # to the parent (a keyed hash stands in, so duplicates are still found) unless
 # this unit's policy allows it. They always go down to the unit handling the case.
 personal_data_upward = false
+# On the province: standing shares down, as `lienthong share` makes them (repeatable):
+# [[sharing.shares]]
+# what = "indicators"             # or "reports"
+# period = ""                     # "" every period, or e.g. "2026-10"
+# indicators = ["KTXH.01"]        # empty: every indicator
+# to = ["86-28894", "86-29077"]   # the units it is shared with
 
 [store]
 # Below this much free space (MB) on the disk holding the store, the node warns in its

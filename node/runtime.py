@@ -39,6 +39,7 @@ from lienthong.sync.privacy import Redactor, hashing_key
 from lienthong.sync.provenance import Signer, Verifier
 from lienthong.sync.replication import RENEW_CHECK, Changes, Issuer, Tuning
 from lienthong.sync.revocation import Revocations
+from lienthong.sync.sharing import share_record
 from lienthong.sync.store import Store
 from lienthong.sync.uplink import Uplink
 from lienthong.sync.wire import replication_pb2 as wire
@@ -240,6 +241,21 @@ async def _renew_own_certificate(renewal: NodeRenewal, ca_dir: Path, audit_log: 
         await asyncio.sleep(RENEW_CHECK)
 
 
+def write_standing_shares(store: Store, settings: Settings) -> int:
+    """Write the province's standing shares ([sharing] shares) as share definitions; a rule
+    unchanged since the last start is the same record, unchanged. Returns how many are new or changed."""
+    from lienthong.adapters.periods import canonical
+
+    if settings.node.mode != "provincial" or not settings.sharing.shares:
+        return 0
+    keyed = [
+        share_record(store.node_id, r.what, canonical(r.period) if r.period else "", r.indicators, r.to, "lienthong.toml", "")
+        for r in settings.sharing.shares
+    ]
+    summary = store.write_local(keyed, HybridClock(store.max_version()))
+    return summary.imported + summary.updated
+
+
 class Node:
     """One lienthong node, run in the foreground by `run()`."""
 
@@ -267,6 +283,8 @@ class Node:
                     "put node.id back, or create a new node directory",
                 )
             store.mark_all_disconnected()
+            if written := write_standing_shares(store, settings):
+                self.log.info("shares.written", shares=written)
             paths = tls_paths(self.dir, settings)
             tls = paths.load()
             audit_log = AuditLog.open(self.dir, actor=settings.node.id)

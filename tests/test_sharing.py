@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from lienthong.config import settings as config
+from lienthong.node.runtime import write_standing_shares
 from lienthong.sync import records
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.downstream import Downstream
+from lienthong.sync.store import Store
 
 from .conftest import MakeNode, listen_address
 from .helpers import NodeProcess, changelog_duplicates, cli, running, status, wait_until, write_jsonl
-
-pytestmark = pytest.mark.slow
 
 PERIOD = "2026-10"
 
@@ -52,6 +55,7 @@ def shares_held(node: Path) -> int:
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_share_to_two_of_three_communes_reaches_exactly_those_two(make_node: MakeNode, tmp_path: Path) -> None:
     province = make_node("86")
     address = listen_address(province)
@@ -99,3 +103,35 @@ def test_a_share_to_two_of_three_communes_reaches_exactly_those_two(make_node: M
     # Nothing shared went back up: the province holds each version once and refused nothing.
     assert changelog_duplicates(province) == 0 and status(province)["quarantine"] == []
     assert len(held(province)) == 5 * 20 + 1
+
+
+def test_a_standing_share_in_the_config_queues_its_records_for_the_units_named_only(tmp_path: Path) -> None:
+    """[[sharing.shares]] is written at start as a share definition (the same rule again is unchanged);
+    the province queues what it covers, and the share, for the children holding the `to` units only."""
+    store = Store.create(tmp_path / "lienthong.db", "86")
+    try:
+        for child in ("86-28894", "86-29077", "86-29560"):
+            Downstream(store).register_child(child, "test")
+        rows_ = [r for unit in ("86", "86-28894", "86-29560") for r in rows(unit)]
+        store.write_local([records.build("86", r) for r in rows_], HybridClock())
+        settings = config.validate(
+            {
+                "node": {"id": "86", "mode": "provincial"},
+                "server": {"listen": "127.0.0.1:0"},
+                "sharing": {"shares": [{"what": "indicators", "period": "Tháng 10/2026", "indicators": ["KTXH.01"], "to": ["86-29077"]}]},
+            }
+        )
+        assert write_standing_shares(store, settings) == 1 and write_standing_shares(store, settings) == 0
+        queued = store.reader().execute(
+            "SELECT d.child, r.kind, r.unit, r.envelope FROM downqueue d JOIN records r ON r.rid = d.rid WHERE r.kind != ?",
+            (records.SEAL,),
+        )
+        got = {(child, kind, unit) for child, kind, unit, raw in queued if kind == records.INDICATOR or b"share" in raw}
+        assert got == {
+            ("86-29077", records.DEFINITION, "86"),
+            ("86-29077", records.INDICATOR, "86"),
+            ("86-29077", records.INDICATOR, "86-28894"),
+            ("86-29077", records.INDICATOR, "86-29560"),
+        }
+    finally:
+        store.close()
