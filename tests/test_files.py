@@ -103,6 +103,8 @@ def test_a_large_attachment_two_tiers_down_arrives_whole_through_cuts_and_a_kill
         started = time.monotonic()
         wait_alive(lambda: received(province, sha) >= size // 6, procs, timeout=90, what="a sixth of the file at the province")
         assert not whole(province, sha)
+        arriving = status(province)["files"]["from_children"]
+        assert arriving["files"] == 1 and arriving["bytes"] == size and 0 < arriving["received"] < size
         before = len(versions(province, origin=station.name))
         cli("ingest", "--dir", str(station), str(write_jsonl(tmp_path / "more.jsonl", indicator_rows(station.name, 200, agency="thongke"))))
         wait_alive(

@@ -4,7 +4,9 @@ commune and the station below a receiving commune receive nothing; nothing share
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from lienthong.sync.store import Store
 
 from .conftest import MakeNode, listen_address
 from .helpers import NodeProcess, changelog_duplicates, cli, running, status, wait_until, write_jsonl
+from .test_files import report_manifest
 
 PERIOD = "2026-10"
 
@@ -65,11 +68,16 @@ def test_a_share_to_two_of_three_communes_reaches_exactly_those_two(make_node: M
     nodes = [province, ba_tri, station, thanh_phu, mo_cay]
     for node in nodes:
         cli("ingest", "--dir", str(node), str(write_jsonl(tmp_path / f"{node.name}.jsonl", rows(node.name))))
+    # The province's own monthly report, with its file, shared down too.
+    pdf = os.urandom(1_500_000)
+    pdf_sha = hashlib.sha256(pdf).hexdigest()
+    cli("ingest", "--dir", str(province), str(report_manifest(tmp_path / "bc", "tinh-thang10.pdf", pdf, "86")))
 
     with running(*(NodeProcess(n) for n in nodes)):
         wait_until(lambda: len(held(province)) == 5 * 20, timeout=60, what="every indicator at the province")
         out = cli("share", "--dir", str(province), "indicators", "--period", "Tháng 10/2026", "--to", "86-28894", "--to", "86-29077")
         assert "Shared indicators of 2026-10 with 86-28894, 86-29077" in out.stdout
+        cli("share", "--dir", str(province), "reports", "--period", PERIOD, "--to", "86-28894", "--to", "86-29077")
         shared = {k: v for k, v in held(province).items() if v[1] == PERIOD}
         assert len(shared) == 5 * 10
         for commune in (ba_tri, thanh_phu):
@@ -81,14 +89,25 @@ def test_a_share_to_two_of_three_communes_reaches_exactly_those_two(make_node: M
         for commune in (ba_tri, thanh_phu):
             wait_until(lambda c=commune: later <= held(c).keys(), timeout=30, what=f"the later figure at {commune.name}")
         wait_until(lambda: all(status(n)["parent"]["pending"] == 0 for n in nodes[1:]), timeout=30, what="nothing pending up")
+        # The shared report's file came down with it, verified, and nothing waits.
+        for commune in (ba_tri, thanh_phu):
+            wait_until(lambda c=commune: (c / "blobs" / pdf_sha[:2] / pdf_sha).exists(), timeout=30, what=f"the file at {commune.name}")
+            assert status(commune)["files"]["from_parent"]["files"] == 0
+        reports = json.loads(cli("query", "reports", "--dir", str(ba_tri), "--json").stdout)
         listed = json.loads(cli("query", "indicators", "--dir", str(thanh_phu), "--period", PERIOD, "--json").stdout)
 
+    assert [(r["origin"], r["from_above"], r["files"]) for r in reports] == [
+        ("86", True, [{"name": "tinh-thang10.pdf", "sha256": pdf_sha, "size": len(pdf), "present": True}])
+    ]
+    assert (ba_tri / "blobs" / pdf_sha[:2] / pdf_sha).read_bytes() == pdf
+    for other in (mo_cay, station):
+        assert not held(other, records.REPORT) and not (other / "blobs").exists()
     # Exactly the two communes hold what was shared; nothing of another period came with it.
     for commune in (ba_tri, thanh_phu):
         mine = held(commune)
         assert {k for k, v in mine.items() if v[1] == PERIOD} == shared.keys() | later
         assert all(v[0] in (commune.name, station.name) for v in mine.values() if v[1] != PERIOD)
-        assert shares_held(commune) == 1
+        assert shares_held(commune) == 2
     # The third commune, and the station below a commune that received it, hold their own only.
     for other in (mo_cay, station):
         assert {v[0] for v in held(other).values()} == {other.name}
