@@ -55,6 +55,7 @@ class Files:
         self.limits = limits or FileLimits()
         self._scanning = threading.Lock()
         self._scanned = -1
+        self._cursor = 0
         # Called in the event loop with the SHA-256 of each file that arrived whole (FileReady).
         self.arrived: set[Callable[[str], None]] = set()
 
@@ -68,7 +69,7 @@ class Files:
             head = self.store.head()
             if head == self._scanned:
                 return refused
-            cursor = int(self.store.meta("files_scanned", "0") or 0)
+            cursor = max(self._cursor, int(self.store.meta("files_scanned", "0") or 0))
             while cursor < head:
                 upto = min(cursor + SCAN_STEP, head)
                 rows = (
@@ -80,31 +81,31 @@ class Files:
                     )
                     .fetchall()
                 )
-                with self.store.writing() as db:
-                    for rid, via, origin, raw in rows:
-                        body = records.body_of(records.Envelope.FromString(raw))
-                        for a in body.attachments:
-                            sha = a.sha256.lower()
-                            if not valid(sha):
-                                continue
-                            db.execute("INSERT OR IGNORE INTO blob_refs VALUES (?, ?)", (sha, rid))
-                            if via == VIA_LOCAL or self.blobs.has(sha):
-                                continue
-                            if db.execute("SELECT 1 FROM blob_wants WHERE sha256 = ?", (sha,)).fetchone():
-                                continue
-                            problem = self._limit_problem(db, origin, a.name, a.size)
-                            state = REFUSED if problem else WANTED
-                            db.execute(
-                                "INSERT INTO blob_wants(sha256, size, name, origin, source, state, error, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                (sha, a.size, a.name, origin, via, state, problem, time.time()),
-                            )
-                            if problem:
-                                refused.append({"sha256": sha, "name": a.name, "origin": origin, "size": a.size, "reason": problem})
-                    db.execute(
-                        "INSERT INTO meta VALUES ('files_scanned', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(upto),)
-                    )
+                named = [(rid, via, origin, a) for rid, via, origin, raw in rows for a in _attachments(raw)]
+                if named:  # a range naming no file is not written down: scanning it again is harmless
+                    refused += self._note(named, upto)
                 cursor = upto
+            self._cursor = cursor
             self._scanned = head
+        return refused
+
+    def _note(self, named: list[tuple[int, str, str, Any]], upto: int) -> list[dict[str, Any]]:
+        """Note which records name which files, and the files to fetch, up to change-log entry `upto`."""
+        refused: list[dict[str, Any]] = []
+        with self.store.writing() as db:
+            for rid, via, origin, a in named:
+                sha = a.sha256.lower()
+                db.execute("INSERT OR IGNORE INTO blob_refs VALUES (?, ?)", (sha, rid))
+                if via == VIA_LOCAL or self.blobs.has(sha) or db.execute("SELECT 1 FROM blob_wants WHERE sha256 = ?", (sha,)).fetchone():
+                    continue
+                problem = self._limit_problem(db, origin, a.name, a.size)
+                db.execute(
+                    "INSERT INTO blob_wants(sha256, size, name, origin, source, state, error, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sha, a.size, a.name, origin, via, REFUSED if problem else WANTED, problem, time.time()),
+                )
+                if problem:
+                    refused.append({"sha256": sha, "name": a.name, "origin": origin, "size": a.size, "reason": problem})
+            db.execute("INSERT INTO meta VALUES ('files_scanned', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(upto),))
         return refused
 
     def _limit_problem(self, db: Any, origin: str, name: str, size: int) -> str:
@@ -200,3 +201,8 @@ class Files:
         row = last.fetchone()
         out["last_error"] = row[0] if row else ""
         return out
+
+
+def _attachments(raw: bytes) -> list[Any]:
+    """The attachments a report envelope names by a valid SHA-256."""
+    return [a for a in records.body_of(records.Envelope.FromString(raw)).attachments if valid(a.sha256.lower())]
