@@ -160,6 +160,8 @@ def test_a_request_answered_with_two_files_brings_both_to_the_province(make_node
 
     answers = [a for a in shown(province)[0]["answers"] if a["unit"] == "86-28894"]
     assert {a["name"]: a["sha256"] for a in answers[0]["attachments"]} == digests
+    listed = json.loads(cli("requests", "list", "--dir", str(province), "--json").stdout)
+    assert {f["name"]: (f["sha256"], f["present"]) for f in listed[0]["answers"][0]["files"]} == {n: (d, True) for n, d in digests.items()}
     for path in (first, second):
         out = tmp_path / "out" / path.name
         cli("files", "get", "--dir", str(province), digests[path.name], "--out", str(out))

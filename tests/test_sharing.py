@@ -154,3 +154,10 @@ def test_a_standing_share_in_the_config_queues_its_records_for_the_units_named_o
         }
     finally:
         store.close()
+
+
+def test_only_the_province_shares(make_node: MakeNode) -> None:
+    """A commune's `share` is refused in one sentence with a hint (its children take definitions from the province only)."""
+    commune = make_node("86-28894", parent="127.0.0.1:9")
+    out = cli("share", "--dir", str(commune), "indicators", "--period", PERIOD, "--to", "86-28894.tyt", check=False)
+    assert out.returncode == 1 and "Error: only a provincial node shares data down" in out.stderr and "Try:" in out.stderr
