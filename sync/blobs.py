@@ -66,15 +66,15 @@ class Blobs:
         """How much of a file arriving from a peer is here (0 if none)."""
         try:
             return self._partial(sha256).stat().st_size
-        except FileNotFoundError:
+        except OSError:  # none yet, or a folder that cannot be read (append says why)
             return 0
 
     def append(self, sha256: str, offset: int, data: bytes) -> int:
         """Write a chunk that starts where the arrived part ends; returns the new length (a chunk
         for another offset, a late answer to an earlier ask, is left out)."""
         path = self._partial(sha256)
-        path.parent.mkdir(mode=BLOB_DIR_MODE, parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(mode=BLOB_DIR_MODE, parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, BLOB_MODE)
             try:
                 length = os.fstat(fd).st_size

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .blobs import BLOBS, CHUNK, Blobs, valid
-from .errors import LienthongError, ProtocolError
+from .errors import LienthongError, ProtocolError, StoreError
 from .files import Files, Want
 from .replication import first_done
 from .wire import replication_pb2 as wire
@@ -81,7 +81,14 @@ class FilePeer:
             if want is None:
                 await self._idle()
                 continue
-            await self._fetch_chunk(want)
+            try:
+                await self._fetch_chunk(want)
+            except (StoreError, OSError) as exc:  # this node's disk (full, unwritable): the records go on; the file waits
+                error = exc.message if isinstance(exc, StoreError) else f"a file arriving cannot be written: {exc}"
+                self.log.error("file.write_failed", sha256=want.sha256, error=error, hint="check the disk and the node's blobs/ folder")
+                with contextlib.suppress(LienthongError):
+                    await asyncio.to_thread(self.files.later, want.sha256, error, 60.0)
+                await self._idle()
 
     async def _fetch_chunk(self, want: Want) -> None:
         blobs = self.files.blobs

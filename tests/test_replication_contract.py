@@ -457,3 +457,30 @@ def test_a_file_over_the_size_limit_is_refused_with_the_reason(link: Link, tmp_p
         prov.close(), child.close()
 
     asyncio.run(main())
+
+
+def test_a_file_this_node_cannot_write_waits_while_records_flow(link: Link, tmp_path: Path) -> None:
+    """The parent cannot write a file arriving (its blobs/ folder is broken): it says why, records
+    still flow, and once the folder is repaired the file arrives."""
+    data = os.urandom(400_000)
+
+    async def main() -> None:
+        prov, child = new_store(tmp_path, PARENT), new_store(tmp_path, CHILD)
+        sha = put_blob(child, data)
+        write(child, [report_with(sha, len(data))])
+        broken = prov.path.parent / BLOBS / ".partial"
+        broken.parent.mkdir(parents=True)
+        broken.write_text("not a folder")
+        with capture_logs() as logs:
+            async with parent(link, prov), uplink(link, child):
+                await until(lambda: any(e["event"] == "file.write_failed" for e in logs), what="the write failure logged")
+                write(child, [indicator(i) for i in range(50)])
+                await until(lambda: prov.counts()["indicator"] == 50, what="records behind the unwritable file")
+                assert "cannot be written" in Files(prov, Blobs(broken.parent)).pending()["last_error"]
+                broken.unlink()
+                Files(prov, Blobs(broken.parent)).retry_now(CHILD)
+                await until(lambda: blob_bytes(prov, sha) is not None, what="the file once the folder is repaired")
+        assert blob_bytes(prov, sha) == data
+        prov.close(), child.close()
+
+    asyncio.run(main())
