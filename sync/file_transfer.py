@@ -92,6 +92,9 @@ class FilePeer:
 
     async def _fetch_chunk(self, want: Want) -> None:
         blobs = self.files.blobs
+        if await asyncio.to_thread(blobs.has, want.sha256):  # it arrived by another stream, or before a crash noted it
+            await asyncio.to_thread(self.files.done, want.sha256)
+            return
         offset = await asyncio.to_thread(blobs.received, want.sha256)
         if offset < want.size:
             await self._send("file_want", wire.FileWant(sha256=want.sha256, offset=offset, length=CHUNK))

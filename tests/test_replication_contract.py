@@ -323,28 +323,54 @@ def want_state(store: Store, sha: str) -> tuple[str, int, str] | None:
     return tuple(row) if row else None
 
 
+class PausingBlobs(Blobs):
+    """A sender's disk that stops at given offsets until the test lets it go on (to cut the link
+    there, mid-file, whatever the transport's speed)."""
+
+    def __init__(self, root: Path, offsets: list[int]) -> None:
+        super().__init__(root)
+        self.gates = {offset: threading.Event() for offset in offsets}
+        self.paused_at = -1
+        self.reads: list[int] = []
+
+    def read(self, sha256: str, offset: int, length: int) -> tuple[bytes, int]:
+        self.reads.append(offset)
+        gate = self.gates.get(offset)
+        if gate is not None and not gate.is_set():
+            self.paused_at = offset
+            gate.wait(60)
+        return super().read(sha256, offset, length)
+
+
 def test_a_childs_file_arrives_whole_and_verified_through_cuts(link: Link, tmp_path: Path) -> None:
     """A report's 3 MB attachment (12 chunks) reaches the parent byte for byte though the link is cut
     three times mid-file; each session resumes at the chunk after the last one written."""
     data = os.urandom(3 * 1024 * 1024 + 123)
+    cuts = [3 * CHUNK, 6 * CHUNK, 9 * CHUNK]
 
     async def main() -> None:
         prov, child = new_store(tmp_path, PARENT), new_store(tmp_path, CHILD)
         sha = put_blob(child, data)
         write(child, [report_with(sha, len(data))])
         partial = Blobs(prov.path.parent / BLOBS)
-        with capture_logs() as logs:
-            async with parent(link, prov), uplink(link, child):
-                for cut in range(1, 4):
-                    low = cut * 3 * CHUNK
-                    await until(lambda low=low: partial.received(sha) >= low, what=f"{low} bytes before cut {cut}")
-                    assert blob_bytes(prov, sha) is None, "the file was through before the cut: nothing to resume"
-                    link.cut()
-                await until(lambda: blob_bytes(prov, sha) is not None, what="the whole file at the parent")
-        assert blob_bytes(prov, sha) == data and want_state(prov, sha)[0] == "done"
-        assert partial.received(sha) == 0, "no partial file is left behind"
-        # Resumed, not restarted: the chunks asked for cover the file about once, not once per session.
-        assert len([e for e in logs if e["event"] == "file.received"]) == 1
+        sender = PausingBlobs(child.path.parent / BLOBS, cuts)
+        try:
+            with capture_logs() as logs:
+                async with parent(link, prov), uplink(link, child, files=Files(child, sender)):
+                    for offset in cuts:
+                        await until(lambda offset=offset: sender.paused_at == offset, what=f"the sender at byte {offset}")
+                        assert partial.received(sha) == offset and blob_bytes(prov, sha) is None
+                        link.cut()
+                        sender.gates[offset].set()
+                    await until(lambda: (want_state(prov, sha) or ("",))[0] == "done", what="the whole file at the parent")
+        finally:
+            for gate in sender.gates.values():
+                gate.set()
+        assert blob_bytes(prov, sha) == data and partial.received(sha) == 0, "whole, and no partial file left behind"
+        # Resumed, not restarted: each new session asked from where the last one stopped, never from 0.
+        sessions = [e for e in logs if e["event"] == "link.up" and "down_applied" in e]
+        assert len(sessions) >= 4 and len([e for e in logs if e["event"] == "file.received"]) == 1
+        assert sender.reads.count(0) == 1 and all(sender.reads.count(offset) == 2 for offset in cuts)
         prov.close(), child.close()
 
     asyncio.run(main())
