@@ -94,8 +94,18 @@ class InboxSettings(_Section):
     sheet: str = Field("", max_length=100)  # workbooks: the sheet to read; '' for the first visible one
 
 
+class ShareRule(_Section):
+    # A standing share (province only): `what` of `period` ("" every period), optionally only
+    # these `indicators`, goes down to the nodes answering for the `to` units (`lienthong share`).
+    what: Literal["indicators", "reports"]
+    period: str = ""
+    indicators: list[str] = []
+    to: list[str] = Field(min_length=1)
+
+
 class SharingSettings(_Section):
     personal_data_upward: bool = False
+    shares: list[ShareRule] = []
 
 
 class StoreSettings(_Section):
@@ -107,6 +117,13 @@ class StoreSettings(_Section):
 class HealthSettings(_Section):
     # Seconds without reaching the parent before `lienthong health` says unhealthy.
     max_silence: float = Field(600.0, gt=0, le=30 * 86_400)
+
+
+class FilesSettings(_Section):
+    # Files (attachments) fetched from other nodes: the largest one taken (MB), and the most
+    # taken of any one origin node in all (MB). Larger ones are refused, shown in `status`.
+    max_file_mb: int = Field(2048, ge=1, le=1_000_000)
+    max_node_mb: int = Field(51_200, ge=1, le=100_000_000)
 
 
 class LogSettings(_Section):
@@ -125,6 +142,7 @@ class Settings(_Section):
     sharing: SharingSettings = SharingSettings()
     store: StoreSettings = StoreSettings()
     health: HealthSettings = HealthSettings()
+    files: FilesSettings = FilesSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -254,6 +272,12 @@ rescan_seconds = 30.0
 # to the parent (a keyed hash stands in, so duplicates are still found) unless
 # this unit's policy allows it. They always go down to the unit handling the case.
 personal_data_upward = false
+# On the province: standing shares down, as `lienthong share` makes them (repeatable):
+# [[sharing.shares]]
+# what = "indicators"             # or "reports"
+# period = ""                     # "" every period, or e.g. "2026-10"
+# indicators = ["KTXH.01"]        # empty: every indicator
+# to = ["86-28894", "86-29077"]   # the units it is shared with
 
 [store]
 # Below this much free space (MB) on the disk holding the store, the node warns in its
@@ -265,6 +289,14 @@ min_free_mb = 256
 # `lienthong health` (and the Docker health check) says unhealthy when this node
 # has not reached its parent for longer than this many seconds.
 max_silence = 600.0
+
+[files]
+# Attachments named by records (reports, request answers) are fetched from the node that
+# sent the record, in chunks, and checked against the SHA-256 the record was sealed with.
+# The largest file taken from another node (MB), and the most taken of one origin node (MB):
+# larger ones are refused and shown in `lienthong status`.
+max_file_mb = 2048
+max_node_mb = 51200
 
 [log]
 # debug | info | warning | error

@@ -528,7 +528,7 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 
 # ------------------------------------------------------------------ command groups in their own modules
 
-from . import backup_cmd, feedback_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, rotate_cmd, verify_cmd  # noqa: E402 (after the core commands)
+from . import backup_cmd, feedback_cmd, files_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, rotate_cmd, share_cmd, verify_cmd  # noqa: E402 (after the core commands)
 
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
@@ -543,6 +543,8 @@ cli.add_command(backup_cmd.restore)
 from .audit_events_cmd import events as audit_events  # noqa: E402 (after the audit group)
 
 audit.add_command(audit_events)
+cli.add_command(files_cmd.files)
+cli.add_command(share_cmd.share)
 
 
 def main() -> None:

@@ -18,8 +18,9 @@ from typing import Any
 import click
 
 from lienthong.sync import records
+from lienthong.sync.blobs import BLOBS, Blobs
 from lienthong.sync.catalogue import dhis2_period
-from lienthong.sync.store import Store
+from lienthong.sync.store import VIA_PARENT, Store
 
 from . import runtime
 from .cli_common import DIR_OPTION, fail, load_settings
@@ -166,14 +167,28 @@ def _canonical_period(period: str | None, *, strict: bool) -> str | None:
 
 def _listing(store: Store, what: str, unit: str | None, period: str | None, agency: str | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    blobs = Blobs(store.path.parent / BLOBS)
+    # Records that came from the parent: shared down by the province, or dispatched to this unit.
+    above = {i for (i,) in store.reader().execute("SELECT id FROM records WHERE kind = ? AND via = ?", (QUERY_KINDS[what], VIA_PARENT))}
     for env in store.iter_records(QUERY_KINDS[what], unit):
         if agency is not None and env.agency != agency:
             continue
         row = records.to_dict(env)
         if period and row.get("period") != period:
             continue
+        row["from_above"] = env.id in above
+        if env.kind == records.REPORT:
+            row["files"] = report_files(blobs, env)
         rows.append(row)
     return rows
+
+
+def report_files(blobs: Blobs, env: records.Envelope) -> list[dict[str, Any]]:
+    """The files a report names, each with whether this node holds it (`files get` gives it)."""
+    return [
+        {"name": a.name, "sha256": a.sha256, "size": a.size, "present": blobs.has(a.sha256.lower())}
+        for a in records.body_of(env).attachments
+    ]
 
 
 # ---------------------------------------------------------------- output

@@ -18,6 +18,19 @@ def _yes(value: bool) -> str:
     return "[green]connected[/]" if value else "[red]disconnected[/]"
 
 
+def _print_files(console: Console, files: dict[str, Any]) -> None:
+    """Files still arriving (down from the parent, up from the children) and files refused."""
+    mb = 1024 * 1024
+    for key, words in (("from_parent", "from the parent"), ("from_children", "from the children")):
+        side = files.get(key) or {}
+        if side.get("files"):
+            console.print(f"  files pending {words}: {side['files']} ({side['received'] / mb:,.1f} of {side['bytes'] / mb:,.1f} MB here)")
+    if files.get("last_error"):
+        console.print(f"    last: {files['last_error']}")
+    for f in files.get("refused") or []:
+        console.print(f"  [red]file refused[/] {f['name']} ({f['sha256'][:12]}…) of {f['origin']}: {f['reason']}")
+
+
 def print_status(data: dict[str, Any]) -> None:
     console = Console()
     node = data["node"]
@@ -70,6 +83,7 @@ def print_status(data: dict[str, Any]) -> None:
         for c in data["children"]:
             if c.get("clock_warning"):
                 console.print(f"  [red]{c['clock_warning']}[/]")
+    _print_files(console, data.get("files") or {})
     ingest = data.get("ingest") or {}
     if ingest.get("files"):
         console.print(f"  files taken: {ingest['files']} ({ingest['files_refused']} refused whole, {ingest['rows_refused']} rows refused)")

@@ -21,6 +21,7 @@ import click
 from lienthong.config.settings import Settings
 from lienthong.sync import records
 from lienthong.sync import requests as data_requests
+from lienthong.sync.blobs import BLOBS, Blobs
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.store import Store
 from lienthong.sync.units import Units
@@ -126,6 +127,11 @@ def list_(node_dir: Path, as_json: bool) -> None:
     with _open(node_dir, settings, sign=False) as store:
         scope = data_requests.Scope.from_store(store, runtime.own_units(settings))
         rows = data_requests.board(data_requests.requests(store), data_requests.answers(store), scope, datetime.now().astimezone())
+    # Each answer's data files, and whether this node holds each (`files get` writes it out).
+    blobs = Blobs(node_dir / BLOBS)
+    for row in rows:
+        for answer in row["answers"]:
+            answer["files"] = [{**a, "present": blobs.has(str(a["sha256"]).lower())} for a in answer.get("attachments") or []]
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -279,7 +285,7 @@ def _audited(node_dir: Path, command: str, subject: str, **details: Any) -> None
 def _answer_line(row: dict[str, Any]) -> str:
     if row["status"] == data_requests.PENDING:
         return f"{row['unit']:<12} pending{'  OVERDUE' if row['overdue'] else ''}"
-    files = ", ".join(a["name"] for a in row["attachments"])
+    files = ", ".join(a["name"] + ("" if a.get("present", True) else " (still arriving)") for a in row.get("files") or row["attachments"])
     parts = [
         f"{row['unit']:<12} {row['status']}{' (late)' if row['late'] else ''}",
         f"at {row['answered_at']} by node {row['node']}" + (f" ({row['operator']})" if row["operator"] else ""),

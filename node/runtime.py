@@ -30,13 +30,16 @@ from lienthong.adapters.intake import Inbox, Limits, take
 from lienthong.adapters.registry import Registry, UnknownAdapter
 from lienthong.config.settings import Settings
 from lienthong.sync import provenance, transport
+from lienthong.sync.blobs import BLOBS, Blobs
 from lienthong.sync.child_session import Children, ChildSession
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import ConfigError, LienthongError, StoreError
+from lienthong.sync.files import FileLimits, Files
 from lienthong.sync.privacy import Redactor, hashing_key
 from lienthong.sync.provenance import Signer, Verifier
 from lienthong.sync.replication import RENEW_CHECK, Changes, Issuer, Tuning
 from lienthong.sync.revocation import Revocations, Revoked
+from lienthong.sync.sharing import share_record
 from lienthong.sync.store import Store
 from lienthong.sync.uplink import Uplink
 from lienthong.sync.wire import replication_pb2 as wire
@@ -100,6 +103,13 @@ def open_store(node_dir: Path, settings: Settings, *, sign: bool = True) -> Stor
         store.close()
         raise
     return store
+
+
+def node_files(node_dir: Path, settings: Settings, store: Store) -> Files:
+    """The files named by the node's records, with the size limits of its configuration."""
+    mb = 1024 * 1024
+    limits = FileLimits(settings.files.max_file_mb * mb, settings.files.max_node_mb * mb)
+    return Files(store, Blobs(node_dir / BLOBS), limits)
 
 
 def tuning(settings: Settings) -> Tuning:
@@ -266,6 +276,21 @@ async def _send_audit_up(store: Store, audit_log: AuditLog, unit: str, changes: 
         await asyncio.sleep(MIRROR_INTERVAL)
 
 
+def write_standing_shares(store: Store, settings: Settings) -> int:
+    """Write the province's standing shares ([sharing] shares) as share definitions; a rule
+    unchanged since the last start is the same record, unchanged. Returns how many are new or changed."""
+    from lienthong.adapters.periods import canonical
+
+    if settings.node.mode != "provincial" or not settings.sharing.shares:
+        return 0
+    keyed = [
+        share_record(store.node_id, r.what, canonical(r.period) if r.period else "", r.indicators, r.to, "lienthong.toml", "")
+        for r in settings.sharing.shares
+    ]
+    summary = store.write_local(keyed, HybridClock(store.max_version()))
+    return summary.imported + summary.updated
+
+
 class Node:
     """One lienthong node, run in the foreground by `run()`."""
 
@@ -297,6 +322,8 @@ class Node:
                     "put node.id back, or create a new node directory",
                 )
             store.mark_all_disconnected()
+            if written := write_standing_shares(store, settings):
+                self.log.info("shares.written", shares=written)
             paths = tls_paths(self.dir, settings)
             tls = paths.load()
             audit_log = AuditLog.open(self.dir, actor=settings.node.id)
@@ -304,6 +331,7 @@ class Node:
             ca_dir = self.dir / settings.tls.ca_dir if settings.tls.ca_dir else None
             uplinks: list[Uplink] = []
             changes = Changes()
+            files = node_files(self.dir, settings, store)  # one per node: every stream fetches and gives through it
             tune = tuning(settings)
             server = health = None
             crl_file: Path | None = None
@@ -334,7 +362,7 @@ class Node:
                     # A subordinate node's children may report about its own units (a health station
                     # about its commune); the province's own units are written by the province alone.
                     reported_to = own_units(settings) if settings.node.mode != "provincial" else []
-                    sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append, issuer, reported_to)
+                    sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append, issuer, reported_to, files)
 
                     def refused(peer: str, kind: str, exc: LienthongError) -> None:
                         if isinstance(exc, StoreError):  # this node's own disk or store: the operator must act
@@ -372,7 +400,7 @@ class Node:
                         return transport.connect(address, paths.load(), name)  # a renewed certificate from the next connection on
 
                     redact = None if settings.sharing.personal_data_upward else Redactor(hashing_key(tls.ca))
-                    uplink = Uplink(store, connect, tune, changes, address, redact, audit_log.append, None if ca_dir else renewal)
+                    uplink = Uplink(store, connect, tune, changes, address, redact, audit_log.append, None if ca_dir else renewal, files)
                     uplinks.append(uplink)
                     tasks.append(asyncio.create_task(uplink.run(), name="uplink"))
                 tasks.append(asyncio.create_task(_send_audit_up(store, audit_log, own_units(settings)[0], changes), name="audit"))

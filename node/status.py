@@ -22,7 +22,7 @@ from lienthong.sync.units import Units
 from lienthong.sync.upstream import Upstream
 
 from .disk import disk_state
-from .runtime import STORE_FILE, own_units, running_info, tls_paths
+from .runtime import STORE_FILE, node_files, own_units, running_info, tls_paths
 from .trust.tls import certificate_summary
 
 
@@ -90,6 +90,8 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
             "ingest": {**store.file_totals(), "recent": [{**f, "at": iso(f["at"])} for f in store.recent_files()]},
             "disk": disk_state(store.path, settings.store.min_free_mb),
         }
+        # Files named by records held here and still arriving: down from the parent, up from the children.
+        out["files"] = node_files(node_dir, settings, store).pending()
         out["reports_owed"], out["schedule_problems"] = reports_owed(store, settings)
         out["feedback"] = feedback_items.status_summary(store, dt.datetime.now(dt.UTC))
         if settings.parent.address:

@@ -15,6 +15,8 @@ from .batch import InBatch, OutBatch
 from .clock import wall_ms
 from .downstream import Downstream
 from .errors import HandshakeRefused, ProtocolError, ReplicationError
+from .file_transfer import FILE_MESSAGES, FilePeer, node_files
+from .files import Files
 from .records import NODE_ID
 from .replication import (
     ADMITTED,
@@ -72,8 +74,11 @@ class ChildSession:
         audit: Callable[[str, str, dict[str, Any]], Any] | None = None,
         issuer: Issuer | None = None,
         reported_to: Iterable[str] = (),
+        files: Files | None = None,
     ) -> None:
         self.store = store
+        # Files named by what children send up are fetched from them; they fetch what comes down (file_transfer.py).
+        self.files = node_files(store, files)
         self.down = Downstream(store, reported_to)
         # Answers children's certificate renewals (the CA's home issues; a middle tier passes them up).
         self._issuer = issuer
@@ -158,12 +163,17 @@ class ChildSession:
             def fetch(seq: int, limit: int) -> OutBatch | None:
                 return self.down.down_after(child, seq, limit)
 
+            async def send_file(which: str, message: Any) -> None:
+                await stream.send(wire.Down(**{which: message}))
+
             sender = WindowedSender(fetch, send, down_cursor, self._tuning, self._changes)
+            files = FilePeer(self.files, child, send_file, self._changes, bound)
             await first_done(
                 [
                     asyncio.create_task(sender.run()),
-                    asyncio.create_task(self._receive(child, hello.epoch, stream, sender, bound)),
+                    asyncio.create_task(self._receive(child, hello.epoch, stream, sender, bound, files)),
                     asyncio.create_task(self._watch_revocation(peer, bound)),
+                    asyncio.create_task(files.run()),
                 ]
             )
             bound.info("link.closed", reason="the child closed the stream")
@@ -194,7 +204,7 @@ class ChildSession:
         await asyncio.to_thread(self._audit, "connection.refused", peer.node_id, details)
         raise HandshakeRefused(f"the certificate of {peer.node_id} was revoked", "the province must issue this node a new certificate")
 
-    async def _receive(self, child: str, epoch: str, stream: Stream, sender: WindowedSender, bound: Any) -> None:
+    async def _receive(self, child: str, epoch: str, stream: Stream, sender: WindowedSender, bound: Any, files: FilePeer) -> None:
         """Apply the child's batches; all that have arrived are applied in one transaction."""
         inbox: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -242,6 +252,8 @@ class ChildSession:
                         rows += len(message.batch.records)
                     elif which == "down_ack":
                         sender.acknowledge(message.down_ack.last)
+                    elif which in FILE_MESSAGES:
+                        files.handle(which, message)
                     elif which == "renew":
                         task = asyncio.create_task(self._renew(child, message.renew, stream, bound))
                         self._renewals.add(task)

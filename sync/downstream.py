@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import admission, feedback, records
+from . import admission, feedback, records, sharing
 from .admission import Prepared
 from .batch import InBatch, OutBatch, Refusal
 from .errors import HandshakeRefused, ProtocolError
@@ -75,8 +75,8 @@ class Downstream:
                 (child, address, now, now),
             )
             db.execute(
-                "INSERT INTO downqueue(child, rid) SELECT ?, rid FROM records WHERE kind = ? ORDER BY rid",
-                (child, records.DEFINITION),
+                "INSERT INTO downqueue(child, rid) SELECT ?, rid FROM records WHERE kind = ? AND instr(envelope, ?) = 0 ORDER BY rid",
+                (child, records.DEFINITION, sharing.SHARE_MARK),  # shares go only where they are shared (routing.py)
             )
             # Feedback for its units may have waited here for it (assigned before it first connected).
             self.store.router.queue_feedback_for(db, child)
@@ -167,6 +167,8 @@ class Downstream:
                 # Some versions were not newer than what is stored: a resend (the same
                 # version, harmless) or a replay of an older version, refused and audited.
                 stale = self._refuse_stale(db, child, rows, prepared, results, quarantined, now)
+            # Records shared down by the province (sharing.py) go on to the units they are shared with.
+            self.store.router.route_shared(db, [r[0] for r in rows])
             if self._claimed:
                 # Records of nodes first seen through this child: feedback for their units goes to it now.
                 self.store.router.queue_feedback_for(db, child)

@@ -6,7 +6,9 @@
   also to the child holding the newly assigned unit, with the item's whole history
   when that child did not hold it yet.
 - A child that names a unit for the first time is queued the feedback it must now
-  hold (`queue_feedback_for`).
+  hold (`queue_feedback_for`), and what was shared with its units.
+- Records the province shared (`share` definitions, sharing.py) go to the child whose
+  subtree holds a unit they are shared with, and the share with them; nowhere else.
 
 Which child holds a unit comes from `subtree.Subtrees`: the province's node and unit
 definitions and the children this node knows, never from which child named the unit
@@ -21,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from . import records
+from . import records, sharing
 from .records import Envelope
 from .subtree import Subtrees
 
@@ -47,20 +49,35 @@ class Router:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for rid, kind, unit, via, raw in db.execute(
-                f"SELECT r.rid, r.kind, r.unit, r.via, CASE WHEN r.kind = ? THEN NULL ELSE r.envelope END FROM records r "
-                f"WHERE r.id IN ({marks}) AND (r.kind = ? OR r.kind IN (?, ?))",
-                (records.DEFINITION, *chunk, records.DEFINITION, records.FEEDBACK, records.FEEDBACK_EVENT),
+            for rid, kind, unit, via, raw, shared in db.execute(
+                f"SELECT r.rid, r.kind, r.unit, r.via, CASE WHEN r.kind = ? THEN NULL ELSE r.envelope END, "
+                f"r.kind = ? AND instr(r.envelope, ?) > 0 FROM records r WHERE r.id IN ({marks}) AND (r.kind = ? OR r.kind IN (?, ?))",
+                (
+                    records.DEFINITION,
+                    records.DEFINITION,
+                    sharing.SHARE_MARK,
+                    *chunk,
+                    records.DEFINITION,
+                    records.FEEDBACK,
+                    records.FEEDBACK_EVENT,
+                ),
             ):
                 if kind == records.DEFINITION:
-                    queue.extend((c, rid) for c in children if c != via)
+                    if not shared:  # a share goes only where its records go (below)
+                        queue.extend((c, rid) for c in children if c != via)
                 else:
                     feedback_rows.append((rid, kind, unit, via, raw))
         if feedback_rows:
             queue.extend(self.feedback_routes(db, feedback_rows))
+        queue.extend(sharing.share_routes(db, _Owners(db, self.node_id), ids))
         queue = list(dict.fromkeys(queue))  # a record queued twice for one child is sent once
         ordered: list[tuple[str, int]] = sorted(queue, key=_by_rid)
         db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", ordered)
+
+    def route_shared(self, db: sqlite3.Connection, ids: Sequence[bytes]) -> None:
+        """Queue records received from a child for the children they were shared with (sharing.py)."""
+        queue: list[tuple[str, int]] = sorted(dict.fromkeys(sharing.share_routes(db, _Owners(db, self.node_id), ids)), key=_by_rid)
+        db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", queue)
 
     def queue_feedback_for(self, db: sqlite3.Connection, child: str) -> None:
         """`child` holds new units: queue the feedback it must now hold — items of its units,
@@ -72,6 +89,9 @@ class Router:
         queued = {rid for (rid,) in db.execute("SELECT rid FROM downqueue WHERE child = ?", (child,))}
         wanted = sorted({rid for target, rid in self.feedback_routes(db, rows) if target == child} - queued)
         db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", [(child, rid) for rid in wanted])
+        # And what was shared with its units (sharing.py), the share's definition first.
+        shared = [rid for _, rid in sharing.routes_for_child(db, _Owners(db, self.node_id), child) if rid not in queued]
+        db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", [(child, rid) for rid in dict.fromkeys(shared)])
 
     def feedback_routes(self, db: sqlite3.Connection, rows: Iterable[FeedbackRow]) -> list[tuple[str, int]]:
         """(child, rid) pairs to queue for feedback items and events. Never back to the child it came from."""

@@ -14,7 +14,7 @@ import sqlite_utils
 from .records import REPORT, SEAL
 from .sqlite import Migration, execute_script
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _migration_1(conn: sqlite3.Connection) -> None:
@@ -187,4 +187,30 @@ def _migration_5(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5}
+def _migration_6(conn: sqlite3.Connection) -> None:
+    # Files (attachments) named by records, and the ones this node still has to fetch (see files.py).
+    for statement in (
+        # Which record (rid) names which file: what a peer may ask this node for.
+        "CREATE TABLE blob_refs (sha256 TEXT NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (sha256, rid)) WITHOUT ROWID",
+        "CREATE INDEX blob_refs_by_rid ON blob_refs(rid)",
+        # Files named by records received from a peer and not held here: fetched from `source`
+        # ('^' the parent, else the child) until they arrive whole and verified, or refused.
+        """CREATE TABLE blob_wants (
+            sha256   TEXT PRIMARY KEY,
+            size     INTEGER NOT NULL,       -- as the sealed record says
+            name     TEXT NOT NULL,
+            origin   TEXT NOT NULL,          -- the node that wrote the record naming it
+            source   TEXT NOT NULL,
+            state    TEXT NOT NULL,          -- wanted | done | refused
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_try REAL NOT NULL DEFAULT 0,
+            error    TEXT NOT NULL DEFAULT '',
+            since    REAL NOT NULL,
+            done_at  REAL
+        )""",
+        "CREATE INDEX blob_wants_by_source ON blob_wants(source, state, next_try)",
+    ):
+        conn.execute(statement)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5, 6: _migration_6}

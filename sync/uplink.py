@@ -14,6 +14,8 @@ from typing import Any
 from .batch import OutBatch, Refusal
 from .clock import HybridClock, wall_ms
 from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationError
+from .file_transfer import FILE_MESSAGES, FilePeer, node_files
+from .files import Files
 from .replication import (
     CLOCK_WARN_MS,
     PROTOCOL,
@@ -31,7 +33,7 @@ from .replication import (
     first_done,
     log,
 )
-from .store import Store
+from .store import VIA_PARENT, Store
 from .stream import Connect, Stream
 from .upstream import Upstream
 from .wire import replication_pb2 as wire
@@ -51,8 +53,12 @@ class Uplink:
         redact: Callable[[bytes], bytes] | None = None,
         audit: Callable[[str, str, dict[str, Any]], Any] | None = None,
         renewal: Renewal | None = None,
+        files: Files | None = None,
     ) -> None:
         self.store = store
+        # Files named by what the parent sends down are fetched from it; it fetches ours (file_transfer.py).
+        self.files = node_files(store, files)
+        self._file_peer: FilePeer | None = None
         self.up = Upstream(store)
         # Records refused from the parent go to the node's audit log.
         self._audit = audit or (lambda action, subject, details: None)
@@ -168,8 +174,13 @@ class Uplink:
         async def send(batch: OutBatch) -> None:
             await stream.send(wire.Up(batch=batch_message(batch)))
 
+        async def send_file(which: str, message: Any) -> None:
+            await stream.send(wire.Up(**{which: message}))
+
         sender = WindowedSender(self._fetch_up, send, welcome.applied, tuning, self._changes)
+        self._file_peer = FilePeer(self.files, VIA_PARENT, send_file, self._changes, self.log)
         tasks = [asyncio.create_task(sender.run()), asyncio.create_task(self._receive(stream, sender, welcome.down_epoch))]
+        tasks.append(asyncio.create_task(self._file_peer.run()))
         tasks.append(asyncio.create_task(self._retry_refused()))
         if self._renewal is not None:
             tasks.append(asyncio.create_task(self._keep_certificate()))
@@ -284,6 +295,8 @@ class Uplink:
                         self.log.warning("record.refused", **details)
                         await asyncio.to_thread(self._audit, "record.refused", "parent", details)
                     self.log.info("batch.received", last=batch.last, records=n, refused=len(refusals))
+                elif which in FILE_MESSAGES and self._file_peer is not None:
+                    self._file_peer.handle(which, message)
                 else:
                     raise ProtocolError(f"unexpected message {which!r} from the parent", "it reconnects by itself")
         finally:

@@ -298,6 +298,7 @@ class TcpProxy:
         self.port = self.listener.getsockname()[1]
         self.blocked = False
         self.bytes = 0
+        self.rate = 0  # bytes/s each way and connection when set: a slow link (0: as fast as loopback)
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -332,6 +333,8 @@ class TcpProxy:
                     break
                 self.bytes += len(data)
                 dst.sendall(data)
+                if self.rate:
+                    time.sleep(len(data) / self.rate)
         except OSError:
             pass
         finally:

@@ -257,6 +257,8 @@ def test_a_store_from_before_migration_3_keeps_its_reports_as_first_submissions(
         "ALTER TABLE uplink DROP COLUMN clock_offset_ms",
         "DROP TRIGGER seal_witnessed",  # migration 5
         "DROP TABLE seal_witness",
+        "DROP TABLE blob_refs",  # migration 6
+        "DROP TABLE blob_wants",
     ):
         store.db.execute(statement)
     store.db.execute("PRAGMA user_version = 2")

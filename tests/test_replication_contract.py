@@ -8,7 +8,10 @@ out the same whichever transport carries them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +19,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from lienthong.sync import records
+from lienthong.sync.blobs import BLOBS, CHUNK, Blobs
 from lienthong.sync.clock import HybridClock, wall_ms
 from lienthong.sync.downstream import Downstream
 from lienthong.sync.errors import HandshakeRefused, ProtocolError, ReplicationError
+from lienthong.sync.files import FileLimits, Files
 from lienthong.sync.store import Store
 from lienthong.sync.stream import Peer, Stream
 from lienthong.sync.upstream import Upstream
@@ -280,5 +285,228 @@ def test_a_child_presenting_the_parents_own_identity_is_refused_with_the_reason(
         assert "own identity" in refusal["error"] and refused and refused[0][0] == "refused"
         assert prov.record_versions() == set() and Upstream(imposter).pending() == 1
         prov.close(), imposter.close()
+
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------ files on the stream (docs/files.md)
+
+
+def put_blob(store: Store, data: bytes) -> str:
+    """Keep `data` as a blob of the node that holds `store`, as ingestion does; returns its SHA-256."""
+    sha = hashlib.sha256(data).hexdigest()
+    path = store.path.parent / BLOBS / sha[:2] / sha
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return sha
+
+
+def report_with(sha: str, size: int, unit: str = CHILD, period: str = "2026-10", name: str = "baocao.pdf") -> dict[str, object]:
+    return {
+        "kind": "report",
+        "report_type": "BC-THANG",
+        "unit": unit,
+        "period": period,
+        "title": "Báo cáo tháng",
+        "submitted_at": "2026-11-05T09:00:00+07:00",
+        "attachments": [{"name": name, "sha256": sha, "size": size}],
+    }
+
+
+def blob_bytes(store: Store, sha: str) -> bytes | None:
+    path = store.path.parent / BLOBS / sha[:2] / sha
+    return path.read_bytes() if path.exists() else None
+
+
+def want_state(store: Store, sha: str) -> tuple[str, int, str] | None:
+    row = store.reader().execute("SELECT state, attempts, error FROM blob_wants WHERE sha256 = ?", (sha,)).fetchone()
+    return tuple(row) if row else None
+
+
+class PausingBlobs(Blobs):
+    """A sender's disk that stops at given offsets until the test lets it go on (to cut the link
+    there, mid-file, whatever the transport's speed)."""
+
+    def __init__(self, root: Path, offsets: list[int]) -> None:
+        super().__init__(root)
+        self.gates = {offset: threading.Event() for offset in offsets}
+        self.paused_at = -1
+        self.reads: list[int] = []
+
+    def read(self, sha256: str, offset: int, length: int) -> tuple[bytes, int]:
+        self.reads.append(offset)
+        gate = self.gates.get(offset)
+        if gate is not None and not gate.is_set():
+            self.paused_at = offset
+            gate.wait(60)
+        return super().read(sha256, offset, length)
+
+
+def test_a_childs_file_arrives_whole_and_verified_through_cuts(link: Link, tmp_path: Path) -> None:
+    """A report's 3 MB attachment (12 chunks) reaches the parent byte for byte though the link is cut
+    three times mid-file; each session resumes at the chunk after the last one written."""
+    data = os.urandom(3 * 1024 * 1024 + 123)
+    cuts = [3 * CHUNK, 6 * CHUNK, 9 * CHUNK]
+
+    async def main() -> None:
+        prov, child = new_store(tmp_path, PARENT), new_store(tmp_path, CHILD)
+        sha = put_blob(child, data)
+        write(child, [report_with(sha, len(data))])
+        partial = Blobs(prov.path.parent / BLOBS)
+        sender = PausingBlobs(child.path.parent / BLOBS, cuts)
+        try:
+            with capture_logs() as logs:
+                async with parent(link, prov), uplink(link, child, files=Files(child, sender)):
+                    for offset in cuts:
+                        await until(lambda offset=offset: sender.paused_at == offset, what=f"the sender at byte {offset}")
+                        assert partial.received(sha) == offset and blob_bytes(prov, sha) is None
+                        link.cut()
+                        sender.gates[offset].set()
+                    await until(lambda: (want_state(prov, sha) or ("",))[0] == "done", what="the whole file at the parent")
+        finally:
+            for gate in sender.gates.values():
+                gate.set()
+        assert blob_bytes(prov, sha) == data and partial.received(sha) == 0, "whole, and no partial file left behind"
+        # Resumed, not restarted: each new session asked from where the last one stopped, never from 0.
+        sessions = [e for e in logs if e["event"] == "link.up" and "down_applied" in e]
+        assert len(sessions) >= 4 and len([e for e in logs if e["event"] == "file.received"]) == 1
+        assert sender.reads.count(0) == 1 and all(sender.reads.count(offset) == 2 for offset in cuts)
+        prov.close(), child.close()
+
+    asyncio.run(main())
+
+
+class GatedBlobs(Blobs):
+    """A sender's disk that stops giving chunks after the first until the test opens the gate."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gate = threading.Event()
+        self.reads = 0
+
+    def read(self, sha256: str, offset: int, length: int) -> tuple[bytes, int]:
+        self.reads += 1
+        if self.reads > 1:
+            self.gate.wait(60)
+        return super().read(sha256, offset, length)
+
+
+def test_records_do_not_wait_behind_a_file(link: Link, tmp_path: Path) -> None:
+    """While a file's next chunk is held at its sender, records written meanwhile still reach the
+    parent (the file has its own budget on the stream); the file completes once the chunk comes."""
+    data = os.urandom(2 * 1024 * 1024)
+
+    async def main() -> None:
+        prov, child = new_store(tmp_path, PARENT), new_store(tmp_path, CHILD)
+        sha = put_blob(child, data)
+        write(child, [report_with(sha, len(data))])
+        gated = GatedBlobs(child.path.parent / BLOBS)
+        partial = Blobs(prov.path.parent / BLOBS)
+        try:
+            async with parent(link, prov), uplink(link, child, files=Files(child, gated)):
+                await until(lambda: partial.received(sha) == CHUNK and gated.reads > 1, what="the first chunk, the second held")
+                write(child, [indicator(i) for i in range(300)])
+                await until(lambda: Upstream(child).pending() == 0, what="the records written behind the file")
+                assert prov.counts()["indicator"] == 300 and blob_bytes(prov, sha) is None
+                gated.gate.set()
+                await until(lambda: blob_bytes(prov, sha) is not None, what="the file once its chunks flow")
+        finally:
+            gated.gate.set()
+        assert blob_bytes(prov, sha) == data
+        prov.close(), child.close()
+
+    asyncio.run(main())
+
+
+def test_a_file_failing_its_check_is_refused_and_fetched_again(link: Link, tmp_path: Path) -> None:
+    """A file whose bytes do not match the sealed SHA-256 never becomes visible; once the sender holds
+    the right bytes, it is fetched again from its start and arrives."""
+    data = os.urandom(600_000)
+
+    async def main() -> None:
+        prov, child = new_store(tmp_path, PARENT), new_store(tmp_path, CHILD)
+        sha = put_blob(child, data)
+        blob = child.path.parent / BLOBS / sha[:2] / sha
+        blob.write_bytes(b"X" + data[1:])  # the sender's copy went bad on its disk
+        write(child, [report_with(sha, len(data))])
+        async with parent(link, prov), uplink(link, child):
+            await until(lambda: (s := want_state(prov, sha)) and s[1] >= 1, what="the bad copy refused")
+            assert blob_bytes(prov, sha) is None and "does not match" in want_state(prov, sha)[2]
+            blob.write_bytes(data)
+            prov_files = Files(prov, Blobs(prov.path.parent / BLOBS))
+            prov_files.retry_now(CHILD)  # skip the pause before asking again
+            await until(lambda: blob_bytes(prov, sha) is not None, what="the good copy")
+        assert blob_bytes(prov, sha) == data
+        prov.close(), child.close()
+
+    asyncio.run(main())
+
+
+def test_a_file_named_by_a_record_sent_down_reaches_the_child(link: Link, tmp_path: Path) -> None:
+    """Down too: a report queued down to a child brings its file; a file no record queued to the
+    child names is refused to it."""
+    data, other = os.urandom(700_000), os.urandom(1000)
+
+    async def main() -> None:
+        prov, child = new_store(tmp_path, PARENT), new_store(tmp_path, CHILD)
+        sha, secret = put_blob(prov, data), put_blob(prov, other)
+        write(prov, [report_with(sha, len(data), unit=PARENT), report_with(secret, len(other), unit=PARENT, period="2026-09")])
+        Downstream(prov).register_child(CHILD, "test")
+        rid = prov.reader().execute("SELECT rid FROM records WHERE kind = ? AND instr(envelope, ?) > 0", (records.REPORT, sha.encode()))
+        with prov.writing() as db:
+            db.execute("INSERT INTO downqueue(child, rid) VALUES (?, ?)", (CHILD, rid.fetchone()[0]))
+        async with parent(link, prov), uplink(link, child):
+            await until(lambda: blob_bytes(child, sha) is not None, what="the file at the child")
+        assert blob_bytes(child, sha) == data
+        files = Files(prov, Blobs(prov.path.parent / BLOBS))
+        assert files.may_give(sha, CHILD) and not files.may_give(secret, CHILD) and files.may_give(secret, "^")
+        assert blob_bytes(child, secret) is None
+        prov.close(), child.close()
+
+    asyncio.run(main())
+
+
+def test_a_file_over_the_size_limit_is_refused_with_the_reason(link: Link, tmp_path: Path) -> None:
+    """A file larger than [files] max_file_mb is never fetched; `pending` names it and why."""
+    data = os.urandom(300_000)
+
+    async def main() -> None:
+        prov, child = new_store(tmp_path, PARENT), new_store(tmp_path, CHILD)
+        sha = put_blob(child, data)
+        write(child, [report_with(sha, len(data))])
+        limited = Files(prov, Blobs(prov.path.parent / BLOBS), FileLimits(max_file_bytes=100_000))
+        async with parent(link, prov, files=limited), uplink(link, child):
+            await until(lambda: want_state(prov, sha), what="the file noted")
+        assert want_state(prov, sha)[0] == "refused" and blob_bytes(prov, sha) is None
+        refused = limited.pending()["refused"]
+        assert refused[0]["sha256"] == sha and "max_file_mb" in refused[0]["reason"]
+        prov.close(), child.close()
+
+    asyncio.run(main())
+
+
+def test_a_file_this_node_cannot_write_waits_while_records_flow(link: Link, tmp_path: Path) -> None:
+    """The parent cannot write a file arriving (its blobs/ folder is broken): it says why, records
+    still flow, and once the folder is repaired the file arrives."""
+    data = os.urandom(400_000)
+
+    async def main() -> None:
+        prov, child = new_store(tmp_path, PARENT), new_store(tmp_path, CHILD)
+        sha = put_blob(child, data)
+        write(child, [report_with(sha, len(data))])
+        broken = prov.path.parent / BLOBS / ".partial"
+        broken.parent.mkdir(parents=True)
+        broken.write_text("not a folder")
+        with capture_logs() as logs:
+            async with parent(link, prov), uplink(link, child):
+                await until(lambda: any(e["event"] == "file.write_failed" for e in logs), what="the write failure logged")
+                write(child, [indicator(i) for i in range(50)])
+                await until(lambda: prov.counts()["indicator"] == 50, what="records behind the unwritable file")
+                assert "cannot be written" in Files(prov, Blobs(broken.parent)).pending()["last_error"]
+                broken.unlink()
+                Files(prov, Blobs(broken.parent)).retry_now(CHILD)
+                await until(lambda: blob_bytes(prov, sha) is not None, what="the file once the folder is repaired")
+        assert blob_bytes(prov, sha) == data
+        prov.close(), child.close()
 
     asyncio.run(main())

@@ -118,10 +118,10 @@ class GrpcLink:
 
 
 @contextlib.asynccontextmanager
-async def parent(link: Link, store: Store, revocations: Any = None) -> AsyncIterator[Refused]:
+async def parent(link: Link, store: Store, revocations: Any = None, files: Any = None) -> AsyncIterator[Refused]:
     """`store` serving its children over `link` (a `ChildSession` per stream); yields what it refused."""
     refused: Refused = []
-    sessions = ChildSession(store, FAST, Changes(), Children(), revocations)
+    sessions = ChildSession(store, FAST, Changes(), Children(), revocations, files=files)
     async with link.serving(sessions.serve, lambda address, kind, exc: refused.append((kind, exc.message))):
         yield refused
 

@@ -33,6 +33,9 @@ class Up(_message.Message):
     BATCH_FIELD_NUMBER: _builtins.int
     DOWN_ACK_FIELD_NUMBER: _builtins.int
     RENEW_FIELD_NUMBER: _builtins.int
+    FILE_WANT_FIELD_NUMBER: _builtins.int
+    FILE_CHUNK_FIELD_NUMBER: _builtins.int
+    FILE_READY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -41,6 +44,12 @@ class Up(_message.Message):
     def down_ack(self) -> Global___DownAck: ...
     @_builtins.property
     def renew(self) -> Global___RenewRequest: ...
+    @_builtins.property
+    def file_want(self) -> Global___FileWant: ...
+    @_builtins.property
+    def file_chunk(self) -> Global___FileChunk: ...
+    @_builtins.property
+    def file_ready(self) -> Global___FileReady: ...
     def __init__(
         self,
         *,
@@ -48,12 +57,15 @@ class Up(_message.Message):
         batch: Global___Batch | None = ...,
         down_ack: Global___DownAck | None = ...,
         renew: Global___RenewRequest | None = ...,
+        file_want: Global___FileWant | None = ...,
+        file_chunk: Global___FileChunk | None = ...,
+        file_ready: Global___FileReady | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "down_ack", b"down_ack", "hello", b"hello", "msg", b"msg", "renew", b"renew"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "down_ack", b"down_ack", "file_chunk", b"file_chunk", "file_ready", b"file_ready", "file_want", b"file_want", "hello", b"hello", "msg", b"msg", "renew", b"renew"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "down_ack", b"down_ack", "hello", b"hello", "msg", b"msg", "renew", b"renew"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "down_ack", b"down_ack", "file_chunk", b"file_chunk", "file_ready", b"file_ready", "file_want", b"file_want", "hello", b"hello", "msg", b"msg", "renew", b"renew"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["hello", "batch", "down_ack", "renew"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["hello", "batch", "down_ack", "renew", "file_want", "file_chunk", "file_ready"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
@@ -69,6 +81,9 @@ class Down(_message.Message):
     ACK_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
     RENEWED_FIELD_NUMBER: _builtins.int
+    FILE_WANT_FIELD_NUMBER: _builtins.int
+    FILE_CHUNK_FIELD_NUMBER: _builtins.int
+    FILE_READY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -77,6 +92,12 @@ class Down(_message.Message):
     def batch(self) -> Global___Batch: ...
     @_builtins.property
     def renewed(self) -> Global___RenewReply: ...
+    @_builtins.property
+    def file_want(self) -> Global___FileWant: ...
+    @_builtins.property
+    def file_chunk(self) -> Global___FileChunk: ...
+    @_builtins.property
+    def file_ready(self) -> Global___FileReady: ...
     def __init__(
         self,
         *,
@@ -84,12 +105,15 @@ class Down(_message.Message):
         ack: Global___Ack | None = ...,
         batch: Global___Batch | None = ...,
         renewed: Global___RenewReply | None = ...,
+        file_want: Global___FileWant | None = ...,
+        file_chunk: Global___FileChunk | None = ...,
+        file_ready: Global___FileReady | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "batch", b"batch", "msg", b"msg", "renewed", b"renewed", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "batch", b"batch", "file_chunk", b"file_chunk", "file_ready", b"file_ready", "file_want", b"file_want", "msg", b"msg", "renewed", b"renewed", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "batch", b"batch", "msg", b"msg", "renewed", b"renewed", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "batch", b"batch", "file_chunk", b"file_chunk", "file_ready", b"file_ready", "file_want", b"file_want", "msg", b"msg", "renewed", b"renewed", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["welcome", "ack", "batch", "renewed"]  # noqa: Y015
+    _WhichOneofReturnType_msg: _TypeAlias = _typing.Literal["welcome", "ack", "batch", "renewed", "file_want", "file_chunk", "file_ready"]  # noqa: Y015
     _WhichOneofArgType_msg: _TypeAlias = _typing.Literal["msg", b"msg"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_msg) -> _WhichOneofReturnType_msg | None: ...
 
@@ -377,3 +401,92 @@ class DownAck(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownAck: _TypeAlias = DownAck  # noqa: Y015
+
+@_typing.final
+class FileWant(_message.Message):
+    """Files (attachments: content-addressed blobs named by a record's sealed SHA-256) travel on
+    the same stream, both ways, pulled by the side that holds a record naming a file it lacks
+    (docs/files.md). One chunk is asked for at a time per stream, so a batch of records never
+    waits behind more than one chunk.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """Lowercase hex SHA-256 of the whole file, as a record names it."""
+    offset: _builtins.int
+    """Where to read from (what the asker already holds) and how much at most."""
+    length: _builtins.int
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "offset", b"offset", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileWant: _TypeAlias = FileWant  # noqa: Y015
+
+@_typing.final
+class FileChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    offset: _builtins.int
+    data: _builtins.bytes
+    size: _builtins.int
+    """The whole file's size as the sender holds it."""
+    error: _builtins.str
+    """Why no data: "missing" (the sender does not hold the file yet: it says FileReady once it
+    does) or "refused" (no record the asker may hold names it); empty when `data` is the chunk.
+    """
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        size: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "error", b"error", "offset", b"offset", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileChunk: _TypeAlias = FileChunk  # noqa: Y015
+
+@_typing.final
+class FileReady(_message.Message):
+    """The sender now holds a file it answered "missing" for: ask again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileReady: _TypeAlias = FileReady  # noqa: Y015

@@ -1,0 +1,62 @@
+"""`lienthong share`: the province shares indicators or reports with units below it (sync/sharing.py)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.sharing import share_record
+
+from . import runtime
+from .cli_common import DIR_OPTION, audited, fail, load_settings
+
+
+@click.command()
+@DIR_OPTION
+@click.argument("what", type=click.Choice(["indicators", "reports"]))
+@click.option("--period", required=True, help="The period shared: 2026-10, 2026Q3, 2026, Tháng 10/2026 …")
+@click.option("--indicator", "indicators", multiple=True, metavar="CODE", help="Only this indicator (repeatable; indicators only).")
+@click.option("--to", "to_units", multiple=True, required=True, metavar="UNIT", help="A unit it is shared with (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the share as JSON.")
+def share(node_dir: Path, what: str, period: str, indicators: tuple[str, ...], to_units: tuple[str, ...], as_json: bool) -> None:
+    """Share WHAT of --period with the --to units: the records held here go down to the nodes answering for them."""
+    from lienthong.adapters import periods as period_forms
+
+    from .trust.audit import operator_name
+
+    settings = load_settings(node_dir)
+    if settings.node.mode != "provincial":
+        # A share is a definition, and every node takes definitions from a provincial node only.
+        fail("only a provincial node shares data down", "ask the provincial IOC to share it")
+    try:
+        canonical = period_forms.canonical(period)
+    except period_forms.PeriodError as exc:
+        fail(f"--period {period!r} is not a period{exc.reason_en}", "write it as 2026-10, 2026Q3, 2026 or Tháng 10/2026")
+    keyed = share_record(
+        settings.node.id,
+        what,
+        canonical,
+        indicators,
+        to_units,
+        operator_name(),
+        datetime.now().astimezone().isoformat(timespec="seconds"),
+    )
+    store = runtime.open_store(node_dir, settings)
+    try:
+        store.write_local([keyed], HybridClock(store.max_version()))
+        row = store.reader().execute("SELECT count(*) FROM downqueue d JOIN records r ON r.rid = d.rid WHERE r.id = ?", (keyed.id,))
+        children = row.fetchone()[0]
+    finally:
+        store.close()
+    fields = {"what": what, "period": canonical, "indicators": sorted(set(indicators)), "to": sorted(set(to_units))}
+    audited(node_dir, "share", ",".join(fields["to"]), **fields)
+    if as_json:
+        click.echo(json.dumps({**fields, "children": children}, ensure_ascii=False, indent=2))
+        return
+    click.echo(
+        f"Shared {what} of {canonical} with {', '.join(fields['to'])}: it goes down through {children} child node(s) at their next sync."
+    )
