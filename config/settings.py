@@ -97,6 +97,13 @@ class SharingSettings(_Section):
     personal_data_upward: bool = False
 
 
+class WebSettings(_Section):
+    listen: HostPort = "127.0.0.1:8080"
+    tls_cert: str = ""
+    tls_key: str = ""
+    silence_minutes: int = Field(60, ge=1, le=100_000)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -112,6 +119,7 @@ class Settings(_Section):
     inbox: dict[str, InboxSettings] = {}
     sharing: SharingSettings = SharingSettings()
     log: LogSettings = LogSettings()
+    web: WebSettings = WebSettings()
 
     @model_validator(mode="after")
     def _mode_needs_links(self) -> Settings:
@@ -238,6 +246,16 @@ rescan_seconds = 30.0
 # to the parent (a keyed hash stands in, so duplicates are still found) unless
 # this unit's policy allows it. They always go down to the unit handling the case.
 personal_data_upward = false
+
+[web]
+# The console and its read API (/api/v1/), /metrics and /healthz. Loopback by default;
+# another address needs tls_cert and tls_key and at least one account (`lienthong user add`).
+# Port 0: the kernel chooses (the node logs it; `lienthong status --json` shows node.web_port).
+listen = "127.0.0.1:8080"
+tls_cert = ""
+tls_key = ""
+# A subordinate unit not heard from for this many minutes is shown as silent.
+silence_minutes = 60
 
 [log]
 # debug | info | warning | error

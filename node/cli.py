@@ -209,7 +209,9 @@ def run(node_dir: Path) -> None:
     """Run the node in the foreground; SIGTERM or SIGINT stops it gracefully."""
     settings = load_settings(node_dir)
     logs.configure(settings.log.level, settings.log.format)
-    asyncio.run(runtime.Node(node_dir, settings).run())
+    from .web.app import start_for_node  # the console (aiohttp) is loaded by `run` only
+
+    asyncio.run(runtime.Node(node_dir, settings, console=start_for_node).run())
 
 
 @cli.command()
@@ -468,7 +470,7 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 
 # ------------------------------------------------------------------ command groups in their own modules
 
-from . import feedback_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, verify_cmd  # noqa: E402 (after the core commands)
+from . import feedback_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, user_cmd, verify_cmd  # noqa: E402 (after the core commands)
 
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
@@ -476,6 +478,7 @@ cli.add_command(reports_cmd.reports)
 cli.add_command(requests_cmd.requests)
 cli.add_command(verify_cmd.verify)
 cli.add_command(reparent_cmd.reparent)
+cli.add_command(user_cmd.user)
 
 
 def main() -> None:

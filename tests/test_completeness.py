@@ -255,6 +255,8 @@ def test_a_store_from_before_migration_3_keeps_its_reports_as_first_submissions(
         "DROP TABLE report_first",
         "ALTER TABLE children DROP COLUMN clock_offset_ms",  # migration 4
         "ALTER TABLE uplink DROP COLUMN clock_offset_ms",
+        *(f"DROP TABLE {t}" for t in ("indicator_values", "reports", "report_files", "feedback_items", "feedback_events", "units")),
+        "DELETE FROM meta WHERE key = 'read_tables_seq'",  # migration 5
     ):
         store.db.execute(statement)
     store.db.execute("PRAGMA user_version = 2")
