@@ -29,7 +29,7 @@ from lienthong.sync.errors import ConfigError
 from lienthong.sync.store import Store
 
 from ..trust.audit import AuditLog
-from . import api, health, routes
+from . import api, health, metrics, routes
 from .accounts import ANONYMOUS, Account, Accounts
 from .context import CONSOLE, Console
 from .sessions import COOKIE, Sessions
@@ -157,6 +157,7 @@ def build(console: Console) -> web.Application:
     app = web.Application(middlewares=[security_headers, errors, authenticate], client_max_size=1024 * 1024)
     app[CONSOLE] = console
     app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/metrics", metrics.metrics)
     routes.add(app)
     return app
 
