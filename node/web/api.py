@@ -400,3 +400,32 @@ def feedback_figures(store: Store, period: str, agency: str | None) -> list[Any]
         for indicator, value in ((fb.RECEIVED_INDICATOR, received), (fb.ON_TIME_INDICATOR, on_time)):
             rows.append({"indicator": indicator, "unit": unit, "period": period, "value": value, "origin": store.node_id})
     return ru.figures_from_rows(rows)
+
+
+def indicator_series(store: Store, indicator: str, unit: str, periods: list[str], scope: Scope) -> list[tuple[str, float | None]]:
+    """The rolled-up value of one indicator at `unit` for each of `periods` (for the indicators
+    page's chart): the roll-up of each period over that indicator's own figures and its terms."""
+    from lienthong.sync import rollup as ru
+    from lienthong.sync.catalogue import Catalogue
+
+    scope.check_unit(unit)
+    definitions = list(store.iter_records(records.DEFINITION))
+    registry, catalogue = Units.from_envelopes(definitions), Catalogue.from_envelopes(definitions)
+    wanted = {indicator}
+    for ind in catalogue:
+        if ind.code == indicator:
+            wanted |= {ind.weight, *ind.numerator, *ind.denominator} - {""}
+    out: list[tuple[str, float | None]] = []
+    cols = ["indicator", "unit", "period", "disaggregation", "value", "origin", "agency", "version"]
+    for period in periods:
+        rows = store.reader().execute(
+            "SELECT indicator, unit, period, disaggregation, value, origin, agency, version FROM indicator_values "
+            "WHERE period IN (?, ?) AND indicator IN (SELECT value FROM json_each(?))",
+            (period, period[:4], json.dumps(sorted(wanted))),
+        )
+        figures = ru.figures_from_rows((dict(zip(cols, r, strict=True)) for r in rows), source=ru.FROM_REPORT)
+        figures = [f for f in figures if f.period == period or f.indicator != indicator]
+        cells = [r for r in ru.rows_of(ru.Rollup(period, figures, registry, catalogue), unit) if r["unit"] == unit]
+        value = next((r["value"] for r in cells if r["indicator"] == indicator and not r["disaggregation"]), None)
+        out.append((period, value))
+    return out

@@ -29,7 +29,7 @@ from lienthong.sync.errors import ConfigError
 from lienthong.sync.store import Store
 
 from ..trust.audit import AuditLog
-from . import api, health, metrics, routes
+from . import api, health, metrics, pages, routes
 from .accounts import ANONYMOUS, Account, Accounts
 from .context import CONSOLE, Console
 from .sessions import COOKIE, Sessions
@@ -96,8 +96,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except Exception as exc:
         log.error("web.error", path=request.path, error=repr(exc))
-        body = {"error": {"code": "internal", "message": "the node could not answer this request", "hint": "look at the node's log"}}
-        return web.json_response(body, status=500)
+        failure = api.ApiError(500, "internal", "the node could not answer this request", "look at the node's log")
+        if request.path.startswith("/api/"):
+            return web.json_response(failure.to_dict(), status=500)
+        return await routes.error_page(request, failure)
 
 
 @web.middleware
@@ -159,6 +161,7 @@ def build(console: Console) -> web.Application:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/metrics", metrics.metrics)
     routes.add(app)
+    pages.add(app)
     return app
 
 
