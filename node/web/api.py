@@ -292,8 +292,9 @@ def units(store: Store, q: Query, scope: Scope) -> dict[str, Any]:
     return _page(store, "code, name, level, parent, valid_from, valid_to, successor, depth", "units", where, "depth, code", q)
 
 
-def completeness(store: Store, q: Query, scope: Scope) -> dict[str, Any]:
-    """Completeness and timeliness of a period, judged as `lienthong reports completeness` judges it."""
+def completeness(store: Store, q: Query, scope: Scope, definitions: list[records.Envelope] | None = None) -> dict[str, Any]:
+    """Completeness and timeliness of a period, judged as `lienthong reports completeness` judges it.
+    `definitions`: the definition envelopes, when the caller asks for several periods."""
     period = q.period(required=True)
     try:
         bounds(period)
@@ -301,8 +302,10 @@ def completeness(store: Store, q: Query, scope: Scope) -> dict[str, Any]:
         raise ApiError(400, "bad_parameter", f"period {period!r} is not a report period", "e.g. period=2026-10") from None
     if scope.agencies is not None and scope.units is None:
         scope.require_whole_node("report completeness")
-    registry = Units.from_envelopes(store.iter_records(records.DEFINITION))
-    schedules = Schedules.from_envelopes(store.iter_records(records.DEFINITION))
+    if definitions is None:
+        definitions = list(store.iter_records(records.DEFINITION))
+    registry = Units.from_envelopes(definitions)
+    schedules = Schedules.from_envelopes(definitions)
     within = sorted(scope.units) if scope.units is not None else None
     unit = q.text("unit")
     if unit:
@@ -312,7 +315,7 @@ def completeness(store: Store, q: Query, scope: Scope) -> dict[str, Any]:
     result = comp.completeness(
         registry,
         list(schedules),
-        submissions(store, within),
+        submissions(store, within, period),
         period,
         today=today_in_vietnam(),
         report_type=q.text("report_type") or None,
@@ -322,14 +325,17 @@ def completeness(store: Store, q: Query, scope: Scope) -> dict[str, Any]:
     return result.to_dict()
 
 
-def submissions(store: Store, units: list[str] | None) -> dict[tuple[str, str, str], comp.Submission]:
-    """The first submission of each report, from the `reports` read table (the same judgement as
-    `completeness.submissions`, without decoding envelopes)."""
-    sql = "SELECT unit, report_type, period, first_submitted_at, submitted_at, first_version, version, origin FROM reports"
+def submissions(store: Store, units: list[str] | None, period: str | None = None) -> dict[tuple[str, str, str], comp.Submission]:
+    """The first submission of each report (of `period`, if given), from the `reports` read table
+    (the same judgement as `completeness.submissions`, without decoding envelopes)."""
+    sql = "SELECT unit, report_type, period, first_submitted_at, submitted_at, first_version, version, origin FROM reports WHERE 1 = 1"
     args: list[Any] = []
     if units is not None:
-        sql += " WHERE unit IN (SELECT value FROM json_each(?))"
+        sql += " AND unit IN (SELECT value FROM json_each(?))"
         args.append(json.dumps(units))
+    if period is not None:
+        sql += " AND period = ?"
+        args.append(period)
     out: dict[tuple[str, str, str], comp.Submission] = {}
     for unit, report_type, period, first_at, last_at, first_version, version, origin in store.reader().execute(sql, args):
         recorded = comp._clock_time(first_version)
@@ -428,4 +434,22 @@ def indicator_series(store: Store, indicator: str, unit: str, periods: list[str]
         cells = [r for r in ru.rows_of(ru.Rollup(period, figures, registry, catalogue), unit) if r["unit"] == unit]
         value = next((r["value"] for r in cells if r["indicator"] == indicator and not r["disaggregation"]), None)
         out.append((period, value))
+    return out
+
+
+def record_counts(store: Store) -> dict[str, int]:
+    """Records held per kind, as `Store.counts` says, without scanning the records table: the big
+    kinds are counted in their read tables, definitions and seals by the records' kind index."""
+    db = store.reader()
+    out = {name: 0 for name in records.KIND_NAMES.values()}
+    for kind, table in (
+        ("indicator", "indicator_values"),
+        ("report", "reports"),
+        ("feedback", "feedback_items"),
+        ("feedback_event", "feedback_events"),
+    ):
+        out[kind] = int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    for code in (int(records.DEFINITION), int(records.SEAL)):
+        row = db.execute("SELECT count(*) FROM records WHERE kind = ? AND deleted = 0", (code,)).fetchone()
+        out[records.KIND_NAMES[code]] = int(row[0])
     return out

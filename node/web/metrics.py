@@ -40,7 +40,7 @@ class NodeCollector(Collector):
         node = settings.node.id
 
         kinds = GaugeMetricFamily("lienthong_records", "Records held (not withdrawn), per kind.", labels=["kind"])
-        for kind, count in store.counts().items():
+        for kind, count in api.record_counts(store).items():
             kinds.add_metric([kind], count)
         yield kinds
         yield GaugeMetricFamily("lienthong_changelog_head", "The last sequence of this node's change log.", value=store.head())
@@ -135,10 +135,9 @@ class NodeCollector(Collector):
         except Exception:
             return metric  # a definition that cannot be read: the CLI names it
         today = today_in_vietnam()
-        subs = api.submissions(store, None)
         for kind in sorted({s.period_type for s in schedules}):
             period = containing(today, kind)
-            result = comp.completeness(registry, list(schedules), subs, period, today=today)
+            result = comp.completeness(registry, list(schedules), api.submissions(store, None, period), period, today=today)
             for level, rates in result.levels().items():
                 if rates.expected:
                     metric.add_metric([level, kind, period], rates.submitted / rates.expected)

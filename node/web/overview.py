@@ -9,7 +9,7 @@ from typing import Any
 from lienthong.sync.downstream import Downstream
 from lienthong.sync.upstream import Upstream
 
-from .api import Scope
+from .api import Scope, record_counts
 
 
 def _iso(ts: float | None) -> str | None:
@@ -77,7 +77,7 @@ def overview(console: Any, scope: Scope, now: float) -> dict[str, Any]:
             "mode": settings.node.mode,
             "port": running.get("port"),
             "web_port": running.get("web_port"),
-            "records": store.counts() if not scope.units and not scope.agencies else None,
+            "records": record_counts(store) if not scope.units and not scope.agencies else None,
         },
         "parent": parent,
         "children": children,

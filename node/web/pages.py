@@ -87,7 +87,8 @@ async def overview_page(request: web.Request) -> web.Response:
 async def reports_page(request: web.Request) -> web.Response:
     def work(console: Any, scope: api.Scope) -> dict[str, Any]:
         store = console.store
-        schedules = Schedules.from_envelopes(store.iter_records(records.DEFINITION))
+        definitions = list(store.iter_records(records.DEFINITION))
+        schedules = Schedules.from_envelopes(definitions)
         types = sorted({(s.report_type, s.name, s.period_type) for s in schedules})
         chosen = request.query.get("report_type") or (types[0][0] if types else "")
         kind = next((k for t, _, k in types if t == chosen), "monthly")
@@ -99,7 +100,7 @@ async def reports_page(request: web.Request) -> web.Response:
         names: dict[str, str] = {}
         levels: list[dict[str, Any]] = []
         for period in periods:
-            result = api.completeness(store, _q(request, period=period, report_type=chosen), scope)
+            result = api.completeness(store, _q(request, period=period, report_type=chosen), scope, definitions)
             for item in result["reports"]:
                 grid.setdefault(item["unit"], {})[period] = item["status"]
                 names[item["unit"]] = item["unit_name"]
