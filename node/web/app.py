@@ -36,7 +36,10 @@ from .sessions import COOKIE, Sessions
 
 log = structlog.get_logger("lienthong.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC = ("/healthz", "/metrics", "/login", "/static/")
+PUBLIC = ("/healthz", "/login", "/static/")
+# /metrics names every child and counts every kind of record: Prometheus scrapes it without a
+# session from the node's own machine (loopback); from elsewhere it needs an unscoped account.
+SCRAPE = "/metrics"
 
 
 def is_loopback(host: str) -> bool:
@@ -106,7 +109,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Who asks: the session's account, or (a node without accounts, on loopback) the anonymous viewer."""
     console = request.app[CONSOLE]
-    if request.path.startswith(PUBLIC):
+    if request.path.startswith(PUBLIC) or (request.path == SCRAPE and is_loopback(request.remote or "")):
         return await handler(request)
     if not await asyncio.to_thread(console.accounts.any):
         peer = request.remote or ""
@@ -136,6 +139,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             token = (await request.post()).get("_csrf")  # type: ignore[assignment]
         if not console.sessions.csrf_ok(cookie, token if isinstance(token, str) else None):
             raise api.ApiError(403, "csrf", "this form is stale or did not come from this console", "reload the page and try again")
+    if request.path == SCRAPE and account.scoped:
+        raise api.ApiError(
+            403, "outside_scope", "/metrics shows the whole node", "scrape it from the node's machine, or log in with an unscoped account"
+        )
     request["account"] = account
     request["csrf"] = console.sessions.csrf(cookie or "")
     return await handler(request)
