@@ -124,6 +124,7 @@ CREATE INDEX feedback_items_by_unit ON feedback_items(unit);
 CREATE INDEX feedback_items_by_agency ON feedback_items(agency, is_open);
 CREATE INDEX feedback_items_by_source_id ON feedback_items(source_id);
 CREATE INDEX feedback_items_by_received ON feedback_items(received_ts);
+CREATE INDEX feedback_items_by_state ON feedback_items(state);
 CREATE TABLE feedback_events (
     record_id       BLOB PRIMARY KEY,
     item_id         BLOB NOT NULL,

@@ -14,11 +14,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lienthong.sync import completeness as comp
-from lienthong.sync import records
+from lienthong.sync import read_tables, records
 from lienthong.sync.schedule import Schedules, bounds, today_in_vietnam
 from lienthong.sync.store import Store
 from lienthong.sync.units import Units
@@ -26,6 +29,9 @@ from lienthong.sync.units import Units
 from .accounts import Account
 
 MAX_LIMIT = 1000
+CACHE_SIZE = 16
+_cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_cache_lock = threading.Lock()
 FEEDBACK_STATES = ("received", "assigned", "accepted", "in_progress", "resolved", "closed", "reopened", "returned")
 
 
@@ -138,6 +144,24 @@ class Query:
         return value
 
 
+def cached(store: Store, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    """`compute()`, remembered until the store changes: the key includes the read tables'
+    checkpoint (the change-log sequence they include), which every write moves. For what is
+    costly and asked often (a period's roll-up, record counts); callers must not mutate the value."""
+    row = store.reader().execute("SELECT value FROM meta WHERE key = ?", (read_tables.CHECKPOINT,)).fetchone()
+    full = (str(store.path), row[0] if row else "", *key)
+    with _cache_lock:
+        if full in _cache:
+            _cache.move_to_end(full)
+            return _cache[full]
+    value = compute()
+    with _cache_lock:
+        _cache[full] = value
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return value
+
+
 def _units_filter(store: Store, q: Query, scope: Scope, column: str = "unit") -> tuple[str, list[Any]]:
     unit = q.text("unit")
     if not unit:
@@ -163,10 +187,16 @@ def _page(store: Store, select: str, table: str, where: list[tuple[str, list[Any
     args = [a for _, wargs in where for a in wargs]
     db = store.reader()
     total = db.execute(f"SELECT count(*) FROM {table} WHERE {conditions}", args).fetchone()[0]
-    cur = db.execute(f"SELECT {select} FROM {table} WHERE {conditions} ORDER BY {order} LIMIT ? OFFSET ?", [*args, limit, offset])
+    # Two steps: sort only the row ids (narrow rows), then read the page's rows whole.
+    rowids = [
+        r for (r,) in db.execute(f"SELECT rowid FROM {table} WHERE {conditions} ORDER BY {order} LIMIT ? OFFSET ?", [*args, limit, offset])
+    ]
+    cur = db.execute(
+        f"SELECT rowid AS _rowid, {select} FROM {table} WHERE rowid IN (SELECT value FROM json_each(?))", (json.dumps(rowids),)
+    )
     cols = [d[0] for d in cur.description]
-    items = [_plain(dict(zip(cols, row, strict=True))) for row in cur.fetchall()]
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    found = {row[0]: _plain(dict(zip(cols[1:], row[1:], strict=True))) for row in cur.fetchall()}
+    return {"items": [found[r] for r in rowids if r in found], "total": total, "limit": limit, "offset": offset}
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -242,10 +272,10 @@ def feedback_list(store: Store, q: Query, scope: Scope, now: float) -> dict[str,
 def feedback_counts(store: Store, scope: Scope, now: float) -> dict[str, Any]:
     cond, args = scope.where(("unit", "responsible"))
     db = store.reader()
+    # Each count on its own index (state; is_open, due_ts): no pass over the items' text.
     states = dict(db.execute(f"SELECT state, count(*) FROM feedback_items WHERE {cond} GROUP BY state", args).fetchall())
-    open_, overdue = db.execute(
-        f"SELECT coalesce(sum(is_open), 0), coalesce(sum(is_open = 1 AND due_ts < ?), 0) FROM feedback_items WHERE {cond}", [now, *args]
-    ).fetchone()
+    open_ = db.execute(f"SELECT count(*) FROM feedback_items WHERE is_open = 1 AND {cond}", args).fetchone()[0]
+    overdue = db.execute(f"SELECT count(*) FROM feedback_items WHERE is_open = 1 AND due_ts < ? AND {cond}", [now, *args]).fetchone()[0]
     return {"open": open_, "overdue": overdue, "states": states}
 
 
@@ -356,10 +386,8 @@ def submissions(store: Store, units: list[str] | None, period: str | None = None
 
 
 def rollup_rows(store: Store, q: Query, scope: Scope) -> list[dict[str, Any]]:
-    """The period's indicator roll-up (as `lienthong query indicators --rollup`), from the read tables."""
-    from lienthong.sync import rollup as ru
-    from lienthong.sync.catalogue import Catalogue
-
+    """The period's indicator roll-up (as `lienthong query indicators --rollup`), from the read tables;
+    computed once per store change (`cached`) and then filtered to the unit asked and the scope."""
     period = q.period(required=True)
     agency = q.text("agency") or None
     if agency:
@@ -369,6 +397,19 @@ def rollup_rows(store: Store, q: Query, scope: Scope) -> list[dict[str, Any]]:
     unit = q.text("unit") or None
     if unit:
         scope.check_unit(unit)
+    out: list[dict[str, Any]] = cached(store, ("rollup", period, agency), lambda: _rollup(store, period, agency))
+    if unit:
+        below = {code for (code,) in store.reader().execute(SUBTREE, (json.dumps([unit]),))}
+        out = [r for r in out if r["unit"] in below]
+    if scope.units is not None:
+        out = [r for r in out if r["unit"] in scope.units]
+    return out
+
+
+def _rollup(store: Store, period: str, agency: str | None) -> list[dict[str, Any]]:
+    from lienthong.sync import rollup as ru
+    from lienthong.sync.catalogue import Catalogue
+
     definitions = list(store.iter_records(records.DEFINITION))
     registry, catalogue = Units.from_envelopes(definitions), Catalogue.from_envelopes(definitions)
     periods = sorted({period, period[:4]})
@@ -383,10 +424,7 @@ def rollup_rows(store: Store, q: Query, scope: Scope) -> list[dict[str, Any]]:
     figures += feedback_figures(store, period, agency)
     weighting = {i.weight for i in catalogue if i.weight}
     figures = [f for f in figures if f.period == period or f.indicator in weighting]
-    out = ru.rows_of(ru.Rollup(period, figures, registry, catalogue), unit)
-    if scope.units is not None:
-        out = [r for r in out if r["unit"] in scope.units]
-    return out
+    return ru.rows_of(ru.Rollup(period, figures, registry, catalogue))
 
 
 def feedback_figures(store: Store, period: str, agency: str | None) -> list[Any]:
@@ -411,10 +449,17 @@ def feedback_figures(store: Store, period: str, agency: str | None) -> list[Any]
 def indicator_series(store: Store, indicator: str, unit: str, periods: list[str], scope: Scope) -> list[tuple[str, float | None]]:
     """The rolled-up value of one indicator at `unit` for each of `periods` (for the indicators
     page's chart): the roll-up of each period over that indicator's own figures and its terms."""
+    scope.check_unit(unit)
+    series: list[tuple[str, float | None]] = cached(
+        store, ("series", indicator, unit, tuple(periods)), lambda: _series(store, indicator, unit, periods)
+    )
+    return series
+
+
+def _series(store: Store, indicator: str, unit: str, periods: list[str]) -> list[tuple[str, float | None]]:
     from lienthong.sync import rollup as ru
     from lienthong.sync.catalogue import Catalogue
 
-    scope.check_unit(unit)
     definitions = list(store.iter_records(records.DEFINITION))
     registry, catalogue = Units.from_envelopes(definitions), Catalogue.from_envelopes(definitions)
     wanted = {indicator}
@@ -439,7 +484,13 @@ def indicator_series(store: Store, indicator: str, unit: str, periods: list[str]
 
 def record_counts(store: Store) -> dict[str, int]:
     """Records held per kind, as `Store.counts` says, without scanning the records table: the big
-    kinds are counted in their read tables, definitions and seals by the records' kind index."""
+    kinds are counted in their read tables, definitions and seals by the records' kind index
+    (once per store change)."""
+    counts: dict[str, int] = cached(store, ("counts",), lambda: _record_counts(store))
+    return counts
+
+
+def _record_counts(store: Store) -> dict[str, int]:
     db = store.reader()
     out = {name: 0 for name in records.KIND_NAMES.values()}
     for kind, table in (

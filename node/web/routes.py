@@ -64,7 +64,9 @@ async def rollup(request: web.Request) -> web.StreamResponse:
 
     rows = await asyncio.to_thread(run)
     if fmt == "json" and "download" not in request.query:
-        return web.json_response({"items": rows, "total": len(rows)}, dumps=_dumps)
+        limit, offset = api.Query(request.query).page()
+        page = {"items": rows[offset : offset + limit], "total": len(rows), "limit": limit, "offset": offset}
+        return web.json_response(page, dumps=_dumps)
     from ..query_cmd import _render
 
     text = _render("json" if fmt == "json" else fmt, "indicators", rows, True)
