@@ -342,17 +342,20 @@ def completeness(store: Store, q: Query, scope: Scope, definitions: list[records
         scope.check_unit(unit)
         below = {unit, *registry.descendants(unit)}
         within = sorted(below if within is None else below & set(within))
-    result = comp.completeness(
-        registry,
-        list(schedules),
-        submissions(store, within, period),
-        period,
-        today=today_in_vietnam(),
-        report_type=q.text("report_type") or None,
-        level=q.text("level") or None,
-        within=within,
-    )
-    return result.to_dict()
+    today = today_in_vietnam()
+    report_type, level = q.text("report_type") or None, q.text("level") or None
+
+    def judge() -> dict[str, Any]:
+        subs = submissions(store, within, period)
+        result = comp.completeness(
+            registry, list(schedules), subs, period, today=today, report_type=report_type, level=level, within=within
+        )
+        return result.to_dict()
+
+    # Judged once per store change and day (pending turns missing when the due day passes).
+    key = ("completeness", period, report_type, level, today, None if within is None else tuple(within))
+    judged: dict[str, Any] = cached(store, key, judge)
+    return judged
 
 
 def submissions(store: Store, units: list[str] | None, period: str | None = None) -> dict[tuple[str, str, str], comp.Submission]:

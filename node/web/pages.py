@@ -172,13 +172,17 @@ async def indicators_page(request: web.Request) -> web.Response:
             if not row["disaggregation"]:
                 by_indicator.setdefault(row["indicator"], []).append(row)
         parents = dict(store.reader().execute("SELECT code, parent FROM units").fetchall())
-        trees = {code: _tree(items, parents) for code, items in by_indicator.items()}
         chosen = request.query.get("indicator") or next(iter(sorted(by_indicator)), "")
-        top = trees[chosen][0]["row"]["unit"] if chosen and trees.get(chosen) else ""
+        # Every indicator's top-level figures; the chosen one's whole tree (a province has
+        # thousands of unit × indicator cells: one tree at a time stays readable and fast).
+        tops = {code: _tree(items, parents) for code, items in by_indicator.items()}
+        tree = tops.get(chosen, [])
+        top = tree[0]["row"]["unit"] if tree else ""
         series = api.indicator_series(store, chosen, top, [shift(period, -n) for n in range(11, -1, -1)], scope) if top else []
         return {
             "period": period,
-            "trees": sorted(trees.items()),
+            "summary": [(code, [node["row"] for node in roots]) for code, roots in sorted(tops.items())],
+            "tree": tree,
             "names": {code: items[0]["name"] for code, items in by_indicator.items()},
             "chosen": chosen,
             "top": top,
