@@ -279,7 +279,8 @@ def main() -> None:
             row = measure(base, path, args.requests)
             rows.append(row)
             print(
-                f"  {row['p95_ms']:>8.1f} ms p95  {row['p50_ms']:>8.1f} p50  {row['max_ms']:>8.1f} max  {row['status']}  {path}", flush=True
+                f"  {row['p95_ms']:>8.1f} ms p95  {row['p50_ms']:>8.1f} p50  {row['max_ms']:>8.1f} max  {row['first_ms']:>8.1f} first  {row['status']}  {path}",
+                flush=True,
             )
         result = {
             "command": command_line(),

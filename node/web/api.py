@@ -15,8 +15,10 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +32,11 @@ from .accounts import Account
 
 MAX_LIMIT = 1000
 CACHE_SIZE = 16
+STALE_SECONDS = 60.0  # how old a roll-up may be while its successor is computed
 _cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 _cache_lock = threading.Lock()
+# One thread recomputes stale values (one thread: one store connection, one roll-up at a time).
+_refresher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-refresh")
 FEEDBACK_STATES = ("received", "assigned", "accepted", "in_progress", "resolved", "closed", "reopened", "returned")
 
 
@@ -144,22 +149,62 @@ class Query:
         return value
 
 
-def cached(store: Store, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
-    """`compute()`, remembered until the store changes: the key includes the read tables'
+@dataclass
+class _Entry:
+    token: str  # the read tables' checkpoint the value was computed at
+    at: float  # when it was computed (time.monotonic)
+    value: Any
+    refreshing: bool = False
+
+
+def cached(store: Store, key: tuple[Any, ...], compute: Callable[[], Any], stale_for: float = 0.0) -> Any:
+    """`compute()`, remembered until the store changes: each value carries the read tables'
     checkpoint (the change-log sequence they include), which every write moves. For what is
-    costly and asked often (a period's roll-up, record counts); callers must not mutate the value."""
-    row = store.reader().execute("SELECT value FROM meta WHERE key = ?", (read_tables.CHECKPOINT,)).fetchone()
-    full = (str(store.path), row[0] if row else "", *key)
+    costly and asked often (a period's roll-up, record counts); callers must not mutate the value.
+
+    `stale_for`: a value computed less than this many seconds ago is answered even after the store
+    changed, while one worker thread computes the new one (a province takes records all day; a
+    roll-up of a million values takes seconds, so it is recomputed in the background)."""
+    token = _token(store)
+    full = (str(store.path), *key)
     with _cache_lock:
-        if full in _cache:
+        entry = _cache.get(full)
+        if entry is not None:
             _cache.move_to_end(full)
-            return _cache[full]
+            if entry.token == token:
+                return entry.value
+            if time.monotonic() - entry.at < stale_for:
+                if not entry.refreshing:
+                    entry.refreshing = True
+                    _refresher.submit(_refresh, store, full, compute)
+                return entry.value
     value = compute()
+    _remember(full, _Entry(token, time.monotonic(), value))
+    return value
+
+
+def _token(store: Store) -> str:
+    row = store.reader().execute("SELECT value FROM meta WHERE key = ?", (read_tables.CHECKPOINT,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def _refresh(store: Store, full: tuple[Any, ...], compute: Callable[[], Any]) -> None:
+    try:
+        token = _token(store)
+        _remember(full, _Entry(token, time.monotonic(), compute()))
+    except Exception:
+        with _cache_lock:
+            entry = _cache.get(full)
+            if entry is not None:
+                entry.refreshing = False  # the next request computes it in full
+
+
+def _remember(full: tuple[Any, ...], entry: _Entry) -> None:
     with _cache_lock:
-        _cache[full] = value
+        _cache[full] = entry
+        _cache.move_to_end(full)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
-    return value
 
 
 def _units_filter(store: Store, q: Query, scope: Scope, column: str = "unit") -> tuple[str, list[Any]]:
@@ -400,7 +445,7 @@ def rollup_rows(store: Store, q: Query, scope: Scope) -> list[dict[str, Any]]:
     unit = q.text("unit") or None
     if unit:
         scope.check_unit(unit)
-    out: list[dict[str, Any]] = cached(store, ("rollup", period, agency), lambda: _rollup(store, period, agency))
+    out: list[dict[str, Any]] = cached(store, ("rollup", period, agency), lambda: _rollup(store, period, agency), STALE_SECONDS)
     if unit:
         below = {code for (code,) in store.reader().execute(SUBTREE, (json.dumps([unit]),))}
         out = [r for r in out if r["unit"] in below]
@@ -454,7 +499,7 @@ def indicator_series(store: Store, indicator: str, unit: str, periods: list[str]
     page's chart): the roll-up of each period over that indicator's own figures and its terms."""
     scope.check_unit(unit)
     series: list[tuple[str, float | None]] = cached(
-        store, ("series", indicator, unit, tuple(periods)), lambda: _series(store, indicator, unit, periods)
+        store, ("series", indicator, unit, tuple(periods)), lambda: _series(store, indicator, unit, periods), STALE_SECONDS
     )
     return series
 
