@@ -433,9 +433,13 @@ def submissions(store: Store, units: list[str] | None, period: str | None = None
     return out
 
 
-def rollup_rows(store: Store, q: Query, scope: Scope) -> list[dict[str, Any]]:
+def rollup_rows(
+    store: Store, q: Query, scope: Scope, *, totals_only: bool = False, page: tuple[int, int] | None = None
+) -> tuple[list[dict[str, Any]], int]:
     """The period's indicator roll-up (as `lienthong query indicators --rollup`), from the read tables;
-    computed once per store change (`cached`) and then filtered to the unit asked and the scope."""
+    computed once per store change (`cached`), then filtered to the unit asked, the scope and (with
+    `totals_only`) the rows without a breakdown. Returns the rows (of `page` = (limit, offset), if
+    given) and how many there are in all."""
     period = q.period(required=True)
     agency = q.text("agency") or None
     if agency:
@@ -445,16 +449,25 @@ def rollup_rows(store: Store, q: Query, scope: Scope) -> list[dict[str, Any]]:
     unit = q.text("unit") or None
     if unit:
         scope.check_unit(unit)
-    out: list[dict[str, Any]] = cached(store, ("rollup", period, agency), lambda: _rollup(store, period, agency), STALE_SECONDS)
-    if unit:
-        below = {code for (code,) in store.reader().execute(SUBTREE, (json.dumps([unit]),))}
-        out = [r for r in out if r["unit"] in below]
-    if scope.units is not None:
-        out = [r for r in out if r["unit"] in scope.units]
-    return out
+    kept: list[tuple[str, str, str]] = cached(store, ("rollup", period, agency), lambda: _rollup(store, period, agency), STALE_SECONDS)
+    below = {code for (code,) in store.reader().execute(SUBTREE, (json.dumps([unit]),))} if unit else None
+    chosen = [
+        text
+        for row_unit, disaggregation, text in kept
+        if (below is None or row_unit in below)
+        and (scope.units is None or row_unit in scope.units)
+        and (not totals_only or not disaggregation)
+    ]
+    if page is not None:
+        limit, offset = page
+        return [json.loads(text) for text in chosen[offset : offset + limit]], len(chosen)
+    return [json.loads(text) for text in chosen], len(chosen)
 
 
-def _rollup(store: Store, period: str, agency: str | None) -> list[dict[str, Any]]:
+def _rollup(store: Store, period: str, agency: str | None) -> list[tuple[str, str, str]]:
+    """The roll-up's rows as (unit, disaggregation, JSON text): kept so, a cached roll-up of a
+    province (tens of thousands of rows) is a few objects the garbage collector never walks, not
+    hundreds of thousands of dicts and lists that made every collection pause the console."""
     from lienthong.sync import rollup as ru
     from lienthong.sync.catalogue import Catalogue
 
@@ -472,7 +485,8 @@ def _rollup(store: Store, period: str, agency: str | None) -> list[dict[str, Any
     figures += feedback_figures(store, period, agency)
     weighting = {i.weight for i in catalogue if i.weight}
     figures = [f for f in figures if f.period == period or f.indicator in weighting]
-    return ru.rows_of(ru.Rollup(period, figures, registry, catalogue))
+    rolled = ru.rows_of(ru.Rollup(period, figures, registry, catalogue))
+    return [(r["unit"], r["disaggregation"], json.dumps(r, ensure_ascii=False)) for r in rolled]
 
 
 def feedback_figures(store: Store, period: str, agency: str | None) -> list[Any]:

@@ -166,11 +166,10 @@ async def indicators_page(request: web.Request) -> web.Response:
     def work(console: Any, scope: api.Scope) -> dict[str, Any]:
         store = console.store
         period = request.query.get("period") or shift(containing(today_in_vietnam(), "monthly"), -1)
-        rows = api.rollup_rows(store, _q(request, period=period), scope)
+        rows, _ = api.rollup_rows(store, _q(request, period=period), scope, totals_only=True)
         by_indicator: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
-            if not row["disaggregation"]:
-                by_indicator.setdefault(row["indicator"], []).append(row)
+            by_indicator.setdefault(row["indicator"], []).append(row)
         parents = dict(store.reader().execute("SELECT code, parent FROM units").fetchall())
         chosen = request.query.get("indicator") or next(iter(sorted(by_indicator)), "")
         # Every indicator's top-level figures; the chosen one's whole tree (a province has

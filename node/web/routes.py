@@ -59,14 +59,16 @@ async def rollup(request: web.Request) -> web.StreamResponse:
     if fmt not in ("json", "csv", "dhis2"):
         raise api.ApiError(400, "bad_parameter", f"format must be json, csv or dhis2 (got {fmt!r})", "e.g. format=csv")
 
-    def run() -> list[dict[str, Any]]:
-        return api.rollup_rows(console.store, api.Query(request.query), api.Scope.of(console.store, account))
+    paged = fmt == "json" and "download" not in request.query
+    page = api.Query(request.query).page() if paged else None
 
-    rows = await asyncio.to_thread(run)
-    if fmt == "json" and "download" not in request.query:
-        limit, offset = api.Query(request.query).page()
-        page = {"items": rows[offset : offset + limit], "total": len(rows), "limit": limit, "offset": offset}
-        return web.json_response(page, dumps=_dumps)
+    def run() -> tuple[list[dict[str, Any]], int]:
+        return api.rollup_rows(console.store, api.Query(request.query), api.Scope.of(console.store, account), page=page)
+
+    rows, total = await asyncio.to_thread(run)
+    if page is not None:
+        limit, offset = page
+        return web.json_response({"items": rows, "total": total, "limit": limit, "offset": offset}, dumps=_dumps)
     from ..query_cmd import _render
 
     text = _render("json" if fmt == "json" else fmt, "indicators", rows, True)
