@@ -434,12 +434,19 @@ def submissions(store: Store, units: list[str] | None, period: str | None = None
 
 
 def rollup_rows(
-    store: Store, q: Query, scope: Scope, *, totals_only: bool = False, page: tuple[int, int] | None = None
+    store: Store,
+    q: Query,
+    scope: Scope,
+    *,
+    totals_only: bool = False,
+    indicator: str | None = None,
+    units: set[str] | None = None,
+    page: tuple[int, int] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """The period's indicator roll-up (as `lienthong query indicators --rollup`), from the read tables;
     computed once per store change (`cached`), then filtered to the unit asked, the scope and (with
-    `totals_only`) the rows without a breakdown. Returns the rows (of `page` = (limit, offset), if
-    given) and how many there are in all."""
+    `totals_only`) the rows without a breakdown, of one `indicator`, of some `units`. Only the rows
+    kept are decoded. Returns the rows (of `page` = (limit, offset), if given) and how many there are in all."""
     period = q.period(required=True)
     agency = q.text("agency") or None
     if agency:
@@ -449,13 +456,15 @@ def rollup_rows(
     unit = q.text("unit") or None
     if unit:
         scope.check_unit(unit)
-    kept: list[tuple[str, str, str]] = cached(store, ("rollup", period, agency), lambda: _rollup(store, period, agency), STALE_SECONDS)
+    kept: list[tuple[str, str, str, str]] = cached(store, ("rollup", period, agency), lambda: _rollup(store, period, agency), STALE_SECONDS)
     below = {code for (code,) in store.reader().execute(SUBTREE, (json.dumps([unit]),))} if unit else None
     chosen = [
         text
-        for row_unit, disaggregation, text in kept
+        for row_unit, row_indicator, disaggregation, text in kept
         if (below is None or row_unit in below)
         and (scope.units is None or row_unit in scope.units)
+        and (units is None or row_unit in units)
+        and (indicator is None or row_indicator == indicator)
         and (not totals_only or not disaggregation)
     ]
     if page is not None:
@@ -464,8 +473,8 @@ def rollup_rows(
     return [json.loads(text) for text in chosen], len(chosen)
 
 
-def _rollup(store: Store, period: str, agency: str | None) -> list[tuple[str, str, str]]:
-    """The roll-up's rows as (unit, disaggregation, JSON text): kept so, a cached roll-up of a
+def _rollup(store: Store, period: str, agency: str | None) -> list[tuple[str, str, str, str]]:
+    """The roll-up's rows as (unit, indicator, disaggregation, JSON text): kept so, a cached roll-up of a
     province (tens of thousands of rows) is a few objects the garbage collector never walks, not
     hundreds of thousands of dicts and lists that made every collection pause the console."""
     from lienthong.sync import rollup as ru
@@ -486,7 +495,7 @@ def _rollup(store: Store, period: str, agency: str | None) -> list[tuple[str, st
     weighting = {i.weight for i in catalogue if i.weight}
     figures = [f for f in figures if f.period == period or f.indicator in weighting]
     rolled = ru.rows_of(ru.Rollup(period, figures, registry, catalogue))
-    return [(r["unit"], r["disaggregation"], json.dumps(r, ensure_ascii=False)) for r in rolled]
+    return [(r["unit"], r["indicator"], r["disaggregation"], json.dumps(r, ensure_ascii=False)) for r in rolled]
 
 
 def feedback_figures(store: Store, period: str, agency: str | None) -> list[Any]:

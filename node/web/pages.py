@@ -166,21 +166,25 @@ async def indicators_page(request: web.Request) -> web.Response:
     def work(console: Any, scope: api.Scope) -> dict[str, Any]:
         store = console.store
         period = request.query.get("period") or shift(containing(today_in_vietnam(), "monthly"), -1)
-        rows, _ = api.rollup_rows(store, _q(request, period=period), scope, totals_only=True)
-        by_indicator: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            by_indicator.setdefault(row["indicator"], []).append(row)
+        query = _q(request, period=period)
         parents = dict(store.reader().execute("SELECT code, parent FROM units").fetchall())
-        chosen = request.query.get("indicator") or next(iter(sorted(by_indicator)), "")
-        # Every indicator's top-level figures; the chosen one's whole tree (a province has
-        # thousands of unit × indicator cells: one tree at a time stays readable and fast).
-        tops = {code: _tree(items, parents) for code, items in by_indicator.items()}
-        tree = tops.get(chosen, [])
+        # The chosen indicator's whole tree, and every indicator's figures at the tree's top units
+        # (a province has thousands of unit × indicator cells: only those shown are decoded).
+        chosen = request.query.get("indicator", "")
+        if not chosen:
+            first, _ = api.rollup_rows(store, query, scope, totals_only=True, page=(1, 0))
+            chosen = first[0]["indicator"] if first else ""
+        rows, _ = api.rollup_rows(store, query, scope, totals_only=True, indicator=chosen) if chosen else ([], 0)
+        tree = _tree(rows, parents)
+        roots = {node["row"]["unit"] for node in tree}
+        by_indicator: dict[str, list[dict[str, Any]]] = {}
+        for row in api.rollup_rows(store, query, scope, totals_only=True, units=roots)[0] if roots else []:
+            by_indicator.setdefault(row["indicator"], []).append(row)
         top = tree[0]["row"]["unit"] if tree else ""
         series = api.indicator_series(store, chosen, top, [shift(period, -n) for n in range(11, -1, -1)], scope) if top else []
         return {
             "period": period,
-            "summary": [(code, [node["row"] for node in roots]) for code, roots in sorted(tops.items())],
+            "summary": sorted(by_indicator.items()),
             "tree": tree,
             "names": {code: items[0]["name"] for code, items in by_indicator.items()},
             "chosen": chosen,
