@@ -46,7 +46,8 @@ CHUNK = 20_000  # change-log entries decoded per pass (memory stays flat on a la
 
 TABLES = """
 CREATE TABLE indicator_values (
-    record_id      BLOB PRIMARY KEY,
+    rid            INTEGER PRIMARY KEY,  -- records.rid: insert-ordered, so rows append (no random-key B-tree)
+    record_id      BLOB NOT NULL,
     indicator      TEXT NOT NULL,
     unit           TEXT NOT NULL,
     period         TEXT NOT NULL,
@@ -61,7 +62,6 @@ CREATE TABLE indicator_values (
 );
 CREATE INDEX indicator_values_by_period ON indicator_values(period, indicator, unit);
 CREATE INDEX indicator_values_by_unit ON indicator_values(unit, period);
-CREATE INDEX indicator_values_by_agency ON indicator_values(agency, period);
 CREATE TABLE reports (
     record_id          BLOB PRIMARY KEY,
     report_type        TEXT NOT NULL,
@@ -178,7 +178,7 @@ def catch_up(db: sqlite3.Connection) -> int:
         _apply(
             db,
             db.execute(
-                "SELECT r.id, r.kind, r.deleted, r.envelope FROM changelog c JOIN records r ON r.rid = c.rid "
+                "SELECT r.rid, r.id, r.kind, r.deleted, r.envelope FROM changelog c JOIN records r ON r.rid = c.rid "
                 "WHERE c.seq > ? AND c.seq <= ? AND c.version = r.version ORDER BY c.seq",
                 (done, last),
             ).fetchall(),
@@ -189,17 +189,20 @@ def catch_up(db: sqlite3.Connection) -> int:
     return seen
 
 
-def _apply(db: sqlite3.Connection, rows: Sequence[tuple[bytes, int, int, bytes]]) -> None:
-    latest: dict[bytes, tuple[int, int, bytes]] = {}
-    for rid, kind, deleted, raw in rows:
-        latest[rid] = (kind, deleted, raw)  # a record written twice in the window: its last version
+def _apply(db: sqlite3.Connection, rows: Sequence[tuple[int, bytes, int, int, bytes]]) -> None:
+    latest: dict[bytes, tuple[int, int, int, bytes]] = {}
+    for row_key, rid, kind, deleted, raw in rows:
+        latest[rid] = (row_key, kind, deleted, raw)  # a record written twice in the window: its last version
     definitions_changed = False
     categories_changed = False
     refold: set[bytes] = set()
     indicators: list[tuple[object, ...]] = []
     gone: dict[int, list[bytes]] = {}
-    for rid, (kind, deleted, raw) in latest.items():
+    gone_indicators: list[tuple[int]] = []
+    for rid, (row_key, kind, deleted, raw) in latest.items():
         if deleted:
+            if kind == records.INDICATOR:
+                gone_indicators.append((row_key,))
             gone.setdefault(kind, []).append(rid)
             definitions_changed |= kind == records.DEFINITION
             continue
@@ -209,7 +212,7 @@ def _apply(db: sqlite3.Connection, rows: Sequence[tuple[bytes, int, int, bytes]]
         except (DecodeError, KeyError):
             continue  # nothing to show for a body this version cannot read
         if kind == records.INDICATOR:
-            indicators.append(_indicator_row(env, body))
+            indicators.append(_indicator_row(row_key, env, body))
         elif kind == records.REPORT:
             _put_report(db, env, body)
         elif kind == records.FEEDBACK:
@@ -221,7 +224,8 @@ def _apply(db: sqlite3.Connection, rows: Sequence[tuple[bytes, int, int, bytes]]
             definitions_changed = True
             categories_changed |= body.type == feedback.CATEGORY_DEFINITION
     if indicators:
-        db.executemany(f"INSERT OR REPLACE INTO indicator_values VALUES ({','.join('?' * 12)})", indicators)
+        db.executemany(f"INSERT OR REPLACE INTO indicator_values VALUES ({','.join('?' * 13)})", indicators)
+    db.executemany("DELETE FROM indicator_values WHERE rid = ?", gone_indicators)
     for kind, ids in gone.items():
         _forget(db, kind, ids, refold)
     if definitions_changed:
@@ -232,12 +236,13 @@ def _apply(db: sqlite3.Connection, rows: Sequence[tuple[bytes, int, int, bytes]]
         _refold(db, refold)
 
 
-def _indicator_row(env: Envelope, body: Any) -> tuple[object, ...]:
+def _indicator_row(row_key: int, env: Envelope, body: Any) -> tuple[object, ...]:
     try:
         number: float | None = float(Decimal(body.value))
     except (InvalidOperation, ValueError):
         number = None
     return (
+        row_key,
         env.id,
         body.indicator,
         env.unit,
@@ -335,9 +340,7 @@ def _adopt_orphans(db: sqlite3.Connection, env: Envelope, body: Any) -> list[byt
 
 def _forget(db: sqlite3.Connection, kind: int, ids: list[bytes], refold: set[bytes]) -> None:
     marks = [(rid,) for rid in ids]
-    if kind == records.INDICATOR:
-        db.executemany("DELETE FROM indicator_values WHERE record_id = ?", marks)
-    elif kind == records.REPORT:
+    if kind == records.REPORT:
         db.executemany("DELETE FROM reports WHERE record_id = ?", marks)
         db.executemany("DELETE FROM report_files WHERE record_id = ?", marks)
     elif kind == records.FEEDBACK:
