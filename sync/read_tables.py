@@ -30,7 +30,6 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -238,8 +237,8 @@ def _apply(db: sqlite3.Connection, rows: Sequence[tuple[int, bytes, int, int, by
 
 def _indicator_row(row_key: int, env: Envelope, body: Any) -> tuple[object, ...]:
     try:
-        number: float | None = float(Decimal(body.value))
-    except (InvalidOperation, ValueError):
+        number: float | None = float(body.value)  # decimal text (records.decimal_text); float() is 5x cheaper than Decimal
+    except ValueError:
         number = None
     return (
         row_key,
