@@ -13,7 +13,7 @@ from lienthong.node.trust.audit import AuditLog
 
 from .conftest import MakeNode
 from .helpers import NodeProcess, cli, running, status
-from .web_helpers import BA_TRI, LITTER, LONG_CHAU, POTHOLE, Client, add_user, fill_province, lienthong
+from .web_helpers import BA_TRI, BAD_ROWS, LITTER, LONG_CHAU, POTHOLE, Client, add_user, fill_province, lienthong
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,13 @@ def test_without_accounts_the_api_answers_read_only_what_the_cli_says(make_node:
         )
         report = web.ok("/api/v1/reports")["items"][0]
         assert report["unit"] == BA_TRI and report["files"] and report["files"][0]["sha256"]
-        assert web.ok("/api/v1/files")["total"] == 4
+        # The inbox: each file with its receipt's refused rows (line and reason).
+        cli("ingest", "--dir", str(node), "--agency", "thongke", str(BAD_ROWS), check=False)  # exits 1: rows refused
+        files = web.ok("/api/v1/files")
+        assert files["total"] == 5
+        bad = next(f for f in files["items"] if f["name"] == BAD_ROWS.name)
+        assert bad["refused"] > 0 and len(bad["refused_rows"]) == bad["refused"]
+        assert all(r["line"] and r["message"] for r in bad["refused_rows"])
         # Pagination.
         first, second = web.ok("/api/v1/indicators?limit=2"), web.ok("/api/v1/indicators?limit=2&offset=2")
         assert len(first["items"]) == 2 and first["items"] != second["items"] and first["total"] == second["total"]

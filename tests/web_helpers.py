@@ -17,6 +17,7 @@ from lienthong.node.cli import cli as lienthong_cli
 
 SAMPLES = Path(__file__).parent / "testdata" / "samples" / "inbox"
 DEFINITIONS = Path(__file__).parents[1] / "node" / "demo_data" / "definitions.jsonl"
+BAD_ROWS = Path(__file__).parents[1] / "node" / "demo_data" / "inbox" / "86-28894" / "thongke" / "chi-tieu-loi.csv"
 BA_TRI, LONG_CHAU = "86-28894", "86-29254"
 POTHOLE, LITTER = "1022-20261120-000153", "1022-20261120-000161"
 PASSWORD = "mat-khau-dai-du-10"

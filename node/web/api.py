@@ -353,8 +353,9 @@ def files(store: Store, q: Query, scope: Scope) -> dict[str, Any]:
             receipt = json.loads(item.pop("receipt") or "{}")
         except json.JSONDecodeError:
             receipt = {}
-        refused: Any = receipt.get("refused", receipt.get("errors", [])) if isinstance(receipt, dict) else []
-        item["refused_rows"] = refused[:200] if isinstance(refused, list) else []
+        # The receipt's refused rows (adapters/intake.py `receipt`): line, field, code, message (vi), message_en.
+        refused: Any = receipt.get("conflicts", []) if isinstance(receipt, dict) else []
+        item["refused_rows"] = [r for r in refused[:200] if isinstance(r, dict)] if isinstance(refused, list) else []
     return page
 
 

@@ -91,6 +91,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "next": ("Sau", "Next"),
     "records": ("Bản ghi", "Records"),
     "legend": ("Chú giải", "Legend"),
+    "line": ("Dòng", "Line"),
 }
 
 
