@@ -126,6 +126,13 @@ class FilesSettings(_Section):
     max_node_mb: int = Field(51_200, ge=1, le=100_000_000)
 
 
+class WebSettings(_Section):
+    listen: HostPort = "127.0.0.1:8080"
+    tls_cert: str = ""
+    tls_key: str = ""
+    silence_minutes: int = Field(60, ge=1, le=100_000)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -144,6 +151,7 @@ class Settings(_Section):
     health: HealthSettings = HealthSettings()
     files: FilesSettings = FilesSettings()
     log: LogSettings = LogSettings()
+    web: WebSettings = WebSettings()
 
     @model_validator(mode="after")
     def _mode_needs_links(self) -> Settings:
@@ -297,6 +305,16 @@ max_silence = 600.0
 # larger ones are refused and shown in `lienthong status`.
 max_file_mb = 2048
 max_node_mb = 51200
+
+[web]
+# The console and its read API (/api/v1/), /metrics and /healthz. Loopback by default;
+# another address needs tls_cert and tls_key and at least one account (`lienthong user add`).
+# Port 0: the kernel chooses (the node logs it; `lienthong status --json` shows node.web_port).
+listen = "127.0.0.1:8080"
+tls_cert = ""
+tls_key = ""
+# A subordinate unit not heard from for this many minutes is shown as silent.
+silence_minutes = 60
 
 [log]
 # debug | info | warning | error

@@ -271,7 +271,9 @@ def run(node_dir: Path) -> None:
     """Run the node in the foreground; SIGTERM or SIGINT stops it gracefully."""
     settings = load_settings(node_dir)
     logs.configure(settings.log.level, settings.log.format)
-    asyncio.run(runtime.Node(node_dir, settings).run())
+    from .web.app import start_for_node  # the console (aiohttp) is loaded by `run` only
+
+    asyncio.run(runtime.Node(node_dir, settings, console=start_for_node).run())
 
 
 @cli.command()
@@ -528,7 +530,19 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 
 # ------------------------------------------------------------------ command groups in their own modules
 
-from . import backup_cmd, feedback_cmd, files_cmd, query_cmd, reparent_cmd, reports_cmd, requests_cmd, rotate_cmd, share_cmd, verify_cmd  # noqa: E402 (after the core commands)
+from . import (  # noqa: E402 (after the core commands)
+    backup_cmd,
+    feedback_cmd,
+    files_cmd,
+    query_cmd,
+    reparent_cmd,
+    reports_cmd,
+    requests_cmd,
+    rotate_cmd,
+    share_cmd,
+    user_cmd,
+    verify_cmd,
+)
 
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
@@ -545,6 +559,7 @@ from .audit_events_cmd import events as audit_events  # noqa: E402 (after the au
 audit.add_command(audit_events)
 cli.add_command(files_cmd.files)
 cli.add_command(share_cmd.share)
+cli.add_command(user_cmd.user)
 
 
 def main() -> None:

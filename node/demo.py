@@ -168,6 +168,11 @@ def run_demo(n_children: int, volume: int, keep: bool, timeout: float) -> int:
                 if node.tier == 2:
                     args += ["--unit", node.parent.id]  # the health station answers for its commune's figures
             _cli(*args)
+            # Several nodes on one machine: each console on a port the system chooses.
+            config = node.dir / "lienthong.toml"
+            config.write_text(
+                config.read_text(encoding="utf-8").replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:0"'), encoding="utf-8"
+            )
             with (logs / f"{node.id}.log").open("wb") as log:
                 node.process = subprocess.Popen(
                     [sys.executable, "-m", "lienthong.node", "run", "--dir", str(node.dir)], stdout=log, stderr=log
@@ -184,6 +189,9 @@ def run_demo(n_children: int, volume: int, keep: bool, timeout: float) -> int:
             f"({n_children} communes, and {grandchild.id} under {first.id})."
         )
         console.print(f"Started {len(nodes)} nodes (logs in {logs}).")
+        web = (running_info(province.dir) or {}).get("web_port")
+        if web:
+            console.print(f"The province's console (while the demo runs): http://127.0.0.1:{web}/")
 
         # The province sends its definitions (units, indicator set, report schedule) down first.
         _cli("ingest", "--dir", str(province.dir), "--agency", "ioc", str(DATA / "definitions.jsonl"), log=logs / "ingest.log")

@@ -141,35 +141,45 @@ def _write_event(node_dir: Path, item_ref: str, status: str, *, at: str, note: s
     settings = load_settings(node_dir)
     store = runtime.open_store(node_dir, settings)
     try:
-        folded = fb.load(store)
-        item = fb.find(folded.items, item_ref)
-        registry = Units.from_store(store)
-        own = set(runtime.own_units(settings))
-        if unit and len(registry) and unit not in registry:
-            fail(f"unit {unit} is not in the unit registry", "check the code with `lienthong query --dir DIR` or the province's unit list")
-        # This node may act on an item it dispatched itself, or on one assigned to its units (or below them).
-        if store.node_id != item.origin and item.assignee:
-            mine = own | {u for o in own for u in registry.descendants(o)}
-            if item.assignee not in mine:
-                fail(
-                    f"{item.source_id} is assigned to {item.assignee}, not to this node's units ({', '.join(sorted(own))})",
-                    f"the node of {item.assignee} or the dispatcher ({item.origin}) updates it",
-                )
-        actor = unit if status == "assigned" else item.responsible
-        event = fb.Event("", status, at, store.node_id, 0, actor, unit, note, rating or 0)
-        reason = fb.refusal(item, event, registry.ancestors)
-        if reason:
-            fail(f"{item.source_id} is {item.state}: {reason}", _hint(item, status))
-        hlc = HybridClock(store.latest_version())
-        fields = fb.event_fields(item, status, at, actor=actor, note=note, unit=unit, rating=rating)
-        summary = store.write_local([records.build(store.node_id, fields)], hlc)
+        item, after, written = record_event(store, settings, item_ref, status, at=at, note=note, unit=unit, rating=rating)
     finally:
         store.close()
-    if not (summary.imported or summary.updated):
+    if not written:
         click.echo(f"{item.source_id}: this event is already recorded; nothing changed.")
         return
-    after = fb.fold(item, [event])  # the fold goes on from the item's current state
     click.echo(f"{item.source_id}: {status}" + (f" -> {unit}" if unit else "") + f" recorded at {at}; now {after.state}.")
+
+
+def record_event(
+    store: Store, settings: Any, item_ref: str, status: str, *, at: str, note: str = "", unit: str = "", rating: int | None = None
+) -> tuple[fb.Item, fb.Item, bool]:
+    """Check an event against the item's current state in `store` (this node's rules: its own items
+    or those assigned to its units), then write it. Returns the item before and after, and whether
+    anything was written. Raises LienthongError (Error/Try) when the event may not be written.
+    The console's feedback actions call this too: the same rules from the page as from the CLI."""
+    folded = fb.load(store)
+    item = fb.find(folded.items, item_ref)
+    registry = Units.from_store(store)
+    own = set(runtime.own_units(settings))
+    if unit and len(registry) and unit not in registry:
+        fail(f"unit {unit} is not in the unit registry", "check the code with `lienthong query --dir DIR` or the province's unit list")
+    # This node may act on an item it dispatched itself, or on one assigned to its units (or below them).
+    if store.node_id != item.origin and item.assignee:
+        mine = own | {u for o in own for u in registry.descendants(o)}
+        if item.assignee not in mine:
+            fail(
+                f"{item.source_id} is assigned to {item.assignee}, not to this node's units ({', '.join(sorted(own))})",
+                f"the node of {item.assignee} or the dispatcher ({item.origin}) updates it",
+            )
+    actor = unit if status == "assigned" else item.responsible
+    event = fb.Event("", status, at, store.node_id, 0, actor, unit, note, rating or 0)
+    reason = fb.refusal(item, event, registry.ancestors)
+    if reason:
+        fail(f"{item.source_id} is {item.state}: {reason}", _hint(item, status))
+    hlc = HybridClock(store.latest_version())
+    fields = fb.event_fields(item, status, at, actor=actor, note=note, unit=unit, rating=rating)
+    summary = store.write_local([records.build(store.node_id, fields)], hlc)
+    return item, fb.fold(item, [event]), bool(summary.imported or summary.updated)
 
 
 def _hint(item: fb.Item, status: str) -> str:

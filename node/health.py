@@ -5,7 +5,7 @@ HEALTHCHECK and the console's `/healthz` share.
 
 - it runs (it holds its run lock);
 - its store can be written: a small write is committed (the meta key `health_probe`), and the
-  disk holding it has room (`MIN_FREE_BYTES`);
+  disk holding it has room (`[store] min_free_mb`);
 - its certificate has not expired;
 - when it listens: its replication server answers the gRPC health check over mTLS, with the
   node's own certificate, as a child would reach it;
@@ -21,20 +21,21 @@ stable names). Blocking: call it from a worker thread inside a running event loo
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from lienthong.config.settings import Settings
+from lienthong.sync.clock import MAX_SKEW_MS
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 
+from .disk import disk_state
 from .runtime import STORE_FILE, running_info, tls_paths
+from .status import clock_warning
 from .trust.tls import certificate_summary
 
-MIN_FREE_BYTES = 64 * 1024 * 1024  # below this the store's next batch may not fit
 PROBE_KEY = "health_probe"
 
 Health = tuple[bool, list[str], dict[str, Any]]
@@ -66,7 +67,7 @@ def assess(node_dir: Path, settings: Settings, *, now: float | None = None, time
     }
     if info is None:
         reasons.append(f"the node in {node_dir} is not running")
-    store = _store(node_dir, now, timeout, reasons, details)
+    store = _store(node_dir, settings.store.min_free_mb, now, timeout, reasons, details)
     try:
         _certificate(node_dir, settings, now, reasons, details)
         if info is not None and info.get("port") and probe_server:
@@ -79,7 +80,7 @@ def assess(node_dir: Path, settings: Settings, *, now: float | None = None, time
     return not reasons, reasons, details
 
 
-def _store(node_dir: Path, now: float, timeout: float, reasons: list[str], details: dict[str, Any]) -> Store | None:
+def _store(node_dir: Path, min_free_mb: int, now: float, timeout: float, reasons: list[str], details: dict[str, Any]) -> Store | None:
     out: dict[str, Any] = {"writable": False, "free_bytes": None}
     details["store"] = out
     store = None
@@ -94,10 +95,10 @@ def _store(node_dir: Path, now: float, timeout: float, reasons: list[str], detai
     except Exception as exc:  # sqlite3.Error, OSError: whatever stops the write is the reason
         reasons.append(f"the store cannot be written: {exc}")
     try:
-        free = shutil.disk_usage(node_dir).free
-        out["free_bytes"] = free
-        if free < MIN_FREE_BYTES:
-            reasons.append(f"the disk holding {node_dir} has only {free // (1024 * 1024)} MB free")
+        disk = disk_state(node_dir / STORE_FILE, min_free_mb)
+        out["free_bytes"] = disk["free_bytes"]
+        if disk["problem"]:
+            reasons.append(disk["problem"])
     except OSError as exc:
         reasons.append(f"the free space of {node_dir} cannot be read: {exc.strerror}")
     return store
@@ -151,7 +152,12 @@ def _parent(store: Store, settings: Settings, info: dict[str, Any] | None, now: 
         "max_silence_s": max_silence,
         "refused": refusal["reason"] if refusal else None,
         "refused_at": _iso(refusal.get("at")) if refusal else None,
+        # This node's clock minus its parent's at the last handshake (positive: ahead).
+        "clock_offset_s": None if state["clock_offset_ms"] is None else round(-state["clock_offset_ms"] / 1000),
     }
+    offset_ms = None if state["clock_offset_ms"] is None else -state["clock_offset_ms"]
+    if offset_ms is not None and abs(offset_ms) > MAX_SKEW_MS:
+        reasons.append(clock_warning("this node's clock", offset_ms, "its parent's") or "")
     if refusal is not None and not connected:
         reasons.append(f"the parent refuses this node: {refusal['reason']}")
     if silence is None:

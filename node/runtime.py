@@ -294,12 +294,21 @@ def write_standing_shares(store: Store, settings: Settings) -> int:
 class Node:
     """One lienthong node, run in the foreground by `run()`."""
 
-    def __init__(self, node_dir: Path, settings: Settings) -> None:
+    async def _start_console(self, store: Store, audit_log: AuditLog, changes: Changes) -> Any:
+        """Start the console, when `lienthong run` gave this node one (`console`, node/web/app.py's
+        `start_for_node`: the shell's web package is wired in by the CLI, so runtime does not import it)."""
+        if self.console is None or not self.settings.web.listen:
+            return None
+        return await self.console(self, store, audit_log, changes)
+
+    def __init__(self, node_dir: Path, settings: Settings, console: Any = None) -> None:
         self.dir = node_dir
+        self.console = console
         self.settings = settings
         self.state = State.NEW
         self.port = 0
         self.enroll_port = 0
+        self.web_port = 0
         self._stop = asyncio.Event()
         self.log = log.bind(node=settings.node.id)
 
@@ -337,6 +346,7 @@ class Node:
             crl_file: Path | None = None
             enroll_server = None
             intake = None
+            web_runner = None
             children = Children()
             tally = RefusalTally()
             tasks: list[asyncio.Task[None]] = []
@@ -406,6 +416,7 @@ class Node:
                 tasks.append(asyncio.create_task(_send_audit_up(store, audit_log, own_units(settings)[0], changes), name="audit"))
                 if ca_dir is not None:
                     tasks.append(asyncio.create_task(_renew_own_certificate(renewal, ca_dir, audit_log), name="renewal"))
+                web_runner = await self._start_console(store, audit_log, changes)
                 lock_path.write_text(
                     json.dumps(
                         {
@@ -413,6 +424,7 @@ class Node:
                             "port": self.port,
                             "listen": settings.server.listen,
                             "enroll_port": self.enroll_port,
+                            "web_port": self.web_port,
                             "started": time.time(),
                             "crl": str(crl_file) if crl_file is not None else "",
                         }
@@ -425,6 +437,7 @@ class Node:
                     listen=settings.server.listen,
                     port=self.port,
                     enroll_port=self.enroll_port,
+                    web_port=self.web_port,
                     parent=settings.parent.address,
                     pid=os.getpid(),
                 )
@@ -456,6 +469,8 @@ class Node:
                     await enroll_server.stop(STOP_GRACE)
                 # The last window's refused handshakes, counted since the last audit entry.
                 await asyncio.to_thread(write_refusals, tally.take(), audit_log.append)
+                if web_runner is not None:
+                    await web_runner.cleanup()
                 store.mark_all_disconnected()
                 store.close()
                 audit_log.close()

@@ -79,6 +79,7 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
                 "listen": settings.server.listen or None,
                 "port": running.get("port") if running else None,
                 "enroll_port": (running.get("enroll_port") or None) if running else None,
+                "web_port": (running.get("web_port") or None) if running else None,
                 "epoch": store.epoch,
                 "head": head,
                 "certificate": certificate,

@@ -5,14 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # System tools the tests use, from Debian's packages: openssl (an independent TLS client for
-# the security tests) and libfaketime (a node process whose clock runs days off).
+# the security tests), libfaketime (a node process whose clock runs days off), promtool (from
+# `prometheus`: the console's /metrics and alert rules) and chromium with its driver (the
+# console's pages driven by a real headless browser).
 missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${missing[*]} (system tools the tests use)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "Error: the tests need ${missing[*]}, which this machine does not have." >&2
     echo "Try: sudo apt-get install ${missing[*]} (or your system's packages), then run this again." >&2

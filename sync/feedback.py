@@ -51,13 +51,15 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import records
 from .errors import InputError, LienthongError
 from .records import Envelope
-from .store import Store
 from .units import Units
+
+if TYPE_CHECKING:  # only for annotations: the store's read tables fold feedback (read_tables imports this module)
+    from .store import Store
 
 DEFAULT_DUE_DAYS = 7
 CATEGORY_DEFINITION = "feedback_category"

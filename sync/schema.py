@@ -11,10 +11,11 @@ import sqlite3
 
 import sqlite_utils
 
+from . import read_tables
 from .records import REPORT, SEAL
 from .sqlite import Migration, execute_script
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _migration_1(conn: sqlite3.Connection) -> None:
@@ -213,4 +214,18 @@ def _migration_6(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: dict[int, Migration] = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5, 6: _migration_6}
+def _migration_7(conn: sqlite3.Connection) -> None:
+    # The read tables (read_tables.py): decoded, indexed copies of the records for the console,
+    # its API and analytics. Made empty with their checkpoint at 0; `Store.open` fills them.
+    read_tables.create(conn)
+
+
+MIGRATIONS: dict[int, Migration] = {
+    1: _migration_1,
+    2: _migration_2,
+    3: _migration_3,
+    4: _migration_4,
+    5: _migration_5,
+    6: _migration_6,
+    7: _migration_7,
+}

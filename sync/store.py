@@ -37,7 +37,7 @@ from typing import Any
 
 import sqlite_utils
 
-from . import clock, privacy, provenance, records, sqlite
+from . import clock, privacy, provenance, read_tables, records, sqlite
 from .errors import StoreError
 from .records import Envelope, Keyed
 from .routing import Router
@@ -156,7 +156,17 @@ class Store:
             cls._migrate(conn, path)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"the store at {path} cannot be opened: {exc}", "restore it from a backup") from None
-        return cls(path, conn)
+        store = cls(path, conn)
+        store.catch_up_read_tables()
+        return store
+
+    def catch_up_read_tables(self) -> None:
+        """Fill the read tables up to the change log's head (a store migrated to them starts empty);
+        a write transaction only when they are behind."""
+        row = self.reader().execute("SELECT value FROM meta WHERE key = ?", (read_tables.CHECKPOINT,)).fetchone()
+        if row is not None and int(row[0]) < self.head():
+            with self.writing():
+                pass  # `writing` catches the read tables up before it commits
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -201,6 +211,8 @@ class Store:
             try:
                 with transaction(self._w):
                     yield self._w
+                    # The read tables follow the change log inside the same transaction.
+                    read_tables.catch_up(self._w)
             except sqlite3.OperationalError as exc:
                 raise _store_error(self.path, exc) from None
             except sqlite3.DatabaseError as exc:

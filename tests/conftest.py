@@ -50,7 +50,10 @@ def make_node(tmp_path: Path, ca_dir: Path) -> MakeNode:
         # Tests want quick reconnects; operators keep the defaults.
         config = node_dir / "lienthong.toml"
         config.write_text(
-            config.read_text().replace("backoff_max = 30.0", "backoff_max = 1.0").replace("backoff_initial = 0.5", "backoff_initial = 0.1")
+            config.read_text()
+            .replace("backoff_max = 30.0", "backoff_max = 1.0")
+            .replace("backoff_initial = 0.5", "backoff_initial = 0.1")
+            .replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:0"')  # the console: several nodes on one machine
         )
         return node_dir
 

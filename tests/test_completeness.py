@@ -259,6 +259,8 @@ def test_a_store_from_before_migration_3_keeps_its_reports_as_first_submissions(
         "DROP TABLE seal_witness",
         "DROP TABLE blob_refs",  # migration 6
         "DROP TABLE blob_wants",
+        *(f"DROP TABLE {t}" for t in ("indicator_values", "reports", "report_files", "feedback_items", "feedback_events", "units")),
+        "DELETE FROM meta WHERE key = 'read_tables_seq'",  # migration 7
     ):
         store.db.execute(statement)
     store.db.execute("PRAGMA user_version = 2")

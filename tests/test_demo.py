@@ -20,4 +20,5 @@ def test_demo_runs_to_completion() -> None:
     assert "dispatched feedback reached its communes and their resolution came back" in text
     assert "Provenance: the province re-verified" in text
     assert "1022-20261120-000153 │ 86-28894 │ resolved" in text
+    assert "The province's console (while the demo runs): http://127.0.0.1:" in text
     assert "report completeness, 2026-10" in text and "indicators rolled up to 86, 2026-10" in text

@@ -54,3 +54,21 @@ def test_demo_sample_files_are_in_step_with_shared() -> None:
     assert len(files) >= 9
     for path in files:
         assert path.name in shared and filecmp.cmp(shared[path.name], path, shallow=False), f"{path} is not in step"
+
+
+def test_the_wheel_carries_the_console_templates(tmp_path: Path) -> None:
+    """A wheel built from the checkout holds node/web/templates (the console works installed from it)."""
+    import zipfile
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    (wheel,) = tmp_path.glob("lienthong-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for template in ("base.html", "overview.html", "reports.html", "feedback_item.html"):
+        assert f"lienthong/node/web/templates/{template}" in names

@@ -1,0 +1,473 @@
+"""Read tables: indexed, plain-column copies of what the records say, for the console, its API
+and analytics (docs/analytics.md names every column).
+
+The records table keeps each record as the envelope it arrived in; answering a page by decoding
+every envelope does not scale to a province (a million indicator values). These tables hold the
+same facts decoded once, with indexes on unit, period and agency:
+
+    indicator_values   one row per indicator value (not withdrawn)
+    reports            one row per report, with its first submission (timeliness is judged on it)
+    report_files       the files each report lists (name, sha256, size)
+    feedback_items     one row per feedback item, its events folded (state, assignee, deadline)
+    feedback_events    one row per feedback event, naming the item it belongs to
+    units              the unit registry (the province's `unit` definitions)
+
+They are kept in step from the change log with a checkpoint (`meta.read_tables_seq`), inside
+the transaction that wrote the records (`Store.writing` calls `catch_up` before it commits):
+whatever path wrote them — a local write, a child's batch, what the parent sent down — the
+tables and the records commit together, and a crash leaves neither ahead of the other. A store
+made before the tables existed is brought up to date when it is opened (migration 5 sets the
+checkpoint to 0).
+
+A feedback item's row is the fold of its events (`feedback.fold`, the same rules as the CLI),
+refolded whenever one of them changes. `overdue` depends on the time of asking, so it is not
+stored: an item is overdue when `is_open = 1 AND due_ts < now` (see `feedback_overdue_sql`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from . import feedback, records
+from .errors import InputError
+from .records import Envelope
+from .sqlite import execute_script
+from .units import Units
+
+CHECKPOINT = "read_tables_seq"
+CHUNK = 20_000  # change-log entries decoded per pass (memory stays flat on a large catch-up)
+
+TABLES = """
+CREATE TABLE indicator_values (
+    rid            INTEGER PRIMARY KEY,  -- records.rid: insert-ordered, so rows append (no random-key B-tree)
+    record_id      BLOB NOT NULL,
+    indicator      TEXT NOT NULL,
+    unit           TEXT NOT NULL,
+    period         TEXT NOT NULL,
+    disaggregation TEXT NOT NULL,
+    agency         TEXT NOT NULL,
+    origin         TEXT NOT NULL,
+    value          TEXT NOT NULL,
+    value_number   REAL,
+    comment        TEXT NOT NULL,
+    follow_up      INTEGER NOT NULL,
+    version        INTEGER NOT NULL
+);
+CREATE INDEX indicator_values_by_period ON indicator_values(period, indicator, unit);
+CREATE INDEX indicator_values_by_unit ON indicator_values(unit, period);
+CREATE TABLE reports (
+    record_id          BLOB PRIMARY KEY,
+    report_type        TEXT NOT NULL,
+    unit               TEXT NOT NULL,
+    period             TEXT NOT NULL,
+    agency             TEXT NOT NULL,
+    origin             TEXT NOT NULL,
+    title              TEXT NOT NULL,
+    summary            TEXT NOT NULL,
+    signed_by          TEXT NOT NULL,
+    source_id          TEXT NOT NULL,
+    submitted_at       TEXT NOT NULL,
+    first_submitted_at TEXT NOT NULL,
+    version            INTEGER NOT NULL,
+    first_version      INTEGER NOT NULL,
+    files              INTEGER NOT NULL
+);
+CREATE INDEX reports_by_period ON reports(period, report_type, unit);
+CREATE INDEX reports_by_unit ON reports(unit, period);
+CREATE INDEX reports_by_agency ON reports(agency, period);
+CREATE TABLE report_files (
+    record_id BLOB NOT NULL,
+    position  INTEGER NOT NULL,
+    name      TEXT NOT NULL,
+    sha256    TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    PRIMARY KEY (record_id, position)
+);
+CREATE INDEX report_files_by_sha256 ON report_files(sha256);
+CREATE TABLE feedback_items (
+    record_id      BLOB PRIMARY KEY,
+    source_id      TEXT NOT NULL,
+    origin         TEXT NOT NULL,
+    agency         TEXT NOT NULL,
+    unit           TEXT NOT NULL,
+    category       TEXT NOT NULL,
+    category_name  TEXT NOT NULL,
+    description    TEXT NOT NULL,
+    address        TEXT NOT NULL,
+    received_at    TEXT NOT NULL,
+    received_ts    REAL NOT NULL,
+    due_at         TEXT NOT NULL,
+    due_ts         REAL NOT NULL,
+    due_rule       TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    is_open        INTEGER NOT NULL,
+    assignee       TEXT NOT NULL,
+    responsible    TEXT NOT NULL,
+    suggested_unit TEXT NOT NULL,
+    result         TEXT NOT NULL,
+    rating         INTEGER,
+    handled_at     TEXT NOT NULL,
+    on_time        INTEGER,
+    events         INTEGER NOT NULL,
+    ignored_events INTEGER NOT NULL
+);
+CREATE INDEX feedback_items_open_due ON feedback_items(is_open, due_ts);
+CREATE INDEX feedback_items_by_responsible ON feedback_items(responsible, is_open, due_ts);
+CREATE INDEX feedback_items_by_unit ON feedback_items(unit);
+CREATE INDEX feedback_items_by_agency ON feedback_items(agency, is_open);
+CREATE INDEX feedback_items_by_source_id ON feedback_items(source_id);
+CREATE INDEX feedback_items_by_received ON feedback_items(received_ts);
+CREATE INDEX feedback_items_by_state ON feedback_items(state);
+CREATE TABLE feedback_events (
+    record_id       BLOB PRIMARY KEY,
+    item_id         BLOB NOT NULL,
+    feedback        TEXT NOT NULL,
+    feedback_origin TEXT NOT NULL,
+    agency          TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    at              TEXT NOT NULL,
+    unit            TEXT NOT NULL,
+    assigned_unit   TEXT NOT NULL,
+    note            TEXT NOT NULL,
+    rating          INTEGER,
+    origin          TEXT NOT NULL,
+    version         INTEGER NOT NULL
+);
+CREATE INDEX feedback_events_by_item ON feedback_events(item_id);
+CREATE INDEX feedback_events_by_ticket ON feedback_events(feedback);
+CREATE TABLE units (
+    code       TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    level      TEXT NOT NULL,
+    parent     TEXT NOT NULL,
+    valid_from TEXT,
+    valid_to   TEXT,
+    successor  TEXT NOT NULL,
+    depth      INTEGER NOT NULL
+);
+CREATE INDEX units_by_parent ON units(parent);
+"""
+
+
+def feedback_overdue_sql(alias: str = "") -> str:
+    """The SQL condition 'overdue now' on feedback_items (bind `:now`, seconds since the epoch)."""
+    prefix = f"{alias}." if alias else ""
+    return f"({prefix}is_open = 1 AND {prefix}due_ts < :now)"
+
+
+def catch_up(db: sqlite3.Connection) -> int:
+    """Bring the read tables up to the change log's head, inside the caller's transaction.
+    Returns how many change-log entries were read (0 when already in step: one cheap query)."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (CHECKPOINT,)).fetchone()
+    if row is None:
+        return 0  # a store whose schema predates the read tables (migrating): nothing to keep
+    done = int(row[0])
+    head = int(db.execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0])
+    if head <= done:
+        return 0
+    seen = 0
+    while done < head:
+        last = min(done + CHUNK, head)
+        _apply(
+            db,
+            db.execute(
+                "SELECT r.rid, r.id, r.kind, r.deleted, r.envelope FROM changelog c JOIN records r ON r.rid = c.rid "
+                "WHERE c.seq > ? AND c.seq <= ? AND c.version = r.version ORDER BY c.seq",
+                (done, last),
+            ).fetchall(),
+        )
+        seen += last - done
+        done = last
+    db.execute("UPDATE meta SET value = ? WHERE key = ?", (str(head), CHECKPOINT))
+    return seen
+
+
+def _apply(db: sqlite3.Connection, rows: Sequence[tuple[int, bytes, int, int, bytes]]) -> None:
+    latest: dict[bytes, tuple[int, int, int, bytes]] = {}
+    for row_key, rid, kind, deleted, raw in rows:
+        latest[rid] = (row_key, kind, deleted, raw)  # a record written twice in the window: its last version
+    definitions_changed = False
+    categories_changed = False
+    refold: set[bytes] = set()
+    indicators: list[tuple[object, ...]] = []
+    gone: dict[int, list[bytes]] = {}
+    gone_indicators: list[tuple[int]] = []
+    for rid, (row_key, kind, deleted, raw) in latest.items():
+        if deleted:
+            if kind == records.INDICATOR:
+                gone_indicators.append((row_key,))
+            gone.setdefault(kind, []).append(rid)
+            definitions_changed |= kind == records.DEFINITION
+            continue
+        try:
+            env = Envelope.FromString(raw)
+            body = records.body_of(env)
+        except (DecodeError, KeyError):
+            continue  # nothing to show for a body this version cannot read
+        if kind == records.INDICATOR:
+            indicators.append(_indicator_row(row_key, env, body))
+        elif kind == records.REPORT:
+            _put_report(db, env, body)
+        elif kind == records.FEEDBACK:
+            refold.add(rid)
+            refold.update(_adopt_orphans(db, env, body))
+        elif kind == records.FEEDBACK_EVENT:
+            refold.add(_put_event(db, env, body))
+        elif kind == records.DEFINITION:
+            definitions_changed = True
+            categories_changed |= body.type == feedback.CATEGORY_DEFINITION
+    if indicators:
+        db.executemany(f"INSERT OR REPLACE INTO indicator_values VALUES ({','.join('?' * 13)})", indicators)
+    db.executemany("DELETE FROM indicator_values WHERE rid = ?", gone_indicators)
+    for kind, ids in gone.items():
+        _forget(db, kind, ids, refold)
+    if definitions_changed:
+        _rebuild_units(db)
+    if categories_changed:  # a deadline rule changed: every item's deadline may have
+        refold.update(rid for (rid,) in db.execute("SELECT id FROM records WHERE kind = ? AND deleted = 0", (records.FEEDBACK,)))
+    if refold:
+        _refold(db, refold)
+
+
+def _indicator_row(row_key: int, env: Envelope, body: Any) -> tuple[object, ...]:
+    try:
+        number: float | None = float(body.value)  # decimal text (records.decimal_text); float() is 5x cheaper than Decimal
+    except ValueError:
+        number = None
+    return (
+        row_key,
+        env.id,
+        body.indicator,
+        env.unit,
+        body.period,
+        body.disaggregation,
+        env.agency,
+        env.origin,
+        body.value,
+        number,
+        body.comment,
+        int(body.follow_up),
+        env.version,
+    )
+
+
+def _put_report(db: sqlite3.Connection, env: Envelope, body: Any) -> None:
+    first = db.execute("SELECT version, envelope FROM report_first WHERE id = ?", (env.id,)).fetchone()
+    first_version, first_submitted = env.version, body.submitted_at
+    if first is not None:
+        first_version = first[0]
+        first_submitted = records.body_of(Envelope.FromString(first[1])).submitted_at
+    db.execute(
+        f"INSERT OR REPLACE INTO reports VALUES ({','.join('?' * 15)})",
+        (
+            env.id,
+            body.report_type,
+            env.unit,
+            body.period,
+            env.agency,
+            env.origin,
+            body.title,
+            body.summary,
+            body.signed_by,
+            body.source_id,
+            body.submitted_at,
+            first_submitted,
+            env.version,
+            first_version,
+            len(body.attachments),
+        ),
+    )
+    db.execute("DELETE FROM report_files WHERE record_id = ?", (env.id,))
+    db.executemany(
+        "INSERT INTO report_files VALUES (?, ?, ?, ?, ?)",
+        [(env.id, i, a.name, a.sha256, a.size) for i, a in enumerate(body.attachments)],
+    )
+
+
+def _put_event(db: sqlite3.Connection, env: Envelope, body: Any) -> bytes:
+    """Store one event row under the item it names (exactly, else by a unique ticket id, as
+    `feedback.attach` matches); returns the item id to refold."""
+    item_id = records.feedback_id(body.feedback_origin, env.agency, body.feedback)
+    if db.execute("SELECT 1 FROM feedback_items WHERE record_id = ?", (item_id,)).fetchone() is None:
+        candidates = [
+            r[0]
+            for r in db.execute(
+                "SELECT record_id FROM feedback_items WHERE origin = ? AND source_id = ?", (body.feedback_origin, body.feedback)
+            )
+        ]
+        if len(candidates) != 1:
+            candidates = [r[0] for r in db.execute("SELECT record_id FROM feedback_items WHERE source_id = ?", (body.feedback,))]
+        if len(candidates) == 1:
+            item_id = candidates[0]
+    db.execute(
+        f"INSERT OR REPLACE INTO feedback_events VALUES ({','.join('?' * 13)})",
+        (
+            env.id,
+            item_id,
+            body.feedback,
+            body.feedback_origin,
+            env.agency,
+            body.status,
+            body.at,
+            env.unit,
+            body.unit,
+            body.note,
+            body.rating or None,
+            env.origin,
+            env.version,
+        ),
+    )
+    return item_id
+
+
+def _adopt_orphans(db: sqlite3.Connection, env: Envelope, body: Any) -> list[bytes]:
+    """Events that arrived before their item (named by ticket id only) move under it."""
+    orphans = [
+        (rid, item_id)
+        for rid, item_id in db.execute("SELECT record_id, item_id FROM feedback_events WHERE feedback = ?", (body.source_id,))
+        if item_id != env.id and db.execute("SELECT 1 FROM feedback_items WHERE record_id = ?", (item_id,)).fetchone() is None
+    ]
+    db.executemany("UPDATE feedback_events SET item_id = ? WHERE record_id = ?", [(env.id, rid) for rid, _ in orphans])
+    return [item_id for _, item_id in orphans]
+
+
+def _forget(db: sqlite3.Connection, kind: int, ids: list[bytes], refold: set[bytes]) -> None:
+    marks = [(rid,) for rid in ids]
+    if kind == records.REPORT:
+        db.executemany("DELETE FROM reports WHERE record_id = ?", marks)
+        db.executemany("DELETE FROM report_files WHERE record_id = ?", marks)
+    elif kind == records.FEEDBACK:
+        db.executemany("DELETE FROM feedback_items WHERE record_id = ?", marks)
+        refold.difference_update(ids)
+    elif kind == records.FEEDBACK_EVENT:
+        for rid in ids:
+            row = db.execute("SELECT item_id FROM feedback_events WHERE record_id = ?", (rid,)).fetchone()
+            if row is not None:
+                refold.add(row[0])
+        db.executemany("DELETE FROM feedback_events WHERE record_id = ?", marks)
+
+
+def _rebuild_units(db: sqlite3.Connection) -> None:
+    try:
+        registry = Units.load(db)
+    except InputError:
+        return  # a unit definition that cannot be read: the registry stays as it was (the CLI names the problem)
+    db.execute("DELETE FROM units")
+    db.executemany(
+        "INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                u.code,
+                u.name,
+                u.level,
+                u.parent,
+                u.valid_from.isoformat() if u.valid_from else None,
+                u.valid_to.isoformat() if u.valid_to else None,
+                u.successor,
+                len(registry.ancestors(u.code)),
+            )
+            for u in registry
+        ],
+    )
+
+
+def _refold(db: sqlite3.Connection, item_ids: Iterable[bytes]) -> None:
+    """Fold each item again from its stored envelope and the events held for it."""
+    ids = sorted(item_ids)
+    registry = _registry(db)
+    due_days = _due_days(db)
+    rows = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        items = {
+            rid: raw
+            for rid, raw in db.execute(
+                f"SELECT id, envelope FROM records WHERE kind = ? AND deleted = 0 AND id IN ({marks})", (records.FEEDBACK, *chunk)
+            )
+        }
+        events: dict[bytes, list[feedback.Event]] = {rid: [] for rid in items}
+        for item_id, raw in db.execute(
+            f"SELECT e.item_id, r.envelope FROM feedback_events e JOIN records r ON r.id = e.record_id "
+            f"WHERE r.deleted = 0 AND e.item_id IN ({marks})",
+            chunk,
+        ):
+            if item_id in events:
+                events[item_id].append(feedback.Event.from_envelope(Envelope.FromString(raw)))
+        for rid, raw in items.items():
+            try:
+                item = feedback.fold(feedback.item_from_envelope(Envelope.FromString(raw), due_days), events[rid], registry.ancestors)
+                rows.append(_item_row(rid, item))
+            except (ValueError, DecodeError):
+                continue  # a time the item states cannot be read: the CLI shows the problem
+    db.executemany(f"INSERT OR REPLACE INTO feedback_items VALUES ({','.join('?' * 25)})", rows)
+
+
+def _item_row(rid: bytes, item: feedback.Item) -> tuple[object, ...]:
+    on_time = item.on_time()
+    return (
+        rid,
+        item.source_id,
+        item.origin,
+        item.agency,
+        item.unit,
+        item.category,
+        item.category_name,
+        item.description,
+        item.address,
+        item.received_at,
+        _ts(item.received_at),
+        item.due_at,
+        _ts(item.due_at),
+        item.due_rule,
+        item.state,
+        int(item.is_open),
+        item.assignee,
+        item.responsible,
+        item.suggested_unit,
+        item.result,
+        item.rating or None,
+        item.handled_at,
+        None if on_time is None else int(on_time),
+        len(item.history),
+        sum(1 for s in item.history if not s.applied),
+    )
+
+
+def _ts(text: str) -> float:
+    when = dt.datetime.fromisoformat(text)
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def _registry(db: sqlite3.Connection) -> Units:
+    try:
+        return Units.load(db)
+    except InputError:
+        return Units([])
+
+
+def _due_days(db: sqlite3.Connection) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (raw,) in db.execute("SELECT envelope FROM records WHERE kind = ? AND deleted = 0", (records.DEFINITION,)):
+        body = records.body_of(Envelope.FromString(raw))
+        if body.type != feedback.CATEGORY_DEFINITION:
+            continue
+        try:
+            days = json.loads(body.json or "{}").get("due_days")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(days, int | float) and not isinstance(days, bool) and days > 0:
+            out[body.code] = int(days)
+    return out
+
+
+def create(db: sqlite3.Connection) -> None:
+    """Make the read tables (schema migration 5); `catch_up` fills them from the whole change log."""
+    execute_script(db, TABLES)
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, '0')", (CHECKPOINT,))

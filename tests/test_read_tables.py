@@ -1,0 +1,153 @@
+"""The read tables (sync/read_tables.py) say what the records say: after local writes, after
+feedback events, after a withdrawal, after replication, and for a store made before they existed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from lienthong.node.cli import cli as lienthong_cli
+from lienthong.sync import feedback as fb
+from lienthong.sync import read_tables, records
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.downstream import Downstream
+from lienthong.sync.store import Store
+
+from .conftest import MakeNode
+from .helpers import STORE_FILE
+
+SAMPLES = Path(__file__).parent / "testdata" / "samples" / "inbox"
+DEFINITIONS = Path(__file__).parents[1] / "node" / "demo_data" / "definitions.jsonl"
+BA_TRI = "86-28894"
+
+
+def lienthong(*args: str) -> None:
+    result = CliRunner().invoke(lienthong_cli, list(args))
+    assert result.exit_code == 0 and result.exception is None, f"lienthong {' '.join(args)}: {result.exception!r}\n{result.output}"
+
+
+def province_with_samples(make_node: MakeNode) -> Path:
+    node = make_node("86")
+    lienthong("ingest", "--dir", str(node), str(DEFINITIONS))
+    lienthong("ingest", "--dir", str(node), "--agency", "1022", str(SAMPLES / "1022" / "open311-2026-11-20.json"))
+    lienthong("ingest", "--dir", str(node), "--agency", "thongke", str(SAMPLES / "thongke" / "chi-tieu-ktxh-thang-10-2026.csv"))
+    lienthong("ingest", "--dir", str(node), "--agency", "vanphong", str(SAMPLES / "vanphong" / "bc-ioc-thang-10-2026-ba-tri.report.json"))
+    return node
+
+
+def expected_tables(store: Store) -> dict[str, Any]:
+    """What the read tables must hold, computed the slow way (decoding every envelope, the CLI's fold)."""
+    now = dt.datetime.now(dt.UTC)
+    indicators = set()
+    for env in store.iter_records(records.INDICATOR):
+        body = records.body_of(env)
+        indicators.add((env.id, body.indicator, env.unit, body.period, env.agency, body.value))
+    reports = set()
+    for env in store.iter_records(records.REPORT):
+        body = records.body_of(env)
+        reports.add((env.id, body.report_type, env.unit, body.period, tuple((a.name, a.sha256, a.size) for a in body.attachments)))
+    items = {bytes.fromhex(i.id): (i.state, i.assignee, i.due_at, i.overdue(now), len(i.history), i.result) for i in fb.load(store).items}
+    return {"indicators": indicators, "reports": reports, "items": items}
+
+
+def read_back(store: Store) -> dict[str, Any]:
+    db = store.reader()
+    now = dt.datetime.now(dt.UTC).timestamp()
+    files: dict[bytes, list[tuple[str, str, int]]] = {}
+    for rid, name, sha, size in db.execute("SELECT record_id, name, sha256, size FROM report_files ORDER BY record_id, position"):
+        files.setdefault(rid, []).append((name, sha, size))
+    return {
+        "indicators": set(db.execute("SELECT record_id, indicator, unit, period, agency, value FROM indicator_values")),
+        "reports": {
+            (rid, rt, unit, period, tuple(files.get(rid, [])))
+            for rid, rt, unit, period in db.execute("SELECT record_id, report_type, unit, period FROM reports")
+        },
+        "items": {
+            row[0]: (row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+            for row in db.execute(
+                f"SELECT record_id, state, assignee, due_at, {read_tables.feedback_overdue_sql()}, events, result FROM feedback_items",
+                {"now": now},
+            )
+        },
+    }
+
+
+def test_read_tables_match_the_records_after_local_writes_and_feedback_events(make_node: MakeNode) -> None:
+    """Indicators, reports with their files, folded feedback and units equal what decoding every record gives."""
+    node = province_with_samples(make_node)
+    lienthong("feedback", "assign", "--dir", str(node), "1022-20261120-000153", "--unit", BA_TRI)
+    store = Store.open(node / STORE_FILE)
+    try:
+        got, want = read_back(store), expected_tables(store)
+        assert want["indicators"] and want["reports"] and want["items"]
+        assert got == want
+        assert any(files for *_, files in got["reports"]), "the report's attachment is listed"
+        pothole = store.reader().execute("SELECT state, assignee FROM feedback_items WHERE source_id = '1022-20261120-000153'").fetchone()
+        assert pothole == ("assigned", BA_TRI)
+        units = dict(store.reader().execute("SELECT code, level FROM units").fetchall())
+        assert units["86"] == "province" and units[BA_TRI] == "commune"
+        assert store.reader().execute("SELECT depth FROM units WHERE code = ?", (BA_TRI,)).fetchone()[0] == 1
+    finally:
+        store.close()
+
+
+def test_a_withdrawn_indicator_leaves_the_read_table(tmp_path: Path) -> None:
+    """A tombstone removes the row; writing it again brings it back."""
+    store = Store.create(tmp_path / "s.db", "86")
+    hlc = HybridClock()
+    fields = {"kind": "indicator", "indicator": "X", "unit": "86", "period": "2026-10", "value": "5"}
+    try:
+        store.write_local([records.build("86", fields)], hlc)
+        assert store.reader().execute("SELECT value, value_number FROM indicator_values").fetchall() == [("5", 5.0)]
+        store.write_local([records.build("86", {**fields, "deleted": True})], hlc)
+        assert store.reader().execute("SELECT count(*) FROM indicator_values").fetchone()[0] == 0
+        store.write_local([records.build("86", {**fields, "value": "7"})], hlc)
+        assert store.reader().execute("SELECT value FROM indicator_values").fetchall() == [("7",)]
+    finally:
+        store.close()
+
+
+def test_a_store_made_before_the_read_tables_gets_them_filled_when_opened(make_node: MakeNode) -> None:
+    """Migration 5 on a store at schema 4 with records: opening it builds the tables from the change log."""
+    node = province_with_samples(make_node)
+    conn = sqlite3.connect(node / STORE_FILE, isolation_level=None)
+    for table in ("indicator_values", "reports", "report_files", "feedback_items", "feedback_events", "units"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("DELETE FROM meta WHERE key = ?", (read_tables.CHECKPOINT,))
+    conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    store = Store.open(node / STORE_FILE)
+    try:
+        got, want = read_back(store), expected_tables(store)
+        assert want["items"] and got == want
+    finally:
+        store.close()
+
+
+def test_what_a_child_sends_reaches_the_parents_read_tables(tmp_path: Path) -> None:
+    """Records applied from a child's batch (downstream) are in the parent's read tables in the same commit."""
+    parent = Store.create(tmp_path / "p.db", "86")
+    child = Store.create(tmp_path / "c.db", BA_TRI)
+    hlc = HybridClock()
+    try:
+        definitions = [records.build("86", __import__("json").loads(line)) for line in DEFINITIONS.read_text().splitlines() if line]
+        parent.write_local(definitions, hlc)
+        rows = [
+            {"kind": "indicator", "indicator": "KTXH.MAU", "unit": BA_TRI, "period": "2026-10", "value": str(i), "disaggregation": str(i)}
+            for i in range(3)
+        ]
+        child.write_local([records.build(BA_TRI, r) for r in rows], hlc)
+        raws = [raw for (raw,) in child.reader().execute("SELECT envelope FROM records ORDER BY rid")]
+        down = Downstream(parent)
+        down.register_child(BA_TRI, "test")
+        refusals = down.apply_from_child(BA_TRI, child.epoch, 0, child.head(), child.fingerprint_at(child.head()), raws)
+        assert refusals == []
+        got = parent.reader().execute("SELECT unit, value, origin FROM indicator_values ORDER BY value").fetchall()
+        assert got == [(BA_TRI, "0", BA_TRI), (BA_TRI, "1", BA_TRI), (BA_TRI, "2", BA_TRI)]
+    finally:
+        parent.close()
+        child.close()
