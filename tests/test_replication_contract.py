@@ -183,8 +183,15 @@ def test_a_resend_after_dropped_streams_duplicates_nothing(link: Link, tmp_path:
         prov, child = new_store(tmp_path, PARENT), new_store(tmp_path, CHILD)
         write(child, [indicator(i) for i in range(total)])
         with capture_logs() as logs:
+
+            def sessions() -> int:
+                return sum(1 for e in logs if e["event"] == "link.up" and "down_applied" in e)  # the child's side
+
             async with parent(link, prov), uplink(link, child):
                 for cut in range(1, 4):
+                    # Cut only a live session: the one after the previous cut must be up first
+                    # (on a loaded machine the records wanted may already be in before it is).
+                    await until(lambda cut=cut: sessions() >= cut, what=f"session {cut} up")
                     low = cut * 400
                     held = await until(
                         lambda low=low: (n := len(prov.record_versions())) >= low and n, what=f"{low} records before cut {cut}"
