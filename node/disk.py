@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,13 @@ def disk_state(store: Path, min_free_mb: int) -> dict[str, Any]:
     return {"path": str(node_dir), "free_bytes": usage.free, "total_bytes": usage.total, "store_bytes": store_bytes, "problem": problem}
 
 
-async def watch(store: Path, min_free_mb: int, log: FilteringBoundLogger) -> None:
-    """Log once when the disk runs low (and again when it fills), once when space returns."""
+async def watch(store: Path, min_free_mb: int, log: FilteringBoundLogger, also: Callable[[], object] | None = None) -> None:
+    """Log once when the disk runs low (and again when it fills), once when space returns.
+    `also` runs (in a worker thread) at each check: the audit log writes what it held."""
     said: str | None = None
     while True:
+        if also is not None:
+            await asyncio.to_thread(also)
         state = await asyncio.to_thread(disk_state, store, min_free_mb)
         level = None if state["problem"] is None else ("full" if state["free_bytes"] < MB else "low")
         if level != said:

@@ -63,6 +63,7 @@ STORE_FILE = "lienthong.db"
 LOCK_FILE = "node.lock"
 INBOX = "inbox"
 STOP_GRACE = 1.0
+AUDIT_HELD_MAX = 10_000  # audit entries kept in memory while the disk is full (then only counted)
 
 log = structlog.get_logger("lienthong.node")
 
@@ -336,6 +337,7 @@ class Node:
             paths = tls_paths(self.dir, settings)
             tls = paths.load()
             audit_log = AuditLog.open(self.dir, actor=settings.node.id)
+            audit_log.hold_when_full(AUDIT_HELD_MAX)  # a full disk must not stop the node or lose its audit trail
             renewal = NodeRenewal(settings.node.id, paths, store)
             ca_dir = self.dir / settings.tls.ca_dir if settings.tls.ca_dir else None
             uplinks: list[Uplink] = []
@@ -392,7 +394,9 @@ class Node:
 
                     server, self.port, health = await transport.serve(settings.server.listen, paths.load, sessions.serve, refused)
                 intake = start_intake(self.dir, settings, store, loop, changes)
-                tasks.append(asyncio.create_task(disk.watch(store.path, settings.store.min_free_mb, self.log), name="disk"))
+                tasks.append(
+                    asyncio.create_task(disk.watch(store.path, settings.store.min_free_mb, self.log, audit_log.flush), name="disk")
+                )
                 if settings.server.enroll_listen:
                     if not settings.tls.ca_dir:
                         raise ConfigError(

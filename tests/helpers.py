@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from lienthong.node.runtime import running_info
 from lienthong.sync import records
@@ -386,3 +389,16 @@ def reissue(cert_pem: bytes, ca_dir: Path, not_before_days: float, not_after_day
     for ext in old.extensions:
         builder = builder.add_extension(ext.value, ext.critical)
     return builder.sign(ca_key, hashes.SHA256())
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (root only): a disk that really fills."""
+    path.mkdir(parents=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small disk needs root (scripts/test.sh runs as root in CI)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

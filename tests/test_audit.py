@@ -25,6 +25,8 @@ from lienthong.node.trust.audit import Action, AuditLog
 from lienthong.node.trust.audit_chain import AuditError, Problem
 from lienthong.sync.errors import LienthongError
 
+from .helpers import small_disk
+
 ZERO = "0" * 64
 HASHED = ("seq", "time", "actor", "action", "subject", "details", "prev_hash")
 
@@ -536,3 +538,43 @@ def test_any_appends_verify_and_any_single_byte_change_fails(tmp_path: Path, app
         result = log.verify()
         assert not result.ok, (table, field, seq)
         assert result.reason and audit_chain.describe(result)
+
+
+def test_a_full_disk_holds_entries_in_memory_and_writes_them_in_order_once_space_returns(tmp_path: Path) -> None:
+    """The node's audit log on a disk that fills: appending never fails, what could not be written is kept (up to a
+    bound, then counted) and written once space returns, oldest first with its own time, the chain intact."""
+    with small_disk(tmp_path / "node", "2m") as node_dir:
+        log = AuditLog.open(node_dir, actor="86")
+        log.hold_when_full(5)
+        log.append("first", "s")
+        ballast = node_dir / "ballast"
+        with ballast.open("wb") as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 65536)
+        with capture_logs() as logs:
+            held = [log.append("refused", f"peer-{i}", {"n": i, "pad": "x" * 20_000}) for i in range(8)]
+        assert [e.seq for e in held] == [0] * 8 and log.held == 8
+        assert [e["event"] for e in logs].count("audit.held") == 1
+        assert log.flush() == 8  # still full: nothing written, nothing lost from what is kept
+        ballast.unlink()
+        assert log.flush() == 0
+        entries = log.entries()
+        assert [(e.action, e.subject) for e in entries[1:6]] == [("refused", f"peer-{i}") for i in range(5)]
+        assert [e.time for e in entries[1:6]] == [e.time for e in held[:5]]
+        assert entries[6].action == "audit.dropped" and entries[6].details["count"] == 3
+        assert log.verify().ok
+        log.close()
+
+
+def test_a_command_still_fails_in_words_when_the_audit_log_cannot_be_written(tmp_path: Path) -> None:
+    """Holding is for the running node only: a CLI command whose audit entry cannot be written fails in words."""
+    with small_disk(tmp_path / "node", "1m") as node_dir:
+        log = AuditLog.open(node_dir)
+        with (node_dir / "ballast").open("wb") as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 65536)
+        with pytest.raises(AuditError, match="cannot be written") as caught:
+            for i in range(50):
+                log.append("x", "y", {"pad": "x" * 20_000, "i": i})
+        assert "free disk space" in caught.value.hint
+        log.close()

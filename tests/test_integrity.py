@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 
 from .conftest import MakeNode, listen_address
-from .helpers import NodeProcess, cli, fill, indicator_rows, running, status, versions, wait_until, write_jsonl
+from .helpers import NodeProcess, cli, fill, indicator_rows, running, small_disk, status, versions, wait_until, write_jsonl
 
 PROVINCE, ATTACKER, VICTIM, LATE = "86", "86-28894", "86-29077", "86-29560"
 
@@ -357,19 +356,6 @@ def test_verify_names_writes_the_parent_acknowledged_that_the_store_lost(make_no
         store.close()
     out = cli("verify", "--dir", str(node), check=False)
     assert out.returncode == 1 and "lost_writes" in out.stderr, out
-
-
-@contextlib.contextmanager
-def small_disk(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `path` (root only): a disk that really fills."""
-    path.mkdir(parents=True)
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small disk needs root (scripts/test.sh runs as root in CI)")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ on unaudited.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import enum
@@ -136,6 +137,21 @@ class AuditLog:
         self.actor = actor
         self._w = conn
         self._lock = threading.Lock()
+        # A running node keeps what it could not write (a full disk) and writes it, in order
+        # and with its own times, once space returns; a CLI command fails instead.
+        self._hold_limit = 0
+        self._held: collections.deque[tuple[str, str, str, str, str]] = collections.deque()  # (time, actor, action, subject, details)
+        self._dropped = 0
+
+    def hold_when_full(self, limit: int) -> None:
+        """Keep up to `limit` entries in memory while the log cannot be written (past it,
+        count the rest); `flush` or the next `append` writes them once it can."""
+        self._hold_limit = limit
+
+    @property
+    def held(self) -> int:
+        """Entries waiting in memory for the disk, and those dropped past the bound."""
+        return len(self._held) + self._dropped
 
     # ------------------------------------------------------------ lifecycle
 
@@ -163,6 +179,8 @@ class AuditLog:
         return cls(path, conn, actor or operator_name())
 
     def close(self) -> None:
+        if self.flush():
+            log.error("audit.lost_at_stop", file=str(self.path), entries=self.held, hint="the disk was still full when the node stopped")
         with self._lock:
             self._w.close()
 
@@ -186,25 +204,71 @@ class AuditLog:
         details_text = canonical(dict(details or {}))
         details_obj = json.loads(details_text)  # exactly what verify will see (tuples become lists …)
         actor = actor or self.actor
-        try:
-            with self._lock, transaction(self._w):
-                seq, prev_hash = self._chain_from(self._w)
-                seq += 1
-                time = now()
-                digest = entry_hash(seq, time, actor, action, subject, details_obj, prev_hash)
-                self._w.execute(
-                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (seq, time, actor, action, subject, details_text, prev_hash, digest),
-                )
-                self._w.execute(
-                    "INSERT INTO anchor VALUES (1, ?, ?) ON CONFLICT(one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-                    (seq, digest),
-                )
-        except sqlite3.Error as exc:
-            raise AuditError(
-                f"the audit log at {self.path} cannot be written: {exc}", "check free disk space and the permissions of the node directory"
-            ) from None
+        time = now()
+        with self._lock:
+            try:
+                self._write_held()
+                seq, prev_hash, digest = self._write(time, actor, action, subject, details_text)
+            except sqlite3.Error as exc:
+                if not self._hold_limit:
+                    raise AuditError(
+                        f"the audit log at {self.path} cannot be written: {exc}",
+                        "check free disk space and the permissions of the node directory",
+                    ) from None
+                self._hold((time, actor, action, subject, details_text), exc)
+                return Entry(0, time, actor, action, subject, details_obj, "", "")  # seq 0: held, not yet in the chain
         return Entry(seq, time, actor, action, subject, details_obj, prev_hash, digest)
+
+    def flush(self) -> int:
+        """Write the entries held while the disk was full; returns how many are still held."""
+        with self._lock:
+            if self._held or self._dropped:
+                with contextlib.suppress(sqlite3.Error):
+                    self._write_held()
+            return len(self._held) + self._dropped
+
+    def _write(self, time: str, actor: str, action: str, subject: str, details_text: str) -> tuple[int, str, str]:
+        with transaction(self._w):
+            seq, prev_hash = self._chain_from(self._w)
+            seq += 1
+            digest = entry_hash(seq, time, actor, action, subject, json.loads(details_text), prev_hash)
+            self._w.execute(
+                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, time, actor, action, subject, details_text, prev_hash, digest),
+            )
+            self._w.execute(
+                "INSERT INTO anchor VALUES (1, ?, ?) ON CONFLICT(one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                (seq, digest),
+            )
+        return seq, prev_hash, digest
+
+    def _hold(self, entry: tuple[str, str, str, str, str], exc: sqlite3.Error) -> None:
+        if not self._held and not self._dropped:
+            log.error(
+                "audit.held",
+                file=str(self.path),
+                error=str(exc),
+                hint="free disk space: the entries kept in memory are written once it can (up to "
+                f"{self._hold_limit}; beyond that they are counted)",
+            )
+        if len(self._held) < self._hold_limit:
+            self._held.append(entry)
+        else:
+            self._dropped += 1
+
+    def _write_held(self) -> None:
+        """Write what was held, oldest first (the caller holds the lock); raises while it cannot."""
+        if not self._held and not self._dropped:
+            return
+        written = len(self._held)
+        while self._held:
+            self._write(*self._held[0])
+            self._held.popleft()
+        log.info("audit.written_after_full", file=str(self.path), entries=written, dropped=self._dropped)
+        if self._dropped:
+            details = canonical({"count": self._dropped, "reason": "the audit log could not be written (disk full)"})
+            self._write(now(), self.actor, "audit.dropped", self.path.name, details)
+            self._dropped = 0
 
     def _chain_from(self, conn: sqlite3.Connection) -> tuple[int, str]:
         """The (seq, hash) the next entry follows: the anchor's, so a deleted tail stays
