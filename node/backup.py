@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from lienthong.sync.errors import LienthongError
-from lienthong.sync.store import Store
+from lienthong.sync.store import RESTORING, Store
 
 from .permissions import DIR_MODE
 
@@ -185,6 +185,7 @@ def restore_node(archive: Path, node_dir: Path) -> dict[str, Any]:
         store = Store.open(staging / NODE / "lienthong.db")
         try:
             manifest["epoch"] = store.mint_epoch()  # the epoch rule: the parent sends back what this copy lacks
+            store.set_meta(RESTORING, "")  # and nothing new is written before it has (no fork in its seals)
         finally:
             store.close()
         node_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)

@@ -40,7 +40,7 @@ from lienthong.sync.provenance import Signer, Verifier
 from lienthong.sync.replication import RENEW_CHECK, Changes, Issuer, Tuning
 from lienthong.sync.revocation import Revocations, Revoked
 from lienthong.sync.sharing import share_record
-from lienthong.sync.store import Store
+from lienthong.sync.store import RESTORING, Store
 from lienthong.sync.uplink import Uplink
 from lienthong.sync.wire import replication_pb2 as wire
 
@@ -332,6 +332,13 @@ class Node:
                     "put node.id back, or create a new node directory",
                 )
             store.mark_all_disconnected()
+            if store.restoring():
+                if settings.parent.address:
+                    self.log.warning(
+                        "node.restoring", hint="restored from a backup: it writes again once its parent has sent back its records"
+                    )
+                else:
+                    store.delete_meta(RESTORING)  # a top node has no parent to take anything back from
             if written := write_standing_shares(store, settings):
                 self.log.info("shares.written", shares=written)
             paths = tls_paths(self.dir, settings)

@@ -148,6 +148,7 @@ class ChildSession:
                         window=self._tuning.window,
                         down_from=down_cursor,
                         wall_ms=wall_ms(),
+                        down_head=await asyncio.to_thread(self.down.down_head, child),
                     )
                 )
             )

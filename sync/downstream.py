@@ -95,6 +95,11 @@ class Downstream:
             )
             return cursor.rowcount
 
+    def down_head(self, child: str) -> int:
+        """The last sequence of the downward queue held for `child` (0 when none)."""
+        row = self.store.reader().execute("SELECT max(seq) FROM downqueue WHERE child = ?", (child,)).fetchone()
+        return int(row[0] or 0)
+
     def set_child(self, child: str, **values: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in values)
         with self.store.writing() as db:

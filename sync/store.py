@@ -48,6 +48,9 @@ CACHE_KIB = 128 * 1024
 
 VIA_LOCAL = ""
 VIA_PARENT = "^"
+# Meta key set by `lienthong restore`: the store takes no local write until its parent has sent
+# back what it had sent before the backup was made (its value: the parent's queue head to reach).
+RESTORING = "restoring"
 
 
 UPSERT = """
@@ -254,6 +257,14 @@ class Store:
         row = self.reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else default
 
+    def restoring(self) -> bool:
+        """Whether this store was restored from a backup and still takes back what it had sent (RESTORING)."""
+        return self.reader().execute("SELECT 1 FROM meta WHERE key = ?", (RESTORING,)).fetchone() is not None
+
+    def delete_meta(self, key: str) -> None:
+        with self.writing() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def set_meta(self, key: str, value: str) -> None:
         with self.writing() as db:
             db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
@@ -311,6 +322,13 @@ class Store:
     ) -> None:
         """Write `keyed` as new versions (`again`: even when the content is unchanged, to send
         a record once more under a fresh version and seal)."""
+        if db.execute("SELECT 1 FROM meta WHERE key = ?", (RESTORING,)).fetchone() is not None:
+            # Its seals must continue the chain its parent holds, not fork it: write after the take-back.
+            raise StoreError(
+                "this node was restored from a backup and is taking back from its parent what it had sent; "
+                "it writes nothing new until that is done",
+                "run it with its parent reachable and wait (`lienthong status`); agency files wait in the inbox meanwhile",
+            )
         # Another process (the CLI, the node) may have written since our clock was seeded.
         latest = db.execute("SELECT version FROM changelog ORDER BY seq DESC LIMIT 1").fetchone()
         hlc.observe(latest[0] if latest else 0)

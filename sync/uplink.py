@@ -142,6 +142,7 @@ class Uplink:
                 f"the parent holds {welcome.applied} entries of this node's change log that this store does not match "
                 f"(restored from a backup?); new epoch {epoch}, resending everything",
             )
+        await asyncio.to_thread(self.up.restoring_until, welcome.down_head)
         known_parent = self.up.uplink_state()["parent_id"]
         if known_parent and welcome.parent_id != known_parent:
             raise HandshakeRefused(

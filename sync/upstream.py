@@ -18,7 +18,7 @@ from typing import Any
 from . import admission, clock, provenance, records
 from .batch import OutBatch, Refusal
 from .errors import ProtocolError
-from .store import UPSERT, VIA_LOCAL, VIA_PARENT, Store
+from .store import RESTORING, UPSERT, VIA_LOCAL, VIA_PARENT, Store
 
 REFUSAL_META = "uplink_refused"  # the parent's last refusal of this node's handshake, JSON; '' once it took the link
 
@@ -163,6 +163,19 @@ class Upstream:
 
     # ------------------------------------------------------------ down: the parent's queue to us
 
+    def restoring_until(self, down_head: int) -> None:
+        """This node was restored from a backup: it takes data again once it has applied its
+        parent's downward queue up to `down_head` (what the parent had to send it back); at once
+        when there is nothing to take back."""
+        with self.store.writing() as db:
+            if db.execute("SELECT 1 FROM meta WHERE key = ?", (RESTORING,)).fetchone() is None:
+                return
+            applied = db.execute("SELECT down_applied FROM uplink").fetchone()[0]
+            if down_head <= applied:
+                db.execute("DELETE FROM meta WHERE key = ?", (RESTORING,))
+            else:
+                db.execute("UPDATE meta SET value = ? WHERE key = ?", (str(down_head), RESTORING))
+
     def apply_from_parent(
         self, parent_epoch: str, after: int, last: int, raws: Sequence[bytes], fingerprint: bytes = b""
     ) -> tuple[int, list[Refusal]]:
@@ -186,6 +199,8 @@ class Upstream:
             db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
             self._take_back_own(db, rows)
             self.store.router.route(db, [r[0] for r in rows])
+            # A restored node takes data again once what it had sent before is back (store.RESTORING).
+            db.execute("DELETE FROM meta WHERE key = ? AND value != '' AND CAST(value AS INTEGER) <= ?", (RESTORING, last))
             db.execute(
                 "UPDATE uplink SET down_epoch = ?, down_applied = ?, down_fingerprint = ?, received = received + ?, last_contact = ?",
                 (parent_epoch, last, fingerprint, len(rows), now),
@@ -206,7 +221,7 @@ class Upstream:
         bodies = [records.Envelope.FromString(r[9]).body for r in own if r[1] == records.SEAL]
         if not bodies:
             return
-        seq, body = max((records.Seal.FromString(b).seq, b) for b in bodies)
+        seq, body = max((provenance.seal_statement(records.Seal.FromString(b))[0].seq, b) for b in bodies)  # either format
         current = db.execute("SELECT value FROM meta WHERE key = 'seal_seq'").fetchone()
         if seq > int(current[0] if current else 0):
             db.executemany(

@@ -382,9 +382,12 @@ def test_a_full_disk_at_the_province_is_said_everywhere_and_loses_nothing(make_n
             assert "is full" in child.log()
             disk = status(province)["disk"]
             assert disk["problem"] and "full" in disk["problem"] and disk["free_bytes"] < 400_000
+            health = cli("health", "--dir", str(province), check=False)
+            assert health.returncode == 1 and "is full" in health.stderr, health.stderr
             ballast.unlink()
             wait_until(lambda: versions(province, origin=ATTACKER) == expected, timeout=120, what="every record once space returned")
             assert status(province)["disk"]["problem"] is None
+            assert cli("health", "--dir", str(province), check=False).returncode == 0
 
 
 @pytest.mark.slow

@@ -37,6 +37,8 @@ log = structlog.get_logger("lienthong.audit")
 
 def mirror(store: Store, audit_log: AuditLog, unit: str) -> int:
     """Copy the audit entries not copied yet into `store` (sealed by its signer); returns how many."""
+    if store.restoring():
+        return 0  # copies wait until the restored store has taken back its own records (no seal fork)
     done = int(store.meta(MIRRORED_META, "0") or 0)
     head_seq, _ = audit_log.head()
     if head_seq < done:

@@ -258,6 +258,7 @@ class Welcome(_message.Message):
     WINDOW_FIELD_NUMBER: _builtins.int
     DOWN_FROM_FIELD_NUMBER: _builtins.int
     WALL_MS_FIELD_NUMBER: _builtins.int
+    DOWN_HEAD_FIELD_NUMBER: _builtins.int
     protocol: _builtins.int
     parent_id: _builtins.str
     epoch: _builtins.str
@@ -278,6 +279,10 @@ class Welcome(_message.Message):
     """
     wall_ms: _builtins.int
     """The parent's wall clock (ms since the epoch) when it answered."""
+    down_head: _builtins.int
+    """The last sequence of the downward queue held for this child when the parent answered:
+    a child restored from a backup has taken back all it had sent once it has applied it.
+    """
     def __init__(
         self,
         *,
@@ -290,10 +295,11 @@ class Welcome(_message.Message):
         window: _builtins.int = ...,
         down_from: _builtins.int = ...,
         wall_ms: _builtins.int = ...,
+        down_head: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "applied_fingerprint", b"applied_fingerprint", "down_epoch", b"down_epoch", "down_from", b"down_from", "epoch", b"epoch", "parent_id", b"parent_id", "protocol", b"protocol", "wall_ms", b"wall_ms", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "applied_fingerprint", b"applied_fingerprint", "down_epoch", b"down_epoch", "down_from", b"down_from", "down_head", b"down_head", "epoch", b"epoch", "parent_id", b"parent_id", "protocol", b"protocol", "wall_ms", b"wall_ms", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
