@@ -12,6 +12,9 @@
     │   ├── ProtocolError     the peer broke the protocol; the session is dropped
     │   └── EpochChanged      this node's change log was restored; resync from the start
     ├── AuditError            the audit log cannot be used, or was asked something malformed (node/trust/audit_chain.py)
+    ├── BackupError           a backup or a restore could not be made (node/backup.py)
+    ├── AccountError          a console account cannot be made or used (node/web/accounts.py)
+    ├── ApiError              a request the console's read API refuses: HTTP `status` and `code` (node/web/api.py)
     ├── UnknownAdapter        no installed adapter has that name (`name`, `installed`; adapters/registry.py), also a LookupError
     ├── FileRefused           an agency's file cannot be read at all (`code`, `message_vi`, `message_en`; adapters/base.py)
     ├── PeriodError           not a reporting period (`value`, `reason_vi`, `reason_en`; adapters/periods.py), also a ValueError

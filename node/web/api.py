@@ -24,6 +24,7 @@ from typing import Any
 
 from lienthong.sync import completeness as comp
 from lienthong.sync import read_tables, records
+from lienthong.sync.errors import LienthongError
 from lienthong.sync.schedule import Schedules, bounds, today_in_vietnam
 from lienthong.sync.store import Store
 from lienthong.sync.units import Units
@@ -40,12 +41,12 @@ _refresher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-refre
 FEEDBACK_STATES = ("received", "assigned", "accepted", "in_progress", "resolved", "closed", "reopened", "returned")
 
 
-class ApiError(Exception):
+class ApiError(LienthongError):
     """A request the API refuses: its HTTP status, a stable code, one sentence and a hint."""
 
     def __init__(self, status: int, code: str, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.hint = status, code, message, hint
+        super().__init__(message, hint)
+        self.status, self.code = status, code
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "hint": self.hint}}
