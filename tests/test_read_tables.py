@@ -112,13 +112,13 @@ def test_a_withdrawn_indicator_leaves_the_read_table(tmp_path: Path) -> None:
 
 
 def test_a_store_made_before_the_read_tables_gets_them_filled_when_opened(make_node: MakeNode) -> None:
-    """Migration 5 on a store at schema 4 with records: opening it builds the tables from the change log."""
+    """Migration 7 on a store at schema 6 with records: opening it builds the tables from the change log."""
     node = province_with_samples(make_node)
     conn = sqlite3.connect(node / STORE_FILE, isolation_level=None)
     for table in ("indicator_values", "reports", "report_files", "feedback_items", "feedback_events", "units"):
         conn.execute(f"DROP TABLE {table}")
     conn.execute("DELETE FROM meta WHERE key = ?", (read_tables.CHECKPOINT,))
-    conn.execute("PRAGMA user_version = 4")
+    conn.execute("PRAGMA user_version = 6")
     conn.close()
     store = Store.open(node / STORE_FILE)
     try:
