@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from prometheus_client import Histogram
+
 from lienthong.adapters.base import Definitions
 from lienthong.sync import records
 from lienthong.sync.catalogue import Catalogue
@@ -22,6 +24,15 @@ from lienthong.sync.store import FileWriter, Store
 BLOBS = "blobs"
 BLOB_MODE = 0o600  # citizens' attachments: the node's user only (node/permissions.py)
 BLOB_DIR_MODE = 0o700
+
+# Seconds from an agency file's last write (its mtime) to the commit of its records and receipt
+# (a refused file's receipt too); shown at /metrics (registered there, not in prometheus-client's global registry).
+DROP_TO_COMMIT = Histogram(
+    "lienthong_inbox_drop_to_commit_seconds",
+    "Seconds from an inbox file's last write to the commit of its records and receipt.",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+    registry=None,
+)
 
 
 class _Writer:

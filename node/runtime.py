@@ -45,7 +45,7 @@ from lienthong.sync.uplink import Uplink
 from lienthong.sync.wire import replication_pb2 as wire
 
 from . import disk
-from .intake import StoreSink
+from .intake import DROP_TO_COMMIT, StoreSink
 from .permissions import secure
 from .trust import ca as ca_ops
 from .trust.audit import AuditLog
@@ -192,7 +192,13 @@ def start_intake(node_dir: Path, settings: Settings, store: Store, loop: asyncio
     limits = Limits(max_file_bytes=settings.ingest.max_file_mb * 1024 * 1024)
 
     def handle(path: Path, inbox: Inbox) -> None:
+        try:
+            dropped = path.lstat().st_mtime  # when the agency system finished writing it
+        except OSError:
+            dropped = None
         take(path, inbox, registry, sink, settings.node.id, limits)
+        if dropped is not None:  # taken or refused, its receipt is committed now
+            DROP_TO_COMMIT.observe(max(time.time() - dropped, 0.0))
         loop.call_soon_threadsafe(changes.notify)
 
     watcher = InboxWatcher(

@@ -14,7 +14,7 @@ import pytest
 from lienthong.node.trust.audit import AuditLog
 
 from .conftest import MakeNode, listen_address
-from .helpers import NodeProcess, cli, running, status, wait_until
+from .helpers import NodeProcess, cli, indicator_rows, running, status, wait_until, write_jsonl
 from .web_helpers import BA_TRI, Client, fill_province
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,12 @@ def test_metrics_pass_promtool_and_match_status(make_node: MakeNode) -> None:
         assert got["lienthong_silent_units"] == 6, "8 units defined, 6 communes below the province never connected"
         with AuditLog.open(province) as log:
             assert got["lienthong_audit_chain_length"] >= 1 and got["lienthong_audit_chain_length"] <= log.head()[0]
+        inbox = commune / "inbox" / "thongke"
+        inbox.mkdir(parents=True, exist_ok=True)
+        write_jsonl(inbox / "values.jsonl", indicator_rows(BA_TRI, 3))
+        wait_until(lambda: not (inbox / "values.jsonl").exists(), timeout=60, what="the file taken")
         commune_got = samples(Client(f"http://127.0.0.1:{procs[1].port('web_port')}").get("/metrics")[1])
+        assert commune_got["lienthong_inbox_drop_to_commit_seconds_count"] == 1  # the histogram of drop-to-commit latency
         assert commune_got["lienthong_parent_connected"] == 1
         assert "lienthong_parent_lag_records" in commune_got
 

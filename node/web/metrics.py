@@ -23,6 +23,7 @@ from lienthong.sync import records
 from lienthong.sync.schedule import Schedules, containing, today_in_vietnam
 from lienthong.sync.units import Units
 
+from ..intake import DROP_TO_COMMIT
 from . import api
 from .context import CONSOLE, Console
 
@@ -147,6 +148,7 @@ class NodeCollector(Collector):
 def registry_for(console: Console) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(console))
+    registry.register(DROP_TO_COMMIT)  # observed by the node's intake (node/runtime.py)
     return registry
 
 
