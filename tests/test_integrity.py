@@ -284,6 +284,9 @@ def test_a_commune_whose_clock_runs_two_days_ahead_is_told_and_loses_nothing(mak
             (child,) = status(province)["children"]
             assert child["clock_offset_s"] > 86400 and "ahead of this node's" in child["clock_warning"]
             assert {q["code"] for q in status(province)["quarantine"]} == {"clock_skew"}
+            health = cli("health", "--dir", str(commune), "--json", check=False)
+            assert health.returncode == 1 and "ahead of its parent's" in health.stdout + health.stderr
+            assert json.loads(health.stdout)["parent"]["clock_offset_s"] > 86400
         finally:
             skewed.stop()
         with running(NodeProcess(commune)):
