@@ -14,7 +14,7 @@ from typing import Any
 from .batch import InBatch, OutBatch
 from .clock import wall_ms
 from .downstream import Downstream
-from .errors import HandshakeRefused, ProtocolError, ReplicationError
+from .errors import HandshakeRefused, LienthongError, ProtocolError, ReplicationError
 from .file_transfer import FILE_MESSAGES, FilePeer, node_files
 from .files import Files
 from .records import NODE_ID
@@ -37,6 +37,9 @@ from .revocation import Revocations
 from .store import Store
 from .stream import Peer, Stream
 from .wire import replication_pb2 as wire
+
+# Tries to record that a child's stream ended (the writer may be busy with a batch in its thread).
+DISCONNECT_TRIES = 5
 
 
 class Children:
@@ -181,8 +184,20 @@ class ChildSession:
         finally:
             self._children.release(child)
             if child not in self._children.live:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.down.set_child, child, connected=0, last_contact=time.time())
+                await self._mark_disconnected(child, bound)
+
+    async def _mark_disconnected(self, child: str, bound: Any) -> None:
+        """Say the child is gone, even while the writer is busy (a batch still applying in its
+        thread): a failed write here would leave `status` showing a dead link as up."""
+        for attempt in range(DISCONNECT_TRIES):
+            try:
+                await asyncio.to_thread(self.down.set_child, child, connected=0, last_contact=time.time())
+                return
+            except LienthongError as exc:
+                if attempt == DISCONNECT_TRIES - 1:
+                    bound.error("link.state_unsaved", error=exc.message, hint=exc.hint)
+                    return
+            await asyncio.sleep(0.2 * (attempt + 1))
 
     async def _renew(self, child: str, request: Any, stream: Stream, bound: Any) -> None:
         if self._issuer is None:
