@@ -25,7 +25,7 @@ from lienthong.sync.privacy import PSEUDONYM_KEY_FILE
 from lienthong.sync.store import Store
 
 from . import logs, permissions, runtime
-from .cli_common import DIR_OPTION, audited, fail, load_settings
+from .cli_common import DIR_OPTION, audited, aware_datetime, fail, load_settings
 from .intake import StoreSink
 from .trust import ca as ca_ops
 from .trust import issue, pseudonyms, tls
@@ -161,13 +161,7 @@ def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str, compromised_at: st
 def _compromise_time(text: str, reason: str) -> dt.datetime:
     if reason.strip().lower().replace(" ", "_") != "key_compromise":
         fail("--compromised-at states when a key was compromised", "give it with --reason key_compromise")
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"--compromised-at is not a date-time (got {text!r})", "write it as 2026-12-01T08:00:00+07:00")
-    if moment.tzinfo is None:
-        fail(f"--compromised-at has no UTC offset (got {text!r})", "add the offset, e.g. +07:00")
-    return moment
+    return aware_datetime(text, "--compromised-at", "2026-12-01T08:00:00+07:00")
 
 
 # ------------------------------------------------------------------ init

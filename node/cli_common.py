@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +23,17 @@ DIR_OPTION = click.option(
     type=click.Path(file_okay=False, path_type=Path, resolve_path=True),
     help="The node directory (created by `lienthong init`).",
 )
+
+
+def aware_datetime(text: str, option: str, example: str) -> dt.datetime:
+    """An option's ISO date-time with its UTC offset, or one sentence and a hint."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} is not a date-time (got {text!r})", f"write it as {example}")
+    if moment.tzinfo is None:
+        fail(f"{option} has no UTC offset (got {text!r})", f"add the offset, e.g. {example}")
+    return moment
 
 
 def fail(message: str, hint: str = "") -> NoReturn:

@@ -24,7 +24,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from . import runtime
-from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_common import DIR_OPTION, aware_datetime, fail, load_settings
 
 # What a unit (or the dispatcher) reports with `update`; `assigned` has its own command.
 UPDATE_STATUSES = ("accepted", "in_progress", "resolved", "closed", "reopened", "returned", "satisfaction")
@@ -193,12 +193,7 @@ def _hint(item: fb.Item, status: str) -> str:
 def _at(value: str) -> str:
     if not value:
         return dt.datetime.now().astimezone().isoformat(timespec="milliseconds")
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"--at is not a date-time (got {value!r})", "write it as 2026-11-21T16:30:00+07:00")
-    if parsed.tzinfo is None:
-        fail(f"--at has no UTC offset (got {value!r})", "add the offset, e.g. 2026-11-21T16:30:00+07:00")
+    aware_datetime(value, "--at", "2026-11-21T16:30:00+07:00")
     return value
 
 

@@ -14,20 +14,9 @@ from lienthong.node.trust import tokens
 
 from .conftest import MakeNode, listen_address
 from .helpers import NodeProcess, cli, fill, indicator_rows, running, versions, wait_until, write_jsonl
+from .test_privacy import feedback
 
 pytestmark = pytest.mark.slow
-
-
-def feedback(source_id: str, unit: str) -> dict[str, object]:
-    return {
-        "kind": "feedback",
-        "source_id": source_id,
-        "unit": unit,
-        "category": "GT-01",
-        "description": "Ổ gà",
-        "received_at": "2026-11-20T07:42:10+07:00",
-        "citizen": {"name": "Nguyễn Văn An", "phone": "0903123456", "email": "an@example.com"},
-    }
 
 
 def test_a_node_restored_on_a_fresh_directory_rejoins_with_nothing_lost(make_node: MakeNode, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from .conftest import MakeNode
 from .transports import MemoryLink, parent, until, uplink
 
 
-def feedback(source_id: str, unit: str, phone: str) -> dict[str, object]:
+def feedback(source_id: str, unit: str, phone: str = "0903123456") -> dict[str, object]:
     return {
         "kind": "feedback",
         "source_id": source_id,
