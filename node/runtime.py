@@ -95,9 +95,9 @@ def open_store(node_dir: Path, settings: Settings, *, sign: bool = True) -> Stor
         if paths.ca.exists():
             revocations = Revocations(store)
 
-            def revocation(serial: str) -> Revoked | None:
+            def revocation(serial: str, der: bytes) -> Revoked | None:
                 revocations.refresh()  # cheap unless a revocation list changed; once per seal
-                return revocations.entry(serial)
+                return revocations.for_certificate(serial, der)
 
             store.verifier = Verifier(paths.ca.read_bytes(), store.envelope, revocation, store.witnessed_at)
     except BaseException:
@@ -373,9 +373,10 @@ class Node:
                     revocations = Revocations(store)
                     revocations.refresh()
                     crl_file = crl_path(self.dir, settings.tls.crl, settings.tls.ca_dir)
-                    crl = CrlPublisher(store, crl_file, tls.ca) if crl_file is not None else None
-                    if crl_file is not None and (crl_file.parent / CA_CERT).exists():
-                        add_home(crl_file.parent, self.dir)
+                    home = crl_file.parent if crl_file is not None and (crl_file.parent / CA_CERT).exists() else None
+                    crl = CrlPublisher(store, crl_file, tls.ca, home) if crl_file is not None else None
+                    if home is not None:
+                        add_home(home, self.dir)
                     registry = RegistryPublisher(store, self.dir / settings.tls.ca_dir) if settings.tls.ca_dir else None
                     # Publish once before accepting children: no child is judged on stale lists.
                     for publisher in (crl, registry):

@@ -34,7 +34,7 @@ def verify(node_dir: Path, as_json: bool) -> None:
     try:
         revocations = Revocations(store)
         revocations.refresh()
-        report = verify_store(store, ca_path.read_bytes(), revocations.entry)
+        report = verify_store(store, ca_path.read_bytes(), revocations.for_certificate)
     finally:
         store.close()
     if as_json:

@@ -101,9 +101,17 @@ class ChildSession:
         store = self.store
         child = peer.node_id
         bound = log.bind(peer=child, address=address)
-        if self._revocations is not None and self._revocations.revoked(peer.serial):
-            bound.error("link.refused", reason="certificate revoked", serial=peer.serial)
-            await asyncio.to_thread(self._audit, "connection.refused", child, {"reason": "certificate revoked", "serial": peer.serial})
+        revoked = self._revocations.for_certificate(peer.serial, peer.certificate) if self._revocations is not None else None
+        if revoked is not None:
+            reason = f"issued with the key of revoked issuing CA {revoked.issuer}" if revoked.issuer else "certificate revoked"
+            bound.error("link.refused", reason=reason, serial=peer.serial)
+            await asyncio.to_thread(self._audit, "connection.refused", child, {"reason": reason, "serial": peer.serial})
+            if revoked.issuer:
+                raise HandshakeRefused(
+                    f"the certificate of {child} (serial {peer.serial}) was not issued by the province's CA: it was made with the"
+                    f" key of issuing CA {revoked.issuer}, which the root revoked",
+                    "the province must enroll this node again",
+                )
             raise HandshakeRefused(
                 f"the certificate of {child} (serial {peer.serial}) is revoked", "the province must issue this node a new certificate"
             )
@@ -213,7 +221,7 @@ class ChildSession:
         if self._revocations is None:
             await asyncio.Event().wait()
             return
-        while not self._revocations.revoked(peer.serial):
+        while self._revocations.for_certificate(peer.serial, peer.certificate) is None:
             await asyncio.sleep(REVOCATION_CHECK)
         bound.error("link.cut", reason="certificate revoked", serial=peer.serial)
         details = {"reason": "certificate revoked while connected", "serial": peer.serial}

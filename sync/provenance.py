@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import DecodeError
 
-from . import clock, privacy, records
+from . import clock, privacy, records, sharing
 from .errors import TrustError
 from .privacy import LegacyRedactor, PseudonymKey, hashing_key
 from .records import Envelope
@@ -270,6 +270,7 @@ class CertInfo:
     not_before: dt.datetime
     not_after: dt.datetime
     problem: str
+    der: bytes = b""  # the certificate itself, for a revoked issuing CA's check
 
 
 Problem = tuple[str, str]
@@ -279,7 +280,7 @@ class Verifier:
     """Checks seals and the records they cover, before a node stores anything received.
 
     `lookup(id)` returns a stored envelope (to find seals that arrived earlier);
-    `revocation(serial)` says whether and why a certificate serial is revoked (`Revoked`);
+    `revocation(serial, der)` says whether and why a certificate is revoked (`Revoked`);
     `witnessed(seal id)` when this node stored a seal its child sent (Unix seconds; a seal
     arriving now is witnessed now). Thread-compatible: one verifier per applying thread.
     """
@@ -288,12 +289,12 @@ class Verifier:
         self,
         ca_pem: bytes,
         lookup: Callable[[bytes], bytes | None],
-        revocation: Callable[[str], Revoked | None] | None = None,
+        revocation: Callable[[str, bytes], Revoked | None] | None = None,
         witnessed: Callable[[bytes], float | None] | None = None,
     ) -> None:
         self._ca = x509.load_pem_x509_certificate(ca_pem)
         self._lookup = lookup
-        self._revocation = revocation or (lambda serial: None)
+        self._revocation = revocation or (lambda serial, der: None)
         self._witnessed = witnessed or (lambda seal_id: None)
         self.legacy_redact = LegacyRedactor(hashing_key(ca_pem))
         self._seals: collections.OrderedDict[bytes, SealInfo] = collections.OrderedDict()
@@ -322,7 +323,9 @@ class Verifier:
                 return "bad_signature", problem
         elif expected != legacy_record_hash(raw, env.kind, self.legacy_redact):
             return "bad_signature", "the record was altered after its origin signed it"
-        if env.kind == records.DEFINITION and info.role != PROVINCIAL_ROLE:
+        if env.kind == records.DEFINITION and info.role != PROVINCIAL_ROLE and records.body_of(env).type != sharing.SHARE_TYPE:
+            # A share is the one definition any tier writes, for its own subtree; it travels down only
+            # (admission refuses one from a child), so what reaches a node came from a tier above it.
             return "unauthorized_definition", f"definitions are accepted only from the province; node {env.origin} signed this one"
         return None
 
@@ -346,7 +349,7 @@ class Verifier:
         signed_at = dt.datetime.fromtimestamp(clock.physical_ms(body.version) / 1000, dt.UTC)
         if not cert.not_before <= signed_at <= cert.not_after:
             return None, ("expired_key", f"the seal was made at {signed_at:%Y-%m-%d %H:%M} UTC, outside its certificate's validity")
-        revoked = self._revocation(cert.serial)
+        revoked = self._revocation(cert.serial, cert.der)
         if revoked is not None and (why := revoked.refuses(signed_at.timestamp(), witnessed_at)):
             return None, ("revoked_key", why)
         try:
@@ -419,7 +422,7 @@ def split_der(blob: bytes) -> list[bytes]:
     return out
 
 
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     key = issuer.public_key()
     if cert.issuer != issuer.subject or not isinstance(key, ec.EllipticCurvePublicKey):
         return False
@@ -440,9 +443,9 @@ def _is_ca(cert: x509.Certificate) -> bool:
 def issued_by(cert: x509.Certificate, intermediates: Iterable[x509.Certificate], anchor: x509.Certificate) -> bool:
     """Whether `anchor` issued `cert`, directly (a single-level CA) or through one of
     `intermediates` that it certified as a CA (a two-level CA's issuing CA)."""
-    if _signed_by(cert, anchor):
+    if signed_by(cert, anchor):
         return True
-    return any(_is_ca(i) and _signed_by(i, anchor) and _signed_by(cert, i) for i in intermediates)
+    return any(_is_ca(i) and signed_by(i, anchor) and signed_by(cert, i) for i in intermediates)
 
 
 def check_certificate(der: bytes, ca: x509.Certificate) -> CertInfo:
@@ -461,4 +464,5 @@ def check_certificate(der: bytes, ca: x509.Certificate) -> CertInfo:
     problem = "" if issued_by(cert, chain[1:], ca) else "the seal's certificate was not issued by this province's CA"
     if key is None and not problem:
         problem = "the seal's certificate certifies no signing key"
-    return CertInfo(node_id, role, serial, key, cert.not_valid_before_utc, cert.not_valid_after_utc, problem)
+    der_leaf = cert.public_bytes(serialization.Encoding.DER)
+    return CertInfo(node_id, role, serial, key, cert.not_valid_before_utc, cert.not_valid_after_utc, problem, der_leaf)

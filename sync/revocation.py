@@ -17,6 +17,13 @@ A revocation is not retroactive by itself; it is judged by its reason (`Revoked`
 
 The witness is the node that received the seal from its child: it stores, with the
 seal, when it stored it (`store.witnessed_at`).
+
+An issuing CA whose key was stolen is revoked by the offline root (`ca rotate-issuing
+--reason key_compromise`, the root's CRL). The CA's home publishes it in the same list,
+with the issuing certificate and the serials of every certificate the CA itself issued
+under it (`honoured`, from its registry): those keep working until their nodes renew onto
+the new issuing CA; any other certificate that key signed was made by whoever stole it and
+is refused at the handshake and in seals like a compromised certificate (`for_certificate`).
 """
 
 from __future__ import annotations
@@ -26,8 +33,12 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from . import records
 
@@ -48,6 +59,7 @@ class Revoked:
     reason: str
     revoked_at: float  # Unix seconds
     invalid_since: float  # a compromise: the stated compromise time, else revoked_at
+    issuer: str = ""  # set when the certificate is refused because its issuing CA (this serial) was revoked
 
     @property
     def compromise(self) -> bool:
@@ -58,6 +70,11 @@ class Revoked:
         parent at `witnessed_at` (None: no witness), is not valid; '' when it stays valid."""
         when = _show(self.invalid_since if self.compromise else self.revoked_at)
         why = self.reason or "no reason stated, taken as a key compromise"
+        if self.issuer:  # the CA never issued it: no witness makes it genuine
+            return (
+                f"the seal is signed under certificate {self.serial}, which the province's CA never issued: it was made with"
+                f" the key of issuing CA {self.issuer}, revoked by the root ({why}) from {when}"
+            )
         if self.compromise:
             if witnessed_at is not None and witnessed_at < self.invalid_since:
                 return ""
@@ -104,6 +121,7 @@ class Revocations:
     def __init__(self, store: DefinitionSource) -> None:
         self._store = store
         self._entries: dict[str, Revoked] = {}
+        self._issuers: list[RevokedIssuer] = []
         self._seen: tuple[int, int] = (-1, -1)
         self._lock = threading.Lock()
 
@@ -114,6 +132,7 @@ class Revocations:
             if marker == self._seen:
                 return False
         entries: dict[str, Revoked] = {}
+        issuers: list[RevokedIssuer] = []
         for env in self._store.iter_records(records.DEFINITION):
             body = records.body_of(env)
             if body.type != DEFINITION_TYPE:
@@ -124,9 +143,10 @@ class Revocations:
             for item in fields.get("entries", []):
                 entry = Revoked.from_dict(item)
                 entries[entry.serial] = entry
+            issuers.extend(filter(None, map(RevokedIssuer.from_dict, fields.get("issuers", []))))
         with self._lock:
-            changed = entries != self._entries
-            self._entries, self._seen = entries, marker
+            changed = entries != self._entries or issuers != self._issuers
+            self._entries, self._issuers, self._seen = entries, issuers, marker
         return changed
 
     @property
@@ -141,8 +161,61 @@ class Revocations:
     def entry(self, serial: str) -> Revoked | None:
         return self._entries.get(normalize(serial))
 
+    def for_certificate(self, serial: str, der: bytes) -> Revoked | None:
+        """Why the certificate (`der`, serial `serial`) is not to be trusted: its own revocation,
+        or a revoked issuing CA's key signed it and the CA never issued it; None if neither."""
+        own = self.entry(serial)
+        if own is not None or not der:
+            return own
+        with self._lock:
+            issuers = self._issuers
+        if not issuers:
+            return None
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            return None
+        return next((found for issuer in issuers if (found := issuer.refuses(cert)) is not None), None)
+
     def __len__(self) -> int:
         return len(self._entries)
+
+
+@dataclass(frozen=True)
+class RevokedIssuer:
+    """An issuing CA the root revoked as compromised, and the certificates the CA itself issued under it."""
+
+    entry: Revoked
+    certificate: str  # PEM (compared, so a changed list is seen)
+    honoured: frozenset[str]
+    key: ec.EllipticCurvePublicKey = field(compare=False)
+
+    @classmethod
+    def from_dict(cls, item: dict[str, object]) -> RevokedIssuer | None:
+        try:
+            cert = x509.load_pem_x509_certificate(str(item["certificate"]).encode())
+        except (KeyError, ValueError):
+            return None
+        key = cert.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            return None
+        entry = Revoked.from_dict({k: str(v) for k, v in item.items() if k in ("serial", "reason", "revoked_at", "invalid_since")})
+        honoured = frozenset(normalize(str(s)) for s in item.get("honoured", []) or [])  # type: ignore[attr-defined]
+        return cls(entry, str(item["certificate"]), honoured, key)
+
+    def refuses(self, cert: x509.Certificate) -> Revoked | None:
+        serial = format(cert.serial_number, "x")
+        if serial in self.honoured:
+            return None
+        algorithm = cert.signature_hash_algorithm
+        if algorithm is None:
+            return None
+        try:  # whatever names it carries, the signature says which key made it
+            self.key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algorithm))
+        except InvalidSignature:
+            return None
+        e = self.entry
+        return Revoked(serial, e.reason or "key_compromise", e.revoked_at, e.invalid_since, issuer=e.serial)
 
 
 def normalize(serial: str) -> str:

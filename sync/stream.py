@@ -61,6 +61,7 @@ class Peer:
 
     node_id: str
     serial: str  # certificate serial, lowercase hex
+    certificate: bytes = b""  # the certificate (DER), for a revoked issuing CA's check
 
 
 # The child side: opening the stream may already fail with `ReplicationError` (unreachable,

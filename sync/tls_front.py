@@ -40,6 +40,7 @@ class Verified:
     node_id: str
     serial: str
     address: str = ""  # the peer's own address, as the front saw it
+    certificate: bytes = b""  # the peer's certificate (DER)
 
 
 Refused = Callable[[str, str], None]  # (peer address, reason)
@@ -66,7 +67,8 @@ def _verified(ssl_object: ssl.SSLObject, address: str) -> Verified:
     cert = ssl_object.getpeercert() or {}
     rdns = cast(tuple[tuple[tuple[str, str], ...], ...], cert.get("subject", ()))
     subject = {name: value for rdn in rdns for name, value in rdn}
-    return Verified(str(subject.get("commonName", "")), format(int(str(cert.get("serialNumber", "0")), 16), "x"), address)
+    serial = format(int(str(cert.get("serialNumber", "0")), 16), "x")
+    return Verified(str(subject.get("commonName", "")), serial, address, ssl_object.getpeercert(binary_form=True) or b"")
 
 
 def _reason(exc: BaseException) -> str:

@@ -157,7 +157,9 @@ class _Servicer(wire_grpc.ReplicationServicer):
                 with contextlib.suppress(asyncio.TimeoutError, grpc.RpcError):
                     await asyncio.wait_for(context.read(), FIRST_MESSAGE_WAIT_S)
                 raise TrustError("a connection reached the replication server without passing its TLS front", "connect with mTLS")
-            await self._handler(Peer(verified.node_id, verified.serial), peer, _GrpcStream(context.read, context.write))
+            await self._handler(
+                Peer(verified.node_id, verified.serial, verified.certificate), peer, _GrpcStream(context.read, context.write)
+            )
         except (HandshakeRefused, TrustError) as exc:
             self._on_refused(peer, "refused", exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, exc.message)

@@ -68,7 +68,7 @@ class _Chain:
     below: bool = False
 
 
-def verify_store(store: Store, ca_pem: bytes, revocation: Callable[[str], Revoked | None] | None = None) -> Report:
+def verify_store(store: Store, ca_pem: bytes, revocation: Callable[[str, bytes], Revoked | None] | None = None) -> Report:
     """Re-check `store`. A record whose seal fails is not reported again on its own: the seal's
     finding names the cause once and counts the records it leaves unproven."""
     verifier = provenance.Verifier(ca_pem, store.envelope, revocation, store.witnessed_at)

@@ -5,6 +5,7 @@ is replaced by the root without re-enrolling anyone. A single-level CA directory
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,9 @@ def test_enrollment_and_renewal_work_with_the_root_key_offline(tmp_path: Path) -
 def test_a_compromised_issuing_ca_is_replaced_without_re_enrolling(tmp_path: Path) -> None:
     """With the root key brought back, `ca rotate-issuing` makes a new issuing CA. Nodes holding
     certificates of the old one keep their trust (the root), still connect, renew onto the new issuing
-    CA over the link, and everything sealed before and after verifies."""
+    CA over the link, and everything sealed before and after verifies. Whoever stole the old issuing
+    key mints a certificate with it: the province refuses that certificate at once (the root's CRL,
+    published by the CA's home), though the genuine ones of the same issuer still work."""
     ca_dir = tmp_path / "ca"
     cli("ca", "init", str(ca_dir), "--name", "CA tỉnh")
     province = province_with_enrollment(tmp_path, ca_dir)
@@ -112,16 +115,27 @@ def test_a_compromised_issuing_ca_is_replaced_without_re_enrolling(tmp_path: Pat
     old_issuing = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
     aged = {node: age(node, ca_dir) for node in (province, first)}  # due for renewal, under the old issuing CA
     assert all(chain(node)[0].issuer == old_issuing.subject for node in aged)
+    stolen = tmp_path / "stolen"  # the thief's copy: the issuing key (and a registry the province never sees again)
+    shutil.copytree(ca_dir, stolen, ignore=shutil.ignore_patterns("root.key"))
 
     out = cli("ca", "rotate-issuing", str(ca_dir), "--reason", "key_compromise")
     assert "revoked" in out.stdout
     new_issuing = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
     assert new_issuing.serial_number != old_issuing.serial_number and root.revoked_issuers(ca_dir) == [serial(old_issuing)]
-    with running(NodeProcess(province), NodeProcess(first)):
+    forged = commune(tmp_path, stolen, province, "86-31117")  # minted after the rotation with the stolen key
+    assert chain(forged)[0].issuer == old_issuing.subject
+    fill(forged, indicator_rows("86-31117", 5))
+    with running(NodeProcess(province), NodeProcess(first), NodeProcess(forged)) as (prov, _, thief):
         for node, made in aged.items():
             wait_until(lambda node=node, made=made: serial(chain(node)[0]) != made, timeout=60, what=f"{node.name} to renew")
         fill(first, indicator_rows("86-28894", 20))
         wait_until(lambda: len(versions(province, origin="86-28894")) == 20, timeout=30, what="records after the rotation")
+        wait_until(lambda: "which the root revoked" in thief.log(), timeout=30, what="the forged node to be refused")
+        assert "revoked issuing CA" in prov.log() and not status(forged)["parent"]["connected"]
+    assert not versions(province, origin="86-31117")
+    cli("audit", "export", "--dir", str(province), str(tmp_path / "audit.jsonl"))
+    refusals = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert any(e["action"] == "connection.refused" and e["subject"] == "86-31117" for e in refusals)
     for node in (province, first):
         leaf, issuing = chain(node)
         assert serial(issuing) == serial(new_issuing) and leaf.issuer == new_issuing.subject

@@ -260,6 +260,12 @@ def list_issued(ca_dir: Path) -> list[dict[str, Any]]:
         return [_row(r) for r in conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM issued ORDER BY issued_at, rowid")]
 
 
+def issued_pems(ca_dir: Path) -> list[str]:
+    """The PEM of every certificate this CA issued (revoked ones included), oldest first."""
+    with registry(ca_dir) as conn:
+        return [r["cert_pem"] for r in conn.execute("SELECT cert_pem FROM issued ORDER BY issued_at, rowid")]
+
+
 def ancestors(ca_dir: Path, node_id: str) -> list[str]:
     """The node's parent, grandparent, … as the registry records them (latest certificate each)."""
     parent_of = {row["node_id"]: row["parent"] for row in list_issued(ca_dir)}

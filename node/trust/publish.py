@@ -24,7 +24,7 @@ from lienthong.sync.records import NODE_DEFINITION
 from lienthong.sync.revocation import DEFINITION_TYPE
 from lienthong.sync.store import Store
 
-from . import ca
+from . import ca, root
 from .crl import read_crl_entries
 
 log = structlog.get_logger("lienthong.crl")
@@ -33,47 +33,63 @@ log = structlog.get_logger("lienthong.crl")
 class CrlPublisher:
     """Watches the CRL file and publishes each new version as a definition record."""
 
-    def __init__(self, store: Store, path: Path, ca_cert_pem: bytes) -> None:
+    def __init__(self, store: Store, path: Path, ca_cert_pem: bytes, ca_dir: Path | None = None) -> None:
         self.store = store
         self.path = path
         self.ca = ca_cert_pem
+        self.ca_dir = ca_dir  # the CA's home: its root's CRL (revoked issuing CAs) is published too
         self.clock = HybridClock(store.max_version())
-        self._mtime = -1
+        self._mtime: tuple[int, int] = (-1, -1)
+
+    def _mtimes(self) -> tuple[int, int] | None:
+        """The two lists' modification times (0: not there); None when neither exists."""
+        own = self.path.stat().st_mtime_ns if self.path.exists() else 0
+        root_crl = self.ca_dir / root.ROOT_CRL if self.ca_dir is not None else None
+        issuers = root_crl.stat().st_mtime_ns if root_crl is not None and root_crl.exists() else 0
+        return (own, issuers) if own or issuers else None
 
     def check(self) -> bool:
         """Publish the CRL if the file changed; returns whether a new list was written."""
-        try:
-            mtime = self.path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return False
-        if mtime == self._mtime:
+        mtime = self._mtimes()
+        if mtime is None or mtime == self._mtime:
             return False
         self._mtime = mtime
         try:
-            entries = read_crl_entries(self.path, self.ca)
+            entries = read_crl_entries(self.path, self.ca) if mtime[0] else []
             serials = [entry["serial"] for entry in entries]
+            issuers = self._issuers()
         except TrustError as exc:
             log.error("crl.refused", file=str(self.path), error=exc.message, hint=exc.hint)
             return False
+        # `serials` for nodes of earlier versions; `entries` say why and since when (revocation.Revoked);
+        # `issuers`: issuing CAs the root revoked (revocation.RevokedIssuer).
+        listed: dict[str, object] = {"serials": serials, "entries": entries}
+        if issuers:
+            listed["issuers"] = issuers
         fields = {
             "kind": "definition",
             "type": DEFINITION_TYPE,
             "code": "crl",
-            # `serials` for nodes of earlier versions; `entries` say why and since when (revocation.Revoked).
-            "fields": {"serials": serials, "entries": entries, "read_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+            "fields": {**listed, "read_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
         }
         keyed = records.build(self.store.node_id, fields)
         current = next((e for e in self.store.iter_records(records.DEFINITION) if e.id == keyed.id), None)
-        if current is not None and records.body_of(current).json and _published(current) == (serials, entries):
+        if current is not None and records.body_of(current).json and _published(current) == listed:
             return False
         self.store.write_local([keyed], self.clock)
         log.info("crl.published", revoked=len(serials), file=str(self.path))
         return True
 
+    def _issuers(self) -> list[dict[str, object]]:
+        if self.ca_dir is None or not root.is_two_level(self.ca_dir):
+            return []
+        return root.compromised_issuers(self.ca_dir, ca.issued_pems(self.ca_dir))
 
-def _published(env: records.Envelope) -> tuple[list[str], list[dict[str, str]]]:
+
+def _published(env: records.Envelope) -> dict[str, object]:
     fields = json.loads(records.body_of(env).json or "{}")
-    return sorted(fields.get("serials", [])), fields.get("entries", [])
+    fields.pop("read_at", None)
+    return dict(fields)
 
 
 class RegistryPublisher:

@@ -188,6 +188,36 @@ def revoked_issuers(ca_dir: Path) -> list[str]:
     return [format(r.serial_number, "x") for r in crl]
 
 
+def compromised_issuers(ca_dir: Path, issued_pems: list[str]) -> list[dict[str, object]]:
+    """What nodes need to refuse certificates made with a stolen issuing key: each issuing CA
+    the root revoked (serial, reason, time, its certificate) and, of `issued_pems` (what the
+    CA's registry holds), the serials it signed, which stay honoured until their nodes renew."""
+    revoked = set(revoked_issuers(ca_dir))
+    if not revoked:
+        return []
+    crl = x509.load_pem_x509_crl((Path(ca_dir) / ROOT_CRL).read_bytes())
+    when = {format(r.serial_number, "x"): r.revocation_date_utc for r in crl}
+    issued = [x509.load_pem_x509_certificate(pem.encode()) for pem in issued_pems]
+    out: list[dict[str, object]] = []
+    for issuer in issuers(ca_dir):
+        serial = format(issuer.serial_number, "x")
+        if serial not in revoked:
+            continue
+        signed = [format(c.serial_number, "x") for c in issued if provenance.signed_by(c, issuer)]
+        moment = when[serial].isoformat(timespec="seconds")
+        out.append(
+            {
+                "serial": serial,
+                "reason": "key_compromise",
+                "revoked_at": moment,
+                "invalid_since": moment,
+                "certificate": _pem(issuer).decode(),
+                "honoured": signed,
+            }
+        )
+    return out
+
+
 def anchor_pem(ca_dir: Path) -> bytes:
     """What nodes trust: the root certificate, or a single-level CA's own certificate."""
     ca_dir = Path(ca_dir)
