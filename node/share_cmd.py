@@ -1,4 +1,5 @@
-"""`lienthong share`: the province shares indicators or reports with units below it (sync/sharing.py)."""
+"""`lienthong share`: a node (the province, or any tier with units below it) shares indicators or
+reports it holds with units of its subtree (sync/sharing.py)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ def share(node_dir: Path, what: str, period: str, indicators: tuple[str, ...], t
     from .trust.audit import operator_name
 
     settings = load_settings(node_dir)
-    if settings.node.mode != "provincial":
-        # A share is a definition, and every node takes definitions from a provincial node only.
-        fail("only a provincial node shares data down", "ask the provincial IOC to share it")
+    if not settings.server.listen:
+        # A share goes to the units below this node; a node that takes no children has none.
+        fail("this node has no units below it to share with", "share from the node above the units (the province, or their district)")
     try:
         canonical = period_forms.canonical(period)
     except period_forms.PeriodError as exc:

@@ -14,9 +14,10 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from . import clock, provenance, records
+from . import clock, provenance, records, sharing
 from .batch import Refusal
 from .records import Envelope
+from .store import VIA_PARENT
 
 # Refusals the sender can correct: its clock, its certificate, a unit the province has not
 # defined yet. The sender keeps such records and sends them again (`Upstream.retry_refused`);
@@ -54,6 +55,8 @@ def prepare(sender: str, raws: Sequence[bytes], now: float, verifier: provenance
             quarantined.append((sender, env.id, env.version, "too_large", reason, now, b""))
             continue
         problem = shape_problem(env)
+        if problem is None and sender != VIA_PARENT and env.kind == records.DEFINITION and sharing.SHARE_MARK in raw:
+            problem = "unauthorized_definition", "a share goes down to the units below the node that made it, never up to a parent"
         if problem is None and check is not None:
             problem = check(env, raw)
         if problem is not None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import admission, clock, provenance, records
+from . import admission, clock, provenance, records, sharing
 from .batch import OutBatch, Refusal
 from .errors import ProtocolError
 from .store import RESTORING, UPSERT, VIA_LOCAL, VIA_PARENT, Store
@@ -30,6 +30,7 @@ class Upstream:
         self.store = store
 
     # ------------------------------------------------------------ up: our change log to the parent
+    # A share this node made is for the units below it: its batch covers it, but it is not sent up.
 
     def changes_after(self, seq: int, limit: int) -> OutBatch | None:
         """The next batch of change-log entries after `seq` to send up, or None.
@@ -53,7 +54,7 @@ class Upstream:
         return OutBatch(
             after=seq,
             last=last[0],
-            envelopes=[env for _, up, logged, current, _, env, _ in rows if up and logged == current],
+            envelopes=[env for _, up, logged, current, _, env, kind in rows if up and logged == current and not _share(kind, env)],
             fingerprint=records.fingerprint(last[4], last[2]),
             feedback=[env for _, up, logged, current, _, env, kind in rows if up and logged == current and kind == records.FEEDBACK],
         )
@@ -232,3 +233,8 @@ class Upstream:
         """The parent epoch, sequence and fingerprint of what we applied of its queue."""
         row = self.store.reader().execute("SELECT down_epoch, down_applied, down_fingerprint FROM uplink").fetchone()
         return row[0] or "", row[1], row[2] or b""
+
+
+def _share(kind: int, envelope: bytes) -> bool:
+    """Whether a change-log entry is a share (sync/sharing.py): those go down only."""
+    return kind == records.DEFINITION and sharing.SHARE_MARK in envelope

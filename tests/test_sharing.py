@@ -156,8 +156,54 @@ def test_a_standing_share_in_the_config_queues_its_records_for_the_units_named_o
         store.close()
 
 
-def test_only_the_province_shares(make_node: MakeNode) -> None:
-    """A commune's `share` is refused in one sentence with a hint (its children take definitions from the province only)."""
+def test_a_node_without_units_below_cannot_share(make_node: MakeNode) -> None:
+    """A leaf commune's `share` is refused in one sentence with a hint: no unit is below it."""
     commune = make_node("86-28894", parent="127.0.0.1:9")
     out = cli("share", "--dir", str(commune), "indicators", "--period", PERIOD, "--to", "86-28894.tyt", check=False)
-    assert out.returncode == 1 and "Error: only a provincial node shares data down" in out.stderr and "Try:" in out.stderr
+    assert out.returncode == 1 and "Error: this node has no units below it to share with" in out.stderr and "Try:" in out.stderr
+
+
+def test_a_share_from_a_child_is_refused_at_its_parent(tmp_path: Path) -> None:
+    """Shares go down only: one arriving from a child (which would make the parent route what it
+    holds of other units to the child's subtree) is refused, named, before anything is stored."""
+    from lienthong.sync import admission
+    from lienthong.sync.sharing import share_record
+
+    keyed = share_record("86-28894", "indicators", PERIOD, [], ["86-29077"], "kẻ gian", "2026-11-01T08:00:00+07:00")
+    env = records.Envelope(id=keyed.id, kind=records.DEFINITION, origin="86-28894", unit="86-28894", version=1 << 16, body=keyed.body)
+    rows_, refusals, quarantined = admission.prepare("86-28894", [env.SerializeToString()], 0.0, None)
+    assert not rows_ and [r.code for r in refusals] == ["unauthorized_definition"] and len(quarantined) == 1
+    assert "never up" in refusals[0].reason
+    rows_, refusals, _ = admission.prepare("^", [env.SerializeToString()], 0.0, None)  # from the parent: a tier above shared it
+    assert len(rows_) == 1 and not refusals
+
+
+@pytest.mark.slow
+def test_a_district_shares_with_two_of_its_three_communes(make_node: MakeNode, tmp_path: Path) -> None:
+    """Any tier shares with its own subtree: a district shares a period's indicators (its communes'
+    and its own) with two of its three communes; exactly those two receive and verify them, the
+    third receives nothing, and the share never reaches the province."""
+    province = make_node("86")
+    district = make_node("86-001", parent=listen_address(province), listen=True)
+    below = listen_address(district)
+    communes = [make_node(unit, parent=below) for unit in ("86-28894", "86-29077", "86-29560")]
+    nodes = [province, district, *communes]
+    for node in nodes[1:]:
+        cli("ingest", "--dir", str(node), str(write_jsonl(tmp_path / f"{node.name}.jsonl", rows(node.name))))
+    with running(*(NodeProcess(n) for n in nodes)):
+        wait_until(lambda: len(held(district)) == 4 * 20, timeout=60, what="every indicator at the district")
+        out = cli("share", "--dir", str(district), "indicators", "--period", PERIOD, "--to", "86-28894", "--to", "86-29077")
+        assert "Shared indicators of 2026-10 with 86-28894, 86-29077" in out.stdout
+        shared = {k: v for k, v in held(district).items() if v[1] == PERIOD}
+        for commune in communes[:2]:
+            wait_until(lambda c=commune: shared.keys() <= held(c).keys(), timeout=60, what=f"the shared indicators at {commune.name}")
+        wait_until(lambda: len(held(province)) == 4 * 20, timeout=30, what="every indicator at the province")
+        wait_until(lambda: all(status(n)["parent"]["pending"] == 0 for n in nodes[1:]), timeout=30, what="nothing pending up")
+        assert status(district)["parent"]["refused"] == 0
+    for commune in communes[:2]:
+        assert {k for k, v in held(commune).items() if v[1] == PERIOD} == shared.keys() and shares_held(commune) == 1
+        report = json.loads(cli("verify", "--dir", str(commune), "--json").stdout)
+        assert report["ok"], report["findings"][:5]
+    assert {v[0] for v in held(communes[2]).values()} == {"86-29560"} and shares_held(communes[2]) == 0
+    # The share stayed below the district: the province neither holds nor refused it.
+    assert shares_held(province) == 0 and status(province)["quarantine"] == []
