@@ -43,6 +43,7 @@ class Table:
     rows: list[list[str]]
     widths: list[float] = field(default_factory=list)  # relative column widths
     total: bool = False  # the last row is a total (bold)
+    text_columns: int = 2  # the first columns hold text (left-aligned); the others numbers (right-aligned)
 
 
 Block = tuple[str, Any]  # ("heading", str) | ("para", str) | ("table", Table) | ("note", str)
@@ -76,7 +77,9 @@ def period_text(period: str) -> str:
 
 
 def date_line(place: str, day: dt.date) -> str:
-    return f"{place}, ngày {day.day:02d} tháng {day.month:02d} năm {day.year}"
+    """NĐ 30/2020: a day below 10, and the months 1 and 2, are written with a leading 0."""
+    month = f"{day.month:02d}" if day.month <= 2 else str(day.month)
+    return f"{place}, ngày {day.day:02d} tháng {month} năm {day.year}"
 
 
 def title(figures: dict[str, Any]) -> list[str]:
@@ -166,7 +169,10 @@ def _completeness(c: dict[str, Any], period: str) -> list[Block]:
         for r in c["levels"]
     ]
     header = ["Cấp", "Phải gửi", "Đã gửi", "Đúng hạn", "Trễ hạn", "Chưa gửi", "Tỷ lệ đầy đủ", "Tỷ lệ đúng hạn"]
-    out += [("caption", "Bảng 3. Tỷ lệ đầy đủ và đúng hạn theo cấp"), ("table", Table(header, rows, [1.6, 1, 1, 1, 1, 1, 1.2, 1.2]))]
+    out += [
+        ("caption", "Bảng 3. Tỷ lệ đầy đủ và đúng hạn theo cấp"),
+        ("table", Table(header, rows, [1.6, 1, 1, 1, 1, 1, 1.2, 1.2], text_columns=1)),
+    ]
     for key, words in (("late", "Đơn vị gửi báo cáo trễ hạn"), ("missing", "Đơn vị chưa gửi báo cáo")):
         named = c[key]
         if not named:
@@ -186,7 +192,10 @@ def _indicators(ind: dict[str, Any]) -> list[Block]:
         for r in ind["rows"]
     ]
     header = ["Mã", "Chỉ tiêu", "Đơn vị tính", "Kỳ này", f"Kỳ trước ({ind['previous_period']})", "Tăng/giảm", "Tỷ lệ"]
-    out += [("caption", "Bảng 4. Chỉ tiêu chủ yếu so với kỳ trước"), ("table", Table(header, rows, [1.3, 2.8, 1.2, 1.2, 1.3, 1.1, 0.9]))]
+    out += [
+        ("caption", "Bảng 4. Chỉ tiêu chủ yếu so với kỳ trước"),
+        ("table", Table(header, rows, [1.7, 2.6, 1.2, 1.2, 1.3, 1.1, 0.9], text_columns=3)),
+    ]
     if ind["omitted"]:
         out.append(("note", f"(Còn {num(ind['omitted'])} chỉ tiêu khác: xem bản số liệu JSON hoặc lienthong query.)"))
     return out
@@ -204,7 +213,7 @@ def _refused(r: dict[str, Any]) -> list[Block]:
     ]
     if r["agencies"]:
         rows = [[a["agency"] or NO_DATA, num(a["files"]), num(a["files_refused"]), num(a["rows_refused"])] for a in r["agencies"]]
-        out += [("table", Table(["Cơ quan", "Tệp nhận", "Tệp bị từ chối", "Dòng bị từ chối"], rows, [2, 1, 1, 1]))]
+        out += [("table", Table(["Cơ quan", "Tệp nhận", "Tệp bị từ chối", "Dòng bị từ chối"], rows, [2, 1, 1, 1], text_columns=1))]
     if r["children"]:
         rows = [[c["child"], c["code"], num(c["records"])] for c in r["children"]]
         out += [("table", Table(["Nút cấp dưới", "Lý do", "Bản ghi"], rows, [2, 2, 1]))]
@@ -218,7 +227,7 @@ def _security(s: dict[str, Any]) -> list[Block]:
     ]
     if s["actions"]:
         rows = [[a["action"], num(a["entries"]), num(a["events"])] for a in s["actions"]]
-        out.append(("table", Table(["Loại sự kiện", "Mục nhật ký", "Số lần"], rows, [3, 1, 1])))
+        out.append(("table", Table(["Loại sự kiện", "Mục nhật ký", "Số lần"], rows, [3, 1, 1], text_columns=1)))
     if s["chains_broken"]:
         nodes = ", ".join(sorted({str(p.get("node", "")) for p in s["chains_broken"]}))
         out.append(("para", f"Nhật ký kiểm toán của nút {nodes} có dấu hiệu bị sửa đổi: cần kiểm tra (lienthong audit events)."))
@@ -292,7 +301,7 @@ def markdown(figures: dict[str, Any], head: Letterhead, day: dt.date) -> str:
         elif kind == "table":
             lines += [_md_row(value.header), _md_row(["---"] * len(value.header)), *(_md_row(r) for r in value.rows), ""]
     lines += ["**Nơi nhận:**", *(f"- {r};" for r in head.recipients[:-1]), f"- {head.recipients[-1]}.", ""]
-    lines += [f"**{head.signer_title}**", "", "*(Ký, ghi rõ họ tên, đóng dấu)*", "", f"**{head.signer}**" if head.signer else ""]
+    lines += [f"**{head.signer_title}**", "", "", f"**{head.signer}**" if head.signer else ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

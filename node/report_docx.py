@@ -50,13 +50,13 @@ def build(figures: dict[str, Any], head: Letterhead, day: dt.date) -> Any:
     _para(doc, "", size=6)
     for kind, value in body(figures):
         if kind == "heading":
-            _para(doc, value, bold=True, before=6, after=3, indent=True)
+            _para(doc, value, bold=True, before=6, after=3, indent=True).paragraph_format.keep_with_next = True
         elif kind == "para":
             _para(doc, value, align=WD_ALIGN_PARAGRAPH.JUSTIFY, indent=True, after=3)
         elif kind == "note":
             _para(doc, value, italic=True, indent=True, after=3)
         elif kind == "caption":
-            _para(doc, value, italic=True, size=12, align=WD_ALIGN_PARAGRAPH.CENTER, before=3)
+            _para(doc, value, italic=True, size=12, align=WD_ALIGN_PARAGRAPH.CENTER, before=3).paragraph_format.keep_with_next = True
         elif kind == "table":
             _table(doc, value)
     _closing(doc, head)
@@ -149,10 +149,10 @@ def _borderless(table: Any) -> None:
 def _letterhead(doc: Any, head: Letterhead, day: dt.date) -> None:
     table = doc.add_table(rows=1, cols=2)
     _borderless(table)
+    _widths(table, [Cm(6.8), Cm(9.7)])
     left, right = table.rows[0].cells
-    left.width, right.width = Cm(6.5), Cm(10)
-    _cell_para(left, head.superior.upper(), first=True, size=13)
-    _cell_para(left, head.issuer.upper(), bold=True, size=13)
+    _cell_para(left, head.superior.upper(), first=True, size=12)
+    _cell_para(left, head.issuer.upper(), bold=True, size=12)
     _cell_para(left, "―――――", size=8)
     _cell_para(left, f"Số: …/BC-{head.issuer_short}", size=13)
     _cell_para(right, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", first=True, bold=True, size=12)
@@ -170,27 +170,45 @@ def _table(doc: Any, t: Table) -> None:
     for i, text in enumerate(t.header):
         _cell_para(table.rows[0].cells[i], text, first=True, bold=True, size=11)
     for r, row in enumerate(t.rows, start=1):
-        bold = t.total and r == len(t.rows)
+        total = t.total and r == len(t.rows)
+        cells = table.rows[r].cells
         for i, text in enumerate(row):
-            align = WD_ALIGN_PARAGRAPH.LEFT if i < 2 and not text[:1].isdigit() else WD_ALIGN_PARAGRAPH.RIGHT
-            _cell_para(table.rows[r].cells[i], text, first=True, bold=bold, size=11, align=align)
-    for row in table.rows:
-        for i, cell in enumerate(row.cells):
-            cell.width = Cm(usable * widths[i] / sum(widths))
+            if total and 0 < i < t.text_columns:
+                continue  # the total's label spans the text columns
+            align = WD_ALIGN_PARAGRAPH.LEFT if i < t.text_columns else WD_ALIGN_PARAGRAPH.RIGHT
+            _cell_para(cells[i], text, first=True, bold=total, size=11, align=align)
+        if total and t.text_columns > 1:
+            cells[0].merge(cells[t.text_columns - 1])
+    _widths(table, [Cm(usable * w / sum(widths)) for w in widths])
+    for cell in table.rows[0].cells:  # the caption stays with its table, the header row repeats on each page
+        for p in cell.paragraphs:
+            p.paragraph_format.keep_with_next = True
+    header = table.rows[0]._tr.get_or_add_trPr()
+    repeat = OxmlElement("w:tblHeader")
+    repeat.set(qn("w:val"), "true")
+    header.append(repeat)
+
+
+def _widths(table: Any, widths: list[Any]) -> None:
+    """Fixed column widths: in the grid (LibreOffice reads it) and on every cell (Word does)."""
+    table.autofit = False
+    for i, width in enumerate(widths):
+        table.columns[i].width = width
+        for cell in table.columns[i].cells:
+            cell.width = width
 
 
 def _closing(doc: Any, head: Letterhead) -> None:
     _para(doc, "", size=6)
     table = doc.add_table(rows=1, cols=2)
     _borderless(table)
+    _widths(table, [Cm(8), Cm(8.5)])
     left, right = table.rows[0].cells
-    left.width, right.width = Cm(8), Cm(8.5)
     _cell_para(left, "Nơi nhận:", first=True, bold=True, italic=True, size=12, align=WD_ALIGN_PARAGRAPH.LEFT)
     for i, recipient in enumerate(head.recipients):
         end = "." if i == len(head.recipients) - 1 else ";"
         _cell_para(left, f"- {recipient}{end}", size=11, align=WD_ALIGN_PARAGRAPH.LEFT)
     _cell_para(right, head.signer_title.upper(), first=True, bold=True, size=13)
-    _cell_para(right, "(Ký, ghi rõ họ tên, đóng dấu)", italic=True, size=12)
-    for _ in range(4):
+    for _ in range(5):  # room to sign and seal
         _cell_para(right, "", size=13)
     _cell_para(right, head.signer, bold=True, size=13)
