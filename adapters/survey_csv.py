@@ -33,6 +33,7 @@ COLUMNS: dict[str, frozenset[str]] = {
     "rating": frozenset({"muc do", "muc hai long", "muc danh gia", "rating"}),
     "count": frozenset({"so phieu", "so nguoi", "count", "responses"}),
 }
+CANONICAL = {"unit": "don_vi", "period": "ky", "category": "linh_vuc", "rating": "muc_do", "count": "so_phieu"}
 REQUIRED = ("unit", "period", "rating", "count")
 THOUSANDS = re.compile(r"\d{1,3}(\.\d{3})+")
 MAX_BYTES = 16 * 1024 * 1024
@@ -75,7 +76,7 @@ def read(path: Path, origin: str, agency: str = "") -> tuple[list[tuple[int, rec
         try:
             out.append((number, _record(row, origin, agency)))
         except _RowError as exc:
-            refused.append(Refused(number, exc.column, exc.reason))
+            refused.append(Refused(number, CANONICAL.get(exc.column, exc.column), exc.reason))
         except LienthongError as exc:  # a builder's own check (a unit code too long, …)
             refused.append(Refused(number, getattr(exc, "field", "") or "", exc.message))
     if not header:
@@ -89,7 +90,7 @@ def _header(cells: list[str], path: Path) -> dict[str, int]:
         name = next((field for field, spellings in COLUMNS.items() if fold(cell.strip("\ufeff")) in spellings), None)
         if name is not None:
             header.setdefault(name, i)
-    lacking = [f"{name} ({sorted(COLUMNS[name])[0]})" for name in REQUIRED if name not in header]
+    lacking = [f"{CANONICAL[name]} ({name})" for name in REQUIRED if name not in header]
     if lacking:
         raise LienthongError(
             f"{path} lacks the column(s) {', '.join(lacking)} in its header",

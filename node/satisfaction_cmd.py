@@ -48,10 +48,10 @@ def import_survey(node_dir: Path, file: Path, agency: str) -> None:
             mine = {u for o in own for u in (o, *registry.descendants(o))} if own else None
             for line, record in keyed:
                 if record.unit not in registry:
-                    refused.append(survey_csv.Refused(line, "unit", f"unit {record.unit} is not in the unit registry"))
+                    refused.append(survey_csv.Refused(line, "don_vi", f"unit {record.unit} is not in the unit registry"))
                 elif mine is not None and record.unit not in mine:
                     refused.append(
-                        survey_csv.Refused(line, "unit", f"unit {record.unit} is not this node's ({', '.join(own)}) nor below it")
+                        survey_csv.Refused(line, "don_vi", f"unit {record.unit} is not this node's ({', '.join(own)}) nor below it")
                     )
         if refused:
             refused.sort(key=lambda r: r.line)

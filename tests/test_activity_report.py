@@ -17,7 +17,11 @@ from typing import Any
 import docx
 import pytest
 
+from lienthong.adapters import survey_csv
 from lienthong.node.trust import ca
+from lienthong.sync import activity, records, satisfaction
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 
 from .helpers import STORE_FILE, cli, write_jsonl
@@ -295,7 +299,7 @@ def test_refusals_are_one_sentence_and_a_hint(province: Path, tmp_path: Path) ->
         f"don_vi,ky,linh_vuc,muc_do,so_phieu\n{PHUOC_HAU},2026-11,GT-01,5,4\n{PHUOC_HAU},2026-11,GT-01,6,1\n", encoding="utf-8"
     )
     refused = cli("feedback", "import-survey", "--dir", str(province), str(survey), check=False)
-    assert refused.returncode == 1 and "line 3: rating" in refused.stderr and "nothing imported" in refused.stderr
+    assert refused.returncode == 1 and "line 3: muc_do" in refused.stderr and "nothing imported" in refused.stderr
     store = Store.open(province / STORE_FILE)
     try:
         assert store.reader().execute("SELECT count(*) FROM indicator_values WHERE period = '2026-11'").fetchone()[0] == 0
@@ -317,3 +321,61 @@ def test_refusals_are_one_sentence_and_a_hint(province: Path, tmp_path: Path) ->
         check=False,
     )
     assert no_office.returncode == 1 and "soffice" in no_office.stderr and "Try: " in no_office.stderr and not (tmp_path / "r.pdf").exists()
+
+
+# ---------------------------------------------------------------- in process: the rules, cheaply
+
+
+def test_survey_csv_layout_spellings_and_refusals(tmp_path: Path) -> None:
+    """Headers with accents and ',' read like the ASCII ones; 1.200 is a count; bad rows are named; a header lacking a column is refused whole."""
+    good = tmp_path / "khao-sat.csv"
+    good.write_text(
+        "\ufeffĐơn vị,Kỳ,Lĩnh vực,Mức độ,Số phiếu\n86-28894,2026-Q4,,5,1.200\n86-28894,2026-10,GT-01,0,3\n86-28894,2026-10,GT-01,4,ba\n",
+        encoding="utf-8",
+    )
+    rows, refused = survey_csv.read(good, "86", "sonoivu")
+    [(line, record)] = rows
+    body = records.body_of(record.envelope("86", 1))
+    assert (line, record.unit, body.period, body.disaggregation, body.value) == (2, "86-28894", "2026Q4", "5", "1200")
+    assert [(r.line, r.column) for r in refused] == [(3, "muc_do"), (4, "so_phieu")]
+    lacking = tmp_path / "thieu.csv"
+    lacking.write_text("don_vi;ky;so_phieu\n86-28894;2026-10;4\n", encoding="utf-8")
+    with pytest.raises(LienthongError, match="muc_do"):
+        survey_csv.read(lacking, "86")
+
+
+def test_survey_counts_once_per_unit_period_rating_and_a_month_counts_in_its_quarter(tmp_path: Path) -> None:
+    """The same survey imported under two agencies counts once (the newest); October's survey counts in Q4, not in November."""
+    store = Store.create(tmp_path / STORE_FILE, "86")
+    try:
+
+        def value(period: str, rating: int, count: int, agency: str) -> records.Keyed:
+            fields = {"indicator": satisfaction.SURVEY_INDICATOR, "unit": BA_TRI, "period": period, "value": count, "agency": agency}
+            return records.indicator_value("86", {**fields, "disaggregation": satisfaction.survey_disaggregation("GT-01", rating)})
+
+        store.write_local([value("2026-10", 5, 10, "sonoivu"), value("2026Q4", 4, 3, "sonoivu")], HybridClock(store.max_version()))
+        store.write_local([value("2026-10", 5, 12, "1022")], HybridClock(store.max_version()))  # the same survey, corrected, again
+        quarter = satisfaction.summarise(satisfaction.survey_answers(store.reader(), "2026Q4"), "2026Q4")
+        november = satisfaction.summarise(satisfaction.survey_answers(store.reader(), "2026-11"), "2026-11")
+    finally:
+        store.close()
+    assert quarter["total"]["survey"]["by_rating"] == {"1": 0, "2": 0, "3": 0, "4": 3, "5": 12}
+    assert (quarter["total"]["all"]["average"], quarter["total"]["all"]["satisfied_pct"]) == (4.8, 100.0)
+    assert november["total"]["all"]["responses"] == 0 and november["total"]["all"]["average"] is None
+
+
+def test_security_events_are_counted_in_vietnam_days() -> None:
+    """Refused connections count by their `count`; an entry at 17:30 UTC on 31 October is 1 November in Vietnam; unreadable times are skipped."""
+    entries = [
+        {"node": "86", "time": "2026-10-01T00:00:00+07:00", "action": "connection.refused", "details": {"count": 40}},
+        {"node": "86-28894", "time": "2026-10-15T03:00:00+00:00", "action": "record.refused", "details": {}},
+        {"node": "86", "time": "2026-10-31T17:30:00+00:00", "action": "connection.refused", "details": {"count": 7}},
+        {"node": "86", "time": "not a time", "action": "cert.issue", "details": {}},
+    ]
+    out = activity.security_figures(entries, [{"node": "86-29077", "problem": "rewritten"}], "2026-10")
+    assert out["actions"] == [
+        {"action": "connection.refused", "entries": 1, "events": 40},
+        {"action": "record.refused", "entries": 1, "events": 1},
+    ]
+    assert out["nodes"] == [{"node": "86", "entries": 1}, {"node": "86-28894", "entries": 1}]
+    assert out["chains_broken"] == [{"node": "86-29077", "problem": "rewritten"}]
