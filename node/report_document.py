@@ -280,8 +280,8 @@ def _satisfaction(s: dict[str, Any]) -> list[Block]:
 
 def markdown(figures: dict[str, Any], head: Letterhead, day: dt.date) -> str:
     lines = [
-        f"**{head.superior}**  ",
-        f"**{head.issuer}**  ",
+        f"{head.superior.upper()}  ",
+        f"**{head.issuer.upper()}**  ",
         f"Số: …/BC-{head.issuer_short}",
         "",
         "**CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM**  ",
