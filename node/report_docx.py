@@ -44,6 +44,9 @@ def build(figures: dict[str, Any], head: Letterhead, day: dt.date) -> Any:
     normal.font.name, normal.font.size = FONT, Pt(13)
     normal.element.rPr.rFonts.set(qn("w:eastAsia"), FONT)
     normal.paragraph_format.space_after = Pt(0)
+    doc.core_properties.title = " ".join(title(figures))
+    doc.core_properties.author = head.issuer
+    doc.core_properties.comments = f"Drafted by lienthong from node {figures['node']}, figures as of {figures['as_of']}"
     _letterhead(doc, head, day)
     for i, line in enumerate(title(figures)):
         _para(doc, line, bold=True, size=14 if i == 0 else 13, align=WD_ALIGN_PARAGRAPH.CENTER, before=12 if i == 0 else 0)

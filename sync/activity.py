@@ -39,7 +39,7 @@ from . import feedback as fb
 from . import rollup as rollup_mod
 from . import satisfaction
 from .catalogue import Catalogue
-from .schedule import VIETNAM, Schedules, bounds, shift
+from .schedule import VIETNAM, Schedules, bounds, period_type, shift
 from .store import Store
 from .units import Units
 
@@ -82,7 +82,7 @@ def figures(
     names = {u.code: u.name for u in units}
     return {
         "period": period,
-        "period_type": "quarterly" if "Q" in period else "monthly",
+        "period_type": period_type(period),
         "from": start.isoformat(),
         "to": end.isoformat(),
         "previous_period": shift(period, -1),
@@ -157,16 +157,12 @@ def completeness_figures(store: Store, units: Units, period: str, scope: Scope, 
         if r["status"] in (completeness_mod.LATE, completeness_mod.MISSING)
     ]
     return {
-        "schedules": len([s for s in schedules.items if s.period_type == result_type(period)]),
+        "schedules": len([s for s in schedules.items if s.period_type == period_type(period)]),
         "levels": result["levels"],
         "report_types": result["report_types"],
         "late": [r for r in named if r["status"] == completeness_mod.LATE],
         "missing": [r for r in named if r["status"] == completeness_mod.MISSING],
     }
-
-
-def result_type(period: str) -> str:
-    return "quarterly" if "Q" in period else "monthly"
 
 
 # ---------------------------------------------------------------- headline indicators
