@@ -555,6 +555,11 @@ cli.add_command(files_cmd.files)
 cli.add_command(share_cmd.share)
 cli.add_command(user_cmd.user)
 
+from . import report_cmd, satisfaction_cmd  # noqa: E402 (the activity report; satisfaction surveys)
+
+cli.add_command(report_cmd.report)
+feedback_cmd.feedback.add_command(satisfaction_cmd.import_survey)
+
 
 def main() -> None:
     permissions.private_umask()  # every file a command makes is the user's alone (node/permissions.py)

@@ -247,10 +247,22 @@ def update(node_dir: Path, item_ref: str, status: str, note: str, result: str, r
 
 @feedback.command("stats")
 @DIR_OPTION
-@click.option("--period", required=True, metavar="YYYY-MM", help="The month, e.g. 2026-11.")
+@click.option("--period", required=True, metavar="YYYY-MM", help="The month, e.g. 2026-11 (with --satisfaction also a quarter, 2026-Q4).")
+@click.option(
+    "--satisfaction", "satisfaction", is_flag=True, help="Citizens' satisfaction instead: ratings and surveys per unit and category."
+)
+@click.option("--unit", default="", help="With --satisfaction: only this unit and the units below it.")
 @JSON_OPTION
-def stats(node_dir: Path, period: str, as_json: bool) -> None:
-    """Per unit, feedback received in a month and handled on time (KTXH.PA.01, KTXH.PA.02), derived from the items."""
+def stats(node_dir: Path, period: str, satisfaction: bool, unit: str, as_json: bool) -> None:
+    """Per unit, feedback received in a month and handled on time (KTXH.PA.01, KTXH.PA.02), derived from the items;
+    with --satisfaction, the citizens' ratings and survey results per unit, category and period."""
+    if satisfaction:
+        from .satisfaction_cmd import stats_satisfaction
+
+        stats_satisfaction(node_dir, period, unit, as_json)
+        return
+    if unit:
+        fail("--unit goes with --satisfaction", "drop --unit, or add --satisfaction")
     load_settings(node_dir)
     store = Store.open(node_dir / runtime.STORE_FILE)
     try:
