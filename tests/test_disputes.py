@@ -17,6 +17,7 @@ from lienthong.node.cli import cli as lienthong_cli
 from lienthong.node.runtime import open_store
 from lienthong.sync import disputes, records
 from lienthong.sync.clock import HybridClock
+from lienthong.sync.downstream import Downstream
 from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 
@@ -198,3 +199,45 @@ def disputes_at(node: Path) -> list[disputes.Thread]:
         return disputes.load(store).threads
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------- routing, in process
+
+
+AGENCY = "86-SYT"  # the health department's own node, a child of the province
+
+
+def test_acts_from_an_agency_node_go_down_to_the_origin_and_the_answer_back_to_the_agency(tmp_path: Path) -> None:
+    """At the province (a real store, no network): an agency node's question is queued for the
+    record's origin, the origin's answer for the agency, never back to the sender; the agency's
+    answer in the origin's name is refused."""
+    store = Store.create(tmp_path / "province.db", "86")
+    down = Downstream(store)
+    for child in (BA_TRI, AGENCY):
+        down.register_child(child, "127.0.0.1:1")
+    clock = HybridClock(store.latest_version())
+    store.write_local([records.build("86", unit_definition(code)) for code in (BA_TRI, AGENCY)], clock)
+    record = records.indicator_value(BA_TRI, FIGURE).envelope(BA_TRI, clock.now())
+    opening = records.dispute(AGENCY, {**disputes.opening_fields(record, "2026-11-02T08:00:00+07:00", unit=AGENCY, agency="", reason="?")})
+    thread = disputes.thread_from_envelope(opening.envelope(AGENCY, 1))
+    answer = records.dispute(BA_TRI, disputes.act_fields(thread, "answered", "2026-11-03T08:00:00+07:00", unit=BA_TRI, note="ok"))
+    forged = records.dispute(AGENCY, disputes.act_fields(thread, "answered", "2026-11-04T08:00:00+07:00", unit=AGENCY, note="ok"))
+
+    def send(child: str, keyed: records.Keyed, seq: int) -> list[str]:
+        raw = keyed.envelope(child, clock.now()).SerializeToString()
+        return [r.code for r in down.apply_from_child(child, "e", seq - 1, seq, b"", [raw])]
+
+    assert send(AGENCY, opening, 1) == []
+    assert send(BA_TRI, answer, 1) == []
+    assert send(AGENCY, forged, 2) == ["not_dispute_party"]
+    queued = {
+        (child, rid)
+        for child, rid in store.reader().execute(
+            "SELECT d.child, r.id FROM downqueue d JOIN records r ON r.rid = d.rid WHERE r.kind = ?", (records.DISPUTE,)
+        )
+    }
+    assert queued == {(BA_TRI, opening.id), (AGENCY, answer.id)}
+
+
+def unit_definition(code: str) -> dict[str, Any]:
+    return {"kind": "definition", "type": "unit", "code": code, "fields": {"name": code, "parent": "86"}}
