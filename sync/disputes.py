@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,16 +246,20 @@ def writer_problem(env: Envelope) -> tuple[str, str] | None:
     return None
 
 
-def thread_problem(db: sqlite3.Connection, env: Envelope) -> tuple[str, str] | None:
-    """Why a received act does not belong to the thread it names (held here), or None: a node
-    that claims to be a record's origin, or a thread's opener, must be the one the thread says."""
+def thread_problem(db: sqlite3.Connection, env: Envelope, arriving: Mapping[bytes, bytes] | None = None) -> tuple[str, str] | None:
+    """Why a received act does not belong to the thread it names (held here, or `arriving` in the
+    same batch: id -> envelope), or None: a node that claims to be a record's origin, or a thread's
+    opener, must be the one the thread says."""
     body = records.body_of(env)
     if body.action == "opened":
         return None
-    row = db.execute("SELECT envelope FROM records WHERE id = ? AND kind = ?", (body.thread, records.DISPUTE)).fetchone()
-    if row is None:
-        return None  # the thread is not held here: the fold where it is decides
-    opening = records.body_of(Envelope.FromString(row[0]))
+    raw = (arriving or {}).get(body.thread)
+    if raw is None:
+        row = db.execute("SELECT envelope FROM records WHERE id = ? AND kind = ?", (body.thread, records.DISPUTE)).fetchone()
+        if row is None:
+            return None  # the thread is not held here: the fold where it is decides
+        raw = row[0]
+    opening = records.body_of(Envelope.FromString(raw))
     if (opening.record, opening.record_origin, opening.thread_origin) != (body.record, body.record_origin, body.thread_origin):
         return (
             "not_dispute_party",

@@ -151,10 +151,11 @@ class Downstream:
                     )
                 denied = {origin for origin in {r[2] for r in batch_rows} if not self._claim_origin(db, child, origin)}
                 subtrees = self._subtrees(db)
+                arriving = {x[0]: x[9] for x in batch_rows if x[1] == records.DISPUTE}  # threads opened in this batch
                 for r in batch_rows:
                     problem = self._authority_problem(subtrees, child, r, denied, self.reported_to)
                     if problem is None and r[1] == records.DISPUTE:
-                        problem = disputes.thread_problem(db, Envelope.FromString(r[9]))
+                        problem = disputes.thread_problem(db, Envelope.FromString(r[9]), arriving)
                     if problem is None and r[1] == records.FEEDBACK_EVENT:
                         if assignees is None:
                             assignees = self._assignees(db, subtrees, prepared)

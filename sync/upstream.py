@@ -215,8 +215,9 @@ class Upstream:
         """The rows less the dispute acts that do not belong to the thread they name (disputes.thread_problem):
         who may act on a dispute is checked here too, whichever way the act came."""
         kept = []
+        arriving = {r[0]: r[9] for r in rows if r[1] == records.DISPUTE}
         for r in rows:
-            problem = disputes.thread_problem(db, records.Envelope.FromString(r[9])) if r[1] == records.DISPUTE else None
+            problem = disputes.thread_problem(db, records.Envelope.FromString(r[9]), arriving) if r[1] == records.DISPUTE else None
             if problem is None:
                 kept.append(r)
             else:

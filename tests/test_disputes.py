@@ -171,6 +171,8 @@ def test_dispute_opened_at_province_is_corrected_at_the_commune_and_forgeries_ar
         assert show(province, thread) == at_province  # nothing changed upstairs
         assert show(ba_tri, thread) == at_commune
 
+        # Ba Tri's audit entry for its correction reaches the province with its audit copies.
+        until(lambda: ("dispute.corrected", thread) in audit_copies(province, BA_TRI), "Ba Tri's audit entry at the province")
         lienthong("dispute", "close", "--dir", str(province), thread, "--reason", "Chấp nhận số đã sửa")
         until(lambda: threads(ba_tri)[0]["state"] == "closed", "the close at Ba Tri")
         assert show(ba_tri, thread) == show(province, thread)
@@ -182,6 +184,16 @@ def test_dispute_opened_at_province_is_corrected_at_the_commune_and_forgeries_ar
     assert [e["subject"] for e in audit_actions(province, tmp_path) if e["action"] == "record.refused"] == [LONG_CHAU] * 3
     corrected = [e for e in audit_actions(ba_tri, tmp_path) if e["action"] == "dispute.corrected"]
     assert len(corrected) == 1 and corrected[0]["details"]["value"] == "12405"
+
+
+def audit_copies(node: Path, origin: str) -> set[tuple[str, str]]:
+    """(action, subject) of the audit entries of `origin` that `node` holds as records."""
+    store = Store.open(node / STORE_FILE)
+    try:
+        bodies = [records.body_of(env) for env in store.iter_records(records.AUDIT_ENTRY) if env.origin == origin]
+        return {(body.action, body.subject) for body in bodies}
+    finally:
+        store.close()
 
 
 def refused_at(node: Path) -> list[dict[str, Any]]:
@@ -210,7 +222,7 @@ AGENCY = "86-SYT"  # the health department's own node, a child of the province
 def test_acts_from_an_agency_node_go_down_to_the_origin_and_the_answer_back_to_the_agency(tmp_path: Path) -> None:
     """At the province (a real store, no network): an agency node's question is queued for the
     record's origin, the origin's answer for the agency, never back to the sender; the agency's
-    answer in the origin's name is refused."""
+    answers in the origin's name, or claiming to be the origin, are refused."""
     store = Store.create(tmp_path / "province.db", "86")
     down = Downstream(store)
     for child in (BA_TRI, AGENCY):
@@ -223,13 +235,17 @@ def test_acts_from_an_agency_node_go_down_to_the_origin_and_the_answer_back_to_t
     answer = records.dispute(BA_TRI, disputes.act_fields(thread, "answered", "2026-11-03T08:00:00+07:00", unit=BA_TRI, note="ok"))
     forged = records.dispute(AGENCY, disputes.act_fields(thread, "answered", "2026-11-04T08:00:00+07:00", unit=AGENCY, note="ok"))
 
-    def send(child: str, keyed: records.Keyed, seq: int) -> list[str]:
-        raw = keyed.envelope(child, clock.now()).SerializeToString()
-        return [r.code for r in down.apply_from_child(child, "e", seq - 1, seq, b"", [raw])]
+    claim = records.dispute(
+        AGENCY, {**disputes.act_fields(thread, "answered", "2026-11-02T09:00:00+07:00", unit=AGENCY), "record_origin": AGENCY}
+    )
 
-    assert send(AGENCY, opening, 1) == []
-    assert send(BA_TRI, answer, 1) == []
-    assert send(AGENCY, forged, 2) == ["not_dispute_party"]
+    def send(child: str, seq: int, *keyed: records.Keyed) -> list[str]:
+        raws = [k.envelope(child, clock.now()).SerializeToString() for k in keyed]
+        return [r.code for r in down.apply_from_child(child, "e", seq - 1, seq, b"", raws)]
+
+    assert send(AGENCY, 1, opening, claim) == ["not_dispute_party"]  # claims to be the origin, in the thread's own batch
+    assert send(BA_TRI, 1, answer) == []
+    assert send(AGENCY, 2, forged) == ["not_dispute_party"]
     queued = {
         (child, rid)
         for child, rid in store.reader().execute(
@@ -237,6 +253,22 @@ def test_acts_from_an_agency_node_go_down_to_the_origin_and_the_answer_back_to_t
         )
     }
     assert queued == {(BA_TRI, opening.id), (AGENCY, answer.id)}
+
+
+def test_a_commune_refuses_from_its_parent_an_act_that_does_not_match_its_thread(tmp_path: Path) -> None:
+    """What comes down is checked too: an answer by another commune claiming to be the record's
+    origin is refused at the commune that holds the thread; the question itself is taken."""
+    store = Store.create(tmp_path / "commune.db", BA_TRI)
+    clock = HybridClock(0)
+    record = records.indicator_value(BA_TRI, FIGURE).envelope(BA_TRI, clock.now())
+    opening = records.dispute("86", disputes.opening_fields(record, "2026-11-02T08:00:00+07:00", unit="86", agency="", reason="?"))
+    thread = disputes.thread_from_envelope(opening.envelope("86", 1))
+    claim = {**disputes.act_fields(thread, "answered", "2026-11-03T08:00:00+07:00", unit=LONG_CHAU), "record_origin": LONG_CHAU}
+    forged = records.dispute(LONG_CHAU, claim)
+    raws = [opening.envelope("86", clock.now()).SerializeToString(), forged.envelope(LONG_CHAU, clock.now()).SerializeToString()]
+    taken, refused = Upstream(store).apply_from_parent("e", 0, 2, raws)
+    assert (taken, [(r.id, r.code) for r in refused]) == (1, [(forged.id, "not_dispute_party")])
+    assert [t.id for t in disputes.load(store).threads] == [opening.id.hex()] and not disputes.load(store).orphans
 
 
 def unit_definition(code: str) -> dict[str, Any]:
