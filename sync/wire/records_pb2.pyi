@@ -50,9 +50,7 @@ class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Kind.ValueType],
     KIND_AUDIT_ENTRY: _Kind.ValueType  # 7
     """a copy of one entry of the origin's audit log, sent up for the province"""
     KIND_DISPUTE: _Kind.ValueType  # 9
-    """8 is KIND_APPROVAL (approval of a data set, issue #15 item 1).
-    an act in a dispute on a figure: opened, answered, corrected, closed, reopened
-    """
+    """an act in a dispute on a figure: opened, answered, corrected, closed, reopened"""
 
 class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
 
@@ -72,9 +70,7 @@ KIND_SEAL: Kind.ValueType  # 6
 KIND_AUDIT_ENTRY: Kind.ValueType  # 7
 """a copy of one entry of the origin's audit log, sent up for the province"""
 KIND_DISPUTE: Kind.ValueType  # 9
-"""8 is KIND_APPROVAL (approval of a data set, issue #15 item 1).
-an act in a dispute on a figure: opened, answered, corrected, closed, reopened
-"""
+"""an act in a dispute on a figure: opened, answered, corrected, closed, reopened"""
 Global___Kind: _TypeAlias = Kind  # noqa: Y015
 
 @_typing.final
