@@ -173,17 +173,31 @@ def test_dispute_opened_at_province_is_corrected_at_the_commune_and_forgeries_ar
 
         # Ba Tri's audit entry for its correction reaches the province with its audit copies.
         until(lambda: ("dispute.corrected", thread) in audit_copies(province, BA_TRI), "Ba Tri's audit entry at the province")
+        lienthong("dispute", "reopen", "--dir", str(province), thread, "--reason", "Còn 3 hộ tạm trú?")
+        until(lambda: threads(ba_tri)[0]["state"] == "reopened", "the reopening at Ba Tri")
+        lienthong("dispute", "answer", "--dir", str(ba_tri), thread, "--explanation", "Hộ tạm trú không tính vào chỉ tiêu này")
+        until(lambda: threads(province)[0]["state"] == "answered", "the explanation at the province")
         lienthong("dispute", "close", "--dir", str(province), thread, "--reason", "Chấp nhận số đã sửa")
         until(lambda: threads(ba_tri)[0]["state"] == "closed", "the close at Ba Tri")
-        assert show(ba_tri, thread) == show(province, thread)
+        final = show(province, thread)
+        assert show(ba_tri, thread) == final
+        assert [(h["action"], h["by"], h["applied"]) for h in final["history"]] == [
+            ("corrected", BA_TRI, True),
+            ("reopened", "86", True),
+            ("answered", BA_TRI, True),
+            ("closed", "86", True),
+        ]
+        assert (final["corrected_value"], final["answer"]) == ("12405", "Hộ tạm trú không tính vào chỉ tiêu này")
 
     assert [(e["action"], e["subject"]) for e in audit_actions(province, tmp_path) if e["action"].startswith("dispute.")] == [
         ("dispute.opened", thread),
+        ("dispute.reopened", thread),
         ("dispute.closed", thread),
     ]
     assert [e["subject"] for e in audit_actions(province, tmp_path) if e["action"] == "record.refused"] == [LONG_CHAU] * 3
-    corrected = [e for e in audit_actions(ba_tri, tmp_path) if e["action"] == "dispute.corrected"]
-    assert len(corrected) == 1 and corrected[0]["details"]["value"] == "12405"
+    at_commune = [e for e in audit_actions(ba_tri, tmp_path) if e["action"].startswith("dispute.")]
+    assert [e["action"] for e in at_commune] == ["dispute.corrected", "dispute.answered"]
+    assert at_commune[0]["details"]["value"] == "12405"
 
 
 def audit_copies(node: Path, origin: str) -> set[tuple[str, str]]:
