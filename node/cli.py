@@ -526,6 +526,7 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 
 from . import (  # noqa: E402 (after the core commands)
     backup_cmd,
+    dispute_cmd,
     feedback_cmd,
     files_cmd,
     query_cmd,
@@ -554,6 +555,7 @@ audit.add_command(audit_events)
 cli.add_command(files_cmd.files)
 cli.add_command(share_cmd.share)
 cli.add_command(user_cmd.user)
+cli.add_command(dispute_cmd.dispute)
 
 from . import report_cmd, satisfaction_cmd  # noqa: E402 (the activity report; satisfaction surveys)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from . import clock, provenance, records, sharing
+from . import clock, disputes, provenance, records, sharing
 from .batch import Refusal
 from .records import Envelope
 from .store import VIA_PARENT
@@ -85,6 +85,10 @@ def shape_problem(env: Envelope) -> tuple[str, str] | None:
         return "malformed", "the record's body cannot be read"
     if expected is not None and expected != env.id:
         return "id_mismatch", "the record's id is not the one its natural key gives: it would overwrite another record"
+    if env.kind == records.DISPUTE:
+        problem = disputes.writer_problem(env)  # who may write which act: checked on every link, both ways
+        if problem is not None:
+            return problem
     if clock.too_far_ahead(env.version):
         return "clock_skew", "the record's version is more than a day ahead of this node's clock; check the sender's clock"
     return None

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import admission, feedback, records, sharing
+from . import admission, disputes, feedback, records, sharing
 from .admission import Prepared
 from .batch import InBatch, OutBatch, Refusal
 from .errors import HandshakeRefused, ProtocolError
@@ -151,8 +151,11 @@ class Downstream:
                     )
                 denied = {origin for origin in {r[2] for r in batch_rows} if not self._claim_origin(db, child, origin)}
                 subtrees = self._subtrees(db)
+                arriving = {x[0]: x[9] for x in batch_rows if x[1] == records.DISPUTE}  # threads opened in this batch
                 for r in batch_rows:
                     problem = self._authority_problem(subtrees, child, r, denied, self.reported_to)
+                    if problem is None and r[1] == records.DISPUTE:
+                        problem = disputes.thread_problem(db, Envelope.FromString(r[9]), arriving)
                     if problem is None and r[1] == records.FEEDBACK_EVENT:
                         if assignees is None:
                             assignees = self._assignees(db, subtrees, prepared)
@@ -174,6 +177,8 @@ class Downstream:
                 stale = self._refuse_stale(db, child, rows, prepared, results, quarantined, now)
             # Records shared down by the province (sharing.py) go on to the units they are shared with.
             self.store.router.route_shared(db, [r[0] for r in rows])
+            # Dispute acts from below go on down to the other party's subtree (an opener's question, an origin's answer).
+            self.store.router.route(db, [r[0] for r in rows if r[1] == records.DISPUTE])
             if self._claimed:
                 # Records of nodes first seen through this child: feedback for their units goes to it now.
                 self.store.router.queue_feedback_for(db, child)

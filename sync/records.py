@@ -1,4 +1,4 @@
-"""Records: the five kinds DESIGN §3 replicates (plus the seals that sign them), their identities and their fields.
+"""Records: the five kinds DESIGN §3 replicates (plus the seals that sign them, audit copies and dispute acts), their identities and their fields.
 
 A record is a `wire.records_pb2.Envelope` (identity, provenance, version) around a
 typed body. This module builds envelopes from plain fields, derives deterministic
@@ -36,6 +36,7 @@ FEEDBACK_EVENT = pb.KIND_FEEDBACK_EVENT
 DEFINITION = pb.KIND_DEFINITION
 SEAL = pb.KIND_SEAL
 AUDIT_ENTRY = pb.KIND_AUDIT_ENTRY
+DISPUTE = pb.KIND_DISPUTE
 
 KIND_NAMES: dict[int, str] = {
     INDICATOR: "indicator",
@@ -45,6 +46,7 @@ KIND_NAMES: dict[int, str] = {
     DEFINITION: "definition",
     SEAL: "seal",
     AUDIT_ENTRY: "audit_entry",
+    DISPUTE: "dispute",
 }
 KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
 BODY_TYPES: dict[int, type[Any]] = {
@@ -55,6 +57,7 @@ BODY_TYPES: dict[int, type[Any]] = {
     DEFINITION: pb.Definition,
     SEAL: pb.Seal,
     AUDIT_ENTRY: pb.AuditEntry,
+    DISPUTE: pb.Dispute,
 }
 # The definition type of a registered node and its parent, published by the province from its CA registry.
 NODE_DEFINITION = "node"
@@ -350,6 +353,31 @@ def audit_entry(origin: str, unit: str, entry: Mapping[str, Any]) -> Keyed:
     return Keyed(rid, AUDIT_ENTRY, unit, "", body.SerializeToString(deterministic=True))
 
 
+def dispute(origin: str, fields: Mapping[str, Any]) -> Keyed:
+    """An act in a dispute on a figure (sync/disputes.py), keyed by thread (the record, for the
+    opening act), action, time, origin and agency. Fields as `disputes.act_fields` makes them."""
+    body = pb.Dispute(
+        thread=bytes.fromhex(str(fields.get("thread") or "")),
+        action=text(fields, "action", limit=32),
+        at=timestamp(fields, "at"),
+        note=text(fields, "note", required=False),
+        record=bytes.fromhex(text(fields, "record", limit=64)),
+        record_origin=code(fields, "record_origin"),
+        record_kind=int(fields.get("record_kind") or 0),  # type: ignore[arg-type]
+        record_unit=code(fields, "record_unit"),
+        record_version=int(fields.get("record_version") or 0),
+        thread_origin=code(fields, "thread_origin", required=False) or origin,
+        value=text(fields, "value", required=False, limit=1_000),
+    )
+    unit, agency = code(fields, "unit"), code(fields, "agency", required=False)
+    return Keyed(dispute_id(body, origin, agency), DISPUTE, unit, agency, body.SerializeToString(deterministic=True))
+
+
+def dispute_id(body: Any, origin: str, agency: str) -> bytes:
+    """A dispute act's id; the opening act's is the thread's id."""
+    return record_id(DISPUTE, (body.thread or body.record).hex(), body.action, body.at, origin, agency)
+
+
 def canonical_json(value: Any) -> str:
     """Sorted-key compact JSON with non-ASCII text unescaped (the audit log's hashed form)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -373,6 +401,8 @@ def expected_id(env: Envelope) -> bytes | None:
         return record_id(DEFINITION, body.type, body.code, env.origin)
     if env.kind == AUDIT_ENTRY:
         return record_id(AUDIT_ENTRY, env.origin, str(body.seq), body.hash)
+    if env.kind == DISPUTE:
+        return dispute_id(body, env.origin, env.agency)
     return None
 
 
@@ -441,6 +471,10 @@ def to_dict(env: Envelope) -> dict[str, Any]:
         body["assigned_unit"] = body.pop("unit")
     if env.kind == DEFINITION:
         body["fields"] = json.loads(body.pop("json", "{}") or "{}")
+    if env.kind == DISPUTE:
+        for name in ("thread", "record"):
+            body[name] = getattr(body_of(env), name).hex()
+        body["record_kind"] = KIND_NAMES.get(body_of(env).record_kind, "")
     if env.kind == INDICATOR:
         number = Decimal(body.get("value", "0"))
         body["value"] = int(number) if number == number.to_integral() else float(number)

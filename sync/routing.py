@@ -7,6 +7,8 @@
   when that child did not hold it yet.
 - A child that names a unit for the first time is queued the feedback it must now
   hold (`queue_feedback_for`), and what was shared with its units.
+- Acts of a dispute on a figure go to the child holding the disputed record's origin
+  and to the child holding the node that opened the thread (sync/disputes.py).
 - Records the province shared (`share` definitions, sharing.py) go to the child whose
   subtree holds a unit they are shared with, and the share with them; nowhere else.
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from . import records, sharing
+from . import disputes, records, sharing
 from .records import Envelope
 from .subtree import Subtrees
 
@@ -46,12 +48,13 @@ class Router:
             return
         queue: list[tuple[str, int]] = []
         feedback_rows: list[FeedbackRow] = []
+        owners: _Owners | None = None
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for rid, kind, unit, via, raw, shared in db.execute(
                 f"SELECT r.rid, r.kind, r.unit, r.via, CASE WHEN r.kind = ? THEN NULL ELSE r.envelope END, "
-                f"r.kind = ? AND instr(r.envelope, ?) > 0 FROM records r WHERE r.id IN ({marks}) AND (r.kind = ? OR r.kind IN (?, ?))",
+                f"r.kind = ? AND instr(r.envelope, ?) > 0 FROM records r WHERE r.id IN ({marks}) AND r.kind IN (?, ?, ?, ?)",
                 (
                     records.DEFINITION,
                     records.DEFINITION,
@@ -60,9 +63,13 @@ class Router:
                     records.DEFINITION,
                     records.FEEDBACK,
                     records.FEEDBACK_EVENT,
+                    records.DISPUTE,
                 ),
             ):
-                if kind == records.DEFINITION:
+                if kind == records.DISPUTE:
+                    owners = owners or _Owners(db, self.node_id)
+                    queue.extend((c, rid) for c in sorted(disputes.routes(Envelope.FromString(raw), owners.child_for_node)) if c != via)
+                elif kind == records.DEFINITION:
                     if not shared:  # a share goes only where its records go (below)
                         queue.extend((c, rid) for c in children if c != via)
                 else:
@@ -147,6 +154,11 @@ class _Owners:
                 self.subtrees = Subtrees.load(self.db, self.node_id)
             self.cache[unit] = self.subtrees.child_for_unit(unit)
         return self.cache[unit]
+
+    def child_for_node(self, node: str) -> str:
+        if self.subtrees is None:
+            self.subtrees = Subtrees.load(self.db, self.node_id)
+        return self.subtrees.child_for_node(node)
 
 
 def _history(db: sqlite3.Connection, item: tuple[int, str, str, bytes]) -> list[tuple[int, str]]:

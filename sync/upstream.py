@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from . import admission, clock, provenance, records, sharing
+from . import admission, clock, disputes, provenance, records, sharing
 from .batch import OutBatch, Refusal
 from .errors import ProtocolError
 from .store import RESTORING, UPSERT, VIA_LOCAL, VIA_PARENT, Store
@@ -196,6 +196,7 @@ class Upstream:
                 return 0, []
             if after != applied:
                 raise ProtocolError(f"the parent sent down {after}..{last} but we hold {applied}", "it reconnects by itself")
+            rows = self._dispute_parties(db, rows, refusals, quarantined, now)
             db.executemany(UPSERT, rows)
             db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
             self._take_back_own(db, rows)
@@ -207,6 +208,23 @@ class Upstream:
                 (parent_epoch, last, fingerprint, len(rows), now),
             )
         return len(rows), refusals
+
+    @staticmethod
+    def _dispute_parties(
+        db: sqlite3.Connection, rows: list[admission.Row], refusals: list[Refusal], quarantined: list[admission.Row], now: float
+    ) -> list[admission.Row]:
+        """The rows less the dispute acts that do not belong to the thread they name (disputes.thread_problem):
+        who may act on a dispute is checked here too, whichever way the act came."""
+        kept = []
+        arriving = {r[0]: r[9] for r in rows if r[1] == records.DISPUTE}
+        for r in rows:
+            problem = disputes.thread_problem(db, records.Envelope.FromString(r[9]), arriving) if r[1] == records.DISPUTE else None
+            if problem is None:
+                kept.append(r)
+            else:
+                refusals.append(Refusal(r[0], r[5], *problem))
+                quarantined.append((VIA_PARENT, r[0], r[5], *problem, now, r[9]))
+        return kept
 
     def _take_back_own(self, db: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
         """This node's own records coming back down (it was restored from a copy older than what

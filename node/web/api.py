@@ -573,7 +573,7 @@ def _record_counts(store: Store) -> dict[str, int]:
         ("feedback_event", "feedback_events"),
     ):
         out[kind] = int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-    for code in (int(records.DEFINITION), int(records.SEAL)):
+    for code in (int(records.DEFINITION), int(records.SEAL), int(records.DISPUTE)):
         row = db.execute("SELECT count(*) FROM records WHERE kind = ? AND deleted = 0", (code,)).fetchone()
         out[records.KIND_NAMES[code]] = int(row[0])
     return out

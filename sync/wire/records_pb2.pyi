@@ -49,6 +49,8 @@ class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Kind.ValueType],
     """an origin's signature over a set of its record versions"""
     KIND_AUDIT_ENTRY: _Kind.ValueType  # 7
     """a copy of one entry of the origin's audit log, sent up for the province"""
+    KIND_DISPUTE: _Kind.ValueType  # 9
+    """an act in a dispute on a figure: opened, answered, corrected, closed, reopened"""
 
 class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
 
@@ -67,6 +69,8 @@ KIND_SEAL: Kind.ValueType  # 6
 """an origin's signature over a set of its record versions"""
 KIND_AUDIT_ENTRY: Kind.ValueType  # 7
 """a copy of one entry of the origin's audit log, sent up for the province"""
+KIND_DISPUTE: Kind.ValueType  # 9
+"""an act in a dispute on a figure: opened, answered, corrected, closed, reopened"""
 Global___Kind: _TypeAlias = Kind  # noqa: Y015
 
 @_typing.final
@@ -605,3 +609,70 @@ class AuditEntry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class Dispute(_message.Message):
+    """One act in a dispute on a figure (issue #15: an agency or a higher tier questions
+    a value or a report, the record's origin answers). Immutable, like a feedback
+    event: the thread's state is the fold of its acts (sync/disputes.py). Keyed by
+    (thread, or the record for the opening act), action, at, origin, agency; the
+    opening act's id is the thread's id. Who may write which act is checked on
+    every receiving node: opened, closed, reopened by the node that opened the
+    thread (`thread_origin`); answered and corrected by the record's origin.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THREAD_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
+    RECORD_ORIGIN_FIELD_NUMBER: _builtins.int
+    RECORD_KIND_FIELD_NUMBER: _builtins.int
+    RECORD_UNIT_FIELD_NUMBER: _builtins.int
+    RECORD_VERSION_FIELD_NUMBER: _builtins.int
+    THREAD_ORIGIN_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    thread: _builtins.bytes
+    """The id of the thread's `opened` act; empty in that act itself."""
+    action: _builtins.str
+    """opened, answered, corrected, closed, reopened."""
+    at: _builtins.str
+    """When it was done (RFC 3339 with offset)."""
+    note: _builtins.str
+    """The reason (opened, reopened, closed) or the explanation (answered, corrected)."""
+    record: _builtins.bytes
+    """The disputed record: its id, origin node, kind, unit and the version questioned."""
+    record_origin: _builtins.str
+    record_kind: Global___Kind.ValueType
+    record_unit: _builtins.str
+    record_version: _builtins.int
+    thread_origin: _builtins.str
+    """The node that opened the thread."""
+    value: _builtins.str
+    """opened: the figure as questioned (an indicator's value, a report's title);
+    corrected: the figure as corrected.
+    """
+    def __init__(
+        self,
+        *,
+        thread: _builtins.bytes = ...,
+        action: _builtins.str = ...,
+        at: _builtins.str = ...,
+        note: _builtins.str = ...,
+        record: _builtins.bytes = ...,
+        record_origin: _builtins.str = ...,
+        record_kind: Global___Kind.ValueType = ...,
+        record_unit: _builtins.str = ...,
+        record_version: _builtins.int = ...,
+        thread_origin: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "at", b"at", "note", b"note", "record", b"record", "record_kind", b"record_kind", "record_origin", b"record_origin", "record_unit", b"record_unit", "record_version", b"record_version", "thread", b"thread", "thread_origin", b"thread_origin", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dispute: _TypeAlias = Dispute  # noqa: Y015
