@@ -555,6 +555,10 @@ cli.add_command(files_cmd.files)
 cli.add_command(share_cmd.share)
 cli.add_command(user_cmd.user)
 
+from .approve_cmd import approve  # noqa: E402 (after the core commands)
+
+cli.add_command(approve)
+
 
 def main() -> None:
     permissions.private_umask()  # every file a command makes is the user's alone (node/permissions.py)

@@ -7,6 +7,8 @@
   when that child did not hold it yet.
 - A child that names a unit for the first time is queued the feedback it must now
   hold (`queue_feedback_for`), and what was shared with its units.
+- An approval step (approval.py) goes to the child whose subtree holds its unit, never back
+  to the child it came from: the level above's acceptance or return reaches the unit's node.
 - Records the province shared (`share` definitions, sharing.py) go to the child whose
   subtree holds a unit they are shared with, and the share with them; nowhere else.
 
@@ -51,7 +53,7 @@ class Router:
             marks = ",".join("?" * len(chunk))
             for rid, kind, unit, via, raw, shared in db.execute(
                 f"SELECT r.rid, r.kind, r.unit, r.via, CASE WHEN r.kind = ? THEN NULL ELSE r.envelope END, "
-                f"r.kind = ? AND instr(r.envelope, ?) > 0 FROM records r WHERE r.id IN ({marks}) AND (r.kind = ? OR r.kind IN (?, ?))",
+                f"r.kind = ? AND instr(r.envelope, ?) > 0 FROM records r WHERE r.id IN ({marks}) AND (r.kind = ? OR r.kind IN (?, ?, ?))",
                 (
                     records.DEFINITION,
                     records.DEFINITION,
@@ -60,6 +62,7 @@ class Router:
                     records.DEFINITION,
                     records.FEEDBACK,
                     records.FEEDBACK_EVENT,
+                    records.APPROVAL,
                 ),
             ):
                 if kind == records.DEFINITION:
