@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from lienthong.node.trust.audit import AuditLog
 from lienthong.sync import approval, indicator_sets, records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.completeness import completeness, submissions
@@ -22,7 +23,7 @@ from lienthong.sync.units import Units
 from lienthong.sync.upstream import Upstream
 
 from .conftest import MakeNode, listen_address
-from .helpers import NodeProcess, cli, running, wait_until, write_jsonl
+from .helpers import STORE_FILE, NodeProcess, cli, fill, running, wait_until, write_jsonl
 
 DEMO_DEFINITIONS = Path(__file__).resolve().parent.parent / "node" / "demo_data" / "definitions.jsonl"
 BA_TRI = "86-28894"
@@ -201,71 +202,82 @@ def test_approved_data_is_locked_until_unapproved(pair: Any) -> None:
     assert commune.write_local(change, HybridClock(commune.latest_version())).updated == 1
 
 
+def judged_at(node: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the commune's October report, its October indicator set) as `node` judges them, read in
+    process: polling through the CLI would cost a process a poll on a loaded machine."""
+    store = Store.open(node / STORE_FILE)
+    try:
+        db, units, states = store.reader(), Units.from_store(store), approval.states(store.reader())
+        sets = indicator_sets.IndicatorSets.load(db)
+        today = date(2026, 12, 7)
+        reports = completeness(units, Schedules.from_store(store).items, submissions(store), "2026-10", today=today, approvals=states)
+        unit_sets = indicator_sets.completeness(db, units, sets, "2026-10", today=today, approvals=states)
+    finally:
+        store.close()
+    report_row = next((r.to_dict() for r in reports.reports if r.unit.code == BA_TRI and r.submission), None)
+    return report_row, next((u.to_dict() for u in unit_sets.units if u.unit.code == BA_TRI), None)
+
+
+def drop(node: Path, name: str, rows: list[dict[str, Any]]) -> Path:
+    """Rename a file into the node's inbox as an agency would; returns where its receipt will be."""
+    inbox = node / "inbox" / "thongke"
+    inbox.mkdir(parents=True, exist_ok=True)
+    staged = write_jsonl(node / f"{name}.staged", rows)
+    os.replace(staged, inbox / name)
+    return inbox
+
+
 @pytest.mark.slow
 def test_approval_flow_witnessed_timeliness_and_set_completeness_between_real_nodes(make_node: MakeNode, tmp_path: Path) -> None:
-    """Real processes: a commune approves its October set and the province accepts it (the acceptance
-    reaches the commune); a change after approval is refused (CLI and inbox) until un-approved; a
-    report claiming an earlier date is late on its witnessed time; the commune's set misses two
-    indicators, named at the province."""
+    """Real processes: the commune's October file claims an earlier date and is judged late on its
+    witnessed time; its set misses two indicators, named at the province; the commune approves the set
+    and the province accepts it (the acceptance reaches the commune); a change is refused (CLI and
+    inbox) until un-approved, which takes the province's un-acceptance first; every step is audited."""
     province = make_node("86")
     commune = make_node(BA_TRI, parent=listen_address(province))
-    cli("ingest", "--dir", str(province), str(write_jsonl(tmp_path / "definitions.jsonl", definitions())))
+    fill(province, definitions())
     backdated = report(BA_TRI, "2026-10-20T09:00:00+07:00")
-    data = [backdated, *(value(BA_TRI, code, 10) for code in SET_INDICATORS[:2])]
-
-    def at_province(*extra: str) -> dict[str, Any]:
-        return json.loads(cli("reports", "completeness", "--dir", str(province), "--period", "2026-10", *extra, "--json").stdout)
-
-    def set_row(node: Path) -> dict[str, Any] | None:
-        done = cli("reports", "completeness", "--dir", str(node), "--period", "2026-10", "--dataset", SET, "--json", check=False)
-        if done.returncode != 0:  # the definitions have not arrived yet
-            return None
-        return next((u for u in json.loads(done.stdout)["units"] if u["unit"] == BA_TRI), None)
 
     def approve(node: Path, *extra: str, check: bool = True) -> Any:
         return cli("approve", "--dir", str(node), "--period", "2026-10", "--dataset", SET, *extra, check=check)
 
+    def set_at(node: Path) -> dict[str, Any] | None:
+        return judged_at(node)[1]
+
     with running(NodeProcess(province), NodeProcess(commune)):
-        wait_until(lambda: set_row(commune), timeout=60, what="the indicator set at the commune")
-        cli("ingest", "--dir", str(commune), str(write_jsonl(tmp_path / "october.jsonl", data)))
-        row = wait_until(lambda: (r := set_row(province)) and r["values_present"] == 2 and r, timeout=60, what="the values at the province")
+        wait_until(lambda: set_at(commune), timeout=60, what="the indicator set at the commune")
+        inbox = drop(commune, "october.jsonl", [backdated, *(value(BA_TRI, code, 10) for code in SET_INDICATORS[:2])])
+        wait_until(lambda: (inbox / "archive").exists(), timeout=60, what="the October file taken")
+        ba_tri, row = wait_until(lambda: (j := judged_at(province))[0] and j[1] and j[1]["values_present"] == 2 and j, timeout=60)
         assert (row["status"], row["missing"]) == ("incomplete", ["KTXH.DVC.02", "KTXH.YT.01"])
-        ba_tri = wait_until(
-            lambda: next((r for r in at_province()["reports"] if r["unit"] == BA_TRI and r["witnessed_at"]), None), timeout=60
-        )
         assert (ba_tri["status"], ba_tri["submitted_at"], ba_tri["stated_differs"]) == ("late", backdated["submitted_at"], True)
 
         # The commune's head approves; the province accepts once the approval has arrived.
         assert json.loads(approve(commune, "--by", "Chủ tịch UBND xã", "--json").stdout)["state"] == "approved"
-        wait_until(lambda: (r := set_row(province)) and r["approval"] == "approved", timeout=60, what="the approval at the province")
+        wait_until(lambda: (r := set_at(province)) and r["approval"] == "approved", timeout=60, what="the approval at the province")
         assert json.loads(approve(province, "--unit", BA_TRI, "--json").stdout)["state"] == "accepted"
-        wait_until(lambda: (r := set_row(commune)) and r["approval"] == "accepted", timeout=60, what="the acceptance at the commune")
-        only_approved = at_province("--dataset", SET, "--approved-only")
-        assert next(u for u in only_approved["units"] if u["unit"] == BA_TRI)["values_present"] == 2
-        assert all(u["values_present"] == 0 for u in only_approved["units"] if u["unit"] != BA_TRI)
+        wait_until(lambda: (r := set_at(commune)) and r["approval"] == "accepted", timeout=60, what="the acceptance at the commune")
+        args = ("reports", "completeness", "--dir", str(province), "--period", "2026-10", "--dataset", SET, "--approved-only", "--json")
+        only_approved = {u["unit"]: u for u in json.loads(cli(*args).stdout)["units"]}
+        assert only_approved[BA_TRI]["values_present"] == 2 and only_approved[BA_TRI]["approval"] == "accepted"
+        assert all(u["values_present"] == 0 for code, u in only_approved.items() if code != BA_TRI)
 
-        # A change is refused: at the CLI, and in the inbox with a receipt saying so.
-        change = write_jsonl(tmp_path / "change.jsonl", [value(BA_TRI, "KTXH.NS.01", 11)])
-        refused = cli("ingest", "--dir", str(commune), str(change), check=False)
-        assert "approved" in refused.stdout + refused.stderr and "Try:" in refused.stdout + refused.stderr
-        inbox = commune / "inbox" / "thongke"
-        inbox.mkdir(parents=True, exist_ok=True)
-        staged = commune / "staged.jsonl"
-        staged.write_bytes(change.read_bytes())
-        os.replace(staged, inbox / "change.jsonl")
-        receipt_file = inbox / "rejected" / "change.jsonl.receipt.json"
+        # A change is refused: at the CLI in words, and in the inbox with a receipt saying so.
+        change = [value(BA_TRI, "KTXH.NS.01", 11)]
+        refused = cli("ingest", "--dir", str(commune), str(write_jsonl(tmp_path / "change.jsonl", change)), check=False)
+        assert refused.returncode == 1 and "is approved by its unit and accepted" in refused.stderr and "Try:" in refused.stderr
+        receipt_file = drop(commune, "change.jsonl", change) / "rejected" / "change.jsonl.receipt.json"
         receipt = json.loads(wait_until(lambda: receipt_file.exists() and receipt_file.read_text(), timeout=60, what="the receipt"))
         assert (receipt["error_code"], receipt["approval"]) == ("approved_data", "accepted")
 
-        # Un-approving an accepted set takes the level above first; then the change is taken.
+        # Un-approving an accepted set takes the level above's un-acceptance first; then the change is taken.
         assert approve(commune, "--unapprove", "--reason", "sửa số liệu", check=False).returncode == 1
-        assert approve(commune, "--return", "--reason", "x", check=False).returncode == 1  # a unit cannot return its own data
         approve(province, "--unit", BA_TRI, "--unapprove", "--reason", "xã xin sửa số liệu")
-        wait_until(lambda: (r := set_row(commune)) and r["approval"] == "approved", timeout=60, what="the un-acceptance at the commune")
+        wait_until(lambda: (r := set_at(commune)) and r["approval"] == "approved", timeout=60, what="the un-acceptance at the commune")
         approve(commune, "--unapprove", "--reason", "sửa số liệu")
-        taken = cli("ingest", "--dir", str(commune), str(change))
-        assert "1 updated" in taken.stdout
-    exported = tmp_path / "audit.jsonl"
-    cli("audit", "export", "--dir", str(province), str(exported))
-    actions = [json.loads(line).get("action") for line in exported.read_text().splitlines() if line.strip()]
-    assert "approval.accepted" in actions and "approval.unaccepted" in actions
+        taken = drop(commune, "change-again.jsonl", change)
+        wait_until(lambda: list((taken / "archive").glob("*/change-again.jsonl")), timeout=60, what="the change taken")
+    with AuditLog.open(province) as log_:
+        assert {"approval.accepted", "approval.unaccepted"} <= {e.action for e in log_.entries()}
+    with AuditLog.open(commune) as log_:
+        assert {"approval.approved", "approval.unapproved"} <= {e.action for e in log_.entries()}
