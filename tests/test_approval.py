@@ -281,3 +281,27 @@ def test_approval_flow_witnessed_timeliness_and_set_completeness_between_real_no
         assert {"approval.accepted", "approval.unaccepted"} <= {e.action for e in log_.entries()}
     with AuditLog.open(commune) as log_:
         assert {"approval.approved", "approval.unapproved"} <= {e.action for e in log_.entries()}
+
+
+def test_indicator_sets_are_imported_from_the_provinces_csv_list(tmp_path: Path) -> None:
+    """An indicator-set list in CSV (Vietnamese headers) becomes `indicator_set` definitions that the completeness reads."""
+    from lienthong.adapters.base import ParseContext
+    from lienthong.adapters.definitions_csv import DefinitionsCsvAdapter
+
+    path = tmp_path / "bo-chi-so.csv"
+    path.write_text(
+        "Mã,Tên,Loại kỳ,Cấp,Hạn nộp,Chỉ số\n"
+        f'{SET},Bộ chỉ số KT-XH tháng,tháng,commune,day 25 of the period\'s month,"{", ".join(SET_INDICATORS)}"\n',
+        encoding="utf-8",
+    )
+    rows = list(DefinitionsCsvAdapter().parse(path, ParseContext(origin="86", agency="ioc", inbox=tmp_path)))
+    assert [r.error for r in rows] == [None]
+    assert rows[0].record is not None
+    (item,) = indicator_sets.IndicatorSets.from_envelopes([rows[0].record.envelope("86", 1)]).items
+    assert (item.code, item.dataset, item.indicators, item.level, item.due("2026-10")) == (
+        f"{SET}@commune",
+        SET,
+        tuple(SET_INDICATORS),
+        "commune",
+        date(2026, 10, 25),
+    )
