@@ -128,6 +128,21 @@ def states(db: sqlite3.Connection, units: Iterable[str] | None = None) -> dict[t
     return {key: a.state for key, a in approvals(db, units).items()}
 
 
+class Approved:
+    """Which data its unit approved (approved or accepted), for commands that count only that:
+    a report by its report type, an indicator value by any indicator set holding it."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.locked = {key for key, state in states(db).items() if state in LOCKED}
+        self.sets = IndicatorSets.load(db)
+
+    def value(self, unit: str, indicator: str, period: str) -> bool:
+        return any((unit, dataset, period) in self.locked for dataset in self.sets.containing(indicator))
+
+    def report(self, unit: str, report_type: str, period: str) -> bool:
+        return (unit, report_type, period) in self.locked
+
+
 def check_unlocked(db: sqlite3.Connection, keyed: Sequence[Keyed]) -> None:
     """Refuse (`ApprovalLocked`) a local write that would change approved data: a report of an
     approved report type, or a value of an indicator of an approved indicator set."""

@@ -305,3 +305,28 @@ def test_indicator_sets_are_imported_from_the_provinces_csv_list(tmp_path: Path)
         "commune",
         date(2026, 10, 25),
     )
+
+
+def test_roll_ups_and_exports_can_count_only_approved_data(pair: Any) -> None:
+    """`only=Approved.value` keeps a unit's values once its set is approved, and drops another unit's unapproved ones."""
+    from lienthong.sync.rollup import rollup
+
+    province, _ = pair
+    rows = [value(BA_TRI, "KTXH.NS.01", 100), value("86-29254", "KTXH.NS.01", 1)]
+    province.write_local([records.build("86", r) for r in rows], HybridClock(province.latest_version()))
+
+    def total(only: Any) -> Any:
+        out = rollup(province, "2026-10", unit="86", extra=[], only=only)
+        return next((r["value"] for r in out if r["indicator"] == "KTXH.NS.01" and r["unit"] == "86"), None)
+
+    assert total(None) == 101
+    assert total(approval.Approved(province.reader()).value) is None  # nothing approved: nothing counted
+    step = {"unit": BA_TRI, "dataset": SET, "period": "2026-10", "action": "approved", "by": "x", "at": "2026-10-26T08:00:00+07:00"}
+    with province.writing() as db:  # as if the commune's approval had come up (the province cannot write it in the unit's name)
+        env = records.approval(BA_TRI, step).envelope(BA_TRI, HybridClock(province.latest_version()).now())
+        db.execute(
+            UPSERT, (env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, b"", BA_TRI, env.SerializeToString())
+        )
+    approved = approval.Approved(province.reader())
+    assert approved.value(BA_TRI, "KTXH.NS.01", "2026-10") and not approved.value("86-29254", "KTXH.NS.01", "2026-10")
+    assert total(approved.value) == 100
