@@ -91,9 +91,9 @@ def completeness(
             data["approved_only"] = approved_only
             return _show_sets(data, as_json)
         schedules.check()
-        if not len(schedules):
+        if not len(schedules) and not len(sets):
             fail(
-                "this node holds no report schedule",
+                "this node holds no report schedule and no indicator set",
                 "report schedules come from the province; check `lienthong status` for the parent link",
             )
         if dataset and dataset not in {s.report_type for s in schedules}:
