@@ -23,6 +23,7 @@ never accepts, returns or un-accepts the data of a unit it answers for itself.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -106,11 +107,12 @@ class Approval:
 def approvals(db: sqlite3.Connection, units: Iterable[str] | None = None) -> dict[tuple[str, str, str], Approval]:
     """Every approval held here, by (unit, data set, period); optionally of `units` only."""
     out: dict[tuple[str, str, str], Approval] = {}
-    wanted = None if units is None else set(units)
-    for (raw,) in db.execute("SELECT envelope FROM records WHERE kind = ? AND deleted = 0", (records.APPROVAL,)):
+    sql, args = "SELECT envelope FROM records WHERE kind = ? AND deleted = 0", list[object]([records.APPROVAL])
+    if units is not None:  # the (kind, unit) index narrows it
+        sql += " AND unit IN (SELECT value FROM json_each(?))"
+        args.append(json.dumps(sorted(set(units))))
+    for (raw,) in db.execute(sql, args):
         env = Envelope.FromString(raw)
-        if wanted is not None and env.unit not in wanted:
-            continue
         body = records.body_of(env)
         key = (env.unit, body.dataset, body.period)
         current = out.get(key) or Approval(*key)
@@ -148,7 +150,7 @@ def check_unlocked(db: sqlite3.Connection, keyed: Sequence[Keyed]) -> None:
     approved report type, or a value of an indicator of an approved indicator set."""
     if not keyed or db.execute("SELECT 1 FROM records WHERE kind = ? LIMIT 1", (records.APPROVAL,)).fetchone() is None:
         return  # no approval at all on this node: one cheap indexed query per write
-    locked = {key: state for key, state in states(db).items() if state in LOCKED}
+    locked = {key: state for key, state in states(db, {k.unit for k in keyed}).items() if state in LOCKED}
     if not locked:
         return
     sets: IndicatorSets | None = None
