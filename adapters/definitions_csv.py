@@ -1,4 +1,4 @@
-"""The province's definition lists as CSV (`definitions-csv`): units, indicators, report schedule.
+"""The province's definition lists as CSV (`definitions-csv`): units, indicators, report schedules, indicator sets.
 
 The provincial IOC keeps its catalogues as spreadsheets; each export becomes `definition`
 records that flow down to every node. The file's header says which list it is:
@@ -8,9 +8,10 @@ records that flow down to every node. The file's header says which list it is:
 | units | **code**, **name**, **level**, parent, valid_from, valid_to, successor | `unit` code |
 | indicators | **code**, **name**, **period_type**, **aggregation** (empty with a numerator: derived), unit (the measurement unit; or `measure`), weight, numerator, denominator, factor, decimals | `indicator` code |
 | report schedule | **code**, **name**, **period_type**, **level**, **due** | `report_schedule` code@level |
+| indicator sets | **code**, **name**, **period_type**, **level**, **due**, **indicators** (codes separated by `,`, `;` or spaces) | `indicator_set` code@level |
 
 Header names match regardless of case and accents, and a few Vietnamese spellings work
-(`Mã`, `Tên`, `Cấp`, `Đơn vị cha`, `Đơn vị tính`, `Loại kỳ`, `Cách tổng hợp`, `Hạn nộp`).
+(`Mã`, `Tên`, `Cấp`, `Đơn vị cha`, `Đơn vị tính`, `Loại kỳ`, `Cách tổng hợp`, `Hạn nộp`, `Chỉ số`).
 Encoding and separator as in `vn-csv` (UTF-8 with or without BOM, or Windows-1258; `,`,
 `;` or tab). Dates are ISO (2025-07-01) or dd/mm/yyyy. A code listed twice in one file is
 refused at its second line. The adapter claims a `.csv` file only when its header is one
@@ -53,14 +54,19 @@ COLUMNS: dict[str, frozenset[str]] = {
     "factor": frozenset({"factor", "he so"}),
     "decimals": frozenset({"decimals", "so chu so thap phan"}),
     "due": frozenset({"due", "han nop", "han"}),
+    "indicators": frozenset({"indicators", "chi so", "cac chi so", "danh sach chi so", "ma chi so"}),
 }
 _BY_SPELLING = {spelling: name for name, spellings in COLUMNS.items() for spelling in spellings}
 REQUIRED = {
     "unit": ("code", "name", "level"),
     "indicator": ("code", "name", "period_type"),
     "report_schedule": ("code", "name", "period_type", "level", "due"),
+    "indicator_set": ("code", "name", "period_type", "level", "due", "indicators"),
 }
-EXPECTED = "code,name,level,parent | code,name,unit,period_type,aggregation | code,name,period_type,level,due"
+EXPECTED = (
+    "code,name,level,parent | code,name,unit,period_type,aggregation | code,name,period_type,level,due"
+    " | code,name,period_type,level,due,indicators"
+)
 _DATE_DMY = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 
 
@@ -78,6 +84,8 @@ def list_type(columns: dict[str, int]) -> str:
     """Which definition list a header describes: unit, indicator, report_schedule, or '' (none)."""
     if "code" not in columns or "name" not in columns:
         return ""
+    if "due" in columns and "indicators" in columns:
+        return "indicator_set"
     if "due" in columns:
         return "report_schedule"
     if "aggregation" in columns or "numerator" in columns:
@@ -110,6 +118,18 @@ def definition_fields(kind: str, values: dict[str, str]) -> tuple[str, dict[str,
         name, due, level = records.text(values, "name"), records.text(values, "due"), records.code(values, "level")
         period_type = catalogue.period_type(values.get("period_type"))
         return f"{code}@{level}", {"report_type": code, "name": name, "period_type": period_type, "level": level, "due": due}
+    if kind == "indicator_set":
+        name, due, level = records.text(values, "name"), records.text(values, "due"), records.code(values, "level")
+        period_type = catalogue.period_type(values.get("period_type"))
+        indicators = [records.nfc(c.strip()) for c in re.split(r"[,;\s]+", records.text(values, "indicators")) if c.strip()]
+        return f"{code}@{level}", {
+            "dataset": code,
+            "name": name,
+            "indicators": indicators,
+            "period_type": period_type,
+            "level": level,
+            "due": due,
+        }
     fields: dict[str, Any] = {
         "name": records.text(values, "name"),
         "level": records.code(values, "level"),

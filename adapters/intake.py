@@ -44,6 +44,7 @@ from typing import Any
 import structlog
 
 from lienthong.sync import records
+from lienthong.sync.approval import ApprovalLocked
 from lienthong.sync.errors import StoreError
 from lienthong.sync.records import Keyed
 
@@ -373,6 +374,10 @@ def _parse_and_commit(
         return r
     except FileRefused as exc:
         return refuse(exc.code, "", sha, adapter.name, (exc.message_vi, exc.message_en))
+    except ApprovalLocked as exc:  # the file would change approved data: nothing of it is stored
+        r = refuse("approved_data", "", sha, adapter.name, (exc.message_vi, f"{exc.message} (Try: {exc.hint})"))
+        r.update({"unit": exc.unit, "dataset": exc.dataset, "period": exc.period, "approval": exc.state})
+        return r
     except StoreError:
         raise  # the node's own disk or store, not the file: it stays in the inbox and is taken again
     except Exception as exc:  # an adapter bug: isolate it, refuse the file, keep serving

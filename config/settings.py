@@ -119,6 +119,12 @@ class HealthSettings(_Section):
     max_silence: float = Field(600.0, gt=0, le=30 * 86_400)
 
 
+class ApprovalSettings(_Section):
+    # Completeness, roll-ups and exports count only data its unit approved (`lienthong approve`),
+    # unless a command is told otherwise (--include-unapproved); the province's choice.
+    count_only_approved: bool = False
+
+
 class FilesSettings(_Section):
     # Files (attachments) fetched from other nodes: the largest one taken (MB), and the most
     # taken of any one origin node in all (MB). Larger ones are refused, shown in `status`.
@@ -149,6 +155,7 @@ class Settings(_Section):
     sharing: SharingSettings = SharingSettings()
     store: StoreSettings = StoreSettings()
     health: HealthSettings = HealthSettings()
+    approval: ApprovalSettings = ApprovalSettings()
     files: FilesSettings = FilesSettings()
     log: LogSettings = LogSettings()
     web: WebSettings = WebSettings()

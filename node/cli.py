@@ -562,6 +562,10 @@ from . import report_cmd, satisfaction_cmd  # noqa: E402 (the activity report; s
 cli.add_command(report_cmd.report)
 feedback_cmd.feedback.add_command(satisfaction_cmd.import_survey)
 
+from .approve_cmd import approve  # noqa: E402 (after the core commands)
+
+cli.add_command(approve)
+
 
 def main() -> None:
     permissions.private_umask()  # every file a command makes is the user's alone (node/permissions.py)

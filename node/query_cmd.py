@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from lienthong.sync import records
+from lienthong.sync.approval import Approved
 from lienthong.sync.blobs import BLOBS, Blobs
 from lienthong.sync.catalogue import dhis2_period
 from lienthong.sync.store import VIA_PARENT, Store
@@ -93,6 +94,11 @@ ROLLUP_COLUMNS = [
 )
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file instead of the terminal.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array for scripts (the same as --format json).")
+@click.option(
+    "--approved-only/--include-unapproved",
+    default=None,
+    help="Indicators and reports: only data its unit approved (default: approval.count_only_approved in lienthong.toml).",
+)
 def query(
     node_dir: Path,
     what: str,
@@ -103,6 +109,7 @@ def query(
     fmt: str | None,
     out_file: Path | None,
     as_json: bool,
+    approved_only: bool | None,
 ) -> None:
     """List indicators, reports or feedback held by this node, or roll indicators up and export them."""
     fmt = _format(fmt, as_json, out_file)
@@ -112,19 +119,24 @@ def query(
         fail("--rollup aggregates indicator values", f"use `lienthong query --dir {node_dir} indicators --rollup --period P`")
     if rollup and not period:
         fail("--rollup needs the period to aggregate", "add --period, e.g. --period 2026-10")
-    load_settings(node_dir)
+    settings = load_settings(node_dir)
+    if approved_only is None:
+        approved_only = settings.approval.count_only_approved and what in ("indicators", "reports")
     period = _canonical_period(period, strict=rollup)
     unit = records.nfc(unit) if unit else None
     agency = records.nfc(agency) if agency else None
     store = Store.open(node_dir / runtime.STORE_FILE)
     try:
+        approved = Approved(store.reader()) if approved_only else None
         if rollup:
             from lienthong.sync.rollup import rollup as roll
 
             assert period is not None
-            rows = roll(store, period, unit=unit, agency=agency)
+            rows = roll(store, period, unit=unit, agency=agency, only=approved.value if approved else None)
         else:
             rows = _listing(store, what, unit, period, agency)
+            if approved is not None:
+                rows = [r for r in rows if _approved_row(approved, what, r)]
     finally:
         store.close()
     if fmt == "table":
@@ -138,6 +150,14 @@ def query(
         return
     _write(out_file, text, bom=fmt == "csv")
     click.echo(f"Wrote {len(rows)} {'rolled-up values' if rollup else what} to {out_file} ({fmt}).")
+
+
+def _approved_row(approved: Approved, what: str, row: dict[str, Any]) -> bool:
+    if what == "indicators":
+        return approved.value(row["unit"], row["indicator"], row["period"])
+    if what == "reports":
+        return approved.report(row["unit"], row["report_type"], row["period"])
+    fail("--approved-only applies to indicators and reports", "leave it out for feedback")
 
 
 def _format(fmt: str | None, as_json: bool, out_file: Path | None) -> str:

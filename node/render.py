@@ -113,7 +113,13 @@ def _print_owed(console: Console, owed: list[dict[str, Any]], problems: list[str
         console.print(f"  [red]report schedule not understood[/]: {problem}")
 
 
-STATUS_STYLE = {"on_time": "[green]on time[/]", "late": "[yellow]late[/]", "missing": "[red]missing[/]", "pending": "[dim]pending[/]"}
+STATUS_STYLE = {
+    "on_time": "[green]on time[/]",
+    "late": "[yellow]late[/]",
+    "missing": "[red]missing[/]",
+    "pending": "[dim]pending[/]",
+    "incomplete": "[red]incomplete[/]",
+}
 
 
 def _when(text: str | None) -> str:
@@ -133,17 +139,26 @@ def print_completeness(data: dict[str, Any]) -> None:
     if not data["reports"]:
         console.print(f"No report is expected for {data['period']} from the units this node answers for.")
         return
-    table = Table("unit", "name", "report", "due", "status", "submitted (UTC+7)", "resubmitted", title=f"reports for {data['period']}")
+    flagged = any(row.get("stated_differs") for row in data["reports"])
+    approvals = any(row.get("approval") not in (None, "", "submitted") for row in data["reports"])
+    columns = ["unit", "name", "report", "due", "status", "witnessed (UTC+7)", "resubmitted"]
+    columns += ["stated (far from witnessed)"] if flagged else []
+    columns += ["approval"] if approvals else []
+    title = f"reports for {data['period']}" + (" (approved data only)" if data.get("approved_only") else "")
+    table = Table(*columns, title=title)
     for row in data["reports"]:
-        table.add_row(
+        cells = [
             row["unit"],
             row["unit_name"],
             row["report_type"],
             row["due"],
             STATUS_STYLE[row["status"]],
-            _when(row["submitted_at"]),
+            _when(row.get("witnessed_at") or row["submitted_at"]),
             _when(row["last_submitted_at"]),
-        )
+        ]
+        cells += [f"[yellow]{_when(row['submitted_at'])}[/]" if row.get("stated_differs") else ""] if flagged else []
+        cells += [row.get("approval") or ""] if approvals else []
+        table.add_row(*cells)
     console.print(table)
     rates = Table(
         "level",
@@ -163,6 +178,48 @@ def print_completeness(data: dict[str, Any]) -> None:
             row["report_type"],
             *(str(row[k]) for k in ("expected", "on_time", "late", "missing", "pending")),
             *(f"{row[k]:.1f} %" if row[k] is not None else "—" for k in ("completeness", "timeliness")),
+        )
+    console.print(rates)
+
+
+def print_set_completeness(data: dict[str, Any]) -> None:
+    """`reports completeness` for indicator sets: one row per unit and set, its missing indicators named."""
+    console = Console()
+    if not data["units"]:
+        console.print(f"No indicator set is expected for {data['period']} from the units this node answers for.")
+        return
+    table = Table(
+        "unit",
+        "name",
+        "set",
+        "due",
+        "status",
+        "values",
+        "missing",
+        "last witnessed (UTC+7)",
+        "approval",
+        title=f"indicator sets for {data['period']}",
+    )
+    for row in data["units"]:
+        table.add_row(
+            row["unit"],
+            row["unit_name"],
+            row["dataset"],
+            row["due"],
+            STATUS_STYLE.get(row["status"], row["status"]),
+            f"{row['values_present']}/{row['values_expected']}",
+            ", ".join(row["missing"]),
+            _when(row["last_witnessed_at"]),
+            row["approval"] or "",
+        )
+    console.print(table)
+    rates = Table("set", "level", "expected", "on time", "late", "incomplete", "missing", "pending", "completeness", "timeliness", "values")
+    for row in data["levels"]:
+        rates.add_row(
+            row["dataset"],
+            row["level"],
+            *(str(row[k]) for k in ("expected", "on_time", "late", "incomplete", "missing", "pending")),
+            *(f"{row[k]:.1f} %" if row[k] is not None else "—" for k in ("completeness", "timeliness", "value_completeness")),
         )
     console.print(rates)
 

@@ -29,7 +29,7 @@ from lienthong.adapters.inbox import InboxWatcher
 from lienthong.adapters.intake import Inbox, Limits, take
 from lienthong.adapters.registry import Registry, UnknownAdapter
 from lienthong.config.settings import Settings
-from lienthong.sync import provenance, transport
+from lienthong.sync import approval, provenance, transport
 from lienthong.sync.blobs import BLOBS, Blobs
 from lienthong.sync.child_session import Children, ChildSession
 from lienthong.sync.clock import HybridClock
@@ -88,6 +88,7 @@ def open_store(node_dir: Path, settings: Settings, *, sign: bool = True) -> Stor
     it); read-only tools pass `sign=False`.
     """
     store = Store.open(node_dir / STORE_FILE)
+    store.write_guard = approval.check_unlocked  # approved data changes only after an un-approval
     paths = tls_paths(node_dir, settings)
     try:
         if sign:

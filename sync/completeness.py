@@ -17,8 +17,14 @@ Each expected report is
 judged on the *first* submission this node took (DHIS2 judges timeliness on the first
 complete registration): a resubmission after the due day corrects the content, not
 the date; a report withdrawn (deleted) and submitted again counts from the new one.
-The submission time is the `submitted_at` the unit stated in its report (signed by its
-node); the time its node first recorded it is shown beside it.
+
+The submission time is the time a node *witnessed* it, never a date written in the file:
+when the origin node first sealed the report (its version's clock, or the envelope's
+`first_version` when only a later version reached this node), bounded by when this node
+received it from a child (`seal_witness`): a node that received it can vouch it existed
+then, whatever the origin's clock said. The `submitted_at` the unit stated is kept and
+shown; one more than `STATED_TOLERANCE` from the witnessed time is flagged
+(`stated_differs`).
 
     completeness = submitted (on time + late) / expected
     timeliness   = on time / expected
@@ -26,9 +32,11 @@ node); the time its node first recorded it is shown beside it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from . import clock, records
@@ -38,6 +46,10 @@ from .units import Unit, Units
 
 ON_TIME, LATE, MISSING, PENDING = "on_time", "late", "missing", "pending"
 STATUSES = (ON_TIME, LATE, MISSING, PENDING)
+# A stated submission time further than this from the witnessed one is flagged.
+STATED_TOLERANCE = timedelta(days=1)
+# Approval states in which data counts as approved (the same as sync/approval.py's LOCKED).
+APPROVED_STATES = frozenset({"approved", "accepted"})
 
 
 @dataclass(frozen=True)
@@ -52,10 +64,20 @@ class Submission:
     last_submitted_at: datetime  # stated by the unit, latest version
     origin: str
     resubmitted: bool
+    witnessed_at: datetime | None = None  # see the module docstring; None: recorded_at
+
+    @property
+    def witnessed(self) -> datetime:
+        return self.witnessed_at or self.recorded_at
+
+    @property
+    def stated_differs(self) -> bool:
+        """Whether the unit's stated time is far from the witnessed one (a date to look at)."""
+        return abs(self.submitted_at - self.witnessed) > STATED_TOLERANCE
 
     def day(self) -> date:
-        """The calendar day of the (first) submission in Vietnam."""
-        return self.submitted_at.astimezone(VIETNAM).date()
+        """The calendar day in Vietnam on which the (first) submission was witnessed."""
+        return self.witnessed.astimezone(VIETNAM).date()
 
 
 def _stated(text: str, fallback: datetime) -> datetime:
@@ -70,23 +92,35 @@ def _clock_time(version: int) -> datetime:
     return datetime.fromtimestamp(clock.physical_ms(version) / 1000, UTC)
 
 
-def submissions(store: Store, units: Iterable[str] | None = None) -> dict[tuple[str, str, str], Submission]:
+def witnessed_at(db: sqlite3.Connection, env: records.Envelope) -> tuple[datetime, datetime]:
+    """(when the origin first wrote this record, when it was witnessed): the origin's time of
+    its first version, bounded by when this node received the seal of `env` from a child."""
+    recorded = _clock_time(env.first_version or env.version)
+    row = db.execute("SELECT at_ms FROM seal_witness WHERE id = ?", (env.seal,)).fetchone() if env.seal else None
+    if row is None:
+        return recorded, recorded
+    return recorded, min(recorded, datetime.fromtimestamp(row[0] / 1000, UTC))
+
+
+def submissions(store: Store, units: Iterable[str] | None = None, period: str | None = None) -> dict[tuple[str, str, str], Submission]:
     """Every submitted (not withdrawn) report, by (unit, report type, period); optionally only
-    those of `units`. Two records for one key (two writers) keep the earlier first submission."""
-    sql = "SELECT f.version, f.envelope, r.envelope FROM report_first f JOIN records r ON r.id = f.id WHERE r.deleted = 0"
+    those of `units`, of `period`. Two records for one key (two writers) keep the earlier first submission."""
+    sql = "SELECT f.envelope, r.envelope FROM report_first f JOIN records r ON r.id = f.id WHERE r.deleted = 0"
     args: list[str] = []
     if units is not None:
         wanted = sorted(set(units))
         if not wanted:
             return {}
-        sql += f" AND r.unit IN ({','.join('?' * len(wanted))})"
-        args = wanted
+        sql += " AND r.unit IN (SELECT value FROM json_each(?))"
+        args.append(json.dumps(wanted))
     out: dict[tuple[str, str, str], Submission] = {}
-    # store.db is the writer connection; this is a read in one statement, fine outside the lock.
-    for first_version, first_raw, latest_raw in store.db.execute(sql, args):
+    db = store.reader()
+    for first_raw, latest_raw in db.execute(sql, args):
         first, latest = records.Envelope.FromString(first_raw), records.Envelope.FromString(latest_raw)
         body, latest_body = records.body_of(first), records.body_of(latest)
-        recorded = _clock_time(first_version)
+        if period is not None and latest_body.period != period:
+            continue
+        recorded, witnessed = witnessed_at(db, first)
         sub = Submission(
             unit=latest.unit,
             report_type=latest_body.report_type,
@@ -95,10 +129,11 @@ def submissions(store: Store, units: Iterable[str] | None = None) -> dict[tuple[
             recorded_at=recorded,
             last_submitted_at=_stated(latest_body.submitted_at, recorded),
             origin=latest.origin,
-            resubmitted=latest.version != first_version,
+            resubmitted=latest.version != first.version,
+            witnessed_at=witnessed,
         )
         key = (sub.unit, sub.report_type, sub.period)
-        if key not in out or sub.submitted_at < out[key].submitted_at:
+        if key not in out or sub.witnessed < out[key].witnessed:
             out[key] = sub
     return out
 
@@ -125,6 +160,7 @@ class Expected:
     due: date
     status: str
     submission: Submission | None
+    approval: str = ""  # the approval state of (unit, report type, period): sync/approval.py
 
     def to_dict(self) -> dict[str, Any]:
         sub = self.submission
@@ -139,6 +175,9 @@ class Expected:
             "status": self.status,
             "submitted_at": sub.submitted_at.isoformat() if sub else None,
             "recorded_at": sub.recorded_at.astimezone(VIETNAM).isoformat(timespec="seconds") if sub else None,
+            "witnessed_at": sub.witnessed.astimezone(VIETNAM).isoformat(timespec="seconds") if sub else None,
+            "stated_differs": sub.stated_differs if sub else False,
+            "approval": self.approval,
             "last_submitted_at": sub.last_submitted_at.isoformat() if sub and sub.resubmitted else None,
             "origin": sub.origin if sub else None,
         }
@@ -228,10 +267,14 @@ def completeness(
     report_type: str | None = None,
     level: str | None = None,
     within: Iterable[str] | None = None,
+    approvals: Mapping[tuple[str, str, str], str] | None = None,
+    approved_only: bool = False,
 ) -> Completeness:
     """Judge every report expected for `period` (a period of the schedules' type) as of `today`.
 
-    `within` limits the units to those codes (a node's subtree); None means all."""
+    `within` limits the units to those codes (a node's subtree); None means all. `approvals`:
+    the approval state of each (unit, report type, period) (`approval.states`); with
+    `approved_only`, a report counts as submitted only once its unit approved it."""
     kind = period_type(period) if bounds(period) else None  # bounds() refuses what is not a period
     scope = None if within is None else set(within)
     result = Completeness(period, today)
@@ -244,8 +287,13 @@ def completeness(
         for unit in units:
             if (scope is not None and unit.code not in scope) or not is_expected(unit, schedule, period):
                 continue
-            sub = subs.get((unit.code, schedule.report_type, period))
-            result.reports.append(Expected(unit, schedule, period, due, judge(sub, due, today), sub))
+            key = (unit.code, schedule.report_type, period)
+            state = (approvals or {}).get(key, "")
+            sub = subs.get(key)
+            if approved_only and state not in APPROVED_STATES:
+                sub = None
+            shown = (state or "submitted") if sub is not None else state
+            result.reports.append(Expected(unit, schedule, period, due, judge(sub, due, today), sub, shown))
     for item in result.reports:
         depth = len(units.ancestors(item.unit.code))
         result.level_order[item.unit.level] = min(depth, result.level_order.get(item.unit.level, depth))

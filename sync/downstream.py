@@ -20,6 +20,7 @@ from typing import Any
 
 from . import admission, disputes, feedback, records, sharing
 from .admission import Prepared
+from .approval import authority_problem as approval_authority
 from .batch import InBatch, OutBatch, Refusal
 from .errors import HandshakeRefused, ProtocolError
 from .records import Envelope
@@ -156,6 +157,8 @@ class Downstream:
                     problem = self._authority_problem(subtrees, child, r, denied, self.reported_to)
                     if problem is None and r[1] == records.DISPUTE:
                         problem = disputes.thread_problem(db, Envelope.FromString(r[9]), arriving)
+                    if problem is None and r[1] == records.APPROVAL:
+                        problem = approval_authority(subtrees, Envelope.FromString(r[9]))
                     if problem is None and r[1] == records.FEEDBACK_EVENT:
                         if assignees is None:
                             assignees = self._assignees(db, subtrees, prepared)

@@ -1,4 +1,4 @@
-"""Records: the five kinds DESIGN §3 replicates (plus the seals that sign them, audit copies and dispute acts), their identities and their fields.
+"""Records: the kinds DESIGN §3 replicates (plus the seals that sign them, audit copies, approvals and dispute acts), their identities and their fields.
 
 A record is a `wire.records_pb2.Envelope` (identity, provenance, version) around a
 typed body. This module builds envelopes from plain fields, derives deterministic
@@ -37,6 +37,7 @@ DEFINITION = pb.KIND_DEFINITION
 SEAL = pb.KIND_SEAL
 AUDIT_ENTRY = pb.KIND_AUDIT_ENTRY
 DISPUTE = pb.KIND_DISPUTE
+APPROVAL = pb.KIND_APPROVAL
 
 KIND_NAMES: dict[int, str] = {
     INDICATOR: "indicator",
@@ -47,6 +48,7 @@ KIND_NAMES: dict[int, str] = {
     SEAL: "seal",
     AUDIT_ENTRY: "audit_entry",
     DISPUTE: "dispute",
+    APPROVAL: "approval",
 }
 KINDS_BY_NAME = {name: kind for kind, name in KIND_NAMES.items()}
 BODY_TYPES: dict[int, type[Any]] = {
@@ -58,13 +60,17 @@ BODY_TYPES: dict[int, type[Any]] = {
     SEAL: pb.Seal,
     AUDIT_ENTRY: pb.AuditEntry,
     DISPUTE: pb.Dispute,
+    APPROVAL: pb.Approval,
 }
 # The definition type of a registered node and its parent, published by the province from its CA registry.
 NODE_DEFINITION = "node"
 # Kinds whose writer is judged by origin alone (they are about the node, not about a unit's data).
 ORIGIN_ONLY = frozenset({SEAL, AUDIT_ENTRY})
 # Kinds the parent sends down to the child whose subtree holds the record's unit.
-ROUTED_DOWN_BY_UNIT = frozenset({FEEDBACK, FEEDBACK_EVENT})
+ROUTED_DOWN_BY_UNIT = frozenset({FEEDBACK, FEEDBACK_EVENT, APPROVAL})
+# The steps of an approval (see `sync/approval.py`): the unit's own node's, and a level above's.
+APPROVAL_OWN_ACTIONS = frozenset({"approved", "unapproved"})
+APPROVAL_ABOVE_ACTIONS = frozenset({"accepted", "returned", "unaccepted"})
 
 ID_BYTES = 16
 _SEP = "\x1f"
@@ -378,6 +384,30 @@ def dispute_id(body: Any, origin: str, agency: str) -> bytes:
     return record_id(DISPUTE, (body.thread or body.record).hex(), body.action, body.at, origin, agency)
 
 
+def approval(origin: str, fields: Mapping[str, Any]) -> Keyed:
+    """A step in the approval of a data set of a unit for a period, keyed by data set, period,
+    unit and origin (each writer's latest step replaces its earlier one)."""
+    action = text(fields, "action", limit=16)
+    if action not in APPROVAL_OWN_ACTIONS | APPROVAL_ABOVE_ACTIONS:
+        raise InputError(
+            f"'action' is not an approval step (got {action!r})",
+            "use one of " + ", ".join(sorted(APPROVAL_OWN_ACTIONS | APPROVAL_ABOVE_ACTIONS)),
+            field="action",
+            code="bad_action",
+        )
+    body = pb.Approval(
+        dataset=code(fields, "dataset"),
+        period=period(fields),
+        action=action,
+        reason=text(fields, "reason", required=action in {"returned", "unapproved", "unaccepted"}),
+        by=text(fields, "by", required=False),
+        at=timestamp(fields, "at"),
+    )
+    unit = code(fields, "unit")
+    rid = record_id(APPROVAL, body.dataset, body.period, unit, origin)
+    return Keyed(rid, APPROVAL, unit, "", body.SerializeToString(deterministic=True))
+
+
 def canonical_json(value: Any) -> str:
     """Sorted-key compact JSON with non-ASCII text unescaped (the audit log's hashed form)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -403,6 +433,8 @@ def expected_id(env: Envelope) -> bytes | None:
         return record_id(AUDIT_ENTRY, env.origin, str(body.seq), body.hash)
     if env.kind == DISPUTE:
         return dispute_id(body, env.origin, env.agency)
+    if env.kind == APPROVAL:
+        return record_id(APPROVAL, body.dataset, body.period, env.unit, env.origin)
     return None
 
 
@@ -419,7 +451,7 @@ BUILDERS = {
     "feedback": feedback,
     "feedback_event": feedback_event,
     "definition": definition,
-}
+}  # not approvals: they are steps an operator takes (`lienthong approve`), never lines of an agency's file
 
 
 def build(origin: str, fields: Mapping[str, Any]) -> Keyed:

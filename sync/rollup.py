@@ -33,7 +33,7 @@ Read-only: nothing here writes to the store.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -324,15 +324,18 @@ def rollup(
     units: Units | None = None,
     catalogue: Catalogue | None = None,
     extra: Iterable[Mapping[str, Any]] | None = None,
+    only: Callable[[str, str, str], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """The rolled-up rows of `period` (optionally for `unit` and the units below it), sources kept.
 
     `extra` replaces the feedback-derived rows (tests and callers that have them already).
+    `only(unit, indicator, period)` keeps the reported values it accepts (approved data,
+    `approval.Approved`); counts derived from feedback are not a unit's submission and stay.
     """
     units = units if units is not None else Units.from_store(store)
     catalogue = catalogue if catalogue is not None else Catalogue.from_store(store)
     periods = {period, period[:4]}
-    figures = collect(store, periods, agency)
+    figures = [f for f in collect(store, periods, agency) if only is None or only(f.unit, f.indicator, f.period)]
     feedback_rows = list(extra) if extra is not None else feedback_values(store, period)
     figures += [f for f in figures_from_rows(feedback_rows) if f.period in periods and (agency is None or f.agency == agency)]
     # The year's figures are only weights: keep those of weighting indicators.

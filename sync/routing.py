@@ -9,6 +9,8 @@
   hold (`queue_feedback_for`), and what was shared with its units.
 - Acts of a dispute on a figure go to the child holding the disputed record's origin
   and to the child holding the node that opened the thread (sync/disputes.py).
+- An approval step (sync/approval.py) goes to the child whose subtree holds its unit, never back
+  to the child it came from: the level above's acceptance or return reaches the unit's node.
 - Records the province shared (`share` definitions, sharing.py) go to the child whose
   subtree holds a unit they are shared with, and the share with them; nowhere else.
 
@@ -54,7 +56,7 @@ class Router:
             marks = ",".join("?" * len(chunk))
             for rid, kind, unit, via, raw, shared in db.execute(
                 f"SELECT r.rid, r.kind, r.unit, r.via, CASE WHEN r.kind = ? THEN NULL ELSE r.envelope END, "
-                f"r.kind = ? AND instr(r.envelope, ?) > 0 FROM records r WHERE r.id IN ({marks}) AND r.kind IN (?, ?, ?, ?)",
+                f"r.kind = ? AND instr(r.envelope, ?) > 0 FROM records r WHERE r.id IN ({marks}) AND r.kind IN (?, ?, ?, ?, ?)",
                 (
                     records.DEFINITION,
                     records.DEFINITION,
@@ -64,6 +66,7 @@ class Router:
                     records.FEEDBACK,
                     records.FEEDBACK_EVENT,
                     records.DISPUTE,
+                    records.APPROVAL,
                 ),
             ):
                 if kind == records.DISPUTE:

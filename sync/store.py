@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,9 @@ class Store:
         # a bare store (tools, unit tests) writes unsealed records and checks nothing.
         self.signer: provenance.Signer | None = None
         self.verifier: provenance.Verifier | None = None
+        # What a local write must pass before it is stored (the node installs `approval.check_unlocked`:
+        # approved data is not changed); called inside the write transaction with the changed records.
+        self.write_guard: Callable[[sqlite3.Connection, Sequence[Keyed]], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -354,6 +357,9 @@ class Store:
             envelopes[item.id] = (env, chash)
         if not envelopes:
             return
+        if self.write_guard is not None and not again:
+            self.write_guard(db, [k for k in keyed if k.id in envelopes])
+        _carry_first_versions(db, [env for env, _ in envelopes.values()], existing_before)
         rows = []
         repairs = []
         entries = []
@@ -503,6 +509,24 @@ class Store:
 
 def new_epoch() -> str:
     return uuid.uuid4().hex
+
+
+def _carry_first_versions(db: sqlite3.Connection, envelopes: Sequence[Envelope], stored: dict[bytes, int]) -> None:
+    """A new version of a record this node holds (not withdrawn) carries the version at which it
+    was first written (`Envelope.first_version`): a node that only receives the later version
+    still judges timeliness on the first (completeness.py)."""
+    ids = [env.id for env in envelopes if env.id in stored and env.kind != records.SEAL]
+    firsts: dict[bytes, int] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for rid, deleted, raw in db.execute(f"SELECT id, deleted, envelope FROM records WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+            if not deleted:
+                before = Envelope.FromString(raw)
+                firsts[rid] = before.first_version or before.version
+    for env in envelopes:
+        first = firsts.get(env.id)
+        if first is not None and not env.deleted and first < env.version:
+            env.first_version = first
 
 
 def _row(env: Envelope, chash: bytes, via: str, raw: bytes) -> tuple[Any, ...]:

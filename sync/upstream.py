@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import admission, clock, disputes, provenance, records, sharing
+from .approval import authority_problem as approval_authority
 from .batch import OutBatch, Refusal
 from .errors import ProtocolError
 from .store import RESTORING, UPSERT, VIA_LOCAL, VIA_PARENT, Store
+from .subtree import Subtrees
 
 REFUSAL_META = "uplink_refused"  # the parent's last refusal of this node's handshake, JSON; '' once it took the link
 
@@ -197,6 +199,8 @@ class Upstream:
             if after != applied:
                 raise ProtocolError(f"the parent sent down {after}..{last} but we hold {applied}", "it reconnects by itself")
             rows = self._dispute_parties(db, rows, refusals, quarantined, now)
+            if any(r[1] == records.APPROVAL for r in rows):
+                rows = self._approvals_allowed(db, rows, refusals, quarantined, now)
             db.executemany(UPSERT, rows)
             db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
             self._take_back_own(db, rows)
@@ -219,6 +223,22 @@ class Upstream:
         arriving = {r[0]: r[9] for r in rows if r[1] == records.DISPUTE}
         for r in rows:
             problem = disputes.thread_problem(db, records.Envelope.FromString(r[9]), arriving) if r[1] == records.DISPUTE else None
+            if problem is None:
+                kept.append(r)
+            else:
+                refusals.append(Refusal(r[0], r[5], *problem))
+                quarantined.append((VIA_PARENT, r[0], r[5], *problem, now, r[9]))
+        return kept
+
+    def _approvals_allowed(
+        self, db: sqlite3.Connection, rows: list[Any], refusals: list[Refusal], quarantined: list[Any], now: float
+    ) -> list[Any]:
+        """The rows without the approval steps their origin may not write (`approval.authority_problem`):
+        not even the parent approves a unit's data in its name."""
+        subtrees = Subtrees.load(db, self.store.node_id)
+        kept = []
+        for r in rows:
+            problem = approval_authority(subtrees, records.Envelope.FromString(r[9])) if r[1] == records.APPROVAL else None
             if problem is None:
                 kept.append(r)
             else:

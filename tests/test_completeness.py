@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,18 @@ HAND_LEVELS = [
 ]
 
 
+def clock_at(moment: str, last: int = 0) -> HybridClock:
+    """A clock that reads `moment` (ISO with offset): the node witnesses a write at that time."""
+    ms = int(datetime.fromisoformat(moment).timestamp() * 1000)
+    return HybridClock(last, wall=lambda: ms)
+
+
+def write_as_stated(store: Store, origin: str, rows: list[dict[str, Any]]) -> None:
+    """Write each report when it says it was submitted (in time order): its node witnessed it then."""
+    for row in sorted(rows, key=lambda r: datetime.fromisoformat(r["submitted_at"])):
+        store.write_local([records.build(origin, row)], clock_at(row["submitted_at"], store.latest_version()))
+
+
 def sync_up(child: Store, parent: Store, cursor: int) -> int:
     """Replicate the child's change log after `cursor` into the parent, as the link does; return the new cursor."""
     while (batch := Upstream(child).changes_after(cursor, 1000)) is not None:
@@ -137,7 +149,7 @@ def province(tmp_path: Path) -> Iterator[Store]:
     node replicated up: the first submissions, then (after they arrived) one resubmission after
     the due day."""
     parent = Store.create(tmp_path / "province.db", "86")
-    parent.write_local([records.build("86", row) for row in definitions(2026)], HybridClock())
+    parent.write_local([records.build("86", row) for row in definitions(2026)], clock_at("2026-09-01T08:00:00+07:00"))
     communes: dict[str, Store] = {}
     cursors: dict[str, int] = {}
 
@@ -145,12 +157,12 @@ def province(tmp_path: Path) -> Iterator[Store]:
         for row in rows:
             unit = row["unit"]
             if unit == "86":
-                parent.write_local([records.build("86", row)], HybridClock(parent.latest_version()))
+                write_as_stated(parent, "86", [row])
                 continue
             if unit not in communes:
                 communes[unit] = Store.create(tmp_path / f"{unit}.db", unit)
                 Downstream(parent).register_child(unit, "test")
-            communes[unit].write_local([records.build(unit, row)], HybridClock(communes[unit].latest_version()))
+            write_as_stated(communes[unit], unit, [row])
         for unit, child in communes.items():
             cursors[unit] = sync_up(child, parent, cursors.get(unit, 0))
 
@@ -229,15 +241,14 @@ def test_a_report_withdrawn_and_submitted_again_counts_from_the_new_submission(t
     """A tombstone forgets the first submission: withdrawn then resubmitted after the due day is late."""
     store = Store.create(tmp_path / "n.db", "86")
     try:
-        clock = HybridClock()
-        store.write_local([records.build("86", row) for row in definitions(2026)], clock)
-        store.write_local([records.build("86", report("86-28756", "2026-10-20T08:00:00+07:00", period="2026-10"))], clock)
+        store.write_local([records.build("86", row) for row in definitions(2026)], clock_at("2026-09-01T08:00:00+07:00"))
+        write_as_stated(store, "86", [report("86-28756", "2026-10-20T08:00:00+07:00", period="2026-10")])
         key = ("86-28756", "BC-IOC-THANG", "2026-10")
         assert submissions(store)[key].day() == date(2026, 10, 20)
-        withdrawn = report("86-28756", "2026-10-20T08:00:00+07:00", period="2026-10", deleted=True)
-        store.write_local([records.build("86", withdrawn)], clock)
+        withdrawn = report("86-28756", "2026-10-21T08:00:00+07:00", period="2026-10", deleted=True)
+        write_as_stated(store, "86", [withdrawn])
         assert key not in submissions(store)
-        store.write_local([records.build("86", report("86-28756", "2026-10-29T08:00:00+07:00", period="2026-10"))], clock)
+        write_as_stated(store, "86", [report("86-28756", "2026-10-29T08:00:00+07:00", period="2026-10")])
         row = next(r for r in judged(store, "2026-10", date(2026, 11, 23))["reports"] if r["unit"] == "86-28756")
     finally:
         store.close()
@@ -290,10 +301,8 @@ def test_reports_completeness_json_through_the_cli(make_node: MakeNode) -> None:
     store = Store.open(node / STORE_FILE)
     try:
         # A past year, so that the real today is after every due day whatever the machine's clock.
-        clock = HybridClock()
-        rows = definitions(2024) + first_submissions(2024)
-        store.write_local([records.build("86", row) for row in rows], clock)
-        store.write_local([records.build("86", row) for row in resubmissions(2024)], clock)
+        store.write_local([records.build("86", row) for row in definitions(2024)], clock_at("2024-09-01T08:00:00+07:00"))
+        write_as_stated(store, "86", first_submissions(2024) + resubmissions(2024))
     finally:
         store.close()
     out = json.loads(cli("reports", "completeness", "--dir", str(node), "--period", "2024-10", "--json").stdout)
@@ -349,7 +358,7 @@ def test_status_shows_what_a_unit_owes_and_flags_the_overdue(make_node: MakeNode
 @pytest.mark.slow
 def test_schedules_flow_down_and_submissions_flow_up_between_real_nodes(make_node: MakeNode, tmp_path: Path) -> None:
     """The province's schedules reach a commune node (its status shows what it owes); the commune's
-    report and its late resubmission reach the province, which judges it on the first submission."""
+    report and its resubmission reach the province, which judges it on the time the first was witnessed."""
     province = make_node("86")
     commune = make_node("86-28894", parent=listen_address(province))
     cli("ingest", "--dir", str(province), str(write_jsonl(tmp_path / "definitions.jsonl", definitions(2024))))
@@ -368,6 +377,8 @@ def test_schedules_flow_down_and_submissions_flow_up_between_real_nodes(make_nod
             lambda: (r := ba_tri_at_province()) and r["last_submitted_at"] and r, timeout=60, what="the resubmission at the province"
         )
         owed = wait_until(lambda: status(commune)["reports_owed"], timeout=60, what="the schedules at the commune")
-    assert (row["status"], row["submitted_at"], row["last_submitted_at"]) == ("on_time", first["submitted_at"], late["submitted_at"])
+    # Stated as the 24th of October 2024 but witnessed now (its node wrote it today): late, and flagged.
+    assert (row["status"], row["submitted_at"], row["last_submitted_at"]) == ("late", first["submitted_at"], late["submitted_at"])
+    assert row["stated_differs"] is True
     next_month = shift(containing(today_in_vietnam(), "monthly"), 1)
     assert ("86-28894", "BC-IOC-THANG", next_month) in {(o["unit"], o["report_type"], o["period"]) for o in owed}

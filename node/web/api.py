@@ -22,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from lienthong.sync import approval, indicator_sets, read_tables, records
 from lienthong.sync import completeness as comp
-from lienthong.sync import read_tables, records
 from lienthong.sync.errors import LienthongError
+from lienthong.sync.indicator_sets import IndicatorSets
 from lienthong.sync.schedule import Schedules, bounds, today_in_vietnam
 from lienthong.sync.store import Store
 from lienthong.sync.units import Units
@@ -369,9 +370,13 @@ def units(store: Store, q: Query, scope: Scope) -> dict[str, Any]:
     return _page(store, "code, name, level, parent, valid_from, valid_to, successor, depth", "units", where, "depth, code", q)
 
 
-def completeness(store: Store, q: Query, scope: Scope, definitions: list[records.Envelope] | None = None) -> dict[str, Any]:
-    """Completeness and timeliness of a period, judged as `lienthong reports completeness` judges it.
-    `definitions`: the definition envelopes, when the caller asks for several periods."""
+def completeness(
+    store: Store, q: Query, scope: Scope, definitions: list[records.Envelope] | None = None, approved_only_default: bool = False
+) -> dict[str, Any]:
+    """Completeness and timeliness of a period, judged as `lienthong reports completeness` judges it
+    (indicator sets included, under `indicator_sets`). `definitions`: the definition envelopes,
+    when the caller asks for several periods. `approved_only=true|false` (default: the node's
+    `approval.count_only_approved`) counts only approved data."""
     period = q.period(required=True)
     try:
         bounds(period)
@@ -383,6 +388,7 @@ def completeness(store: Store, q: Query, scope: Scope, definitions: list[records
         definitions = list(store.iter_records(records.DEFINITION))
     registry = Units.from_envelopes(definitions)
     schedules = Schedules.from_envelopes(definitions)
+    sets = IndicatorSets.from_envelopes(definitions)
     within = sorted(scope.units) if scope.units is not None else None
     unit = q.text("unit")
     if unit:
@@ -391,48 +397,50 @@ def completeness(store: Store, q: Query, scope: Scope, definitions: list[records
         within = sorted(below if within is None else below & set(within))
     today = today_in_vietnam()
     report_type, level = q.text("report_type") or None, q.text("level") or None
+    approved_only = q.flag("approved_only") if "approved_only" in q.params else approved_only_default
 
     def judge() -> dict[str, Any]:
         subs = submissions(store, within, period)
+        states = approval.states(store.reader(), within)
         result = comp.completeness(
-            registry, list(schedules), subs, period, today=today, report_type=report_type, level=level, within=within
+            registry,
+            list(schedules),
+            subs,
+            period,
+            today=today,
+            report_type=report_type,
+            level=level,
+            within=within,
+            approvals=states,
+            approved_only=approved_only,
         )
-        return result.to_dict()
+        data = result.to_dict()
+        data["approved_only"] = approved_only
+        if len(sets) and not report_type:
+            judged = indicator_sets.completeness(
+                store.reader(),
+                registry,
+                sets,
+                period,
+                today=today,
+                level=level,
+                within=within,
+                approvals=states,
+                approved_only=approved_only,
+            ).to_dict()
+            data["indicator_sets"] = {"units": judged["units"], "levels": judged["levels"]}
+        return data
 
     # Judged once per store change and day (pending turns missing when the due day passes).
-    key = ("completeness", period, report_type, level, today, None if within is None else tuple(within))
+    key = ("completeness", period, report_type, level, today, approved_only, None if within is None else tuple(within))
     judged: dict[str, Any] = cached(store, key, judge)
     return judged
 
 
 def submissions(store: Store, units: list[str] | None, period: str | None = None) -> dict[tuple[str, str, str], comp.Submission]:
-    """The first submission of each report (of `period`, if given), from the `reports` read table
-    (the same judgement as `completeness.submissions`, without decoding envelopes)."""
-    sql = "SELECT unit, report_type, period, first_submitted_at, submitted_at, first_version, version, origin FROM reports WHERE 1 = 1"
-    args: list[Any] = []
-    if units is not None:
-        sql += " AND unit IN (SELECT value FROM json_each(?))"
-        args.append(json.dumps(units))
-    if period is not None:
-        sql += " AND period = ?"
-        args.append(period)
-    out: dict[tuple[str, str, str], comp.Submission] = {}
-    for unit, report_type, period, first_at, last_at, first_version, version, origin in store.reader().execute(sql, args):
-        recorded = comp._clock_time(first_version)
-        sub = comp.Submission(
-            unit=unit,
-            report_type=report_type,
-            period=period,
-            submitted_at=comp._stated(first_at, recorded),
-            recorded_at=recorded,
-            last_submitted_at=comp._stated(last_at, recorded),
-            origin=origin,
-            resubmitted=version != first_version,
-        )
-        key = (unit, report_type, period)
-        if key not in out or sub.submitted_at < out[key].submitted_at:
-            out[key] = sub
-    return out
+    """The first submission of each report (of `period`, if given), judged on its witnessed time
+    (`completeness.submissions`: the same judgement as the CLI's)."""
+    return comp.submissions(store, units, period)
 
 
 def rollup_rows(

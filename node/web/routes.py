@@ -88,7 +88,8 @@ async def reports(request: web.Request) -> web.Response:
 
 
 async def completeness(request: web.Request) -> web.Response:
-    return await _read(request, api.completeness)
+    default = _console(request).settings.approval.count_only_approved
+    return await _read(request, lambda store, q, scope: api.completeness(store, q, scope, approved_only_default=default))
 
 
 async def feedback_list(request: web.Request) -> web.Response:

@@ -49,6 +49,8 @@ class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Kind.ValueType],
     """an origin's signature over a set of its record versions"""
     KIND_AUDIT_ENTRY: _Kind.ValueType  # 7
     """a copy of one entry of the origin's audit log, sent up for the province"""
+    KIND_APPROVAL: _Kind.ValueType  # 8
+    """a unit's approval of a data set for a period, or the level above's acceptance"""
     KIND_DISPUTE: _Kind.ValueType  # 9
     """an act in a dispute on a figure: opened, answered, corrected, closed, reopened"""
 
@@ -69,6 +71,8 @@ KIND_SEAL: Kind.ValueType  # 6
 """an origin's signature over a set of its record versions"""
 KIND_AUDIT_ENTRY: Kind.ValueType  # 7
 """a copy of one entry of the origin's audit log, sent up for the province"""
+KIND_APPROVAL: Kind.ValueType  # 8
+"""a unit's approval of a data set for a period, or the level above's acceptance"""
 KIND_DISPUTE: Kind.ValueType  # 9
 """an act in a dispute on a figure: opened, answered, corrected, closed, reopened"""
 Global___Kind: _TypeAlias = Kind  # noqa: Y015
@@ -87,6 +91,7 @@ class Envelope(_message.Message):
     BODY_FIELD_NUMBER: _builtins.int
     SEAL_FIELD_NUMBER: _builtins.int
     PERSONAL_FIELD_NUMBER: _builtins.int
+    FIRST_VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.bytes
     """Deterministic id: 16 bytes of SHA-256 over the kind and natural key."""
     kind: Global___Kind.ValueType
@@ -105,6 +110,13 @@ class Envelope(_message.Message):
     seal: _builtins.bytes
     """Provenance: the id of the origin's Seal record that covers this version
     (see Seal). Empty only for seals themselves.
+    """
+    first_version: _builtins.int
+    """The version at which the origin first wrote this record (since its last
+    withdrawal), when this version replaces an earlier one; 0 for a first
+    version. Set by the origin's store, sealed with the envelope: a node that
+    only ever receives the later version still knows when the first was
+    witnessed (timeliness is judged on it, see docs/records.md).
     """
     @_builtins.property
     def personal(self) -> _containers.RepeatedCompositeFieldContainer[Global___Disclosure]:
@@ -128,10 +140,11 @@ class Envelope(_message.Message):
         body: _builtins.bytes = ...,
         seal: _builtins.bytes = ...,
         personal: _abc.Iterable[Global___Disclosure] | None = ...,
+        first_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "body", b"body", "deleted", b"deleted", "id", b"id", "kind", b"kind", "origin", b"origin", "personal", b"personal", "seal", b"seal", "unit", b"unit", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency", b"agency", "body", b"body", "deleted", b"deleted", "first_version", b"first_version", "id", b"id", "kind", b"kind", "origin", b"origin", "personal", b"personal", "seal", b"seal", "unit", b"unit", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -676,3 +689,49 @@ class Dispute(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Dispute: _TypeAlias = Dispute  # noqa: Y015
+
+@_typing.final
+class Approval(_message.Message):
+    """A step in the approval of one data set (a report type or an indicator set) of
+    one unit (Envelope.unit) for one period. DHIS2's approval levels are the
+    model: the unit's own node approves (or un-approves) its data; the node of a
+    level above accepts it, returns it with a reason, or un-accepts it. Keyed by
+    data set, period, unit and origin: each writer holds one record per unit, data
+    set and period, and its versions are the steps it took (the audit log keeps
+    each step).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    period: _builtins.str
+    action: _builtins.str
+    """approved, unapproved (the unit's node); accepted, returned, unaccepted (a level above)."""
+    reason: _builtins.str
+    by: _builtins.str
+    """Who acted: the console account or the operator at the CLI."""
+    at: _builtins.str
+    """RFC 3339 with offset: when the step was taken."""
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+        period: _builtins.str = ...,
+        action: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        by: _builtins.str = ...,
+        at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "at", b"at", "by", b"by", "dataset", b"dataset", "period", b"period", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Approval: _TypeAlias = Approval  # noqa: Y015

@@ -1,0 +1,118 @@
+"""`lienthong approve`: a unit's head approves its data set for a period; the level above accepts or returns it.
+
+Which step a run takes follows from where it runs and for which unit (DHIS2's approval levels):
+
+| run at | for | plain | `--return --reason R` | `--unapprove --reason R` |
+|---|---|---|---|---|
+| the unit's own node | its own unit | approve | refused | un-approve |
+| a node above | a unit below it | accept | return | un-accept |
+
+The step is an `approval` record (sync/approval.py), sealed and replicated, and an entry
+of the node's audit log.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from lienthong.sync import approval as approval_mod
+from lienthong.sync import records
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.indicator_sets import IndicatorSets
+from lienthong.sync.schedule import Schedules, bounds
+from lienthong.sync.units import Units
+
+from . import runtime
+from .cli_common import DIR_OPTION, audited, fail, load_settings
+
+
+def datasets(store_defs: list[records.Envelope]) -> set[str]:
+    """The data sets a node knows: report types with a schedule, and indicator sets."""
+    return {s.report_type for s in Schedules.from_envelopes(store_defs)} | IndicatorSets.from_envelopes(store_defs).datasets()
+
+
+@click.command()
+@DIR_OPTION
+@click.option("--period", required=True, help="The period approved: 2026-10, 2026Q4, 2026S1 or 2026.")
+@click.option("--dataset", required=True, help="The data set: a report type (BC-IOC-THANG) or an indicator set (BCS-KTXH).")
+@click.option("--unit", help="The unit whose data it is (default: this node's own unit).")
+@click.option("--return", "give_back", is_flag=True, help="At the level above: return the data to its unit, with --reason.")
+@click.option("--unapprove", is_flag=True, help="Withdraw this node's approval (or, at the level above, its acceptance), with --reason.")
+@click.option("--reason", default="", help="Why (required with --return and --unapprove).")
+@click.option("--by", "by", default="", help="Who decides (default: the operator's user name).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def approve(
+    node_dir: Path, period: str, dataset: str, unit: str | None, give_back: bool, unapprove: bool, reason: str, by: str, as_json: bool
+) -> None:
+    """Approve a data set of this node's unit for PERIOD, or accept / return a unit's below it."""
+    from .trust.audit import operator_name
+
+    settings = load_settings(node_dir)
+    period, dataset, reason = period.strip(), records.nfc(dataset.strip()), reason.strip()
+    bounds(period)  # refuses what is not a reporting period
+    if give_back and unapprove:
+        fail("--return and --unapprove are two different steps", "give one of them")
+    if (give_back or unapprove) and not reason:
+        fail("a return or an un-approval needs its reason", "add --reason '…' (the unit sees it)")
+    own = [records.nfc(code) for code in runtime.own_units(settings)]
+    unit = records.nfc(unit.strip()) if unit else own[0]
+    store = runtime.open_store(node_dir, settings)
+    try:
+        definitions = list(store.iter_records(records.DEFINITION))
+        known = datasets(definitions)
+        if dataset not in known:
+            fail(
+                f"{dataset!r} is neither a report type with a schedule nor an indicator set this node holds",
+                "use one of " + (", ".join(sorted(known)) or "(none yet: the province sends them down)"),
+            )
+        registry = Units.from_envelopes(d for d in definitions if records.body_of(d).type == "unit")
+        if unit in own:
+            if give_back:
+                fail(f"unit {unit} is this node's own: it cannot return its own data", "the level above returns it")
+            action = "unapproved" if unapprove else "approved"
+        elif any(unit in registry.descendants(code) for code in own):
+            action = "returned" if give_back else "unaccepted" if unapprove else "accepted"
+        else:
+            fail(
+                f"this node neither answers for unit {unit} nor is above it",
+                "approve at the unit's own node, and accept at the node of the level above it",
+            )
+        current = approval_mod.approvals(store.reader(), [unit]).get((unit, dataset, period))
+        state = current.state if current else approval_mod.SUBMITTED
+        _check_step(action, state, unit, dataset, period)
+        at = datetime.now().astimezone().isoformat(timespec="seconds")
+        who = by or operator_name()
+        keyed = records.approval(
+            store.node_id, {"unit": unit, "dataset": dataset, "period": period, "action": action, "reason": reason, "by": who, "at": at}
+        )
+        store.write_local([keyed], HybridClock(store.max_version()))
+        after = approval_mod.approvals(store.reader(), [unit])[(unit, dataset, period)].state
+    finally:
+        store.close()
+    audited(node_dir, f"approval.{action}", f"{unit} {dataset} {period}", reason=reason, by=who, state=after)
+    out = {"unit": unit, "dataset": dataset, "period": period, "action": action, "state": after, "by": who, "at": at, "reason": reason}
+    if as_json:
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{dataset} {period} of unit {unit}: {action} by {who}; now {after}.")
+
+
+def _check_step(action: str, state: str, unit: str, dataset: str, period: str) -> None:
+    """Refuse a step that does not follow from the current state, saying what would."""
+    what = f"{dataset} {period} of unit {unit}"
+    if action == "approved" and state in approval_mod.LOCKED:
+        fail(f"{what} is already {state}", "change data only after --unapprove")
+    if action == "unapproved" and state == approval_mod.ACCEPTED:
+        fail(f"{what} was accepted by the level above", "ask the level above to un-accept or return it first")
+    if action == "unapproved" and state != approval_mod.APPROVED:
+        fail(f"{what} is not approved (it is {state})", "there is nothing to un-approve")
+    if action in ("accepted", "returned") and state not in (approval_mod.APPROVED, approval_mod.ACCEPTED):
+        fail(f"{what} is not approved by its unit yet (it is {state})", "the unit's head approves it first")
+    if action == "accepted" and state == approval_mod.ACCEPTED:
+        fail(f"{what} is already accepted", "nothing to do")
+    if action == "unaccepted" and state != approval_mod.ACCEPTED:
+        fail(f"{what} is not accepted (it is {state})", "there is nothing to un-accept")
