@@ -296,6 +296,13 @@ class ProvinceWatch:
     def applied(self) -> dict[str, int]:
         return dict(self._conn.execute("SELECT child, applied FROM children").fetchall())
 
+    def read_tables_lag(self) -> int:
+        """Change-log entries the province's read tables are behind (0 when in step, or for
+        code that keeps them inside each commit)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'read_tables_seq'").fetchone()
+        head = self._conn.execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0]
+        return 0 if row is None else max(0, head - int(row[0]))
+
     def close(self) -> None:
         self._conn.close()
 

@@ -106,6 +106,11 @@ def run(
             if now - t0 > timeout:
                 raise TimeoutError(f"the province applied {applied} of {head} after {timeout} s")
         elapsed = now - t0
+        # The read tables follow in the background (sync/read_upkeep.py): when were they in step too?
+        while watch.read_tables_lag() and time.monotonic() - t0 < timeout:
+            time.sleep(poll / 4)
+            province.check_alive()
+        tables_in_step = time.monotonic() - t0
         # Both processes keep their peaks until they exit: read them now.
         province.sample()
         child.sample()
@@ -128,6 +133,7 @@ def run(
             "prefill_s": round(facts["prefill_s"], 2),
             "elapsed_s": round(elapsed, 2),
             "first_applied_after_s": round(first_batch, 2) if first_batch is not None else None,
+            "read_tables_in_step_after_s": round(tables_in_step, 2),
             "records_per_s": round(records / elapsed),
             "mb_per_s": round(mb(facts["envelope_bytes"]) / elapsed, 2),
             "province_peak_rss_mb": round(province.hwm_kb / 1024, 1),
@@ -169,6 +175,7 @@ def report(r: dict[str, Any]) -> None:
         f"(first batch applied after {r['first_applied_after_s']} s)"
     )
     print(f"throughput: {r['records_per_s']:,} records/s, {r['mb_per_s']} MB/s")
+    print(f"the province's read tables were in step {r['read_tables_in_step_after_s']} s after the child's start")
     print(f"peak RSS: province {r['province_peak_rss_mb']} MB, child {r['child_peak_rss_mb']} MB")
     print(f"CPU: province {r['province_cpu_s']} s, child {r['child_cpu_s']} s (over {r['elapsed_s']} s wall)")
     print(
