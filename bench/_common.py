@@ -155,6 +155,11 @@ def prefill(store_path: Path, n: int, pad: int = 0, chunk: int = CHUNK, start: i
             hi = min(lo + chunk, start + n)
             keyed = [records.build(origin, fields_for(origin, i, pad)) for i in range(lo, hi)]
             store.write_local(keyed, hlc)
+        # A node made by code whose read tables follow in the background would otherwise catch
+        # them up while it streams: do it now, outside the clock, as older code did in each write.
+        catch_up = getattr(store, "catch_up_read_tables", None)
+        if catch_up is not None:
+            catch_up()
         head = store.head()
     finally:
         store.close()
