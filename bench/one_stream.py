@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -61,9 +62,10 @@ def run(
     batch_size: int | None = None,
     window: int | None = None,
     province_cache_mib: int | None = None,
+    province_page_size: int | None = None,
 ) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="lienthong-bench-"))
-    say = (lambda *a: None) if quiet else print
+    say = (lambda *a, **k: None) if quiet else print
     province = child = None
     spy = None
     try:
@@ -73,6 +75,8 @@ def run(
         cdir = init_district(root, ca, CHILD_ID, port)
         for d in (pdir, cdir):
             set_replication(d, batch_size=batch_size, window=window)
+        if province_page_size:
+            set_page_size(pdir / STORE_FILE, province_page_size)
         say(f"prefilling the child with {records:,} records ...", flush=True)
         facts = prefill(cdir / STORE_FILE, records, pad)
         head = facts["head"]
@@ -128,6 +132,7 @@ def run(
             "batch_size": batch_size or f"default ({Tuning().batch_size})",
             "window": window or f"default ({Tuning().window})",
             "province_cache_mib": province_cache_mib or f"default ({CACHE_KIB // 1024} MiB writer cache)",
+            "province_page_size": province_page_size or "default (4096)",
             "avg_envelope_bytes": round(facts["avg_envelope_bytes"], 1),
             "envelope_mb": round(mb(facts["envelope_bytes"]), 2),
             "prefill_s": round(facts["prefill_s"], 2),
@@ -164,12 +169,32 @@ def run(
             shutil.rmtree(root, ignore_errors=True)
 
 
+def set_page_size(store_path: Path, size: int) -> None:
+    """What-if (no product change): give the province's still-empty store another page size. A
+    dirty page is written whole to the WAL at each commit, so smaller pages write fewer bytes
+    for rows scattered by a random key."""
+    conn = sqlite3.connect(store_path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute(f"PRAGMA page_size={int(size)}")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA journal_mode=WAL")
+        got = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    if got != size:
+        raise RuntimeError(f"the province's store kept page size {got}, not {size}")
+
+
 def report(r: dict[str, Any]) -> None:
     print()
     print(f"command: {r['command']}")
     print(f"code: {r['code']}")
     print(f"records: {r['records']:,} ({r['envelope_mb']} MB of envelopes, avg {r['avg_envelope_bytes']} B)")
-    print(f"replication settings: batch_size {r['batch_size']}, window {r['window']}; province page cache {r['province_cache_mib']}")
+    print(
+        f"replication settings: batch_size {r['batch_size']}, window {r['window']}; province page cache {r['province_cache_mib']}, "
+        f"page size {r.get('province_page_size', 'default (4096)')}"
+    )
     print(
         f"time from child start to all applied at the province: {r['elapsed_s']} s "
         f"(first batch applied after {r['first_applied_after_s']} s)"
@@ -203,6 +228,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, help="set [replication] batch_size on both nodes (node default 500)")
     ap.add_argument("--window", type=int, help="set [replication] window on both nodes (node default 4)")
     ap.add_argument("--province-cache-mib", type=int, help="what-if: run the province with PRAGMA cache_size of this many MiB")
+    ap.add_argument("--province-page-size", type=int, help="what-if: rebuild the province's empty store with this page size first")
     args = ap.parse_args()
     r = run(
         args.records,
@@ -213,6 +239,7 @@ def main() -> None:
         batch_size=args.batch_size,
         window=args.window,
         province_cache_mib=args.province_cache_mib,
+        province_page_size=args.province_page_size,
     )
     report(r)
     print(f"result saved to {save_result('one_stream', r)}")
