@@ -184,12 +184,15 @@ def store_facts(store_path: Path) -> dict[str, Any]:
 class NodeProc:
     """A `lienthong run --dir D` process, its log in D/run.log."""
 
-    def __init__(self, node_dir: Path, env: dict[str, str] | None = None, cache_mib: int | None = None) -> None:
+    def __init__(
+        self, node_dir: Path, env: dict[str, str] | None = None, cache_mib: int | None = None, pragmas: list[str] | None = None
+    ) -> None:
         self.dir = node_dir
         self.log_path = node_dir / "run.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        # cache_mib: run through bench/_patched_node.py (what-if: a larger SQLite page cache)
-        prefix = [sys.executable, str(BENCH_DIR / "_patched_node.py"), "--cache-mib", str(cache_mib)] if cache_mib else [LIENTHONG]
+        # cache_mib, pragmas: run through bench/_patched_node.py (what-if: other SQLite settings)
+        patches = (["--cache-mib", str(cache_mib)] if cache_mib else []) + [a for p in pragmas or [] for a in ("--pragma", p)]
+        prefix = [sys.executable, str(BENCH_DIR / "_patched_node.py"), *patches] if patches else [LIENTHONG]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [*prefix, "run", "--dir", str(node_dir)],

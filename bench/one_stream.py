@@ -63,6 +63,7 @@ def run(
     window: int | None = None,
     province_cache_mib: int | None = None,
     province_page_size: int | None = None,
+    province_pragmas: list[str] | None = None,
 ) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="lienthong-bench-"))
     say = (lambda *a, **k: None) if quiet else print
@@ -86,7 +87,7 @@ def run(
             flush=True,
         )
 
-        province = NodeProc(pdir, cache_mib=province_cache_mib)
+        province = NodeProc(pdir, cache_mib=province_cache_mib, pragmas=province_pragmas)
         province.wait_listening()
         watch = ProvinceWatch(pdir / STORE_FILE)
         load_before = loadavg()
@@ -133,6 +134,7 @@ def run(
             "window": window or f"default ({Tuning().window})",
             "province_cache_mib": province_cache_mib or f"default ({CACHE_KIB // 1024} MiB writer cache)",
             "province_page_size": province_page_size or "default (4096)",
+            "province_pragmas": province_pragmas or [],
             "avg_envelope_bytes": round(facts["avg_envelope_bytes"], 1),
             "envelope_mb": round(mb(facts["envelope_bytes"]), 2),
             "prefill_s": round(facts["prefill_s"], 2),
@@ -193,7 +195,7 @@ def report(r: dict[str, Any]) -> None:
     print(f"records: {r['records']:,} ({r['envelope_mb']} MB of envelopes, avg {r['avg_envelope_bytes']} B)")
     print(
         f"replication settings: batch_size {r['batch_size']}, window {r['window']}; province page cache {r['province_cache_mib']}, "
-        f"page size {r.get('province_page_size', 'default (4096)')}"
+        f"page size {r.get('province_page_size', 'default (4096)')}; extra pragmas {r.get('province_pragmas') or 'none'}"
     )
     print(
         f"time from child start to all applied at the province: {r['elapsed_s']} s "
@@ -229,6 +231,9 @@ def main() -> None:
     ap.add_argument("--window", type=int, help="set [replication] window on both nodes (node default 4)")
     ap.add_argument("--province-cache-mib", type=int, help="what-if: run the province with PRAGMA cache_size of this many MiB")
     ap.add_argument("--province-page-size", type=int, help="what-if: rebuild the province's empty store with this page size first")
+    ap.add_argument(
+        "--province-pragma", action="append", help="what-if: run the province with this PRAGMA on every store connection (repeatable)"
+    )
     args = ap.parse_args()
     r = run(
         args.records,
@@ -240,6 +245,7 @@ def main() -> None:
         window=args.window,
         province_cache_mib=args.province_cache_mib,
         province_page_size=args.province_page_size,
+        province_pragmas=args.province_pragma,
     )
     report(r)
     print(f"result saved to {save_result('one_stream', r)}")
