@@ -165,17 +165,19 @@ class Store:
             raise StoreError(f"the store at {path} cannot be opened: {exc}", "restore it from a backup") from None
         return cls(path, conn)
 
-    def read_tables_lag(self) -> int:
-        """How many change-log entries the read tables are behind (one cheap query each side)."""
+    def read_tables_lag(self, head: int | None = None) -> int:
+        """How many change-log entries the read tables are behind the head (or `head`): one cheap query each side."""
         row = self.reader().execute("SELECT value FROM meta WHERE key = ?", (read_tables.CHECKPOINT,)).fetchone()
-        return 0 if row is None else max(0, self.head() - int(row[0]))
+        return 0 if row is None else max(0, (self.head() if head is None else head) - int(row[0]))
 
     def catch_up_read_tables(self, step: int = READ_TABLES_STEP) -> int:
-        """Bring the read tables up to the change log's head, in transactions of at most `step`
-        entries (the writer lock is let go between them, so a stream's commits interleave).
-        Returns how many entries were read; no write transaction when they are in step."""
+        """Bring the read tables up to the change log's head as it is now, in transactions of at
+        most `step` entries (the writer lock is let go between them, so a stream's commits
+        interleave; what they add meanwhile is the next call's). Returns how many entries were
+        read; no write transaction when the tables are in step."""
+        target = self.head()
         seen = 0
-        while self.read_tables_lag():
+        while self.read_tables_lag(target):
             with self.writing() as db:
                 done = read_tables.catch_up(db, step)
             if not done:
