@@ -202,11 +202,15 @@ async def _until(what: str, probe: Any, timeout: float = 60.0) -> Any:
             await asyncio.sleep(0.1)
 
 
+async def _quiet(exc: Exception) -> None:
+    """nats-py's error callback: a refused connection while a server starts is retried by `_until`, not printed."""
+
+
 async def _prefill_district(url: str, n: int) -> None:
     import nats
     from nats.js.api import StorageType, StreamConfig
 
-    nc = await _until("the district's nats-server", lambda: nats.connect(url))
+    nc = await _until("the district's nats-server", lambda: nats.connect(url, error_cb=_quiet, allow_reconnect=False))
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="REC", subjects=["rec.>"], storage=StorageType.FILE))
     for lo in range(0, n, 2000):
@@ -218,7 +222,7 @@ async def _wait_leaf(url: str) -> None:
     """Until the province sees the district's JetStream through the leaf connection."""
     import nats
 
-    nc = await _until("the province's nats-server", lambda: nats.connect(url))
+    nc = await _until("the province's nats-server", lambda: nats.connect(url, error_cb=_quiet, allow_reconnect=False))
     js = nc.jetstream(domain="district")
     await _until("the district's stream through the leaf node", lambda: js.stream_info("REC"))
     await nc.close()
