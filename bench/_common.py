@@ -155,6 +155,11 @@ def prefill(store_path: Path, n: int, pad: int = 0, chunk: int = CHUNK, start: i
             hi = min(lo + chunk, start + n)
             keyed = [records.build(origin, fields_for(origin, i, pad)) for i in range(lo, hi)]
             store.write_local(keyed, hlc)
+        # A node made by code whose read tables follow in the background would otherwise catch
+        # them up while it streams: do it now, outside the clock, as older code did in each write.
+        catch_up = getattr(store, "catch_up_read_tables", None)
+        if catch_up is not None:
+            catch_up()
         head = store.head()
     finally:
         store.close()
@@ -179,12 +184,15 @@ def store_facts(store_path: Path) -> dict[str, Any]:
 class NodeProc:
     """A `lienthong run --dir D` process, its log in D/run.log."""
 
-    def __init__(self, node_dir: Path, env: dict[str, str] | None = None, cache_mib: int | None = None) -> None:
+    def __init__(
+        self, node_dir: Path, env: dict[str, str] | None = None, cache_mib: int | None = None, pragmas: list[str] | None = None
+    ) -> None:
         self.dir = node_dir
         self.log_path = node_dir / "run.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
-        # cache_mib: run through bench/_patched_node.py (what-if: a larger SQLite page cache)
-        prefix = [sys.executable, str(BENCH_DIR / "_patched_node.py"), "--cache-mib", str(cache_mib)] if cache_mib else [LIENTHONG]
+        # cache_mib, pragmas: run through bench/_patched_node.py (what-if: other SQLite settings)
+        patches = (["--cache-mib", str(cache_mib)] if cache_mib else []) + [a for p in pragmas or [] for a in ("--pragma", p)]
+        prefix = [sys.executable, str(BENCH_DIR / "_patched_node.py"), *patches] if patches else [LIENTHONG]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [*prefix, "run", "--dir", str(node_dir)],
@@ -295,6 +303,13 @@ class ProvinceWatch:
 
     def applied(self) -> dict[str, int]:
         return dict(self._conn.execute("SELECT child, applied FROM children").fetchall())
+
+    def read_tables_lag(self) -> int:
+        """Change-log entries the province's read tables are behind (0 when in step, or for
+        code that keeps them inside each commit)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'read_tables_seq'").fetchone()
+        head = self._conn.execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0]
+        return 0 if row is None else max(0, head - int(row[0]))
 
     def close(self) -> None:
         self._conn.close()

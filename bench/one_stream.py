@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -61,9 +62,11 @@ def run(
     batch_size: int | None = None,
     window: int | None = None,
     province_cache_mib: int | None = None,
+    province_page_size: int | None = None,
+    province_pragmas: list[str] | None = None,
 ) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="lienthong-bench-"))
-    say = (lambda *a: None) if quiet else print
+    say = (lambda *a, **k: None) if quiet else print
     province = child = None
     spy = None
     try:
@@ -73,6 +76,8 @@ def run(
         cdir = init_district(root, ca, CHILD_ID, port)
         for d in (pdir, cdir):
             set_replication(d, batch_size=batch_size, window=window)
+        if province_page_size:
+            set_page_size(pdir / STORE_FILE, province_page_size)
         say(f"prefilling the child with {records:,} records ...", flush=True)
         facts = prefill(cdir / STORE_FILE, records, pad)
         head = facts["head"]
@@ -82,7 +87,7 @@ def run(
             flush=True,
         )
 
-        province = NodeProc(pdir, cache_mib=province_cache_mib)
+        province = NodeProc(pdir, cache_mib=province_cache_mib, pragmas=province_pragmas)
         province.wait_listening()
         watch = ProvinceWatch(pdir / STORE_FILE)
         load_before = loadavg()
@@ -106,6 +111,11 @@ def run(
             if now - t0 > timeout:
                 raise TimeoutError(f"the province applied {applied} of {head} after {timeout} s")
         elapsed = now - t0
+        # The read tables follow in the background (sync/read_upkeep.py): when were they in step too?
+        while watch.read_tables_lag() and time.monotonic() - t0 < timeout:
+            time.sleep(poll / 4)
+            province.check_alive()
+        tables_in_step = time.monotonic() - t0
         # Both processes keep their peaks until they exit: read them now.
         province.sample()
         child.sample()
@@ -123,11 +133,14 @@ def run(
             "batch_size": batch_size or f"default ({Tuning().batch_size})",
             "window": window or f"default ({Tuning().window})",
             "province_cache_mib": province_cache_mib or f"default ({CACHE_KIB // 1024} MiB writer cache)",
+            "province_page_size": province_page_size or "default (4096)",
+            "province_pragmas": province_pragmas or [],
             "avg_envelope_bytes": round(facts["avg_envelope_bytes"], 1),
             "envelope_mb": round(mb(facts["envelope_bytes"]), 2),
             "prefill_s": round(facts["prefill_s"], 2),
             "elapsed_s": round(elapsed, 2),
             "first_applied_after_s": round(first_batch, 2) if first_batch is not None else None,
+            "read_tables_in_step_after_s": round(tables_in_step, 2),
             "records_per_s": round(records / elapsed),
             "mb_per_s": round(mb(facts["envelope_bytes"]) / elapsed, 2),
             "province_peak_rss_mb": round(province.hwm_kb / 1024, 1),
@@ -158,17 +171,38 @@ def run(
             shutil.rmtree(root, ignore_errors=True)
 
 
+def set_page_size(store_path: Path, size: int) -> None:
+    """What-if (no product change): give the province's still-empty store another page size. A
+    dirty page is written whole to the WAL at each commit, so smaller pages write fewer bytes
+    for rows scattered by a random key."""
+    conn = sqlite3.connect(store_path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute(f"PRAGMA page_size={int(size)}")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA journal_mode=WAL")
+        got = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    if got != size:
+        raise RuntimeError(f"the province's store kept page size {got}, not {size}")
+
+
 def report(r: dict[str, Any]) -> None:
     print()
     print(f"command: {r['command']}")
     print(f"code: {r['code']}")
     print(f"records: {r['records']:,} ({r['envelope_mb']} MB of envelopes, avg {r['avg_envelope_bytes']} B)")
-    print(f"replication settings: batch_size {r['batch_size']}, window {r['window']}; province page cache {r['province_cache_mib']}")
+    print(
+        f"replication settings: batch_size {r['batch_size']}, window {r['window']}; province page cache {r['province_cache_mib']}, "
+        f"page size {r.get('province_page_size', 'default (4096)')}; extra pragmas {r.get('province_pragmas') or 'none'}"
+    )
     print(
         f"time from child start to all applied at the province: {r['elapsed_s']} s "
         f"(first batch applied after {r['first_applied_after_s']} s)"
     )
     print(f"throughput: {r['records_per_s']:,} records/s, {r['mb_per_s']} MB/s")
+    print(f"the province's read tables were in step {r['read_tables_in_step_after_s']} s after the child's start")
     print(f"peak RSS: province {r['province_peak_rss_mb']} MB, child {r['child_peak_rss_mb']} MB")
     print(f"CPU: province {r['province_cpu_s']} s, child {r['child_cpu_s']} s (over {r['elapsed_s']} s wall)")
     print(
@@ -196,6 +230,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, help="set [replication] batch_size on both nodes (node default 500)")
     ap.add_argument("--window", type=int, help="set [replication] window on both nodes (node default 4)")
     ap.add_argument("--province-cache-mib", type=int, help="what-if: run the province with PRAGMA cache_size of this many MiB")
+    ap.add_argument("--province-page-size", type=int, help="what-if: rebuild the province's empty store with this page size first")
+    ap.add_argument(
+        "--province-pragma", action="append", help="what-if: run the province with this PRAGMA on every store connection (repeatable)"
+    )
     args = ap.parse_args()
     r = run(
         args.records,
@@ -206,6 +244,8 @@ def main() -> None:
         batch_size=args.batch_size,
         window=args.window,
         province_cache_mib=args.province_cache_mib,
+        province_page_size=args.province_page_size,
+        province_pragmas=args.province_pragma,
     )
     report(r)
     print(f"result saved to {save_result('one_stream', r)}")

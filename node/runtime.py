@@ -29,7 +29,7 @@ from lienthong.adapters.inbox import InboxWatcher
 from lienthong.adapters.intake import Inbox, Limits, take
 from lienthong.adapters.registry import Registry, UnknownAdapter
 from lienthong.config.settings import Settings
-from lienthong.sync import approval, provenance, transport
+from lienthong.sync import approval, provenance, read_upkeep, transport
 from lienthong.sync.blobs import BLOBS, Blobs
 from lienthong.sync.child_session import Children, ChildSession
 from lienthong.sync.clock import HybridClock
@@ -408,6 +408,8 @@ class Node:
                     tasks.append(asyncio.create_task(_audit_refusals(tally, audit_log), name="refusals"))
 
                     server, self.port, health = await transport.serve(settings.server.listen, paths.load, sessions.serve, refused)
+                # The read tables follow the records in the background, not in their commits.
+                tasks.append(asyncio.create_task(read_upkeep.keep_up(store, changes), name="read-tables"))
                 intake = start_intake(self.dir, settings, store, loop, changes)
                 tasks.append(
                     asyncio.create_task(disk.watch(store.path, settings.store.min_free_mb, self.log, audit_log.flush), name="disk")
@@ -490,6 +492,7 @@ class Node:
                 await asyncio.to_thread(write_refusals, tally.take(), audit_log.append)
                 if web_runner is not None:
                     await web_runner.cleanup()
+                await read_upkeep.catch_up(store)  # what the last writes added: the tables stop in step
                 store.mark_all_disconnected()
                 store.close()
                 audit_log.close()

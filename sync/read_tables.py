@@ -12,12 +12,16 @@ same facts decoded once, with indexes on unit, period and agency:
     feedback_events    one row per feedback event, naming the item it belongs to
     units              the unit registry (the province's `unit` definitions)
 
-They are kept in step from the change log with a checkpoint (`meta.read_tables_seq`), inside
-the transaction that wrote the records (`Store.writing` calls `catch_up` before it commits):
-whatever path wrote them — a local write, a child's batch, what the parent sent down — the
-tables and the records commit together, and a crash leaves neither ahead of the other. A store
-made before the tables existed is brought up to date when it is opened (migration 5 sets the
-checkpoint to 0).
+They follow the change log with a checkpoint (`meta.read_tables_seq`), in their own short
+transactions after the records' (`Store.catch_up_read_tables`), not inside the transaction that
+wrote the records: keeping them in every group commit cost a province ~40 % of its replication
+throughput. Whatever path wrote the records — a local write, a child's batch, what the parent sent
+down — the change log has them, and `catch_up` reads it from the checkpoint, which commits with
+the rows it covers: a crash leaves the tables behind the records, never ahead or torn, and the
+next catch-up resumes from the checkpoint. The running node catches up in the background after
+each burst of commits (`read_upkeep.py`), and every reader catches up before it reads
+(`Store.fresh_read_tables`), so no one is shown a state older than the records. A store made
+before the tables existed is filled the same way (migration 5 sets the checkpoint to 0).
 
 A feedback item's row is the fold of its events (`feedback.fold`, the same rules as the CLI),
 refolded whenever one of them changes. `overdue` depends on the time of asking, so it is not
@@ -161,14 +165,17 @@ def feedback_overdue_sql(alias: str = "") -> str:
     return f"({prefix}is_open = 1 AND {prefix}due_ts < :now)"
 
 
-def catch_up(db: sqlite3.Connection) -> int:
-    """Bring the read tables up to the change log's head, inside the caller's transaction.
-    Returns how many change-log entries were read (0 when already in step: one cheap query)."""
+def catch_up(db: sqlite3.Connection, limit: int | None = None) -> int:
+    """Bring the read tables up to the change log's head — or `limit` entries past the
+    checkpoint — inside the caller's transaction. Returns how many change-log entries were read
+    (0 when already in step: one cheap query)."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (CHECKPOINT,)).fetchone()
     if row is None:
         return 0  # a store whose schema predates the read tables (migrating): nothing to keep
     done = int(row[0])
     head = int(db.execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0])
+    if limit is not None:
+        head = min(head, done + limit)
     if head <= done:
         return 0
     seen = 0

@@ -1,10 +1,17 @@
 """The read tables (sync/read_tables.py) say what the records say: after local writes, after
-feedback events, after a withdrawal, after replication, and for a store made before they existed."""
+feedback events, after a withdrawal, after replication, and for a store made before they existed.
+They follow the records outside the records' transactions: a reader catches up before it reads
+(`Store.fresh_read_tables`), the running node in the background (sync/read_upkeep.py), and a
+catch-up cut short by a crash resumes from its checkpoint."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +19,14 @@ from click.testing import CliRunner
 
 from lienthong.node.cli import cli as lienthong_cli
 from lienthong.sync import feedback as fb
-from lienthong.sync import read_tables, records
+from lienthong.sync import read_tables, read_upkeep, records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.downstream import Downstream
+from lienthong.sync.replication import Changes
 from lienthong.sync.store import Store
 
 from .conftest import MakeNode
-from .helpers import STORE_FILE
+from .helpers import STORE_FILE, WAIT_SCALE
 
 SAMPLES = Path(__file__).parent / "testdata" / "samples" / "inbox"
 DEFINITIONS = Path(__file__).parents[1] / "node" / "demo_data" / "definitions.jsonl"
@@ -55,6 +63,7 @@ def expected_tables(store: Store) -> dict[str, Any]:
 
 
 def read_back(store: Store) -> dict[str, Any]:
+    assert store.fresh_read_tables()
     db = store.reader()
     now = dt.datetime.now(dt.UTC).timestamp()
     files: dict[bytes, list[tuple[str, str, int]]] = {}
@@ -74,6 +83,12 @@ def read_back(store: Store) -> dict[str, Any]:
             )
         },
     }
+
+
+def fresh(store: Store, sql: str) -> list[tuple[Any, ...]]:
+    """What a reader sees: the tables caught up, then queried."""
+    assert store.fresh_read_tables()
+    return store.reader().execute(sql).fetchall()
 
 
 def test_read_tables_match_the_records_after_local_writes_and_feedback_events(make_node: MakeNode) -> None:
@@ -102,17 +117,17 @@ def test_a_withdrawn_indicator_leaves_the_read_table(tmp_path: Path) -> None:
     fields = {"kind": "indicator", "indicator": "X", "unit": "86", "period": "2026-10", "value": "5"}
     try:
         store.write_local([records.build("86", fields)], hlc)
-        assert store.reader().execute("SELECT value, value_number FROM indicator_values").fetchall() == [("5", 5.0)]
+        assert fresh(store, "SELECT value, value_number FROM indicator_values") == [("5", 5.0)]
         store.write_local([records.build("86", {**fields, "deleted": True})], hlc)
-        assert store.reader().execute("SELECT count(*) FROM indicator_values").fetchone()[0] == 0
+        assert fresh(store, "SELECT count(*) FROM indicator_values") == [(0,)]
         store.write_local([records.build("86", {**fields, "value": "7"})], hlc)
-        assert store.reader().execute("SELECT value FROM indicator_values").fetchall() == [("7",)]
+        assert fresh(store, "SELECT value FROM indicator_values") == [("7",)]
     finally:
         store.close()
 
 
-def test_a_store_made_before_the_read_tables_gets_them_filled_when_opened(make_node: MakeNode) -> None:
-    """Migration 7 on a store at schema 6 with records: opening it builds the tables from the change log."""
+def test_a_store_made_before_the_read_tables_gets_them_filled_from_the_change_log(make_node: MakeNode) -> None:
+    """Migration 7 on a store at schema 6 with records: the first catch-up builds the tables from the change log."""
     node = province_with_samples(make_node)
     conn = sqlite3.connect(node / STORE_FILE, isolation_level=None)
     for table in ("indicator_values", "reports", "report_files", "feedback_items", "feedback_events", "units"):
@@ -129,7 +144,7 @@ def test_a_store_made_before_the_read_tables_gets_them_filled_when_opened(make_n
 
 
 def test_what_a_child_sends_reaches_the_parents_read_tables(tmp_path: Path) -> None:
-    """Records applied from a child's batch (downstream) are in the parent's read tables in the same commit."""
+    """Records applied from a child's batch (downstream) are in the parent's read tables once a reader catches up."""
     parent = Store.create(tmp_path / "p.db", "86")
     child = Store.create(tmp_path / "c.db", BA_TRI)
     hlc = HybridClock()
@@ -146,8 +161,127 @@ def test_what_a_child_sends_reaches_the_parents_read_tables(tmp_path: Path) -> N
         down.register_child(BA_TRI, "test")
         refusals = down.apply_from_child(BA_TRI, child.epoch, 0, child.head(), child.fingerprint_at(child.head()), raws)
         assert refusals == []
-        got = parent.reader().execute("SELECT unit, value, origin FROM indicator_values ORDER BY value").fetchall()
+        assert parent.read_tables_lag() >= 3  # the commits did not touch them
+        got = fresh(parent, "SELECT unit, value, origin FROM indicator_values ORDER BY value")
         assert got == [(BA_TRI, "0", BA_TRI), (BA_TRI, "1", BA_TRI), (BA_TRI, "2", BA_TRI)]
     finally:
         parent.close()
         child.close()
+
+
+TABLES = ("indicator_values", "reports", "report_files", "feedback_items", "feedback_events", "units")
+
+
+def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every read table, read from the file as it is (no catch-up)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in TABLES}
+    finally:
+        conn.close()
+
+
+def rebuilt(store: Store, tmp_path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The read tables built from scratch from the whole change log, in one pass, in a copy of the store."""
+    copy = tmp_path / "rebuilt.db"
+    store.backup(copy)
+    conn = sqlite3.connect(copy, isolation_level=None)
+    conn.execute("BEGIN")
+    for table in TABLES:
+        conn.execute(f"DELETE FROM {table}")
+    conn.execute("UPDATE meta SET value = '0' WHERE key = ?", (read_tables.CHECKPOINT,))
+    read_tables.catch_up(conn)
+    conn.execute("COMMIT")
+    conn.close()
+    return dump(copy)
+
+
+def indicator_batches(count: int) -> list[list[records.Keyed]]:
+    """A burst of writes: new values, the same values changed, some withdrawn."""
+    rows = [
+        {"kind": "indicator", "indicator": "KTXH.MAU", "unit": BA_TRI, "period": "2026-10", "value": str(i), "disaggregation": str(i)}
+        for i in range(count)
+    ]
+    changed = [{**r, "value": f"{r['value']}.5"} for r in rows[: count // 2]]
+    withdrawn = [{**r, "deleted": True} for r in rows[count // 2 : count // 2 + count // 4]]
+    return [[records.build("86", r) for r in batch] for batch in (rows, changed, withdrawn)]
+
+
+def test_the_background_catch_up_after_a_write_burst_equals_a_rebuild(make_node: MakeNode, tmp_path: Path) -> None:
+    """A running node's upkeep task (read_upkeep.keep_up) takes a burst of commits into the read
+    tables on its own — no reader asks — and they end equal to tables built from scratch."""
+    node = province_with_samples(make_node)  # written by the CLI: its commits left the tables behind
+    store = Store.open(node / STORE_FILE)
+    hlc = HybridClock(store.max_version())
+    ticket = {"kind": "feedback_event", "feedback": "1022-20261120-000153", "feedback_origin": "86", "agency": "1022", "unit": "86"}
+    assign = {**ticket, "status": "assigned", "at": "2026-11-21T09:00:00+07:00", "assigned_unit": BA_TRI}
+    burst = [*indicator_batches(1500), [records.build("86", assign)]]
+    behind: list[int] = []
+
+    async def run() -> None:
+        changes = Changes()
+        task = asyncio.create_task(read_upkeep.keep_up(store, changes, interval=0.05, poll=0.5))
+        try:
+            for batch in burst:
+                await asyncio.to_thread(store.write_local, batch, hlc)
+                behind.append(store.read_tables_lag())
+                changes.notify()
+            deadline = time.monotonic() + 30 * WAIT_SCALE
+            while store.read_tables_lag() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        asyncio.run(run())
+        assert max(behind) > 0, "the writes' own commits left the tables behind"
+        assert store.read_tables_lag() == 0, "the upkeep task caught up"
+        got = dump(store.path)
+        assert len(got["indicator_values"]) > 1000 and got["feedback_events"]
+        assert got == rebuilt(store, tmp_path)
+    finally:
+        store.close()
+
+
+CRASH_MID_CATCH_UP = """
+import sys, time
+from pathlib import Path
+from lienthong.sync import read_tables
+from lienthong.sync.store import Store
+
+store = Store.open(Path(sys.argv[1]))
+with store.writing() as db:
+    read_tables.catch_up(db, 100)  # one step committed
+with store.writing() as db:
+    read_tables.catch_up(db, 100)  # the next one written, not committed
+    print("mid-step", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_catch_up_killed_mid_step_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL in the middle of a catch-up transaction: the tables stay at the last committed step
+    (neither torn nor ahead), and the next catch-up ends equal to a rebuild."""
+    path = tmp_path / "s.db"
+    store = Store.create(path, "86")
+    hlc = HybridClock()
+    for batch in indicator_batches(400):
+        store.write_local(batch, hlc)
+    head = store.head()
+    store.close()
+    with subprocess.Popen([sys.executable, "-c", CRASH_MID_CATCH_UP, str(path)], stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "mid-step"
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    store = Store.open(path)
+    try:
+        assert store.read_tables_lag() == head - 100
+        assert len(dump(path)["indicator_values"]) <= 100
+        assert store.catch_up_read_tables(step=150) == head - 100
+        assert store.read_tables_lag() == 0
+        assert dump(path) == rebuilt(store, tmp_path)
+    finally:
+        store.close()

@@ -37,6 +37,7 @@ class NodeCollector(Collector):
     def collect(self) -> Iterator[Any]:
         console, now = self.console, time.time()
         store, settings = console.store, console.settings
+        store.fresh_read_tables()  # units, feedback and completeness come from the read tables
         db = store.reader()
         node = settings.node.id
 

@@ -45,6 +45,7 @@ async def _render(request: web.Request, template: str, page: str, work: Callable
     lang = _lang(request)
 
     def run() -> dict[str, Any]:
+        console.store.fresh_read_tables()  # the read tables follow the records in the background: catch up first
         return work(console, api.Scope.of(console.store, account))
 
     data = await asyncio.to_thread(run)

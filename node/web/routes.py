@@ -38,6 +38,7 @@ async def _read(request: web.Request, work: Callable[[Any, api.Query, api.Scope]
         raise api.ApiError(403, "forbidden", f"this needs the {role} role", "ask an admin of this node")
 
     def run() -> Any:
+        console.store.fresh_read_tables()  # the read tables follow the records in the background: catch up first
         return work(console.store, api.Query(request.query), api.Scope.of(console.store, account))
 
     return web.json_response(await asyncio.to_thread(run), dumps=_dumps)
@@ -63,6 +64,7 @@ async def rollup(request: web.Request) -> web.StreamResponse:
     page = api.Query(request.query).page() if paged else None
 
     def run() -> tuple[list[dict[str, Any]], int]:
+        console.store.fresh_read_tables()
         return api.rollup_rows(console.store, api.Query(request.query), api.Scope.of(console.store, account), page=page)
 
     rows, total = await asyncio.to_thread(run)
@@ -157,6 +159,7 @@ async def feedback_event(request: web.Request) -> web.Response:
     def run() -> dict[str, Any]:
         from ..feedback_cmd import record_event
 
+        console.store.fresh_read_tables()
         scope = api.Scope.of(console.store, account)
         record_id = api.item_row(console.store, ref, scope)
         if unit:
