@@ -86,6 +86,7 @@ def draft(
     now = dt.datetime.now(dt.UTC)
     store = Store.open(node_dir / runtime.STORE_FILE)
     try:
+        store.fresh_read_tables()  # survey results come from the read tables, which follow the records
         units = Units.from_store(store)
         root = _unit(units, records.nfc(unit.strip()), runtime.own_units(settings))
         entries, problems = _audit(node_dir, store)

@@ -68,6 +68,7 @@ def completeness(
     level = records.nfc(level) if level else None
     store = Store.open(node_dir / runtime.STORE_FILE)
     try:
+        store.fresh_read_tables()  # indicator sets are judged on the read tables, which follow the records
         units = Units.from_store(store)
         schedules = Schedules.from_store(store)
         sets = IndicatorSets.load(store.reader())

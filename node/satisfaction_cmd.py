@@ -108,6 +108,7 @@ def stats_satisfaction(node_dir: Path, period: str, unit: str, as_json: bool) ->
     period = satisfaction.canonical_period(period)
     store = Store.open(node_dir / runtime.STORE_FILE)
     try:
+        store.fresh_read_tables()  # survey results come from the read tables, which follow the records
         data = satisfaction_summary(store, period, records.nfc(unit.strip()))
     finally:
         store.close()
