@@ -8,6 +8,7 @@ audit entry dated in October), is shared by the checks of this module."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -133,7 +134,12 @@ def province(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--listen",
         "127.0.0.1:0",
     )
-    cli("ingest", "--dir", str(node), str(write_jsonl(root / "data.jsonl", DATA)))
+    # Reports are judged on when a node witnessed them: each is taken at its stated time, in order.
+    for n, row in enumerate(r for r in DATA if r["kind"] == "report"):
+        at = dt.datetime.fromisoformat(str(row["submitted_at"])).astimezone(dt.UTC)
+        env = {**IN_OCTOBER, "FAKETIME": f"@{at:%Y-%m-%d %H:%M:%S}"}
+        cli("ingest", "--dir", str(node), str(write_jsonl(root / f"report-{n}.jsonl", [row])), env=env)
+    cli("ingest", "--dir", str(node), str(write_jsonl(root / "data.jsonl", [r for r in DATA if r["kind"] != "report"])))
     # An agency's file taken on 20 October, one row refused (a unit no one defined).
     bad = write_jsonl(
         root / "thongke.jsonl", [_value("KTXH.NS.01", PHUOC_HAU, "2026-08", 1), _value("KTXH.NS.01", "99-99999", "2026-08", 1)]
@@ -190,7 +196,9 @@ def test_figures_are_the_hand_computed_ones(october: dict[str, Any]) -> None:
     assert [r["unit"] for r in f["completeness"]["missing"]] == [PHUOC_HAU]
     [ns] = [r for r in f["indicators"]["rows"] if r["indicator"] == "KTXH.NS.01"]
     assert (ns["value"], ns["previous"], ns["change"], ns["change_pct"]) == (15000, 14000, 1000, 7.1)
-    assert (f["refused"]["files"], f["refused"]["rows_refused"], f["refused"]["agencies"][0]["agency"]) == (1, 1, "thongke")
+    # Files taken in October: the three reports (each at its stated time) and the agency's file with its refused row.
+    assert (f["refused"]["files"], f["refused"]["rows_refused"]) == (4, 1)
+    assert [a["agency"] for a in f["refused"]["agencies"] if a["rows_refused"]] == ["thongke"]
     assert [(a["action"], a["entries"]) for a in f["security"]["actions"]] == [("user.add", 1)]
     sat = f["satisfaction"]["total"]
     assert (sat["feedback"]["responses"], sat["survey"]["responses"], sat["all"]["responses"]) == (2, 18, 20)
@@ -355,6 +363,7 @@ def test_survey_counts_once_per_unit_period_rating_and_a_month_counts_in_its_qua
 
         store.write_local([value("2026-10", 5, 10, "sonoivu"), value("2026Q4", 4, 3, "sonoivu")], HybridClock(store.max_version()))
         store.write_local([value("2026-10", 5, 12, "1022")], HybridClock(store.max_version()))  # the same survey, corrected, again
+        store.fresh_read_tables()  # survey results are read from the read tables, which follow the records
         quarter = satisfaction.summarise(satisfaction.survey_answers(store.reader(), "2026Q4"), "2026Q4")
         november = satisfaction.summarise(satisfaction.survey_answers(store.reader(), "2026-11"), "2026-11")
     finally:
