@@ -24,8 +24,9 @@ from lienthong.sync.errors import LienthongError
 from lienthong.sync.privacy import PSEUDONYM_KEY_FILE
 from lienthong.sync.store import Store
 
-from . import logs, permissions, runtime
-from .cli_common import DIR_OPTION, audited, aware_datetime, fail, load_settings
+from . import cli_i18n, logs, permissions, runtime
+from .cli_common import DIR_OPTION, JSON_OPTION, audited, aware_datetime, ca_dir_argument, echo_json, fail, load_settings
+from .cli_i18n import _, ngettext
 from .intake import StoreSink
 from .trust import ca as ca_ops
 from .trust import issue, pseudonyms, tls
@@ -38,8 +39,22 @@ NODE_CERT_DAYS = issue.DEFAULT_VALIDITY_DAYS
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="lienthong")
+@click.option(
+    "--lang",
+    type=click.Choice(cli_i18n.LANGUAGES),
+    is_eager=True,
+    expose_value=False,
+    callback=cli_i18n.lang_option,
+    help="Language of messages, help and tables (default: $LIENTHONG_LANG, else the locale: vi_* is Vietnamese).",
+)
 def cli() -> None:
     """lienthong: a node that shares an IOC unit's reports, feedback and indicators with its parent."""
+    # Results go to stdout, logs to stderr, always; `run` configures its own logging from the node's settings.
+    logs.configure("warning", "auto", sys.stderr)
+
+
+# Every command, here or added below by another module, gets its help in the chosen language.
+cli.context_class = cli_i18n.LocalisedContext
 
 
 # ------------------------------------------------------------------ ca
@@ -51,7 +66,7 @@ def ca() -> None:
 
 
 @ca.command("init")
-@click.argument("ca_dir", type=click.Path(file_okay=False, path_type=Path))
+@ca_dir_argument(exists=False)
 @click.option("--name", default="lienthong provincial CA", show_default=True, help="The CA's name in certificates.")
 @click.option("--protect", is_flag=True, help=f"Encrypt the CA key with a passphrase (from ${ca_ops.PASSPHRASE_ENV}, or asked).")
 def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
@@ -74,7 +89,7 @@ def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
 
 
 @ca.command("rotate-pseudonym")
-@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@ca_dir_argument()
 def ca_rotate_pseudonym(ca_dir: Path) -> None:
     """Start a new generation of the citizens' pseudonym secret (units take it when they next enroll)."""
     ca_ops.load_ca_cert(ca_dir)
@@ -84,7 +99,7 @@ def ca_rotate_pseudonym(ca_dir: Path) -> None:
 
 
 @ca.command("issue")
-@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@ca_dir_argument()
 @click.option(
     "--csr", "csr_file", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="The node's CSR (tls/node.csr)."
 )
@@ -92,7 +107,8 @@ def ca_rotate_pseudonym(ca_dir: Path) -> None:
 @click.option("--parent", default="", help="The node's parent id, recorded with the certificate.")
 @click.option("--days", default=NODE_CERT_DAYS, show_default=True, type=click.IntRange(1, 3650), help="Validity in days.")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the certificate.")
-def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, out_file: Path) -> None:
+@JSON_OPTION
+def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, out_file: Path, as_json: bool) -> None:
     """Sign a node's certificate request (offline path: CSR file in, certificate file out)."""
     if not out_file.parent.is_dir() or not os.access(out_file.parent, os.W_OK):
         # Checked before issuing: a certificate recorded in the registry must also reach its file.
@@ -102,21 +118,37 @@ def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, ou
         )
     cert = issue.issue_from_csr(ca_dir, csr_file.read_bytes(), role, parent, days, ca_ops.passphrase_from_env())
     out_file.write_bytes(cert)
+    secret = None
     if role == "district":
         pseudonyms.install(pseudonyms.for_ca(ca_dir), out_file.parent)
-        click.echo(f"Wrote {out_file.parent / PSEUDONYM_KEY_FILE} (mode 0600): move it to the node's tls/ folder.")
+        secret = out_file.parent / PSEUDONYM_KEY_FILE
     from cryptography import x509
 
     issued = x509.load_pem_x509_certificate(cert)
-    audited(
-        ca_dir, "cert.issue", issued.subject.rfc4514_string(), serial=format(issued.serial_number, "x"), role=role, parent=parent, days=days
-    )
+    serial = format(issued.serial_number, "x")
+    audited(ca_dir, "cert.issue", issued.subject.rfc4514_string(), serial=serial, role=role, parent=parent, days=days)
     anchor = ca_dir / ("root.crt" if (ca_dir / "root.crt").exists() else tls.CA_CERT)
-    click.echo(f"Wrote {out_file}. On the node: copy it to tls/node.crt and {anchor} to tls/ca.crt.")
+    if as_json:
+        echo_json(
+            {
+                "certificate": str(out_file),
+                "serial": serial,
+                "subject": issued.subject.rfc4514_string(),
+                "role": role,
+                "parent": parent,
+                "not_after": issued.not_valid_after_utc.isoformat(),
+                "ca_certificate": str(anchor),
+                "pseudonym_secret": str(secret) if secret else None,
+            }
+        )
+        return
+    if secret:
+        click.echo(_("Wrote {0} (mode 0600): move it to the node's tls/ folder.").format(secret))
+    click.echo(_("Wrote {0}. On the node: copy it to tls/node.crt and {1} to tls/ca.crt.").format(out_file, anchor))
 
 
 @ca.command("list")
-@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@ca_dir_argument()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def ca_list(ca_dir: Path, as_json: bool) -> None:
     """Every certificate this CA issued, with its status (valid, expired, revoked)."""
@@ -135,8 +167,8 @@ def ca_list(ca_dir: Path, as_json: bool) -> None:
 
 
 @ca.command("revoke")
-@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.argument("node_or_serial")
+@ca_dir_argument(then="node_or_serial")
+@click.argument("node_or_serial", required=False)
 @click.option("--reason", default="", help="Why (e.g. key_compromise, superseded, or free text).")
 @click.option(
     "--compromised-at",
@@ -144,18 +176,24 @@ def ca_list(ca_dir: Path, as_json: bool) -> None:
     metavar="TIME",
     help="With --reason key_compromise: since when the key is not to be trusted (e.g. 2026-12-01T08:00:00+07:00).",
 )
-def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str, compromised_at: str) -> None:
+@JSON_OPTION
+def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str, compromised_at: str, as_json: bool) -> None:
     """Revoke a node's certificates (by node id) or one certificate (by serial), and rewrite the CRL."""
     since = _compromise_time(compromised_at, reason) if compromised_at else None
     serials = ca_ops.revoke(ca_dir, node_or_serial, reason, since)
     crl = write_crl(ca_dir, ca_ops.passphrase_from_env())
     audited(ca_dir, "cert.revoke", node_or_serial, serials=serials, reason=reason, compromised_at=compromised_at)
-    if serials:
-        click.echo(f"Revoked {', '.join(serials)}; the revocation list {crl} is updated.")
+    enforced = bool(enforcing_homes(ca_dir, runtime.running_info))
+    if as_json:
+        echo_json({"revoked": serials, "subject": node_or_serial, "reason": reason, "crl": str(crl), "enforced": enforced})
+    elif serials:
+        click.echo(_("Revoked {0}; the revocation list {1} is updated.").format(", ".join(serials), crl))
     else:
-        click.echo(f"Nothing to revoke: {node_or_serial} has no valid certificate. {crl} is rewritten.")
-    if not enforcing_homes(ca_dir, runtime.running_info):
-        click.echo(f"Warning: no running node enforces {crl}: start the province's node (made with `init --ca {ca_dir}`).", err=True)
+        click.echo(_("Nothing to revoke: {0} has no valid certificate. {1} is rewritten.").format(node_or_serial, crl))
+    if not enforced:
+        click.echo(
+            _("Warning: no running node enforces {0}: start the province's node (made with `init --ca {1}`).").format(crl, ca_dir), err=True
+        )
 
 
 def _compromise_time(text: str, reason: str) -> dt.datetime:
@@ -320,7 +358,8 @@ def health(node_dir: Path, timeout: float, as_json: bool) -> None:
 @click.option("--agency", default="", help="The agency the files come from (as an inbox folder name would say).")
 @click.option("--adapter", "adapter_name", default="", help="Read the files with this adapter instead of recognising them.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ...]) -> None:
+@JSON_OPTION
+def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ...], as_json: bool) -> None:
     """Take FILES in, as if dropped into an inbox (the files stay where they are).
 
     Any format an adapter recognises: canonical JSON Lines, Vietnamese CSV, DHIS2,
@@ -337,6 +376,8 @@ def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ..
         registry.get(adapter_name)  # an UnknownAdapter lists the installed ones
     store = runtime.open_store(node_dir, settings)
     refused_any = False
+    taken: list[dict[str, object]] = []
+    vi = cli_i18n.language() == "vi"  # receipts carry both languages; the operator reads one
     try:
         sink = StoreSink(store, HybridClock(store.max_version()), node_dir, runtime.own_units(settings), settings.node.mode == "provincial")
         limits = Limits(max_file_bytes=settings.ingest.max_file_mb * 1024 * 1024)
@@ -345,26 +386,38 @@ def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ..
             try:
                 result = take(path, inbox, registry, sink, settings.node.id, limits, move=False)
             except FileChanged as exc:
-                click.echo(f"{path}: not taken: {exc}. Try: run the command again once the file is complete.", err=True)
+                taken.append({"file": str(path), "status": "NOT_TAKEN", "reason": str(exc)})
+                if not as_json:
+                    click.echo(_("{0}: not taken: {1}. Try: run the command again once the file is complete.").format(path, exc), err=True)
                 refused_any = True
                 continue
             counts = result["importCount"]
+            refused_any = refused_any or result["status"] == "ERROR" or bool(counts["refused"])
+            taken.append({"file": str(path), **result})
+            if as_json:
+                continue
             click.echo(
-                f"{path}: {counts['imported']} imported, {counts['updated']} updated, "
-                f"{counts['unchanged']} unchanged, {counts['refused']} refused" + (f" [{result['adapter']}]" if result["adapter"] else "")
+                _("{0}: {1} imported, {2} updated, {3} unchanged, {4} refused").format(
+                    path, counts["imported"], counts["updated"], counts["unchanged"], counts["refused"]
+                )
+                + (f" [{result['adapter']}]" if result["adapter"] else "")
             )
+            description = result["description" if vi and result.get("description") else "description_en"]
             if result["status"] == "ERROR":
-                click.echo(f"  refused whole: {result['description_en']}", err=True)
-            elif result["description_en"]:
-                click.echo(f"  {result['description_en']}")
+                click.echo(_("  refused whole: {0}").format(description), err=True)
+            elif description:
+                click.echo(f"  {description}")
             for conflict in result["conflicts"][:50]:
                 where = f" {conflict['field']}:" if conflict["field"] else ""
-                click.echo(f"  line {conflict['line']}:{where} {conflict['message_en']}", err=True)
+                message = conflict["message" if vi and conflict.get("message") else "message_en"]
+                click.echo(_("  line {0}:{1} {2}").format(conflict["line"], where, message), err=True)
             if counts["refused"] > 50:
-                click.echo(f"  … and {counts['refused'] - 50} more refused rows", err=True)
-            refused_any = refused_any or result["status"] == "ERROR" or bool(counts["refused"])
+                more = counts["refused"] - 50
+                click.echo(ngettext("  … and {0} more refused row", "  … and {0} more refused rows", more).format(more), err=True)
     finally:
         store.close()
+    if as_json:
+        echo_json({"files": taken, "refused": refused_any})
     if refused_any:
         sys.exit(1)
 
@@ -378,7 +431,8 @@ def token() -> None:
 @DIR_OPTION
 @click.option("--id", "child_id", required=True, help="The node id the token is for (it can enroll no other).")
 @click.option("--ttl", default="24h", show_default=True, help="How long the token stays valid (e.g. 30m, 24h, 7d).")
-def token_create(node_dir: Path, child_id: str, ttl: str) -> None:
+@JSON_OPTION
+def token_create(node_dir: Path, child_id: str, ttl: str, as_json: bool) -> None:
     """Print a one-time token for a new node: it carries this province's enrollment address and CA fingerprint."""
     from .trust import tokens
 
@@ -392,8 +446,50 @@ def token_create(node_dir: Path, child_id: str, ttl: str) -> None:
     text = tokens.create_token(
         node_dir, child_id, tokens.parse_ttl(ttl), address, ca_ops.ca_fingerprint(ca_dir), province_id=settings.node.id
     )
-    audited(node_dir, "admin.command", "token create", node=child_id, ttl=ttl, token_id=tokens.parse_token(text).token_id)
+    parsed = tokens.parse_token(text)
+    audited(node_dir, "admin.command", "token create", node=child_id, ttl=ttl, token_id=parsed.token_id)
+    if as_json:
+        expires = dt.datetime.fromtimestamp(parsed.expires, dt.UTC).isoformat()
+        echo_json({"token": text, "token_id": parsed.token_id, "node": child_id, "expires": expires, "address": address})
+        return
     click.echo(text)
+
+
+@token.command("list")
+@DIR_OPTION
+@JSON_OPTION
+def token_list(node_dir: Path, as_json: bool) -> None:
+    """Every enrollment token made on this node, oldest first: for whom, until when, whether used or revoked (never a secret)."""
+    from .trust import tokens
+
+    load_settings(node_dir)
+    rows = tokens.list_tokens(node_dir)
+    if as_json:
+        echo_json(rows)
+        return
+    if not rows:
+        click.echo(_("No enrollment token was made on this node."))
+        return
+    from .render import print_tokens
+
+    print_tokens(rows)
+
+
+@token.command("revoke")
+@DIR_OPTION
+@click.argument("token_id")
+@JSON_OPTION
+def token_revoke(node_dir: Path, token_id: str, as_json: bool) -> None:
+    """Withdraw an unused token (TOKEN_ID from `token list`): it then enrolls nothing."""
+    from .trust import tokens
+
+    load_settings(node_dir)
+    row = tokens.revoke_token(node_dir, token_id)
+    audited(node_dir, "admin.command", "token revoke", node=row["node_id"], token_id=row["token_id"])
+    if as_json:
+        echo_json({"token_id": row["token_id"], "node": row["node_id"], "revoked_at": row["revoked_at"]})
+        return
+    click.echo(_("Token {0} for node {1} is revoked: it enrolls nothing now.").format(row["token_id"], row["node_id"]))
 
 
 @cli.command("enroll")
@@ -433,10 +529,11 @@ HEAD_OPTION = click.option(
 @audit.command("verify")
 @DIR_OPTION
 @HEAD_OPTION
-def audit_verify(node_dir: Path, head_text: str) -> None:
+@JSON_OPTION
+def audit_verify(node_dir: Path, head_text: str, as_json: bool) -> None:
     """Re-check the hash chain: any edit, deletion or reordering is named; exit 1 if the log was altered."""
     from .trust.audit import AuditLog
-    from .trust.audit_chain import AuditError, describe, parse_head
+    from .trust.audit_chain import AuditError, describe, format_head, parse_head
 
     with AuditLog.open(node_dir) as log_:
         result = log_.verify(parse_head(head_text) if head_text else None)
@@ -445,6 +542,21 @@ def audit_verify(node_dir: Path, head_text: str) -> None:
             # (a log too damaged to take it still gets its verdict below).
             with contextlib.suppress(AuditError):
                 log_.append("audit.verify_failed", str(result.bad_seq or ""), {"problem": str(result.problem), "reason": result.reason})
+    if as_json:
+        echo_json(
+            {
+                "ok": result.ok,
+                "checked": result.checked,
+                "head": format_head(result.head),
+                "bad_seq": result.bad_seq,
+                "problem": str(result.problem) if result.problem else None,
+                "reason": result.reason,
+                "hint": result.hint,
+            }
+        )
+        if not result.ok:
+            sys.exit(1)
+        return
     if not result.ok:
         fail(describe(result), result.hint)
     click.echo(describe(result))
@@ -452,13 +564,18 @@ def audit_verify(node_dir: Path, head_text: str) -> None:
 
 @audit.command("head")
 @DIR_OPTION
-def audit_head(node_dir: Path) -> None:
+@JSON_OPTION
+def audit_head(node_dir: Path, as_json: bool) -> None:
     """Print the log's head (SEQ:HASH): write it down, or give it to an inspector, to detect a rewrite later."""
     from .trust.audit import AuditLog
     from .trust.audit_chain import format_head
 
     with AuditLog.open(node_dir) as log_:
-        click.echo(format_head(log_.head()))
+        head = log_.head()
+    if as_json:
+        echo_json({"head": format_head(head), "seq": head[0], "hash": head[1]})
+        return
+    click.echo(format_head(head))
 
 
 @audit.command("export")
@@ -556,6 +673,13 @@ cli.add_command(share_cmd.share)
 cli.add_command(user_cmd.user)
 
 
+def show_error(message: str, hint: str) -> None:
+    """The two lines of every expected failure, in the operator's language."""
+    click.echo(_("Error: {0}").format(cli_i18n.translate_message(message)), err=True)
+    if hint:
+        click.echo(_("Try: {0}").format(cli_i18n.translate_message(hint)), err=True)
+
+
 def main() -> None:
     permissions.private_umask()  # every file a command makes is the user's alone (node/permissions.py)
     try:
@@ -566,17 +690,17 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except click.Abort:
-        click.echo("Aborted.", err=True)
+        click.echo(_("Aborted."), err=True)
         sys.exit(130)
     except LienthongError as exc:
-        click.echo(f"Error: {exc.message}", err=True)
-        if exc.hint:
-            click.echo(f"Try: {exc.hint}", err=True)
+        show_error(exc.message, exc.hint)
         sys.exit(1)
     except sqlite3.DatabaseError as exc:
         # Reads all over the code meet a damaged file; it is one sentence here, never a traceback.
-        click.echo(f"Error: the node's database is damaged or unreadable ({exc})", err=True)
-        click.echo("Try: stop the node, restore its store from a backup (lienthong backup makes one), and start it again", err=True)
+        show_error(
+            _("the node's database is damaged or unreadable ({0})").format(exc),
+            _("stop the node, restore its store from a backup (lienthong backup makes one), and start it again"),
+        )
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

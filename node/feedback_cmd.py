@@ -25,6 +25,7 @@ from lienthong.sync.units import Units
 
 from . import runtime
 from .cli_common import DIR_OPTION, aware_datetime, fail, load_settings
+from .display import local_time
 
 # What a unit (or the dispatcher) reports with `update`; `assigned` has its own command.
 UPDATE_STATUSES = ("accepted", "in_progress", "resolved", "closed", "reopened", "returned", "satisfaction")
@@ -73,11 +74,11 @@ def list_items(node_dir: Path, overdue: bool, unit: str, only_open: bool, as_jso
     if not items:
         click.echo("No feedback items" + (" match." if overdue or unit or only_open else " on this node."))
         return
-    click.echo(f"{'ID':<12}  {'SOURCE ID':<24} {'STATE':<11} {'ASSIGNEE':<12} {'DUE':<16}  OVERDUE")
+    click.echo(f"{'ID':<12}  {'SOURCE ID':<24} {'STATE':<11} {'ASSIGNEE':<12} {'DUE':<24}  OVERDUE")
     for i in items:
-        due = i.due_at[:16].replace("T", " ")
+        due = local_time(i.due_at)
         late = "yes" if i.overdue(now) else ("late" if i.on_time() is False else "")
-        click.echo(f"{i.id[:12]:<12}  {i.source_id:<24} {i.state:<11} {i.responsible:<12} {due:<16}  {late}")
+        click.echo(f"{i.id[:12]:<12}  {i.source_id:<24} {i.state:<11} {i.responsible:<12} {due:<24}  {late}")
     late_count = sum(1 for i in items if i.overdue(now))
     click.echo(
         f"{len(items)} items, {late_count} overdue."
@@ -104,7 +105,7 @@ def show(node_dir: Path, item_ref: str, as_json: bool) -> None:
 
 def _print_item(d: dict[str, Any]) -> None:
     click.echo(f"Feedback {d['source_id']}  (id {d['id']})")
-    click.echo(f"  received {d['received_at']} from {d['agency'] or 'this node'} at node {d['origin']}, about unit {d['unit']}")
+    click.echo(f"  received {local_time(d['received_at'])} from {d['agency'] or 'this node'} at node {d['origin']}, about unit {d['unit']}")
     click.echo(f"  category {d['category']} {d['category_name']}".rstrip())
     click.echo(f"  {d['description']}")
     if d["address"]:
@@ -117,7 +118,7 @@ def _print_item(d: dict[str, Any]) -> None:
     )
     rule = {"source": "from the source", "category": "the category's deadline", "default": f"{fb.DEFAULT_DUE_DAYS} days after receipt"}
     timing = "OVERDUE" if d["overdue"] else {True: "handled on time", False: "handled late", None: "open"}[d["on_time"]]
-    click.echo(f"  due {d['due_at']} ({rule[d['due_rule']]}): {timing}")
+    click.echo(f"  due {local_time(d['due_at'])} ({rule[d['due_rule']]}): {timing}")
     if d["result"]:
         click.echo(f"  result: {d['result']}")
     if d["rating"]:

@@ -285,8 +285,9 @@ def _write(path: Path, text: str, *, bom: bool) -> None:
 
 
 def _print_rollup(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from . import display
 
     table = Table(title=f"{len(rows)} rolled-up values")
     for column in ("indicator", "unit", "disaggregation", "value", "measure", "rule"):
@@ -307,4 +308,4 @@ def _print_rollup(rows: list[dict[str, Any]]) -> None:
             row["aggregation"] or "?",
             sources,
         )
-    Console().print(table)
+    display.console().print(table)

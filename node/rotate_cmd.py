@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from .cli_common import audited
+from .cli_common import audited, ca_dir_argument
 from .trust import ca as ca_ops
 from .trust import root
 
 
 @click.command("rotate-issuing")
-@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@ca_dir_argument()
 @click.option("--reason", type=click.Choice(["superseded", "key_compromise"]), default="superseded", show_default=True, help="Why.")
 def rotate_issuing(ca_dir: Path, reason: str) -> None:
     """Replace the issuing CA (the root key must be back in CA_DIR); nodes move to the new one as they renew."""
