@@ -78,14 +78,22 @@ def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
         passphrase = ca_ops.passphrase_from_env() or click.prompt("CA passphrase", hide_input=True, confirmation_prompt=True).encode()
     root.init_two_level(ca_dir, name, passphrase)
     audited(ca_dir, "admin.command", "ca init", name=name, fingerprint=ca_ops.ca_fingerprint(ca_dir), protected=bool(passphrase), levels=2)
-    sealed = f"mode 0600{', encrypted' if passphrase else ''}"
-    click.echo(f"Created CA {name!r}: root {ca_dir / root.ROOT_CERT} and its key {ca_dir / root.ROOT_KEY} ({sealed});")
-    click.echo(f"  issuing CA {ca_dir / tls.CA_CERT} and its key {ca_dir / tls.CA_KEY} (a year; signs nodes, renewals, enrollments).")
-    click.echo(f"Fingerprint of the root (SHA-256): {ca_ops.ca_fingerprint(ca_dir)}")
-    click.echo(f"Now move {ca_dir / root.ROOT_KEY} to offline media and delete it here (docs/security.md, Certificate authority).")
+    sealed = _("mode 0600, encrypted") if passphrase else _("mode 0600")
+    click.echo(_("Created CA {0!r}: root {1} and its key {2} ({3});").format(name, ca_dir / root.ROOT_CERT, ca_dir / root.ROOT_KEY, sealed))
+    click.echo(
+        _("  issuing CA {0} and its key {1} (a year; signs nodes, renewals, enrollments).").format(
+            ca_dir / tls.CA_CERT, ca_dir / tls.CA_KEY
+        )
+    )
+    click.echo(_("Fingerprint of the root (SHA-256): {0}").format(ca_ops.ca_fingerprint(ca_dir)))
+    click.echo(
+        _("Now move {0} to offline media and delete it here (docs/security.md, Certificate authority).").format(ca_dir / root.ROOT_KEY)
+    )
     secret = pseudonyms.for_ca(ca_dir)
-    click.echo(f"Pseudonym secret {ca_dir / PSEUDONYM_KEY_FILE} (key id {secret.key_id}, mode 0600): units get it at enrollment.")
-    click.echo(f"Next: lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}")
+    click.echo(
+        _("Pseudonym secret {0} (key id {1}, mode 0600): units get it at enrollment.").format(ca_dir / PSEUDONYM_KEY_FILE, secret.key_id)
+    )
+    click.echo(_("Next: {0}").format(f"lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}"))
 
 
 @ca.command("rotate-pseudonym")
@@ -95,7 +103,7 @@ def ca_rotate_pseudonym(ca_dir: Path) -> None:
     ca_ops.load_ca_cert(ca_dir)
     key = pseudonyms.rotate(ca_dir)
     audited(ca_dir, "admin.command", "ca rotate-pseudonym", key_id=key.key_id)
-    click.echo(f"New pseudonym key id {key.key_id}: pseudonyms made with it do not match earlier ones (their key id differs).")
+    click.echo(_("New pseudonym key id {0}: pseudonyms made with it do not match earlier ones (their key id differs).").format(key.key_id))
 
 
 @ca.command("issue")
@@ -163,7 +171,8 @@ def ca_list(ca_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['node_id']:<20} {row['role']:<11} {row['status']:<8} until {row['not_after'][:10]}  serial {row['serial']}")
+        until = _("until {0}").format(row["not_after"][:10])
+        click.echo(f"{row['node_id']:<20} {row['role']:<11} {cli_i18n.data_word(row['status']):<8} {until}  serial {row['serial']}")
 
 
 @ca.command("revoke")
@@ -347,7 +356,7 @@ def health(node_dir: Path, timeout: float, as_json: bool) -> None:
             "the node is unhealthy: " + "; ".join(reasons),
             f"see `lienthong status --dir {node_dir}` and the node's log; `lienthong health --json` shows what was measured",
         )
-    click.echo("healthy")
+    click.echo(_("healthy"))
 
 
 # ------------------------------------------------------------------ data
@@ -509,7 +518,9 @@ def enroll_cmd(node_dir: Path, token_text: str) -> None:
     audited(node_dir, "enroll", parent, outcome="enrolled")
     if settings.parent.id and settings.parent.id != parent:
         fail(f"enrolled by {parent!r}, but parent.id in lienthong.toml is {settings.parent.id!r}", "correct parent.id")
-    click.echo(f"Enrolled with {parent}: certificate {paths.cert}. Next: lienthong run --dir {node_dir}")
+    click.echo(
+        _("Enrolled with {0}: certificate {1}.").format(parent, paths.cert) + " " + _("Next: {0}").format(f"lienthong run --dir {node_dir}")
+    )
 
 
 @cli.group()
@@ -559,7 +570,7 @@ def audit_verify(node_dir: Path, head_text: str, as_json: bool) -> None:
         return
     if not result.ok:
         fail(describe(result), result.hint)
-    click.echo(describe(result))
+    click.echo(cli_i18n.translate_message(describe(result)))
 
 
 @audit.command("head")
@@ -590,7 +601,7 @@ def audit_export(node_dir: Path, dest: Path, fmt: str, head_text: str) -> None:
 
     with AuditLog.open(node_dir) as log_:
         result = log_.export(dest, fmt, expected_head=parse_head(head_text) if head_text else None)
-    click.echo(f"Wrote {dest}. {describe(result)}")
+    click.echo(_("Wrote {0}.").format(dest) + " " + cli_i18n.translate_message(describe(result)))
     if not result.ok:
         sys.exit(1)
 

@@ -201,3 +201,24 @@ def translate_message(text: str) -> str:
             except (IndexError, KeyError, ValueError):
                 return text
     return text
+
+
+# Words the command line shows from data (a certificate's or a token's state, a node's mode):
+# `_(value)` translates them; listed here so that the catalogue has them.
+DATA_WORDS = (
+    "valid",
+    "expired",
+    "revoked",
+    "unused",
+    "used",
+    "provincial",
+    "district",
+    "commune",
+    "ward",
+    "agency",
+)
+
+
+def data_word(word: str) -> str:
+    """A word shown from data (`DATA_WORDS`) in the chosen language."""
+    return _active.gettext(word)

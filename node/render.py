@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .cli_i18n import _, ngettext
+from .cli_i18n import _, data_word, ngettext
 from .display import console as new_console
 from .display import is_time_field, local_time
 
@@ -58,7 +58,7 @@ def print_status(data: dict[str, Any]) -> None:
     console = new_console()
     node = data["node"]
     state = "[green]" + _("running") + f"[/] (pid {node['pid']})" if node["running"] else "[yellow]" + _("stopped") + "[/]"
-    console.print(f"[bold]{node['id']}[/] {node['name']} — " + _("{0} node, {1}").format(_(node["mode"]), state))
+    console.print(f"[bold]{node['id']}[/] {node['name']} — " + _("{0} node, {1}").format(data_word(node["mode"]), state))
     if node["listen"]:
         console.print(_("  listening on {0}").format(node["listen"]) + (_(" (port {0})").format(node["port"]) if node["port"] else ""))
     if node["certificate"]:
@@ -250,7 +250,7 @@ def print_tokens(rows: list[dict[str, Any]]) -> None:
         table.add_row(
             r["token_id"],
             r["node_id"],
-            f"[{colour[r['state']]}]{_(r['state'])}[/]",
+            f"[{colour[r['state']]}]{data_word(r['state'])}[/]",
             local_time(r["created"]),
             local_time(r["expires"]),
             local_time(r["used_at"]),
