@@ -172,7 +172,7 @@ def ca_list(ca_dir: Path, as_json: bool) -> None:
         return
     for row in rows:
         until = _("until {0}").format(row["not_after"][:10])
-        click.echo(f"{row['node_id']:<20} {row['role']:<11} {cli_i18n.data_word(row['status']):<8} {until}  serial {row['serial']}")
+        click.echo(f"{row['node_id']:<20} {row['role']:<11} {cli_i18n.data_word(row['status']):<12} {until}  serial {row['serial']}")
 
 
 @ca.command("revoke")

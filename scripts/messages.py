@@ -7,7 +7,7 @@ What is extracted (node/cli_i18n.py says where each is translated):
 - `_("…")` and `ngettext("…", "…", n)` in node/ (the web console has its own catalogue);
 - every command's description, paragraph by paragraph, and every option's help, from the
   click command tree itself (what `--help` shows, whichever module added the command);
-- the sentences and hints of errors raised in node/ (`fail(…)`, `…Error(…)`), an f-string's
+- the sentences and hints of errors raised in node/, config/ and adapters/ (`fail(…)`, `…Error(…)`), an f-string's
   values becoming `{0}`, `{1}`: `cli.main` translates `Error:`/`Try:` lines by these templates;
 - click's own words that lienthong's help and errors show (`CLICK_MESSAGES`), and the words
   shown from data (`cli_i18n.DATA_WORDS`).
@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE = ROOT / "node"
 PO = NODE / "locale" / "vi" / "LC_MESSAGES" / "lienthong.po"
 MO = PO.with_suffix(".mo")
+# Where the errors an operator meets at the command line are raised (sync/'s are still English).
+ERROR_FOLDERS = ("node", "config", "adapters")
 
 # click's messages that lienthong's help and errors show (msgids exactly as click 8 writes them).
 CLICK_MESSAGES = (
@@ -147,14 +149,13 @@ def extract() -> Catalog:
 
     catalog = Catalog(project="lienthong", domain="lienthong", charset="utf-8", fuzzy=False)
     method_map = [("web/**.py", "ignore"), ("**.py", "python")]
-    for filename, lineno, message, _comments, _context in extract_from_dir(
-        str(NODE), method_map, keywords={"_": None, "ngettext": (1, 2)}
-    ):
+    for filename, lineno, message, _comments, _context in extract_from_dir(str(NODE), method_map, keywords={"_": None, "ngettext": (1, 2)}):
         catalog.add(message, locations=[(f"node/{filename}", lineno)])
     for text, where in help_texts():
         catalog.add(text, auto_comments=[f"help: {where}"])
-    for text, filename, lineno in error_templates():
-        catalog.add(text, locations=[(filename, lineno)])
+    for folder in ERROR_FOLDERS:
+        for text, filename, lineno in error_templates(ROOT / folder):
+            catalog.add(text, locations=[(filename, lineno)])
     for text in CLICK_MESSAGES:
         plural = CLICK_PLURALS.get(text)
         catalog.add((text, plural) if plural else text, auto_comments=["click"])
