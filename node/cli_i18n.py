@@ -178,7 +178,7 @@ def _templates(language: str) -> list[tuple[re.Pattern[str], str]]:
         literal = "".join(pieces[0::2])
         if len(literal.strip()) < 6:
             continue  # "{0}: {1}" would match anything
-        pattern = "".join(re.escape(p) if i % 2 == 0 else "(.+?)" for i, p in enumerate(pieces))
+        pattern = "".join(re.escape(p) if i % 2 == 0 else "(.*?)" for i, p in enumerate(pieces))
         out.append((re.compile(pattern, re.S), msgstr))
     # The most specific first: a longer literal text wins over a shorter one.
     out.sort(key=lambda item: -len(item[0].pattern))
@@ -195,7 +195,7 @@ def translate_message(text: str) -> str:
     for pattern, msgstr in _templates(_language):
         found = pattern.fullmatch(text)
         if found:
-            values = [_(v) for v in found.groups()]  # an inner sentence the catalogue knows
+            values = [_(v) if v else v for v in found.groups()]  # an inner sentence the catalogue knows ('' is the header)
             try:
                 return msgstr.format(*values)
             except (IndexError, KeyError, ValueError):

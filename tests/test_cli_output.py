@@ -165,7 +165,9 @@ def test_token_revoke_refuses_what_cannot_be_revoked(province: Path) -> None:
         run("token", "revoke", "--dir", str(province), "ffffffffffffffff")
     token = parsed(run("token", "create", "--dir", str(province), "--id", "86-29077", "--json"))
     run("token", "revoke", "--dir", str(province), token["token_id"])
-    assert {t["token_id"]: t["state"] for t in parsed(run("token", "list", "--dir", str(province), "--json"))}[token["token_id"]] == "revoked"
+    assert {t["token_id"]: t["state"] for t in parsed(run("token", "list", "--dir", str(province), "--json"))}[
+        token["token_id"]
+    ] == "revoked"
     assert "revoked" in run("token", "list", "--dir", str(province)).stdout
 
 
