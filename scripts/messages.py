@@ -7,7 +7,7 @@ What is extracted (node/cli_i18n.py says where each is translated):
 - `_("…")` and `ngettext("…", "…", n)` in node/ (the web console has its own catalogue);
 - every command's description, paragraph by paragraph, and every option's help, from the
   click command tree itself (what `--help` shows, whichever module added the command);
-- the sentences and hints of errors raised in node/, config/ and adapters/ (`fail(…)`, `…Error(…)`), an f-string's
+- the sentences and hints of errors raised in node/, config/, adapters/ and sync/ (`fail(…)`, `…Error(…)`), an f-string's
   values becoming `{0}`, `{1}`: `cli.main` translates `Error:`/`Try:` lines by these templates;
 - click's own words that lienthong's help and errors show (`CLICK_MESSAGES`), and the words
   shown from data (`cli_i18n.DATA_WORDS`).
@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE = ROOT / "node"
 PO = NODE / "locale" / "vi" / "LC_MESSAGES" / "lienthong.po"
 MO = PO.with_suffix(".mo")
-# Where the errors an operator meets at the command line are raised (sync/'s are still English).
-ERROR_FOLDERS = ("node", "config", "adapters")
+# Where the errors an operator meets at the command line are raised.
+ERROR_FOLDERS = ("node", "config", "adapters", "sync")
 
 # click's messages that lienthong's help and errors show (msgids exactly as click 8 writes them).
 CLICK_MESSAGES = (
@@ -107,7 +107,7 @@ def _template(node: ast.expr) -> str | None:
 def error_templates(folder: Path = NODE) -> Iterator[tuple[str, str, int]]:
     """(template, file, line) of every error sentence and hint raised in node/ (not the web console)."""
     for path in sorted(folder.rglob("*.py")):
-        if "web" in path.relative_to(folder).parts:
+        if {"web", "wire"} & set(path.relative_to(folder).parts):  # the console's own catalogue; generated code
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for call in ast.walk(tree):
