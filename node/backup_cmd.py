@@ -85,9 +85,11 @@ def restore(node_dir: Path, archive: Path) -> None:
     manifest = restore_node(archive, node_dir)
     audited(node_dir, "admin.command", "restore", source=str(archive), made_at=manifest["made_at"], epoch=manifest["epoch"])
     click.echo(
-        f"Restored node {manifest['node_id']} (backed up {local_time(manifest['made_at'])}) into {node_dir}; new epoch {manifest['epoch']}."
+        _("Restored node {0} (backed up {1}) into {2}; new epoch {3}.").format(
+            manifest["node_id"], local_time(manifest["made_at"]), node_dir, manifest["epoch"]
+        )
     )
     if "ca_dir" in manifest:
-        where = "put back" if manifest["ca_restored"] else "left as it is (it exists)"
-        click.echo(f"Its CA {manifest['ca_dir']}: {where}.")
-    click.echo(f"Next: lienthong run --dir {node_dir}")
+        where = _("put back") if manifest["ca_restored"] else _("left as it is (it exists)")
+        click.echo(_("Its CA {0}: {1}.").format(manifest["ca_dir"], where))
+    click.echo(_("Next: {0}").format(f"lienthong run --dir {node_dir}"))

@@ -203,8 +203,9 @@ def translate_message(text: str) -> str:
     return text
 
 
-# Words the command line shows from data (a certificate's or a token's state, a node's mode):
-# `_(value)` translates them; listed here so that the catalogue has them.
+# Words the command line shows from data (a certificate's or a token's state, a node's mode)
+# and table headers made from column names: `_(word)` translates them; listed here so that the
+# catalogue has them (an extractor sees only literal strings).
 DATA_WORDS = (
     "valid",
     "expired",
@@ -216,6 +217,38 @@ DATA_WORDS = (
     "commune",
     "ward",
     "agency",
+    # table headers, translated where the table is made (`_(column)`)
+    "id",
+    "source id",
+    "source_id",
+    "state",
+    "assignee",
+    "due",
+    "status",
+    "report",
+    "report_type",
+    "submitted",
+    "submitted_at",
+    "resubmitted",
+    "level",
+    "expected",
+    "completeness",
+    "timeliness",
+    "token",
+    "node",
+    "created",
+    "expires",
+    "used at",
+    "used from",
+    "indicator",
+    "period",
+    "disaggregation",
+    "value",
+    "origin",
+    "title",
+    "category",
+    "received_at",
+    "description",
 )
 
 

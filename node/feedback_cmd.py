@@ -25,6 +25,7 @@ from lienthong.sync.units import Units
 
 from . import runtime
 from .cli_common import DIR_OPTION, aware_datetime, fail, load_settings
+from .cli_i18n import _, ngettext
 from .display import local_time
 
 # What a unit (or the dispatcher) reports with `update`; `assigned` has its own command.
@@ -72,18 +73,20 @@ def list_items(node_dir: Path, overdue: bool, unit: str, only_open: bool, as_jso
         click.echo(json.dumps([i.to_dict(now) for i in items], ensure_ascii=False, indent=2))
         return
     if not items:
-        click.echo("No feedback items" + (" match." if overdue or unit or only_open else " on this node."))
+        click.echo(_("No feedback items match.") if overdue or unit or only_open else _("No feedback items on this node."))
         return
-    click.echo(f"{'ID':<12}  {'SOURCE ID':<24} {'STATE':<11} {'ASSIGNEE':<12} {'DUE':<24}  OVERDUE")
+    heads = [_(h).upper() for h in ("id", "source id", "state", "assignee", "due", "overdue")]
+    click.echo(f"{heads[0]:<12}  {heads[1]:<24} {heads[2]:<11} {heads[3]:<12} {heads[4]:<24}  {heads[5]}")
     for i in items:
         due = local_time(i.due_at)
-        late = "yes" if i.overdue(now) else ("late" if i.on_time() is False else "")
+        late = _("yes") if i.overdue(now) else (_("late") if i.on_time() is False else "")
         click.echo(f"{i.id[:12]:<12}  {i.source_id:<24} {i.state:<11} {i.responsible:<12} {due:<24}  {late}")
     late_count = sum(1 for i in items if i.overdue(now))
-    click.echo(
-        f"{len(items)} items, {late_count} overdue."
-        + (f" {len(folded.orphans)} events name items not held here." if folded.orphans else "")
-    )
+    summary = ngettext("{0} item, {1} overdue.", "{0} items, {1} overdue.", len(items)).format(len(items), late_count)
+    if folded.orphans:
+        orphans = len(folded.orphans)
+        summary += " " + ngettext("{0} event names an item not held here.", "{0} events name items not held here.", orphans).format(orphans)
+    click.echo(summary)
 
 
 @feedback.command("show")

@@ -24,6 +24,7 @@ from lienthong.sync.store import VIA_PARENT, Store
 
 from . import runtime
 from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_i18n import _, ngettext
 
 QUERY_KINDS = {"indicators": records.INDICATOR, "reports": records.REPORT, "feedback": records.FEEDBACK}
 FORMATS = ("table", "csv", "json", "dhis2")
@@ -137,7 +138,14 @@ def query(
         click.echo(text, nl=not text.endswith("\n"))
         return
     _write(out_file, text, bom=fmt == "csv")
-    click.echo(f"Wrote {len(rows)} {'rolled-up values' if rollup else what} to {out_file} ({fmt}).")
+    n = len(rows)
+    counted = {
+        "rollup": ngettext("{0} rolled-up value", "{0} rolled-up values", n),
+        "indicators": ngettext("{0} indicator value", "{0} indicator values", n),
+        "reports": ngettext("{0} report", "{0} reports", n),
+        "feedback": ngettext("{0} feedback item", "{0} feedback items", n),
+    }["rollup" if rollup else what]
+    click.echo(_("Wrote {0} to {1} ({2}).").format(counted.format(n), out_file, fmt))
 
 
 def _format(fmt: str | None, as_json: bool, out_file: Path | None) -> str:
