@@ -353,7 +353,7 @@ def health(node_dir: Path, timeout: float, as_json: bool) -> None:
         return
     if not healthy:
         fail(
-            "the node is unhealthy: " + "; ".join(reasons),
+            f"the node is unhealthy: {'; '.join(cli_i18n.translate_message(r) for r in reasons)}",
             f"see `lienthong status --dir {node_dir}` and the node's log; `lienthong health --json` shows what was measured",
         )
     click.echo(_("healthy"))

@@ -7,7 +7,8 @@ What is extracted (node/cli_i18n.py says where each is translated):
 - `_("…")` and `ngettext("…", "…", n)` in node/ (the web console has its own catalogue);
 - every command's description, paragraph by paragraph, and every option's help, from the
   click command tree itself (what `--help` shows, whichever module added the command);
-- the sentences and hints of errors raised in node/, config/, adapters/ and sync/ (`fail(…)`, `…Error(…)`), an f-string's
+- the sentences and hints of errors raised in node/, config/, adapters/ and sync/ (`fail(…)`, `…Error(…)`,
+  and `health`'s `reasons.append(…)`), an f-string's
   values becoming `{0}`, `{1}`: `cli.main` translates `Error:`/`Try:` lines by these templates;
 - click's own words that lienthong's help and errors show (`CLICK_MESSAGES`), and the words
   shown from data (`cli_i18n.DATA_WORDS`).
@@ -114,7 +115,9 @@ def error_templates(folder: Path = NODE) -> Iterator[tuple[str, str, int]]:
             if not isinstance(call, ast.Call):
                 continue
             name = call.func.id if isinstance(call.func, ast.Name) else call.func.attr if isinstance(call.func, ast.Attribute) else ""
-            if name != "fail" and not name.endswith("Error"):
+            receiver = call.func.value if isinstance(call.func, ast.Attribute) else None
+            reason = name == "append" and isinstance(receiver, ast.Name) and receiver.id == "reasons"  # health's reasons
+            if name != "fail" and not name.endswith("Error") and not reason:
                 continue
             for arg in call.args[:2]:
                 text = _template(arg)
