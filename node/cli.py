@@ -38,7 +38,9 @@ NODE_CERT_DAYS = issue.DEFAULT_VALIDITY_DAYS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="lienthong")
+@click.option(
+    "--version", is_flag=True, is_eager=True, expose_value=False, callback=cli_i18n.version_option, help="Show the version and exit."
+)
 @click.option(
     "--lang",
     type=click.Choice(cli_i18n.LANGUAGES),

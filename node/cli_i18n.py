@@ -164,6 +164,16 @@ def lang_option(ctx: click.Context, _param: click.Parameter, value: str | None) 
         choose(value)
 
 
+def version_option(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """`--version`, in the chosen language (click's own option words it once, at import)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    click.echo(_("%(prog)s, version %(version)s") % {"prog": ctx.find_root().info_name, "version": version("lienthong")})
+    ctx.exit()
+
+
 # ------------------------------------------------------------------ messages printed by cli.main
 
 

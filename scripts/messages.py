@@ -44,6 +44,7 @@ CLICK_MESSAGES = (
     "Commands",
     "Show this message and exit.",
     "Show the version and exit.",
+    "%(prog)s, version %(version)s",
     "Error: {message}",
     "Try '{command} {option}' for help.",
     "No such command {name!r}.",
