@@ -19,15 +19,13 @@ from pathlib import Path
 import click
 
 from lienthong.config import settings as config
-from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.privacy import PSEUDONYM_KEY_FILE
 from lienthong.sync.store import Store
 
 from . import cli_i18n, logs, permissions, runtime
 from .cli_common import DIR_OPTION, JSON_OPTION, audited, aware_datetime, ca_dir_argument, echo_json, fail, load_settings
-from .cli_i18n import _, ngettext
-from .intake import StoreSink
+from .cli_i18n import _
 from .trust import ca as ca_ops
 from .trust import issue, pseudonyms, tls
 from .trust.crl import CRL_FILE, add_home, enforcing_homes, write_crl
@@ -361,148 +359,6 @@ def health(node_dir: Path, timeout: float, as_json: bool) -> None:
     click.echo(_("healthy"))
 
 
-# ------------------------------------------------------------------ data
-
-
-@cli.command()
-@DIR_OPTION
-@click.option("--agency", default="", help="The agency the files come from (as an inbox folder name would say).")
-@click.option("--adapter", "adapter_name", default="", help="Read the files with this adapter instead of recognising them.")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@JSON_OPTION
-def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ...], as_json: bool) -> None:
-    """Take FILES in, as if dropped into an inbox (the files stay where they are).
-
-    Any format an adapter recognises: canonical JSON Lines, Vietnamese CSV, DHIS2,
-    Open311, report manifests. Valid rows are stored, refused rows are listed with
-    their reason; the exit code is 1 when anything was refused.
-    """
-    from lienthong.adapters.held import FileChanged
-    from lienthong.adapters.intake import Inbox, Limits, take
-    from lienthong.adapters.registry import Registry
-
-    settings = load_settings(node_dir)
-    registry = Registry()
-    if adapter_name:
-        registry.get(adapter_name)  # an UnknownAdapter lists the installed ones
-    store = runtime.open_store(node_dir, settings)
-    refused_any = False
-    taken: list[dict[str, object]] = []
-    vi = cli_i18n.language() == "vi"  # receipts carry both languages; the operator reads one
-    try:
-        sink = StoreSink(store, HybridClock(store.max_version()), node_dir, runtime.own_units(settings), settings.node.mode == "provincial")
-        limits = Limits(max_file_bytes=settings.ingest.max_file_mb * 1024 * 1024)
-        for path in files:
-            inbox = Inbox(agency=agency, path=path.resolve().parent, adapter=adapter_name)
-            try:
-                result = take(path, inbox, registry, sink, settings.node.id, limits, move=False)
-            except FileChanged as exc:
-                taken.append({"file": str(path), "status": "NOT_TAKEN", "reason": str(exc)})
-                if not as_json:
-                    click.echo(_("{0}: not taken: {1}. Try: run the command again once the file is complete.").format(path, exc), err=True)
-                refused_any = True
-                continue
-            counts = result["importCount"]
-            refused_any = refused_any or result["status"] == "ERROR" or bool(counts["refused"])
-            taken.append({"file": str(path), **result})
-            if as_json:
-                continue
-            click.echo(
-                _("{0}: {1} imported, {2} updated, {3} unchanged, {4} refused").format(
-                    path, counts["imported"], counts["updated"], counts["unchanged"], counts["refused"]
-                )
-                + (f" [{result['adapter']}]" if result["adapter"] else "")
-            )
-            description = result["description" if vi and result.get("description") else "description_en"]
-            if result["status"] == "ERROR":
-                click.echo(_("  refused whole: {0}").format(description), err=True)
-            elif description:
-                click.echo(f"  {description}")
-            for conflict in result["conflicts"][:50]:
-                where = f" {conflict['field']}:" if conflict["field"] else ""
-                message = conflict["message" if vi and conflict.get("message") else "message_en"]
-                click.echo(_("  line {0}:{1} {2}").format(conflict["line"], where, message), err=True)
-            if counts["refused"] > 50:
-                more = counts["refused"] - 50
-                click.echo(ngettext("  … and {0} more refused row", "  … and {0} more refused rows", more).format(more), err=True)
-    finally:
-        store.close()
-    if as_json:
-        echo_json({"files": taken, "refused": refused_any})
-    if refused_any:
-        sys.exit(1)
-
-
-@cli.group()
-def token() -> None:
-    """One-time enrollment tokens (on the province)."""
-
-
-@token.command("create")
-@DIR_OPTION
-@click.option("--id", "child_id", required=True, help="The node id the token is for (it can enroll no other).")
-@click.option("--ttl", default="24h", show_default=True, help="How long the token stays valid (e.g. 30m, 24h, 7d).")
-@JSON_OPTION
-def token_create(node_dir: Path, child_id: str, ttl: str, as_json: bool) -> None:
-    """Print a one-time token for a new node: it carries this province's enrollment address and CA fingerprint."""
-    from .trust import tokens
-
-    settings = load_settings(node_dir)
-    if not settings.server.enroll_listen or not settings.tls.ca_dir:
-        fail("this node does not enroll new nodes", "set server.enroll_listen and tls.ca_dir in lienthong.toml, and restart it")
-    address = settings.server.enroll_address or settings.server.enroll_listen
-    if address.startswith(("0.0.0.0:", "[::]:")) or address.endswith(":0"):
-        fail(f"new nodes cannot reach {address}", "set server.enroll_address to the host:port they use to reach this node")
-    ca_dir = node_dir / settings.tls.ca_dir
-    text = tokens.create_token(
-        node_dir, child_id, tokens.parse_ttl(ttl), address, ca_ops.ca_fingerprint(ca_dir), province_id=settings.node.id
-    )
-    parsed = tokens.parse_token(text)
-    audited(node_dir, "admin.command", "token create", node=child_id, ttl=ttl, token_id=parsed.token_id)
-    if as_json:
-        expires = dt.datetime.fromtimestamp(parsed.expires, dt.UTC).isoformat()
-        echo_json({"token": text, "token_id": parsed.token_id, "node": child_id, "expires": expires, "address": address})
-        return
-    click.echo(text)
-
-
-@token.command("list")
-@DIR_OPTION
-@JSON_OPTION
-def token_list(node_dir: Path, as_json: bool) -> None:
-    """Every enrollment token made on this node, oldest first: for whom, until when, whether used or revoked (never a secret)."""
-    from .trust import tokens
-
-    load_settings(node_dir)
-    rows = tokens.list_tokens(node_dir)
-    if as_json:
-        echo_json(rows)
-        return
-    if not rows:
-        click.echo(_("No enrollment token was made on this node."))
-        return
-    from .render import print_tokens
-
-    print_tokens(rows)
-
-
-@token.command("revoke")
-@DIR_OPTION
-@click.argument("token_id")
-@JSON_OPTION
-def token_revoke(node_dir: Path, token_id: str, as_json: bool) -> None:
-    """Withdraw an unused token (TOKEN_ID from `token list`): it then enrolls nothing."""
-    from .trust import tokens
-
-    load_settings(node_dir)
-    row = tokens.revoke_token(node_dir, token_id)
-    audited(node_dir, "admin.command", "token revoke", node=row["node_id"], token_id=row["token_id"])
-    if as_json:
-        echo_json({"token_id": row["token_id"], "node": row["node_id"], "revoked_at": row["revoked_at"]})
-        return
-    click.echo(_("Token {0} for node {1} is revoked: it enrolls nothing now.").format(row["token_id"], row["node_id"]))
-
-
 @cli.command("enroll")
 @DIR_OPTION
 @click.argument("token_text", metavar="TOKEN")
@@ -658,16 +514,20 @@ from . import (  # noqa: E402 (after the core commands)
     backup_cmd,
     feedback_cmd,
     files_cmd,
+    ingest_cmd,
     query_cmd,
     reparent_cmd,
     reports_cmd,
     requests_cmd,
     rotate_cmd,
     share_cmd,
+    token_cmd,
     user_cmd,
     verify_cmd,
 )
 
+cli.add_command(ingest_cmd.ingest)
+cli.add_command(token_cmd.token)
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
 cli.add_command(reports_cmd.reports)
