@@ -24,7 +24,7 @@ from lienthong.sync.upstream import Upstream
 
 from .disk import disk_state
 from .runtime import STORE_FILE, node_files, own_units, running_info, tls_paths
-from .trust import tokens
+from .trust import ca, tokens
 from .trust.tls import certificate_summary
 
 
@@ -63,14 +63,19 @@ def clock_warning(whose: str, offset_ms: int | None, than: str) -> str | None:
     return f"{whose} is {amount} {direction} {than}: records it seals may be refused; set the clock right (NTP)"
 
 
-def _enrolled(node_dir: Path) -> list[str]:
-    """Node ids that enrolled here with a token (the province's enroll.db; none when it has none)."""
-    if not (node_dir / tokens.TOKENS_FILE).exists():
-        return []  # never made here by a read
+def _enrolled(node_dir: Path, settings: Settings) -> list[str]:
+    """Node ids that enrolled here with a token (the province's enroll.db), and those its CA
+    issued a valid certificate naming this node as their parent (none when it has neither)."""
+    out: list[str] = []
     try:
-        return [row["node_id"] for row in tokens.list_tokens(node_dir) if row["used_at"]]
+        if (node_dir / tokens.TOKENS_FILE).exists():  # never made here by a read
+            out += [row["node_id"] for row in tokens.list_tokens(node_dir) if row["used_at"]]
+        ca_dir = node_dir / settings.tls.ca_dir if settings.tls.ca_dir else None
+        if ca_dir is not None and (ca_dir / ca.REGISTRY).exists():
+            out += [r["node_id"] for r in ca.list_issued(ca_dir) if r["status"] == "valid" and r["parent"] == settings.node.id]
     except LienthongError:
-        return []
+        pass  # status shows what it can read; `ca list` and `token list` name the trouble
+    return out
 
 
 def subordinates(node_dir: Path, settings: Settings, store: Store, children: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
@@ -88,7 +93,7 @@ def subordinates(node_dir: Path, settings: Settings, store: Store, children: lis
     links = {c["id"]: c for c in children}
     silence = settings.web.silence_minutes * 60
     out = []
-    for unit in sorted({*names, *_enrolled(node_dir), *links} - set(own)):
+    for unit in sorted({*names, *_enrolled(node_dir, settings), *links} - set(own)):
         link = links.get(unit)
         contact = link["last_contact"] if link else None
         age = now - dt.datetime.fromisoformat(contact).timestamp() if contact else None

@@ -149,14 +149,46 @@ def test_counts_are_in_words_with_the_right_plural(province: Path) -> None:
     assert re.search(r"\b3 definitions, [0-9]+ seals?\b", status) and "0 feedback items" in status and "record(s)" not in status
 
 
-def test_status_lists_every_unit_connected_or_not_silent_first(province: Path) -> None:
-    """Communes in the unit registry that never connected are listed, the silent ones first, in the table and in --json."""
+def test_status_lists_every_unit_connected_or_not_silent_first(province: Path, tmp_path: Path) -> None:
+    """Communes in the unit registry and nodes the CA issued under this node, none connected yet, are listed,
+    the silent ones first, in the table and in --json."""
     units = parsed(run("status", "--dir", str(province), "--json"))["units"]
     assert [u["id"] for u in units] == sorted(code for code, _ in UNITS)
     assert all(u["silent"] and u["never_connected"] and not u["connected"] and u["registered"] for u in units)
     out = run("status", "--dir", str(province)).stdout
     assert "3 units under this node" in out and all(code in out and name in out for code, name in UNITS)
     assert out.count("never connected") == 3
+    # A node the province's CA issued a certificate under this province is listed too, before it ever connects.
+    from lienthong.node.trust import issue, tls
+
+    key, csr = tmp_path / "node.key", tmp_path / "node.csr"
+    tls.write_public(csr, issue.make_csr(key, "86-30001", []), tls.NODE_FILE_MODE)
+    ca = str(province.parent / "ca")
+    run("ca", "issue", "--dir", ca, "--csr", str(csr), "--role", "district", "--parent", PROVINCE, "--out", str(tmp_path / "n.crt"))
+    units = parsed(run("status", "--dir", str(province), "--json"))["units"]
+    assert {u["id"]: u["registered"] for u in units}["86-30001"] is False and len(units) == 4
+
+    # With links: the one up is listed last, the one silent for two hours before it, those never heard from first.
+    import datetime as dt
+    import time
+
+    from lienthong.config import settings as config
+    from lienthong.node.runtime import STORE_FILE
+    from lienthong.node.status import subordinates
+    from lienthong.sync.store import Store
+
+    now = time.time()
+    earlier = dt.datetime.fromtimestamp(now - 7200, dt.UTC).isoformat()  # past [web] silence_minutes (60)
+    links = [
+        {"id": "86-28894", "connected": True, "last_contact": earlier, "applied": 7},
+        {"id": "86-29077", "connected": False, "last_contact": earlier, "applied": 3},
+    ]
+    store = Store.open(province / STORE_FILE)
+    try:
+        order = subordinates(province, config.load(province), store, links, now)
+    finally:
+        store.close()
+    assert [(u["id"], u["silent"]) for u in order] == [("86-29100", True), ("86-30001", True), ("86-29077", True), ("86-28894", False)]
 
 
 def test_token_revoke_refuses_what_cannot_be_revoked(province: Path) -> None:
