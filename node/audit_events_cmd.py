@@ -13,6 +13,7 @@ from lienthong.sync.store import Store
 from . import runtime
 from .cli_common import DIR_OPTION, fail
 from .cli_i18n import _, ngettext
+from .display import local_time
 from .trust.audit_copies import held
 
 
@@ -52,7 +53,7 @@ def events(node_dir: Path, unit: str, limit: int, as_json: bool) -> None:
                 details = e["details"] if isinstance(e["details"], dict) else {}
                 count = f" ×{details['count']}" if "count" in details else ""
                 why = details.get("error") or details.get("reason") or ""
-                click.echo(f"  {e['seq']:>6} {e['time'][:19]} {e['action']:<22} {e['subject']}{count} {why}".rstrip())
+                click.echo(f"  {e['seq']:>6} {local_time(e['time'], seconds=True)} {e['action']:<22} {e['subject']}{count} {why}".rstrip())
         if nodes:
             click.echo(
                 _("Prove a node's log was not rewritten since its head: on that node, lienthong audit verify --dir DIR --head SEQ:HASH")

@@ -26,6 +26,7 @@ from lienthong.sync.store import Store
 from . import cli_i18n, logs, permissions, runtime
 from .cli_common import DIR_OPTION, JSON_OPTION, audited, aware_datetime, ca_dir_argument, echo_json, fail, load_settings
 from .cli_i18n import _
+from .display import local_time
 from .trust import ca as ca_ops
 from .trust import issue, pseudonyms, tls
 from .trust.crl import CRL_FILE, add_home, enforcing_homes, write_crl
@@ -171,7 +172,7 @@ def ca_list(ca_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for row in rows:
-        until = _("until {0}").format(row["not_after"][:10])
+        until = _("until {0}").format(local_time(row["not_after"]))
         click.echo(f"{row['node_id']:<20} {row['role']:<11} {cli_i18n.data_word(row['status']):<12} {until}  serial {row['serial']}")
 
 

@@ -129,7 +129,7 @@ def _print_item(d: dict[str, Any]) -> None:
     click.echo("History:")
     for h in d["history"]:
         extra = f" -> {h['assigned_unit']}" if "assigned_unit" in h else f" {h['rating']}/5" if "rating" in h else ""
-        line = f"  {h['at']}  {h['status']}{extra}  by {h['by']}"
+        line = f"  {local_time(h['at'])}  {h['status']}{extra}  by {h['by']}"
         if h["note"]:
             line += f": {h['note']}"
         if not h["applied"]:
