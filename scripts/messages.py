@@ -196,11 +196,16 @@ def untranslated(template: Catalog, catalogue: Catalog) -> list[str]:
 def update() -> int:
     template = extract()
     catalogue = read_catalogue() if PO.exists() else Catalog(locale="vi", domain="lienthong", project="lienthong")
-    catalogue.update(template, no_fuzzy_matching=True)
+    # No dates refreshed: the .po and the committed .mo change only when a message does (merges stay clean).
+    catalogue.update(template, no_fuzzy_matching=True, update_creation_date=False)
+    catalogue.fuzzy = False
+    catalogue.version = "1"
+    catalogue.last_translator = "lienthong <vi>"
+    catalogue.msgid_bugs_address = "the lienthong issue tracker"
     catalogue.obsolete.clear()
     PO.parent.mkdir(parents=True, exist_ok=True)
     with PO.open("wb") as f:
-        write_po(f, catalogue, width=100, omit_header=False, sort_output=False)
+        write_po(f, catalogue, width=100, sort_output=False, include_lineno=False)  # lines move with every edit
     MO.write_bytes(compiled(read_catalogue()))
     missing = untranslated(template, read_catalogue())
     print(f"{PO.relative_to(ROOT)}: {len(template)} messages, {len(missing)} without Vietnamese; wrote {MO.relative_to(ROOT)}")
