@@ -4,7 +4,7 @@ Times are stored in UTC and `--json` keeps them as ISO 8601 with their offset (a
 reads the offset); what a person reads is converted here, once, to the zone set by
 `[display] timezone` (Vietnam time, Asia/Ho_Chi_Minh, unless a node says otherwise).
 Output that goes to a file, a pipe or a cron mail is never cut to the 80 columns a
-terminal library assumes: tables take the width their cells need.
+terminal library assumes: tables take the width their cells need, as plain columns.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 VIETNAM = dt.timezone(dt.timedelta(hours=7), "ICT")
 DEFAULT_ZONE = "Asia/Ho_Chi_Minh"
@@ -86,3 +87,10 @@ def console(stderr: bool = False) -> Console:
     if stream.isatty():
         return Console(stderr=stderr)
     return Console(stderr=stderr, width=UNCUT_WIDTH, no_color=True, highlight=False, soft_wrap=True)
+
+
+def table(*headers: str, **options: Any) -> Table:
+    """A rich table: boxed on a terminal; plain columns (no box drawing) in a file, a pipe or a cron mail."""
+    if not sys.stdout.isatty():
+        options.setdefault("box", None)
+    return Table(*headers, **options)

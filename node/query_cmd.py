@@ -293,11 +293,9 @@ def _write(path: Path, text: str, *, bom: bool) -> None:
 
 
 def _print_rollup(rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
     from . import display
 
-    table = Table(title=f"{len(rows)} rolled-up values")
+    table = display.table(title=f"{len(rows)} rolled-up values")
     for column in ("indicator", "unit", "disaggregation", "value", "measure", "rule"):
         table.add_column(column, no_wrap=column != "measure")
     table.add_column("sources", overflow="fold")

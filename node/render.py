@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from .cli_i18n import _, data_word, ngettext
 from .display import console as new_console
 from .display import is_time_field, local_time
+from .display import table as display_table
 
 QUERY_COLUMNS = {
     "indicators": ["indicator", "unit", "period", "disaggregation", "value", "agency", "origin"],
@@ -109,7 +109,7 @@ def print_status(data: dict[str, Any]) -> None:
     units = data.get("units") or []
     if units:
         links = {c["id"]: c for c in data["children"]}
-        table = Table(
+        table = display_table(
             _("unit"),
             _("name"),
             _("link"),
@@ -197,7 +197,7 @@ def print_completeness(data: dict[str, Any]) -> None:
     if not data["reports"]:
         console.print(_("No report is expected for {0} from the units this node answers for.").format(data["period"]))
         return
-    table = Table(
+    table = display_table(
         *map(_, ("unit", "name", "report", "due", "status", "submitted", "resubmitted")), title=_("reports for {0}").format(data["period"])
     )
     for row in data["reports"]:
@@ -211,7 +211,7 @@ def print_completeness(data: dict[str, Any]) -> None:
             _when(row["last_submitted_at"]),
         )
     console.print(table)
-    rates = Table(
+    rates = display_table(
         *map(_, ("level", "report", "expected", "on time", "late", "missing", "pending", "completeness", "timeliness")),
         title=_("rates as of {0} (completeness = submitted / expected, timeliness = on time / expected)").format(data["as_of"]),
     )
@@ -233,7 +233,7 @@ def print_rows(what: str, rows: list[dict[str, Any]]) -> None:
         "reports": ngettext("{0} report", "{0} reports", len(rows)),
         "feedback": ngettext("{0} feedback item", "{0} feedback items", len(rows)),
     }
-    table = Table(*map(_, columns), title=titles[what].format(len(rows)))
+    table = display_table(*map(_, columns), title=titles[what].format(len(rows)))
     for row in rows:
         table.add_row(*(local_time(row.get(c)) if is_time_field(c) else str(row.get(c, "")) for c in columns))
     console.print(table)
@@ -242,7 +242,7 @@ def print_rows(what: str, rows: list[dict[str, Any]]) -> None:
 def print_tokens(rows: list[dict[str, Any]]) -> None:
     """`token list`: one row per token, the newest last; times in the display zone."""
     colour = {"unused": "green", "used": "dim", "expired": "yellow", "revoked": "red"}
-    table = Table(
+    table = display_table(
         *map(_, ("token", "node", "state", "created", "expires", "used at", "used from")),
         title=ngettext("{0} enrollment token", "{0} enrollment tokens", len(rows)).format(len(rows)),
     )

@@ -121,9 +121,10 @@ def test_ingest_prints_results_on_stdout_and_nothing_else(province: Path, tmp_pa
 
 
 def test_tables_are_not_cut_when_output_is_not_a_terminal(province: Path) -> None:
-    """A report's long title and type reach a file or a cron mail whole, not cut at 80 columns."""
+    """A report's long title and type reach a file or a cron mail whole, not cut at 80 columns, in plain columns."""
     out = run("query", "--dir", str(province), "reports").stdout
     assert LONG_TITLE in out and "BC-IOC-THANG-KINH-TE-XA-HOI-TONG-HOP" in out and "…" not in out
+    assert not set("┃│┏━─") & set(out), "plain columns, no box drawing, off a terminal"
 
 
 def test_times_are_shown_in_vietnam_time_and_json_keeps_the_offset(province: Path) -> None:
