@@ -12,9 +12,10 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomlkit
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -144,6 +145,22 @@ class LogSettings(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class DisplaySettings(_Section):
+    # The time zone people read times in (tables, status); stored times stay UTC.
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value in ("UTC", "Asia/Ho_Chi_Minh") or re.fullmatch(r"[+-]\d\d:\d\d", value):
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"must be a time zone such as Asia/Ho_Chi_Minh or +07:00 (got {value!r})") from None
+        return value
+
+
 class Settings(_Section):
     node: NodeSettings
     server: ServerSettings = ServerSettings()
@@ -159,6 +176,7 @@ class Settings(_Section):
     files: FilesSettings = FilesSettings()
     log: LogSettings = LogSettings()
     web: WebSettings = WebSettings()
+    display: DisplaySettings = DisplaySettings()
 
     @model_validator(mode="after")
     def _mode_needs_links(self) -> Settings:
@@ -328,6 +346,11 @@ silence_minutes = 60
 level = "info"
 # auto: readable on a terminal, JSON otherwise | json | console
 format = "auto"
+
+[display]
+# Times people read (tables, status) are shown in this zone; stored times stay UTC and
+# `--json` keeps them as ISO 8601 with their offset. An IANA name or an offset (+07:00).
+timezone = "Asia/Ho_Chi_Minh"
 """
 
 
