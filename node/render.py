@@ -182,7 +182,9 @@ def _print_owed(console: Console, owed: list[dict[str, Any]], problems: list[str
 
 def _status_style(status: str) -> str:
     colour = {"on_time": "green", "late": "yellow", "missing": "red", "pending": "dim", "incomplete": "red"}[status]
-    words = {"on_time": _("on time"), "late": _("late"), "missing": _("missing"), "pending": _("pending"), "incomplete": _("incomplete")}[status]
+    words = {"on_time": _("on time"), "late": _("late"), "missing": _("missing"), "pending": _("pending"), "incomplete": _("incomplete")}[
+        status
+    ]
     return f"[{colour}]{words}[/]"
 
 
