@@ -329,7 +329,7 @@ def _inbox(run: _Run, settings: config.Settings) -> None:
             run.problem("inbox", f"the inbox folder {path} is missing", hint)
         elif not os.access(path, os.W_OK | os.X_OK):
             run.problem("inbox", f"the inbox folder {path} cannot be written by this user", f"give the node's user write access to {path}")
-    if inbox.is_dir() and not settings.inbox and not any(p.is_dir() for p in inbox.iterdir()):
+    if settings.node.mode == "district" and inbox.is_dir() and not settings.inbox and not any(p.is_dir() for p in inbox.iterdir()):
         run.warning(
             "inbox",
             f"{inbox} has no agency folder: agencies' files have nowhere to go",
