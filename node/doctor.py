@@ -272,9 +272,9 @@ def _permissions(run: _Run) -> None:
     exposed = permissions.exposed(node_dir)
     if exposed:
         shown = ", ".join(str(p) for p in exposed[:3]) + (f" and {len(exposed) - 3} more" if len(exposed) > 3 else "")
-        run.problem(
+        run.warning(
             "permissions",
-            f"other users can read the node's files ({shown}): they hold citizens' personal data and keys",
+            f"other users can read files of the node ({shown}); its store and keys must stay the node user's alone",
             f"`chmod -R go-rwx {node_dir}` (the node also closes them when it starts)",
         )
 
