@@ -440,6 +440,7 @@ from . import (  # noqa: E402 (after the core commands)
     reports_cmd,
     requests_cmd,
     rotate_cmd,
+    service_cmd,
     share_cmd,
     user_cmd,
     verify_cmd,
@@ -447,6 +448,7 @@ from . import (  # noqa: E402 (after the core commands)
 
 cli.add_command(init_cmd.init)
 cli.add_command(doctor_cmd.doctor)
+cli.add_command(service_cmd.service)
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
 cli.add_command(reports_cmd.reports)
