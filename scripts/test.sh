@@ -38,5 +38,10 @@ for part in sync node adapters config; do ln -sfn "$PWD/$part" ".venv/typing-roo
 .venv/bin/mypy
 echo "== hadolint"
 .venv/bin/hadolint Dockerfile
+echo "== wheel (python -m build): tests/test_wheel.py installs it into a clean venv"
+rm -rf dist
+.venv/bin/python -m build --wheel --no-isolation --outdir dist . >/dev/null
+LIENTHONG_WHEEL="$(ls "$PWD"/dist/lienthong-*.whl)"
+export LIENTHONG_WHEEL
 echo "== tests"
 exec .venv/bin/python -m pytest "$@"
