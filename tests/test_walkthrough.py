@@ -72,10 +72,10 @@ class Walk:
             return
         for old, new in self.subs:
             command = command.replace(old, new)
-        if "lt1.…" in command:
-            assert self.token, "the document uses a token before it makes one"
-            command = command.replace("lt1.…", self.token)
         argv = shlex.split(command, comments=True)
+        if "lt1.…" in argv:
+            assert self.token, "the document uses a token before it makes one"
+            argv = [self.token if arg == "lt1.…" else arg for arg in argv]
         if as_root and argv[0] != "lienthong":
             return  # changes the system: not run here (see the module docstring)
         self.ran.append(command)
