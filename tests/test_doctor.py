@@ -118,6 +118,7 @@ def test_clock_disk_permissions_inotify_and_inbox(commune: Path, tmp_path: Path)
     (commune / "lienthong.db").chmod(0o644)
     report = examine(commune, timeout=1)
     assert any("other users can read" in f.message and f.level == "warning" for f in report.findings if f.check == "permissions")
+    (commune / "lienthong.db").chmod(0o600)
 
     limits = tmp_path / "inotify"
     limits.mkdir()
