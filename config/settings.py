@@ -245,10 +245,10 @@ units = {units}
 listen = {listen}
 # On the province: host:port where new nodes enroll with a one-time token (TLS,
 # no client certificate; needs tls.ca_dir). Empty: enrollment is off.
-enroll_listen = ""
+enroll_listen = {enroll_listen}
 # The address new nodes use to reach enroll_listen, written into tokens
 # (default: enroll_listen, which must then not be 0.0.0.0).
-enroll_address = ""
+enroll_address = {enroll_address}
 
 [parent]
 # host:port of the parent node. Empty: this node is the top of its tree.
@@ -263,13 +263,14 @@ ca = "tls/ca.crt"
 cert = "tls/node.crt"
 key = "tls/node.key"
 # On the province: the CA's revocation list (CA_DIR/ca.crl.pem, rewritten by
-# `lienthong ca revoke`; `init --ca` sets it). It is checked every half second and sent
-# down to every node; revoked certificates are refused, and cut off if connected. Empty
-# with ca_dir set: CA_DIR/ca.crl.pem.
+# `lienthong ca revoke`). It is checked every half second and sent down to every
+# node; revoked certificates are refused, and cut off if connected. Empty with
+# ca_dir set (the CA's home, as `init --ca` makes the province): CA_DIR/ca.crl.pem.
 crl = {crl}
 # On the province, when it is the CA's home: the CA directory, to sign enrolling
-# nodes' requests (a protected key's passphrase comes from LIENTHONG_CA_PASSPHRASE).
-ca_dir = ""
+# nodes' requests and its own renewals (a protected key's passphrase comes from
+# LIENTHONG_CA_PASSPHRASE). `init --mode provincial --ca CA_DIR` sets it.
+ca_dir = {ca_dir}
 
 [replication]
 # Records per batch, and batches in flight before waiting for acknowledgement.
@@ -355,7 +356,18 @@ timezone = "Asia/Ho_Chi_Minh"
 
 
 def render(
-    *, id: str, name: str, mode: str, listen: str, parent: str, parent_id: str = "", units: list[str] | None = None, crl: str = ""
+    *,
+    id: str,
+    name: str,
+    mode: str,
+    listen: str,
+    parent: str,
+    parent_id: str = "",
+    units: list[str] | None = None,
+    crl: str = "",
+    ca_dir: str = "",
+    enroll_listen: str = "",
+    enroll_address: str = "",
 ) -> str:
     """The commented configuration file for a new node (validated before it is written)."""
 
@@ -371,6 +383,9 @@ def render(
         parent_id=q(parent_id),
         units=q(list(units or [])),
         crl=q(crl),
+        ca_dir=q(ca_dir),
+        enroll_listen=q(enroll_listen),
+        enroll_address=q(enroll_address),
     )
     validate(tomllib.loads(text))
     return text

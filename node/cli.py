@@ -13,15 +13,12 @@ import json
 import os
 import sqlite3
 import sys
-import tomllib
 from pathlib import Path
 
 import click
 
-from lienthong.config import settings as config
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.privacy import PSEUDONYM_KEY_FILE
-from lienthong.sync.store import Store
 
 from . import cli_i18n, logs, permissions, runtime
 from .cli_common import DIR_OPTION, JSON_OPTION, audited, aware_datetime, ca_dir_argument, echo_json, fail, load_settings
@@ -29,7 +26,7 @@ from .cli_i18n import _
 from .display import local_time
 from .trust import ca as ca_ops
 from .trust import issue, pseudonyms, tls
-from .trust.crl import CRL_FILE, add_home, enforcing_homes, write_crl
+from .trust.crl import enforcing_homes, write_crl
 
 # Node certificates are short-lived (30 days); nodes renew their own over the
 # replication link after two thirds of that (node/trust/renewal.py).
@@ -210,98 +207,6 @@ def _compromise_time(text: str, reason: str) -> dt.datetime:
     if reason.strip().lower().replace(" ", "_") != "key_compromise":
         fail("--compromised-at states when a key was compromised", "give it with --reason key_compromise")
     return aware_datetime(text, "--compromised-at", "2026-12-01T08:00:00+07:00")
-
-
-# ------------------------------------------------------------------ init
-
-
-@cli.command()
-@DIR_OPTION
-@click.option(
-    "--mode",
-    type=click.Choice(["provincial", "district"]),
-    required=True,
-    help="provincial accepts children; district is any subordinate unit.",
-)
-@click.option("--id", "node_id", required=True, help="This node's id, usually its unit code (e.g. 86-28894).")
-@click.option("--name", default="", help="A name for people, e.g. 'Xã Ba Tri'.")
-@click.option("--listen", default="", metavar="HOST:PORT", help="Accept child nodes here (default for provincial: 0.0.0.0:7443).")
-@click.option("--parent", default="", metavar="HOST:PORT", help="The parent node's address (required for district mode).")
-@click.option("--parent-id", default="", help="The parent's node id; when given, its certificate must carry it.")
-@click.option("--ca", "ca_dir", type=click.Path(file_okay=False, path_type=Path), help="Issue this node's certificate from this CA.")
-@click.option("--san", multiple=True, metavar="NAME", help="Extra host name or IP the node is reached at (repeatable).")
-@click.option("--unit", "units", multiple=True, metavar="CODE", help="A unit code this node answers for (repeatable; default: its id).")
-@click.option("--agency", "agencies", multiple=True, metavar="CODE", help="Make the inbox folder inbox/CODE/ for this agency (repeatable).")
-def init(
-    node_dir: Path,
-    mode: str,
-    node_id: str,
-    name: str,
-    listen: str,
-    parent: str,
-    parent_id: str,
-    ca_dir: Path | None,
-    san: tuple[str, ...],
-    units: tuple[str, ...],
-    agencies: tuple[str, ...],
-) -> None:
-    """Create a node directory: configuration, store, inbox and (with --ca) certificate."""
-    from lienthong.adapters.intake import agency_folder_name
-
-    for agency in agencies:
-        if not agency_folder_name(agency):
-            fail(f"--agency {agency!r} cannot be an inbox folder name", "use the agency's code: letters, digits, '-' or '_' (e.g. thongke)")
-    if mode == "provincial" and not listen:
-        listen = "0.0.0.0:7443"
-    if mode == "district" and not parent:
-        fail("a district-mode node needs its parent's address", "add --parent HOST:PORT (the provincial node's address)")
-    if (node_dir / config.CONFIG_FILE).exists():
-        fail(f"{node_dir} already holds a node", "use another --dir, or run the existing node")
-    # The province made from a CA is its home: it enforces the CA's revocation list, no edit needed.
-    crl = str((ca_dir / CRL_FILE).absolute()) if ca_dir is not None and mode == "provincial" else ""
-    text = config.render(id=node_id, name=name, mode=mode, listen=listen, parent=parent, parent_id=parent_id, units=list(units), crl=crl)
-    settings = config.validate(tomllib.loads(text))
-    passphrase = ca_ops.passphrase_from_env()
-    if ca_dir is not None:
-        ca_ops.load_ca(ca_dir, passphrase)  # fail before anything is made
-    node_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(PermissionError):  # a folder someone else owns: `run` refuses it in words
-        node_dir.chmod(permissions.DIR_MODE)
-    hosts = [*([listen.rpartition(":")[0].strip("[]")] if listen else []), *san]
-    paths = runtime.tls_paths(node_dir, settings)
-    # The node's key is made here and never leaves it; the CA signs a request.
-    if ca_dir is not None:
-        issue.issue_node(ca_dir, paths, node_id, mode, hosts, NODE_CERT_DAYS, parent_id, passphrase)
-        if mode == "district":  # the province's own node never holds the pseudonym secret (docs/security.md)
-            pseudonyms.install(pseudonyms.for_ca(ca_dir), paths.key.parent)
-    else:
-        tls.write_public(paths.key.parent / "node.csr", issue.make_csr(paths.key, node_id, hosts), tls.NODE_FILE_MODE)
-    Store.create(node_dir / runtime.STORE_FILE, node_id).close()
-    audited(
-        node_dir,
-        "admin.command",
-        "init",
-        mode=mode,
-        node=node_id,
-        parent=parent,
-        listen=listen,
-        certificate="issued" if ca_dir else "requested",
-    )
-    if ca_dir is not None:
-        audited(ca_dir, "cert.issue", node_id, role=mode, parent=parent_id, days=NODE_CERT_DAYS)
-        if crl:
-            add_home(ca_dir, node_dir)
-    (node_dir / "inbox").mkdir(exist_ok=True)
-    for agency in agencies:
-        (node_dir / "inbox" / agency).mkdir(exist_ok=True)
-    (node_dir / config.CONFIG_FILE).write_text(text, encoding="utf-8")
-    click.echo(f"Created {mode} node {node_id!r} in {node_dir}.")
-    if ca_dir is None:
-        click.echo(
-            f"It has no certificate yet. Its request is {paths.key.parent / 'node.csr'}: the CA signs it with "
-            f"`lienthong ca issue CA_DIR --csr node.csr --role {mode} --out node.crt`; copy node.crt and ca.crt into {paths.key.parent}."
-        )
-    click.echo(f"Next: lienthong run --dir {node_dir}")
 
 
 # ------------------------------------------------------------------ run / status
@@ -514,14 +419,17 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 from . import (  # noqa: E402 (after the core commands)
     backup_cmd,
     dispute_cmd,
+    doctor_cmd,
     feedback_cmd,
     files_cmd,
     ingest_cmd,
+    init_cmd,
     query_cmd,
     reparent_cmd,
     reports_cmd,
     requests_cmd,
     rotate_cmd,
+    service_cmd,
     share_cmd,
     token_cmd,
     user_cmd,
@@ -530,6 +438,9 @@ from . import (  # noqa: E402 (after the core commands)
 
 cli.add_command(ingest_cmd.ingest)
 cli.add_command(token_cmd.token)
+cli.add_command(init_cmd.init)
+cli.add_command(doctor_cmd.doctor)
+cli.add_command(service_cmd.service)
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
 cli.add_command(reports_cmd.reports)

@@ -41,6 +41,11 @@ for part in sync node adapters config; do ln -sfn "$PWD/$part" ".venv/typing-roo
 .venv/bin/mypy
 echo "== hadolint"
 .venv/bin/hadolint Dockerfile
+echo "== wheel (python -m build): tests/test_wheel.py installs it into a clean venv"
+rm -rf dist
+.venv/bin/python -m build --wheel --no-isolation --outdir dist . >/dev/null
+LIENTHONG_WHEEL="$(ls "$PWD"/dist/lienthong-*.whl)"
+export LIENTHONG_WHEEL
 echo "== tests"
 # Two workers: most of the suite waits on real node processes, so two cores run it in about half
 # the time. `-n 0` (or any -n) after the command overrides it.
