@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import tomlkit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -133,6 +134,29 @@ class WebSettings(_Section):
     silence_minutes: int = Field(60, ge=1, le=100_000)
 
 
+def _no_password(value: str) -> str:
+    # A password written in lienthong.toml would be read by anyone who may read the node's settings.
+    in_url = "://" in value and bool(urlsplit(value).password)
+    if in_url or re.search(r"(^|\s)password\s*=", value):
+        raise ValueError("must not hold a password: put it in password_file or the environment (password_env)")
+    return value
+
+
+class PostgresSinkSettings(_Section):
+    # libpq connection string or URL, without its password ('' = no sink).
+    dsn: Annotated[str, AfterValidator(_no_password)] = ""
+    # The password: a file holding it (one line), or the name of an environment variable; neither
+    # = libpq's own (PGPASSWORD, ~/.pgpass) or none.
+    password_file: str = ""
+    password_env: str = ""
+    # Change-log entries per PostgreSQL transaction.
+    batch: int = Field(50_000, ge=1, le=10_000_000)
+
+
+class SinkSettings(_Section):
+    postgres: PostgresSinkSettings = PostgresSinkSettings()
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -152,6 +176,7 @@ class Settings(_Section):
     files: FilesSettings = FilesSettings()
     log: LogSettings = LogSettings()
     web: WebSettings = WebSettings()
+    sink: SinkSettings = SinkSettings()
 
     @model_validator(mode="after")
     def _mode_needs_links(self) -> Settings:

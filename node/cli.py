@@ -310,6 +310,8 @@ def health(node_dir: Path, timeout: float, as_json: bool) -> None:
             f"see `lienthong status --dir {node_dir}` and the node's log; `lienthong health --json` shows what was measured",
         )
     click.echo("healthy")
+    for warning in details.get("warnings", []):
+        click.echo(f"warning: {warning}")
 
 
 # ------------------------------------------------------------------ data
@@ -534,6 +536,7 @@ from . import (  # noqa: E402 (after the core commands)
     requests_cmd,
     rotate_cmd,
     share_cmd,
+    sink_cmd,
     user_cmd,
     verify_cmd,
 )
@@ -554,6 +557,7 @@ audit.add_command(audit_events)
 cli.add_command(files_cmd.files)
 cli.add_command(share_cmd.share)
 cli.add_command(user_cmd.user)
+cli.add_command(sink_cmd.sink)
 
 
 def main() -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from . import sink_task
 
 QUERY_COLUMNS = {
     "indicators": ["indicator", "unit", "period", "disaggregation", "value", "agency", "origin"],
@@ -57,6 +60,9 @@ def print_status(data: dict[str, Any]) -> None:
             console.print(
                 f"    {item['source_id'] or item['id']} ({item['state']}, {item['assignee'] or 'unassigned'}): due {item['due_at']}"
             )
+    if data.get("sink"):
+        style = "red" if data["sink"]["state"] == "retrying" else "default"
+        console.print(f"  [{style}]{escape(sink_task.describe(data['sink']))}[/]")
     parent = data["parent"]
     if parent:
         console.print(
