@@ -62,7 +62,7 @@ def print_status(data: dict[str, Any]) -> None:
             )
     if data.get("sink"):
         style = "red" if data["sink"]["state"] == "retrying" else "default"
-        console.print(f"  [{style}]{escape(sink_task.describe(data['sink']))}[/]")
+        console.print(f"  [{style}]{escape(sink_task.describe(data['sink']))}[/]", soft_wrap=True)
     parent = data["parent"]
     if parent:
         console.print(

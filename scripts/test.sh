@@ -7,13 +7,15 @@ bash scripts/setup.sh
 # System tools the tests use, from Debian's packages: openssl (an independent TLS client for
 # the security tests), libfaketime (a node process whose clock runs days off), promtool (from
 # `prometheus`: the console's /metrics and alert rules) and chromium with its driver (the
-# console's pages driven by a real headless browser).
+# console's pages driven by a real headless browser) and postgresql (the PostgreSQL sink's tests
+# start their own cluster with its initdb).
 missing=()
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${missing[*]} (system tools the tests use)"
