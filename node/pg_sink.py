@@ -114,9 +114,13 @@ def _pause_point() -> None:
 
 
 def load_all(pg: Any, sq: sqlite3.Connection) -> int:
-    """Replace every mirrored table with the store's rows (the first load, a resync)."""
+    """Replace every mirrored table with the store's rows (the first load, a resync): emptied,
+    loaded with no index to keep, indexed after (grants on the tables stay)."""
     pg.execute(f"TRUNCATE {', '.join(f'lienthong.{t}' for t in pg_schema.KEYS)}")
-    return sum(_copy(pg, sq, table, "", ()) for table in pg_schema.KEYS)
+    pg_schema.drop_indexes(pg)
+    rows = sum(_copy(pg, sq, table, "", ()) for table in pg_schema.KEYS)
+    pg_schema.make_indexes(pg)
+    return rows
 
 
 def _carry(pg: Any, sq: sqlite3.Connection, after: int, upto: int) -> tuple[int, bool]:
@@ -201,8 +205,7 @@ def _copy(pg: Any, sq: sqlite3.Connection, table: str, where: str, keys: Sequenc
     cols = pg_schema.columns(sq, table)
     names = ", ".join(name for name, _, _ in cols)
     count = 0
-    with pg.cursor().copy(f"COPY lienthong.{table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([kind for _, kind, _ in cols])
+    with pg.cursor().copy(f"COPY lienthong.{table} ({names}) FROM STDIN") as copy:  # text: faster here than binary
         selects = (
             [(f"SELECT {names} FROM {table} {where.format(','.join('?' * len(c)))}", c) for c in _chunks(keys)]
             if where
