@@ -341,6 +341,18 @@ tls_key = ""
 # A subordinate unit not heard from for this many minutes is shown as silent.
 silence_minutes = 60
 
+[sink.postgres]
+# Stream the read tables (docs/analytics.md) into PostgreSQL, continuously, for dashboards.
+# dsn: a libpq connection string or URL WITHOUT the password ('' = no sink), e.g.
+#   "host=db.ioc.example port=5432 dbname=ioc user=lienthong"
+# The password: password_file (a file holding it) or password_env (an environment variable's
+# name); neither = libpq's own PGPASSWORD or ~/.pgpass.
+dsn = ""
+password_file = ""
+password_env = ""
+# Change-log entries carried per PostgreSQL transaction.
+batch = 50000
+
 [log]
 # debug | info | warning | error
 level = "info"
