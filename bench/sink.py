@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import tomlkit
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/postgres.py: the cluster
 
 from _common import LIENTHONG, free_port, init_district, init_province, loadavg, make_ca, prefill, save_result
@@ -65,7 +67,10 @@ def steady_lag(cluster: Cluster, root: Path, ca: Path, province: Path, port: int
     config = province / "lienthong.toml"
     password = root / "pg-password"
     password.write_text(PASSWORD)
-    config.write_text(config.read_text() + f'\n[sink.postgres]\ndsn = "{cluster.dsn}"\npassword_file = "{password}"\n')
+    doc = tomlkit.parse(config.read_text())
+    doc["sink"]["postgres"]["dsn"] = cluster.dsn  # type: ignore[index]
+    doc["sink"]["postgres"]["password_file"] = str(password)  # type: ignore[index]
+    config.write_text(tomlkit.dumps(doc))
     procs = [
         subprocess.Popen([LIENTHONG, "run", "--dir", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for d in (province, child)

@@ -12,18 +12,20 @@ and three communes. One federation, the checks in order:
 
 from __future__ import annotations
 
-import os
+import socket
 import sqlite3
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomlkit
 
 from lienthong.node import pg_schema, pg_sink
 
 from .conftest import MakeNode, listen_address
-from .helpers import STORE_FILE, NodeProcess, cli, fill, indicator_rows, status, wait_until
+from .helpers import STORE_FILE, NodeProcess, bound_port, cli, fill, indicator_rows, status, wait_until
 from .postgres import PASSWORD, Cluster, binaries
 
 DEFINITIONS = Path(__file__).parents[1] / "node" / "demo_data" / "definitions.jsonl"
@@ -101,9 +103,18 @@ def assert_equal(cluster: Cluster, node: Path, procs: list[NodeProcess]) -> None
         assert got[table] == want[table], f"lienthong.{table} differs from the store's {table}"
 
 
-def sink_config(node: Path, cluster: Cluster, password_file: Path) -> None:
+def metrics(node: Path) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{bound_port(node, 'web_port')}/metrics", timeout=30) as answer:
+        return str(answer.read().decode())
+
+
+def sink_config(node: Path, **values: str) -> None:
+    """Set [sink.postgres] fields in the node's lienthong.toml (init writes the section empty)."""
     config = node / "lienthong.toml"
-    config.write_text(config.read_text() + f'\n[sink.postgres]\ndsn = "{cluster.dsn}"\npassword_file = "{password_file}"\n')
+    doc = tomlkit.parse(config.read_text())
+    for key, value in values.items():
+        doc["sink"]["postgres"][key] = value  # type: ignore[index]
+    config.write_text(tomlkit.dumps(doc))
 
 
 def test_the_sink_mirrors_the_read_tables_exactly_once_through_kills_and_outages(
@@ -118,7 +129,7 @@ def test_the_sink_mirrors_the_read_tables_exactly_once_through_kills_and_outages
         fill(commune, indicator_rows(commune.name, ROWS, agency="thongke"))
     password = tmp_path / "pg-password"
     password.write_text("not the password\n")
-    sink_config(province, postgres, password)
+    sink_config(province, dsn=postgres.dsn, password_file=str(password))
 
     # 1. A wrong password: one line in status, the node and replication go on.
     pp = NodeProcess(province).start()
@@ -148,6 +159,7 @@ def test_the_sink_mirrors_the_read_tables_exactly_once_through_kills_and_outages
     procs = [pp, *kids]
     assert_equal(postgres, province, procs)
     assert cli("sink", "status", "--dir", str(province), "--json").stdout.count('"lag": 0') == 1
+    assert "lienthong_sink_up 1.0" in metrics(province)
 
     # 4. PostgreSQL stopped while the third commune's records arrive, then started again.
     postgres.stop()
@@ -155,6 +167,7 @@ def test_the_sink_mirrors_the_read_tables_exactly_once_through_kills_and_outages
     procs.append(late)
     wait_until(lambda: indicator_count(province, COMMUNES[2]) == ROWS, timeout=120, what="the third commune's rows at the province")
     wait_until(lambda: status(province)["sink"]["state"] == "retrying", timeout=60, what="the sink to notice PostgreSQL is gone")
+    assert "lienthong_sink_up 0.0" in metrics(province)
     postgres.start()
     assert_equal(postgres, province, procs)
 
@@ -178,16 +191,13 @@ def test_the_sink_mirrors_the_read_tables_exactly_once_through_kills_and_outages
 def test_an_unreachable_server_is_one_line_and_a_password_in_the_dsn_is_refused(make_node: MakeNode, tmp_path: Path) -> None:
     """No server at the address: `sink resync` says so in one Error/Try line. A dsn with a password in it is refused."""
     node = make_node("86")
-    config = node / "lienthong.toml"
-    base = config.read_text()
-    with __import__("socket").socket() as s:
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config.write_text(base + f'\n[sink.postgres]\ndsn = "host=127.0.0.1 port={port} dbname=x user=y connect_timeout=3"\n')
+    sink_config(node, dsn=f"host=127.0.0.1 port={port} dbname=x user=y")
     result = cli("sink", "resync", "--dir", str(node), check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.startswith("Error: cannot reach PostgreSQL") and "Try:" in result.stderr
-    config.write_text(base + '\n[sink.postgres]\ndsn = "postgresql://y:hunter2@127.0.0.1/x"\n')
+    sink_config(node, dsn="postgresql://y:hunter2@127.0.0.1/x")
     result = cli("sink", "status", "--dir", str(node), check=False)
     assert result.returncode != 0 and "must not hold a password" in result.stderr and "hunter2" not in result.stderr
-    assert os.path.exists(config)
