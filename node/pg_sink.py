@@ -33,6 +33,7 @@ from typing import Any
 
 from lienthong.sync import completeness as judge
 from lienthong.sync import read_tables, records
+from lienthong.sync.errors import LienthongError
 from lienthong.sync.records import Envelope
 from lienthong.sync.schedule import Schedules, containing, shift, today_in_vietnam
 from lienthong.sync.units import Units
@@ -246,7 +247,7 @@ def _judge_completeness(pg: Any, sq: sqlite3.Connection, today: dt.date) -> int:
         for period in sorted(periods):
             try:
                 result = judge.completeness(units, list(schedules), subs, period, today=today)
-            except Exception:  # a period text a schedule cannot read: no expected reports for it
+            except LienthongError:  # a period text a schedule cannot read: no expected reports for it
                 continue
             for item in result.reports:
                 sub = item.submission
