@@ -5,7 +5,7 @@ The tables mirror the store's read tables (sync/read_tables.py) column for colum
 types mapped (INTEGER → bigint, REAL → double precision, TEXT → text, BLOB → bytea), so a row
 in PostgreSQL equals the row in SQLite. `lienthong.schema_version` holds SCHEMA_VERSION;
 `ensure` creates the schema when it is missing and remakes it (the sink then loads everything
-again) when it was made by another version.
+again) when it was made by another version or its tables' columns differ from the store's.
 """
 
 from __future__ import annotations
@@ -146,10 +146,22 @@ def version(pg: Any) -> int | None:
 def ensure(pg: Any, sq: sqlite3.Connection) -> bool:
     """Make the schema when missing or of another version (inside the caller's transaction).
     Returns whether it was made (everything must then be loaded)."""
-    if version(pg) == SCHEMA_VERSION:
+    if version(pg) == SCHEMA_VERSION and _same_columns(pg, sq):
         return False
     create(pg, sq)
     return True
+
+
+def _same_columns(pg: Any, sq: sqlite3.Connection) -> bool:
+    """Whether PostgreSQL's tables have the store's read tables' columns (a newer lienthong may
+    add one: the schema is then made again and loaded whole)."""
+    held: dict[str, list[str]] = {}
+    for table, column in pg.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s ORDER BY table_name, ordinal_position",
+        (SCHEMA,),
+    ):
+        held.setdefault(table, []).append(column)
+    return all(held.get(table) == [name for name, _, _ in columns(sq, table)] for table in KEYS)
 
 
 def create(pg: Any, sq: sqlite3.Connection) -> None:
