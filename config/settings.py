@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomlkit
@@ -140,6 +141,29 @@ class WebSettings(_Section):
     silence_minutes: int = Field(60, ge=1, le=100_000)
 
 
+def _no_password(value: str) -> str:
+    # A password written in lienthong.toml would be read by anyone who may read the node's settings.
+    in_url = "://" in value and bool(urlsplit(value).password)
+    if in_url or re.search(r"(^|\s)password\s*=", value):
+        raise ValueError("must not hold a password: put it in password_file or the environment (password_env)")
+    return value
+
+
+class PostgresSinkSettings(_Section):
+    # libpq connection string or URL, without its password ('' = no sink).
+    dsn: Annotated[str, AfterValidator(_no_password)] = ""
+    # The password: a file holding it (one line), or the name of an environment variable; neither
+    # = libpq's own (PGPASSWORD, ~/.pgpass) or none.
+    password_file: str = ""
+    password_env: str = ""
+    # Change-log entries per PostgreSQL transaction.
+    batch: int = Field(50_000, ge=1, le=10_000_000)
+
+
+class SinkSettings(_Section):
+    postgres: PostgresSinkSettings = PostgresSinkSettings()
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -177,6 +201,7 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     web: WebSettings = WebSettings()
     display: DisplaySettings = DisplaySettings()
+    sink: SinkSettings = SinkSettings()
 
     @model_validator(mode="after")
     def _mode_needs_links(self) -> Settings:
@@ -341,6 +366,18 @@ tls_cert = ""
 tls_key = ""
 # A subordinate unit not heard from for this many minutes is shown as silent.
 silence_minutes = 60
+
+[sink.postgres]
+# Stream the read tables (docs/analytics.md) into PostgreSQL, continuously, for dashboards.
+# dsn: a libpq connection string or URL WITHOUT the password ('' = no sink), e.g.
+#   "host=db.ioc.example port=5432 dbname=ioc user=lienthong"
+# The password: password_file (a file holding it) or password_env (an environment variable's
+# name); neither = libpq's own PGPASSWORD or ~/.pgpass.
+dsn = ""
+password_file = ""
+password_env = ""
+# Change-log entries carried per PostgreSQL transaction.
+batch = 50000
 
 [log]
 # debug | info | warning | error

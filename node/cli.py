@@ -263,6 +263,8 @@ def health(node_dir: Path, timeout: float, as_json: bool) -> None:
             f"see `lienthong status --dir {node_dir}` and the node's log; `lienthong health --json` shows what was measured",
         )
     click.echo(_("healthy"))
+    for warning in details.get("warnings", []):
+        click.echo(_("warning: {0}").format(warning))
 
 
 @cli.command("enroll")
@@ -431,6 +433,7 @@ from . import (  # noqa: E402 (after the core commands)
     rotate_cmd,
     service_cmd,
     share_cmd,
+    sink_cmd,
     token_cmd,
     user_cmd,
     verify_cmd,
@@ -467,6 +470,7 @@ feedback_cmd.feedback.add_command(satisfaction_cmd.import_survey)
 from .approve_cmd import approve  # noqa: E402 (after the core commands)
 
 cli.add_command(approve)
+cli.add_command(sink_cmd.sink)
 
 
 def show_error(message: str, hint: str) -> None:

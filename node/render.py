@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
+from . import sink_task
 from .cli_i18n import _, data_word, ngettext
 from .display import console as new_console
 from .display import is_time_field, local_time
@@ -81,6 +83,9 @@ def print_status(data: dict[str, Any]) -> None:
                 f"    {item['source_id'] or item['id']} ({item['state']}, {item['assignee'] or _('unassigned')}): "
                 + _("due {0}").format(local_time(item["due_at"]))
             )
+    if data.get("sink"):
+        style = "red" if data["sink"]["state"] == "retrying" else "default"
+        console.print(f"  [{style}]{escape(sink_task.describe(data['sink']))}[/]", soft_wrap=True)
     parent = data["parent"]
     if parent:
         console.print(

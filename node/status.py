@@ -22,6 +22,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 from lienthong.sync.upstream import Upstream
 
+from . import sink_task
 from .disk import disk_state
 from .runtime import STORE_FILE, node_files, own_units, running_info, tls_paths
 from .trust import ca, tokens
@@ -149,6 +150,7 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
         out["files"] = node_files(node_dir, settings, store).pending()
         out["reports_owed"], out["schedule_problems"] = reports_owed(store, settings)
         out["feedback"] = feedback_items.status_summary(store, dt.datetime.now(dt.UTC))
+        out["sink"] = sink_task.state_of(node_dir, settings, head)
         if settings.parent.address:
             up = upstream.uplink_state()
             out["parent"] = {
