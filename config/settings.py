@@ -12,9 +12,11 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomlkit
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -139,9 +141,48 @@ class WebSettings(_Section):
     silence_minutes: int = Field(60, ge=1, le=100_000)
 
 
+def _no_password(value: str) -> str:
+    # A password written in lienthong.toml would be read by anyone who may read the node's settings.
+    in_url = "://" in value and bool(urlsplit(value).password)
+    if in_url or re.search(r"(^|\s)password\s*=", value):
+        raise ValueError("must not hold a password: put it in password_file or the environment (password_env)")
+    return value
+
+
+class PostgresSinkSettings(_Section):
+    # libpq connection string or URL, without its password ('' = no sink).
+    dsn: Annotated[str, AfterValidator(_no_password)] = ""
+    # The password: a file holding it (one line), or the name of an environment variable; neither
+    # = libpq's own (PGPASSWORD, ~/.pgpass) or none.
+    password_file: str = ""
+    password_env: str = ""
+    # Change-log entries per PostgreSQL transaction.
+    batch: int = Field(50_000, ge=1, le=10_000_000)
+
+
+class SinkSettings(_Section):
+    postgres: PostgresSinkSettings = PostgresSinkSettings()
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+class DisplaySettings(_Section):
+    # The time zone people read times in (tables, status); stored times stay UTC.
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value in ("UTC", "Asia/Ho_Chi_Minh") or re.fullmatch(r"[+-]\d\d:\d\d", value):
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"must be a time zone such as Asia/Ho_Chi_Minh or +07:00 (got {value!r})") from None
+        return value
 
 
 class Settings(_Section):
@@ -159,6 +200,8 @@ class Settings(_Section):
     files: FilesSettings = FilesSettings()
     log: LogSettings = LogSettings()
     web: WebSettings = WebSettings()
+    display: DisplaySettings = DisplaySettings()
+    sink: SinkSettings = SinkSettings()
 
     @model_validator(mode="after")
     def _mode_needs_links(self) -> Settings:
@@ -227,10 +270,10 @@ units = {units}
 listen = {listen}
 # On the province: host:port where new nodes enroll with a one-time token (TLS,
 # no client certificate; needs tls.ca_dir). Empty: enrollment is off.
-enroll_listen = ""
+enroll_listen = {enroll_listen}
 # The address new nodes use to reach enroll_listen, written into tokens
 # (default: enroll_listen, which must then not be 0.0.0.0).
-enroll_address = ""
+enroll_address = {enroll_address}
 
 [parent]
 # host:port of the parent node. Empty: this node is the top of its tree.
@@ -245,13 +288,14 @@ ca = "tls/ca.crt"
 cert = "tls/node.crt"
 key = "tls/node.key"
 # On the province: the CA's revocation list (CA_DIR/ca.crl.pem, rewritten by
-# `lienthong ca revoke`; `init --ca` sets it). It is checked every half second and sent
-# down to every node; revoked certificates are refused, and cut off if connected. Empty
-# with ca_dir set: CA_DIR/ca.crl.pem.
+# `lienthong ca revoke`). It is checked every half second and sent down to every
+# node; revoked certificates are refused, and cut off if connected. Empty with
+# ca_dir set (the CA's home, as `init --ca` makes the province): CA_DIR/ca.crl.pem.
 crl = {crl}
 # On the province, when it is the CA's home: the CA directory, to sign enrolling
-# nodes' requests (a protected key's passphrase comes from LIENTHONG_CA_PASSPHRASE).
-ca_dir = ""
+# nodes' requests and its own renewals (a protected key's passphrase comes from
+# LIENTHONG_CA_PASSPHRASE). `init --mode provincial --ca CA_DIR` sets it.
+ca_dir = {ca_dir}
 
 [replication]
 # Records per batch, and batches in flight before waiting for acknowledgement.
@@ -323,16 +367,44 @@ tls_key = ""
 # A subordinate unit not heard from for this many minutes is shown as silent.
 silence_minutes = 60
 
+[sink.postgres]
+# Stream the read tables (docs/analytics.md) into PostgreSQL, continuously, for dashboards.
+# dsn: a libpq connection string or URL WITHOUT the password ('' = no sink), e.g.
+#   "host=db.ioc.example port=5432 dbname=ioc user=lienthong"
+# The password: password_file (a file holding it) or password_env (an environment variable's
+# name); neither = libpq's own PGPASSWORD or ~/.pgpass.
+dsn = ""
+password_file = ""
+password_env = ""
+# Change-log entries carried per PostgreSQL transaction.
+batch = 50000
+
 [log]
 # debug | info | warning | error
 level = "info"
 # auto: readable on a terminal, JSON otherwise | json | console
 format = "auto"
+
+[display]
+# Times people read (tables, status) are shown in this zone; stored times stay UTC and
+# `--json` keeps them as ISO 8601 with their offset. An IANA name or an offset (+07:00).
+timezone = "Asia/Ho_Chi_Minh"
 """
 
 
 def render(
-    *, id: str, name: str, mode: str, listen: str, parent: str, parent_id: str = "", units: list[str] | None = None, crl: str = ""
+    *,
+    id: str,
+    name: str,
+    mode: str,
+    listen: str,
+    parent: str,
+    parent_id: str = "",
+    units: list[str] | None = None,
+    crl: str = "",
+    ca_dir: str = "",
+    enroll_listen: str = "",
+    enroll_address: str = "",
 ) -> str:
     """The commented configuration file for a new node (validated before it is written)."""
 
@@ -348,6 +420,9 @@ def render(
         parent_id=q(parent_id),
         units=q(list(units or [])),
         crl=q(crl),
+        ca_dir=q(ca_dir),
+        enroll_listen=q(enroll_listen),
+        enroll_address=q(enroll_address),
     )
     validate(tomllib.loads(text))
     return text

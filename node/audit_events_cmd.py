@@ -12,6 +12,8 @@ from lienthong.sync.store import Store
 
 from . import runtime
 from .cli_common import DIR_OPTION, fail
+from .cli_i18n import _, ngettext
+from .display import local_time
 from .trust.audit_copies import held
 
 
@@ -38,20 +40,23 @@ def events(node_dir: Path, unit: str, limit: int, as_json: bool) -> None:
     else:
         for node in nodes:
             data = node.as_dict(limit)
-            verdict = "chain intact" if data["intact"] else f"{len(data['problems'])} problem(s)"
-            if data["missing"]:
-                verdict += f", {sum(b - a + 1 for a, b in data['missing'])} entries not received yet"
-            click.echo(f"{node.node} (unit {node.unit}): {data['entries']} audit entries, head {data['head_text']}, {verdict}")
+            problems = len(data["problems"])
+            verdict = _("chain intact") if data["intact"] else ngettext("{0} problem", "{0} problems", problems).format(problems)
+            missing = sum(b - a + 1 for a, b in data["missing"])
+            if missing:
+                verdict += ", " + ngettext("{0} entry not received yet", "{0} entries not received yet", missing).format(missing)
+            entries = ngettext("{0} audit entry", "{0} audit entries", data["entries"]).format(data["entries"])
+            click.echo(_("{0} (unit {1}): {2}, head {3}, {4}").format(node.node, node.unit, entries, data["head_text"], verdict))
             for problem in data["problems"]:
                 click.echo(f"  {problem['problem']}: {problem['reason']}", err=True)
             for e in data["events"]:
                 details = e["details"] if isinstance(e["details"], dict) else {}
                 count = f" ×{details['count']}" if "count" in details else ""
                 why = details.get("error") or details.get("reason") or ""
-                click.echo(f"  {e['seq']:>6} {e['time'][:19]} {e['action']:<22} {e['subject']}{count} {why}".rstrip())
+                click.echo(f"  {e['seq']:>6} {local_time(e['time'], seconds=True)} {e['action']:<22} {e['subject']}{count} {why}".rstrip())
         if nodes:
             click.echo(
-                "Prove a node's log was not rewritten since its head: on that node, lienthong audit verify --dir DIR --head SEQ:HASH"
+                _("Prove a node's log was not rewritten since its head: on that node, lienthong audit verify --dir DIR --head SEQ:HASH")
             )
     if any(not n.as_dict(0)["intact"] for n in nodes):
         sys.exit(1)

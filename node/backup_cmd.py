@@ -10,7 +10,9 @@ import click
 from lienthong.sync.store import Store
 
 from . import runtime
-from .cli_common import DIR_OPTION, audited, fail, load_settings
+from .cli_common import DIR_OPTION, JSON_OPTION, audited, echo_json, fail, load_settings
+from .cli_i18n import _, ngettext
+from .display import local_time
 from .trust import tls
 
 
@@ -18,7 +20,8 @@ from .trust import tls
 @DIR_OPTION
 @click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--store-only", is_flag=True, help="Copy the store alone to DEST (one SQLite file), as earlier versions did.")
-def backup(node_dir: Path, dest: Path, store_only: bool) -> None:
+@JSON_OPTION
+def backup(node_dir: Path, dest: Path, store_only: bool, as_json: bool) -> None:
     """Back up the whole node to the file DEST while it runs: store, audit log, enrollment
     database, keys, certificates, configuration, blobs, inbox (SQLite online backup), and its CA."""
     from .backup import backup_node
@@ -37,16 +40,36 @@ def backup(node_dir: Path, dest: Path, store_only: bool) -> None:
         finally:
             store.close()
         audited(node_dir, "admin.command", "backup", dest=str(dest), store_only=True)
-        click.echo(f"Backed up {node_dir / runtime.STORE_FILE} to {dest}.")
+        if as_json:
+            echo_json({"backup": str(dest), "store_only": True, "files": 1, "ca_dir": None})
+            return
+        click.echo(_("Backed up {0} to {1}.").format(node_dir / runtime.STORE_FILE, dest))
         return
     settings = load_settings(node_dir)
     crl = crl_path(node_dir, settings.tls.crl, settings.tls.ca_dir)
     ca_dir = node_dir / settings.tls.ca_dir if settings.tls.ca_dir else crl.parent if crl and (crl.parent / tls.CA_CERT).exists() else None
     audited(node_dir, "admin.command", "backup", dest=str(dest))  # before: the backup holds its own entry
     manifest = backup_node(node_dir, dest, settings.node.id, ca_dir)
-    extra = f" and its CA {manifest['ca_dir']}" if "ca_dir" in manifest else ""
-    click.echo(f"Backed up node {settings.node.id} ({len(manifest['node'])} files){extra} to {dest}.")
-    click.echo(f"Restore it with: lienthong restore --dir NEW_DIR {dest}")
+    if as_json:
+        echo_json(
+            {
+                "backup": str(dest),
+                "store_only": False,
+                "node": settings.node.id,
+                "files": len(manifest["node"]),
+                "ca_dir": manifest.get("ca_dir"),
+                "made_at": manifest.get("made_at"),
+                "epoch": manifest.get("epoch"),
+            }
+        )
+        return
+    count = len(manifest["node"])
+    files = ngettext("{0} file", "{0} files", count).format(count)
+    if "ca_dir" in manifest:
+        click.echo(_("Backed up node {0} ({1}) and its CA {2} to {3}.").format(settings.node.id, files, manifest["ca_dir"], dest))
+    else:
+        click.echo(_("Backed up node {0} ({1}) to {2}.").format(settings.node.id, files, dest))
+    click.echo(_("Restore it with: lienthong restore --dir NEW_DIR {0}").format(dest))
 
 
 @click.command()
@@ -61,8 +84,12 @@ def restore(node_dir: Path, archive: Path) -> None:
 
     manifest = restore_node(archive, node_dir)
     audited(node_dir, "admin.command", "restore", source=str(archive), made_at=manifest["made_at"], epoch=manifest["epoch"])
-    click.echo(f"Restored node {manifest['node_id']} (backed up {manifest['made_at']}) into {node_dir}; new epoch {manifest['epoch']}.")
+    click.echo(
+        _("Restored node {0} (backed up {1}) into {2}; new epoch {3}.").format(
+            manifest["node_id"], local_time(manifest["made_at"]), node_dir, manifest["epoch"]
+        )
+    )
     if "ca_dir" in manifest:
-        where = "put back" if manifest["ca_restored"] else "left as it is (it exists)"
-        click.echo(f"Its CA {manifest['ca_dir']}: {where}.")
-    click.echo(f"Next: lienthong run --dir {node_dir}")
+        where = _("put back") if manifest["ca_restored"] else _("left as it is (it exists)")
+        click.echo(_("Its CA {0}: {1}.").format(manifest["ca_dir"], where))
+    click.echo(_("Next: {0}").format(f"lienthong run --dir {node_dir}"))

@@ -13,23 +13,20 @@ import json
 import os
 import sqlite3
 import sys
-import tomllib
 from pathlib import Path
 
 import click
 
-from lienthong.config import settings as config
-from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.privacy import PSEUDONYM_KEY_FILE
-from lienthong.sync.store import Store
 
-from . import logs, permissions, runtime
-from .cli_common import DIR_OPTION, audited, aware_datetime, fail, load_settings
-from .intake import StoreSink
+from . import cli_i18n, logs, permissions, runtime
+from .cli_common import DIR_OPTION, JSON_OPTION, audited, aware_datetime, ca_dir_argument, echo_json, fail, load_settings
+from .cli_i18n import _
+from .display import local_time
 from .trust import ca as ca_ops
 from .trust import issue, pseudonyms, tls
-from .trust.crl import CRL_FILE, add_home, enforcing_homes, write_crl
+from .trust.crl import enforcing_homes, write_crl
 
 # Node certificates are short-lived (30 days); nodes renew their own over the
 # replication link after two thirds of that (node/trust/renewal.py).
@@ -37,9 +34,25 @@ NODE_CERT_DAYS = issue.DEFAULT_VALIDITY_DAYS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="lienthong")
+@click.option(
+    "--version", is_flag=True, is_eager=True, expose_value=False, callback=cli_i18n.version_option, help="Show the version and exit."
+)
+@click.option(
+    "--lang",
+    type=click.Choice(cli_i18n.LANGUAGES),
+    is_eager=True,
+    expose_value=False,
+    callback=cli_i18n.lang_option,
+    help="Language of messages, help and tables (default: $LIENTHONG_LANG, else the locale: vi_* is Vietnamese).",
+)
 def cli() -> None:
     """lienthong: a node that shares an IOC unit's reports, feedback and indicators with its parent."""
+    # Results go to stdout, logs to stderr, always; `run` configures its own logging from the node's settings.
+    logs.configure("warning", "auto", sys.stderr)
+
+
+# Every command, here or added below by another module, gets its help in the chosen language.
+cli.context_class = cli_i18n.LocalisedContext
 
 
 # ------------------------------------------------------------------ ca
@@ -51,7 +64,7 @@ def ca() -> None:
 
 
 @ca.command("init")
-@click.argument("ca_dir", type=click.Path(file_okay=False, path_type=Path))
+@ca_dir_argument(exists=False)
 @click.option("--name", default="lienthong provincial CA", show_default=True, help="The CA's name in certificates.")
 @click.option("--protect", is_flag=True, help=f"Encrypt the CA key with a passphrase (from ${ca_ops.PASSPHRASE_ENV}, or asked).")
 def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
@@ -63,28 +76,36 @@ def ca_init(ca_dir: Path, name: str, protect: bool) -> None:
         passphrase = ca_ops.passphrase_from_env() or click.prompt("CA passphrase", hide_input=True, confirmation_prompt=True).encode()
     root.init_two_level(ca_dir, name, passphrase)
     audited(ca_dir, "admin.command", "ca init", name=name, fingerprint=ca_ops.ca_fingerprint(ca_dir), protected=bool(passphrase), levels=2)
-    sealed = f"mode 0600{', encrypted' if passphrase else ''}"
-    click.echo(f"Created CA {name!r}: root {ca_dir / root.ROOT_CERT} and its key {ca_dir / root.ROOT_KEY} ({sealed});")
-    click.echo(f"  issuing CA {ca_dir / tls.CA_CERT} and its key {ca_dir / tls.CA_KEY} (a year; signs nodes, renewals, enrollments).")
-    click.echo(f"Fingerprint of the root (SHA-256): {ca_ops.ca_fingerprint(ca_dir)}")
-    click.echo(f"Now move {ca_dir / root.ROOT_KEY} to offline media and delete it here (docs/security.md, Certificate authority).")
+    sealed = _("mode 0600, encrypted") if passphrase else _("mode 0600")
+    click.echo(_("Created CA {0!r}: root {1} and its key {2} ({3});").format(name, ca_dir / root.ROOT_CERT, ca_dir / root.ROOT_KEY, sealed))
+    click.echo(
+        _("  issuing CA {0} and its key {1} (a year; signs nodes, renewals, enrollments).").format(
+            ca_dir / tls.CA_CERT, ca_dir / tls.CA_KEY
+        )
+    )
+    click.echo(_("Fingerprint of the root (SHA-256): {0}").format(ca_ops.ca_fingerprint(ca_dir)))
+    click.echo(
+        _("Now move {0} to offline media and delete it here (docs/security.md, Certificate authority).").format(ca_dir / root.ROOT_KEY)
+    )
     secret = pseudonyms.for_ca(ca_dir)
-    click.echo(f"Pseudonym secret {ca_dir / PSEUDONYM_KEY_FILE} (key id {secret.key_id}, mode 0600): units get it at enrollment.")
-    click.echo(f"Next: lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}")
+    click.echo(
+        _("Pseudonym secret {0} (key id {1}, mode 0600): units get it at enrollment.").format(ca_dir / PSEUDONYM_KEY_FILE, secret.key_id)
+    )
+    click.echo(_("Next: {0}").format(f"lienthong init --dir NODE_DIR --mode provincial --id ID --ca {ca_dir}"))
 
 
 @ca.command("rotate-pseudonym")
-@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@ca_dir_argument()
 def ca_rotate_pseudonym(ca_dir: Path) -> None:
     """Start a new generation of the citizens' pseudonym secret (units take it when they next enroll)."""
     ca_ops.load_ca_cert(ca_dir)
     key = pseudonyms.rotate(ca_dir)
     audited(ca_dir, "admin.command", "ca rotate-pseudonym", key_id=key.key_id)
-    click.echo(f"New pseudonym key id {key.key_id}: pseudonyms made with it do not match earlier ones (their key id differs).")
+    click.echo(_("New pseudonym key id {0}: pseudonyms made with it do not match earlier ones (their key id differs).").format(key.key_id))
 
 
 @ca.command("issue")
-@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@ca_dir_argument()
 @click.option(
     "--csr", "csr_file", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="The node's CSR (tls/node.csr)."
 )
@@ -92,7 +113,8 @@ def ca_rotate_pseudonym(ca_dir: Path) -> None:
 @click.option("--parent", default="", help="The node's parent id, recorded with the certificate.")
 @click.option("--days", default=NODE_CERT_DAYS, show_default=True, type=click.IntRange(1, 3650), help="Validity in days.")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the certificate.")
-def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, out_file: Path) -> None:
+@JSON_OPTION
+def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, out_file: Path, as_json: bool) -> None:
     """Sign a node's certificate request (offline path: CSR file in, certificate file out)."""
     if not out_file.parent.is_dir() or not os.access(out_file.parent, os.W_OK):
         # Checked before issuing: a certificate recorded in the registry must also reach its file.
@@ -102,21 +124,37 @@ def ca_issue(ca_dir: Path, csr_file: Path, role: str, parent: str, days: int, ou
         )
     cert = issue.issue_from_csr(ca_dir, csr_file.read_bytes(), role, parent, days, ca_ops.passphrase_from_env())
     out_file.write_bytes(cert)
+    secret = None
     if role == "district":
         pseudonyms.install(pseudonyms.for_ca(ca_dir), out_file.parent)
-        click.echo(f"Wrote {out_file.parent / PSEUDONYM_KEY_FILE} (mode 0600): move it to the node's tls/ folder.")
+        secret = out_file.parent / PSEUDONYM_KEY_FILE
     from cryptography import x509
 
     issued = x509.load_pem_x509_certificate(cert)
-    audited(
-        ca_dir, "cert.issue", issued.subject.rfc4514_string(), serial=format(issued.serial_number, "x"), role=role, parent=parent, days=days
-    )
+    serial = format(issued.serial_number, "x")
+    audited(ca_dir, "cert.issue", issued.subject.rfc4514_string(), serial=serial, role=role, parent=parent, days=days)
     anchor = ca_dir / ("root.crt" if (ca_dir / "root.crt").exists() else tls.CA_CERT)
-    click.echo(f"Wrote {out_file}. On the node: copy it to tls/node.crt and {anchor} to tls/ca.crt.")
+    if as_json:
+        echo_json(
+            {
+                "certificate": str(out_file),
+                "serial": serial,
+                "subject": issued.subject.rfc4514_string(),
+                "role": role,
+                "parent": parent,
+                "not_after": issued.not_valid_after_utc.isoformat(),
+                "ca_certificate": str(anchor),
+                "pseudonym_secret": str(secret) if secret else None,
+            }
+        )
+        return
+    if secret:
+        click.echo(_("Wrote {0} (mode 0600): move it to the node's tls/ folder.").format(secret))
+    click.echo(_("Wrote {0}. On the node: copy it to tls/node.crt and {1} to tls/ca.crt.").format(out_file, anchor))
 
 
 @ca.command("list")
-@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@ca_dir_argument()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def ca_list(ca_dir: Path, as_json: bool) -> None:
     """Every certificate this CA issued, with its status (valid, expired, revoked)."""
@@ -131,12 +169,13 @@ def ca_list(ca_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for row in rows:
-        click.echo(f"{row['node_id']:<20} {row['role']:<11} {row['status']:<8} until {row['not_after'][:10]}  serial {row['serial']}")
+        until = _("until {0}").format(local_time(row["not_after"]))
+        click.echo(f"{row['node_id']:<20} {row['role']:<11} {cli_i18n.data_word(row['status']):<12} {until}  serial {row['serial']}")
 
 
 @ca.command("revoke")
-@click.argument("ca_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.argument("node_or_serial")
+@ca_dir_argument(then="node_or_serial")
+@click.argument("node_or_serial", required=False)
 @click.option("--reason", default="", help="Why (e.g. key_compromise, superseded, or free text).")
 @click.option(
     "--compromised-at",
@@ -144,116 +183,30 @@ def ca_list(ca_dir: Path, as_json: bool) -> None:
     metavar="TIME",
     help="With --reason key_compromise: since when the key is not to be trusted (e.g. 2026-12-01T08:00:00+07:00).",
 )
-def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str, compromised_at: str) -> None:
+@JSON_OPTION
+def ca_revoke(ca_dir: Path, node_or_serial: str, reason: str, compromised_at: str, as_json: bool) -> None:
     """Revoke a node's certificates (by node id) or one certificate (by serial), and rewrite the CRL."""
     since = _compromise_time(compromised_at, reason) if compromised_at else None
     serials = ca_ops.revoke(ca_dir, node_or_serial, reason, since)
     crl = write_crl(ca_dir, ca_ops.passphrase_from_env())
     audited(ca_dir, "cert.revoke", node_or_serial, serials=serials, reason=reason, compromised_at=compromised_at)
-    if serials:
-        click.echo(f"Revoked {', '.join(serials)}; the revocation list {crl} is updated.")
+    enforced = bool(enforcing_homes(ca_dir, runtime.running_info))
+    if as_json:
+        echo_json({"revoked": serials, "subject": node_or_serial, "reason": reason, "crl": str(crl), "enforced": enforced})
+    elif serials:
+        click.echo(_("Revoked {0}; the revocation list {1} is updated.").format(", ".join(serials), crl))
     else:
-        click.echo(f"Nothing to revoke: {node_or_serial} has no valid certificate. {crl} is rewritten.")
-    if not enforcing_homes(ca_dir, runtime.running_info):
-        click.echo(f"Warning: no running node enforces {crl}: start the province's node (made with `init --ca {ca_dir}`).", err=True)
+        click.echo(_("Nothing to revoke: {0} has no valid certificate. {1} is rewritten.").format(node_or_serial, crl))
+    if not enforced:
+        click.echo(
+            _("Warning: no running node enforces {0}: start the province's node (made with `init --ca {1}`).").format(crl, ca_dir), err=True
+        )
 
 
 def _compromise_time(text: str, reason: str) -> dt.datetime:
     if reason.strip().lower().replace(" ", "_") != "key_compromise":
         fail("--compromised-at states when a key was compromised", "give it with --reason key_compromise")
     return aware_datetime(text, "--compromised-at", "2026-12-01T08:00:00+07:00")
-
-
-# ------------------------------------------------------------------ init
-
-
-@cli.command()
-@DIR_OPTION
-@click.option(
-    "--mode",
-    type=click.Choice(["provincial", "district"]),
-    required=True,
-    help="provincial accepts children; district is any subordinate unit.",
-)
-@click.option("--id", "node_id", required=True, help="This node's id, usually its unit code (e.g. 86-28894).")
-@click.option("--name", default="", help="A name for people, e.g. 'Xã Ba Tri'.")
-@click.option("--listen", default="", metavar="HOST:PORT", help="Accept child nodes here (default for provincial: 0.0.0.0:7443).")
-@click.option("--parent", default="", metavar="HOST:PORT", help="The parent node's address (required for district mode).")
-@click.option("--parent-id", default="", help="The parent's node id; when given, its certificate must carry it.")
-@click.option("--ca", "ca_dir", type=click.Path(file_okay=False, path_type=Path), help="Issue this node's certificate from this CA.")
-@click.option("--san", multiple=True, metavar="NAME", help="Extra host name or IP the node is reached at (repeatable).")
-@click.option("--unit", "units", multiple=True, metavar="CODE", help="A unit code this node answers for (repeatable; default: its id).")
-@click.option("--agency", "agencies", multiple=True, metavar="CODE", help="Make the inbox folder inbox/CODE/ for this agency (repeatable).")
-def init(
-    node_dir: Path,
-    mode: str,
-    node_id: str,
-    name: str,
-    listen: str,
-    parent: str,
-    parent_id: str,
-    ca_dir: Path | None,
-    san: tuple[str, ...],
-    units: tuple[str, ...],
-    agencies: tuple[str, ...],
-) -> None:
-    """Create a node directory: configuration, store, inbox and (with --ca) certificate."""
-    from lienthong.adapters.intake import agency_folder_name
-
-    for agency in agencies:
-        if not agency_folder_name(agency):
-            fail(f"--agency {agency!r} cannot be an inbox folder name", "use the agency's code: letters, digits, '-' or '_' (e.g. thongke)")
-    if mode == "provincial" and not listen:
-        listen = "0.0.0.0:7443"
-    if mode == "district" and not parent:
-        fail("a district-mode node needs its parent's address", "add --parent HOST:PORT (the provincial node's address)")
-    if (node_dir / config.CONFIG_FILE).exists():
-        fail(f"{node_dir} already holds a node", "use another --dir, or run the existing node")
-    # The province made from a CA is its home: it enforces the CA's revocation list, no edit needed.
-    crl = str((ca_dir / CRL_FILE).absolute()) if ca_dir is not None and mode == "provincial" else ""
-    text = config.render(id=node_id, name=name, mode=mode, listen=listen, parent=parent, parent_id=parent_id, units=list(units), crl=crl)
-    settings = config.validate(tomllib.loads(text))
-    passphrase = ca_ops.passphrase_from_env()
-    if ca_dir is not None:
-        ca_ops.load_ca(ca_dir, passphrase)  # fail before anything is made
-    node_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(PermissionError):  # a folder someone else owns: `run` refuses it in words
-        node_dir.chmod(permissions.DIR_MODE)
-    hosts = [*([listen.rpartition(":")[0].strip("[]")] if listen else []), *san]
-    paths = runtime.tls_paths(node_dir, settings)
-    # The node's key is made here and never leaves it; the CA signs a request.
-    if ca_dir is not None:
-        issue.issue_node(ca_dir, paths, node_id, mode, hosts, NODE_CERT_DAYS, parent_id, passphrase)
-        if mode == "district":  # the province's own node never holds the pseudonym secret (docs/security.md)
-            pseudonyms.install(pseudonyms.for_ca(ca_dir), paths.key.parent)
-    else:
-        tls.write_public(paths.key.parent / "node.csr", issue.make_csr(paths.key, node_id, hosts), tls.NODE_FILE_MODE)
-    Store.create(node_dir / runtime.STORE_FILE, node_id).close()
-    audited(
-        node_dir,
-        "admin.command",
-        "init",
-        mode=mode,
-        node=node_id,
-        parent=parent,
-        listen=listen,
-        certificate="issued" if ca_dir else "requested",
-    )
-    if ca_dir is not None:
-        audited(ca_dir, "cert.issue", node_id, role=mode, parent=parent_id, days=NODE_CERT_DAYS)
-        if crl:
-            add_home(ca_dir, node_dir)
-    (node_dir / "inbox").mkdir(exist_ok=True)
-    for agency in agencies:
-        (node_dir / "inbox" / agency).mkdir(exist_ok=True)
-    (node_dir / config.CONFIG_FILE).write_text(text, encoding="utf-8")
-    click.echo(f"Created {mode} node {node_id!r} in {node_dir}.")
-    if ca_dir is None:
-        click.echo(
-            f"It has no certificate yet. Its request is {paths.key.parent / 'node.csr'}: the CA signs it with "
-            f"`lienthong ca issue CA_DIR --csr node.csr --role {mode} --out node.crt`; copy node.crt and ca.crt into {paths.key.parent}."
-        )
-    click.echo(f"Next: lienthong run --dir {node_dir}")
 
 
 # ------------------------------------------------------------------ run / status
@@ -306,94 +259,12 @@ def health(node_dir: Path, timeout: float, as_json: bool) -> None:
         return
     if not healthy:
         fail(
-            "the node is unhealthy: " + "; ".join(reasons),
+            f"the node is unhealthy: {'; '.join(cli_i18n.translate_message(r) for r in reasons)}",
             f"see `lienthong status --dir {node_dir}` and the node's log; `lienthong health --json` shows what was measured",
         )
-    click.echo("healthy")
-
-
-# ------------------------------------------------------------------ data
-
-
-@cli.command()
-@DIR_OPTION
-@click.option("--agency", default="", help="The agency the files come from (as an inbox folder name would say).")
-@click.option("--adapter", "adapter_name", default="", help="Read the files with this adapter instead of recognising them.")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ...]) -> None:
-    """Take FILES in, as if dropped into an inbox (the files stay where they are).
-
-    Any format an adapter recognises: canonical JSON Lines, Vietnamese CSV, DHIS2,
-    Open311, report manifests. Valid rows are stored, refused rows are listed with
-    their reason; the exit code is 1 when anything was refused.
-    """
-    from lienthong.adapters.held import FileChanged
-    from lienthong.adapters.intake import Inbox, Limits, take
-    from lienthong.adapters.registry import Registry
-
-    settings = load_settings(node_dir)
-    registry = Registry()
-    if adapter_name:
-        registry.get(adapter_name)  # an UnknownAdapter lists the installed ones
-    store = runtime.open_store(node_dir, settings)
-    refused_any = False
-    try:
-        sink = StoreSink(store, HybridClock(store.max_version()), node_dir, runtime.own_units(settings), settings.node.mode == "provincial")
-        limits = Limits(max_file_bytes=settings.ingest.max_file_mb * 1024 * 1024)
-        for path in files:
-            inbox = Inbox(agency=agency, path=path.resolve().parent, adapter=adapter_name)
-            try:
-                result = take(path, inbox, registry, sink, settings.node.id, limits, move=False)
-            except FileChanged as exc:
-                click.echo(f"{path}: not taken: {exc}. Try: run the command again once the file is complete.", err=True)
-                refused_any = True
-                continue
-            counts = result["importCount"]
-            click.echo(
-                f"{path}: {counts['imported']} imported, {counts['updated']} updated, "
-                f"{counts['unchanged']} unchanged, {counts['refused']} refused" + (f" [{result['adapter']}]" if result["adapter"] else "")
-            )
-            if result["status"] == "ERROR":
-                click.echo(f"  refused whole: {result['description_en']}", err=True)
-            elif result["description_en"]:
-                click.echo(f"  {result['description_en']}")
-            for conflict in result["conflicts"][:50]:
-                where = f" {conflict['field']}:" if conflict["field"] else ""
-                click.echo(f"  line {conflict['line']}:{where} {conflict['message_en']}", err=True)
-            if counts["refused"] > 50:
-                click.echo(f"  … and {counts['refused'] - 50} more refused rows", err=True)
-            refused_any = refused_any or result["status"] == "ERROR" or bool(counts["refused"])
-    finally:
-        store.close()
-    if refused_any:
-        sys.exit(1)
-
-
-@cli.group()
-def token() -> None:
-    """One-time enrollment tokens (on the province)."""
-
-
-@token.command("create")
-@DIR_OPTION
-@click.option("--id", "child_id", required=True, help="The node id the token is for (it can enroll no other).")
-@click.option("--ttl", default="24h", show_default=True, help="How long the token stays valid (e.g. 30m, 24h, 7d).")
-def token_create(node_dir: Path, child_id: str, ttl: str) -> None:
-    """Print a one-time token for a new node: it carries this province's enrollment address and CA fingerprint."""
-    from .trust import tokens
-
-    settings = load_settings(node_dir)
-    if not settings.server.enroll_listen or not settings.tls.ca_dir:
-        fail("this node does not enroll new nodes", "set server.enroll_listen and tls.ca_dir in lienthong.toml, and restart it")
-    address = settings.server.enroll_address or settings.server.enroll_listen
-    if address.startswith(("0.0.0.0:", "[::]:")) or address.endswith(":0"):
-        fail(f"new nodes cannot reach {address}", "set server.enroll_address to the host:port they use to reach this node")
-    ca_dir = node_dir / settings.tls.ca_dir
-    text = tokens.create_token(
-        node_dir, child_id, tokens.parse_ttl(ttl), address, ca_ops.ca_fingerprint(ca_dir), province_id=settings.node.id
-    )
-    audited(node_dir, "admin.command", "token create", node=child_id, ttl=ttl, token_id=tokens.parse_token(text).token_id)
-    click.echo(text)
+    click.echo(_("healthy"))
+    for warning in details.get("warnings", []):
+        click.echo(_("warning: {0}").format(warning))
 
 
 @cli.command("enroll")
@@ -413,7 +284,9 @@ def enroll_cmd(node_dir: Path, token_text: str) -> None:
     audited(node_dir, "enroll", parent, outcome="enrolled")
     if settings.parent.id and settings.parent.id != parent:
         fail(f"enrolled by {parent!r}, but parent.id in lienthong.toml is {settings.parent.id!r}", "correct parent.id")
-    click.echo(f"Enrolled with {parent}: certificate {paths.cert}. Next: lienthong run --dir {node_dir}")
+    click.echo(
+        _("Enrolled with {0}: certificate {1}.").format(parent, paths.cert) + " " + _("Next: {0}").format(f"lienthong run --dir {node_dir}")
+    )
 
 
 @cli.group()
@@ -433,10 +306,11 @@ HEAD_OPTION = click.option(
 @audit.command("verify")
 @DIR_OPTION
 @HEAD_OPTION
-def audit_verify(node_dir: Path, head_text: str) -> None:
+@JSON_OPTION
+def audit_verify(node_dir: Path, head_text: str, as_json: bool) -> None:
     """Re-check the hash chain: any edit, deletion or reordering is named; exit 1 if the log was altered."""
     from .trust.audit import AuditLog
-    from .trust.audit_chain import AuditError, describe, parse_head
+    from .trust.audit_chain import AuditError, describe, format_head, parse_head
 
     with AuditLog.open(node_dir) as log_:
         result = log_.verify(parse_head(head_text) if head_text else None)
@@ -445,20 +319,40 @@ def audit_verify(node_dir: Path, head_text: str) -> None:
             # (a log too damaged to take it still gets its verdict below).
             with contextlib.suppress(AuditError):
                 log_.append("audit.verify_failed", str(result.bad_seq or ""), {"problem": str(result.problem), "reason": result.reason})
+    if as_json:
+        echo_json(
+            {
+                "ok": result.ok,
+                "checked": result.checked,
+                "head": format_head(result.head),
+                "bad_seq": result.bad_seq,
+                "problem": str(result.problem) if result.problem else None,
+                "reason": result.reason,
+                "hint": result.hint,
+            }
+        )
+        if not result.ok:
+            sys.exit(1)
+        return
     if not result.ok:
         fail(describe(result), result.hint)
-    click.echo(describe(result))
+    click.echo(cli_i18n.translate_message(describe(result)))
 
 
 @audit.command("head")
 @DIR_OPTION
-def audit_head(node_dir: Path) -> None:
+@JSON_OPTION
+def audit_head(node_dir: Path, as_json: bool) -> None:
     """Print the log's head (SEQ:HASH): write it down, or give it to an inspector, to detect a rewrite later."""
     from .trust.audit import AuditLog
     from .trust.audit_chain import format_head
 
     with AuditLog.open(node_dir) as log_:
-        click.echo(format_head(log_.head()))
+        head = log_.head()
+    if as_json:
+        echo_json({"head": format_head(head), "seq": head[0], "hash": head[1]})
+        return
+    click.echo(format_head(head))
 
 
 @audit.command("export")
@@ -473,7 +367,7 @@ def audit_export(node_dir: Path, dest: Path, fmt: str, head_text: str) -> None:
 
     with AuditLog.open(node_dir) as log_:
         result = log_.export(dest, fmt, expected_head=parse_head(head_text) if head_text else None)
-    click.echo(f"Wrote {dest}. {describe(result)}")
+    click.echo(_("Wrote {0}.").format(dest) + " " + cli_i18n.translate_message(describe(result)))
     if not result.ok:
         sys.exit(1)
 
@@ -527,18 +421,29 @@ def demo(children: int, volume: int, keep: bool, timeout: float) -> None:
 from . import (  # noqa: E402 (after the core commands)
     backup_cmd,
     dispute_cmd,
+    doctor_cmd,
     feedback_cmd,
     files_cmd,
+    ingest_cmd,
+    init_cmd,
     query_cmd,
     reparent_cmd,
     reports_cmd,
     requests_cmd,
     rotate_cmd,
+    service_cmd,
     share_cmd,
+    sink_cmd,
+    token_cmd,
     user_cmd,
     verify_cmd,
 )
 
+cli.add_command(ingest_cmd.ingest)
+cli.add_command(token_cmd.token)
+cli.add_command(init_cmd.init)
+cli.add_command(doctor_cmd.doctor)
+cli.add_command(service_cmd.service)
 cli.add_command(query_cmd.query)
 cli.add_command(feedback_cmd.feedback)
 cli.add_command(reports_cmd.reports)
@@ -565,6 +470,14 @@ feedback_cmd.feedback.add_command(satisfaction_cmd.import_survey)
 from .approve_cmd import approve  # noqa: E402 (after the core commands)
 
 cli.add_command(approve)
+cli.add_command(sink_cmd.sink)
+
+
+def show_error(message: str, hint: str) -> None:
+    """The two lines of every expected failure, in the operator's language."""
+    click.echo(_("Error: {0}").format(cli_i18n.translate_message(message)), err=True)
+    if hint:
+        click.echo(_("Try: {0}").format(cli_i18n.translate_message(hint)), err=True)
 
 
 def main() -> None:
@@ -577,17 +490,17 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except click.Abort:
-        click.echo("Aborted.", err=True)
+        click.echo(_("Aborted."), err=True)
         sys.exit(130)
     except LienthongError as exc:
-        click.echo(f"Error: {exc.message}", err=True)
-        if exc.hint:
-            click.echo(f"Try: {exc.hint}", err=True)
+        show_error(exc.message, exc.hint)
         sys.exit(1)
     except sqlite3.DatabaseError as exc:
         # Reads all over the code meet a damaged file; it is one sentence here, never a traceback.
-        click.echo(f"Error: the node's database is damaged or unreadable ({exc})", err=True)
-        click.echo("Try: stop the node, restore its store from a backup (lienthong backup makes one), and start it again", err=True)
+        show_error(
+            _("the node's database is damaged or unreadable ({0})").format(exc),
+            _("stop the node, restore its store from a backup (lienthong backup makes one), and start it again"),
+        )
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -25,6 +25,8 @@ from lienthong.sync.units import Units
 
 from . import runtime
 from .cli_common import DIR_OPTION, aware_datetime, fail, load_settings
+from .cli_i18n import _, ngettext
+from .display import local_time
 
 # What a unit (or the dispatcher) reports with `update`; `assigned` has its own command.
 UPDATE_STATUSES = ("accepted", "in_progress", "resolved", "closed", "reopened", "returned", "satisfaction")
@@ -71,18 +73,20 @@ def list_items(node_dir: Path, overdue: bool, unit: str, only_open: bool, as_jso
         click.echo(json.dumps([i.to_dict(now) for i in items], ensure_ascii=False, indent=2))
         return
     if not items:
-        click.echo("No feedback items" + (" match." if overdue or unit or only_open else " on this node."))
+        click.echo(_("No feedback items match.") if overdue or unit or only_open else _("No feedback items on this node."))
         return
-    click.echo(f"{'ID':<12}  {'SOURCE ID':<24} {'STATE':<11} {'ASSIGNEE':<12} {'DUE':<16}  OVERDUE")
+    heads = [_(h).upper() for h in ("id", "source id", "state", "assignee", "due", "overdue")]
+    click.echo(f"{heads[0]:<12}  {heads[1]:<24} {heads[2]:<11} {heads[3]:<12} {heads[4]:<24}  {heads[5]}")
     for i in items:
-        due = i.due_at[:16].replace("T", " ")
-        late = "yes" if i.overdue(now) else ("late" if i.on_time() is False else "")
-        click.echo(f"{i.id[:12]:<12}  {i.source_id:<24} {i.state:<11} {i.responsible:<12} {due:<16}  {late}")
+        due = local_time(i.due_at)
+        late = _("yes") if i.overdue(now) else (_("late") if i.on_time() is False else "")
+        click.echo(f"{i.id[:12]:<12}  {i.source_id:<24} {i.state:<11} {i.responsible:<12} {due:<24}  {late}")
     late_count = sum(1 for i in items if i.overdue(now))
-    click.echo(
-        f"{len(items)} items, {late_count} overdue."
-        + (f" {len(folded.orphans)} events name items not held here." if folded.orphans else "")
-    )
+    summary = ngettext("{0} item, {1} overdue.", "{0} items, {1} overdue.", len(items)).format(len(items), late_count)
+    if folded.orphans:
+        orphans = len(folded.orphans)
+        summary += " " + ngettext("{0} event names an item not held here.", "{0} events name items not held here.", orphans).format(orphans)
+    click.echo(summary)
 
 
 @feedback.command("show")
@@ -104,7 +108,7 @@ def show(node_dir: Path, item_ref: str, as_json: bool) -> None:
 
 def _print_item(d: dict[str, Any]) -> None:
     click.echo(f"Feedback {d['source_id']}  (id {d['id']})")
-    click.echo(f"  received {d['received_at']} from {d['agency'] or 'this node'} at node {d['origin']}, about unit {d['unit']}")
+    click.echo(f"  received {local_time(d['received_at'])} from {d['agency'] or 'this node'} at node {d['origin']}, about unit {d['unit']}")
     click.echo(f"  category {d['category']} {d['category_name']}".rstrip())
     click.echo(f"  {d['description']}")
     if d["address"]:
@@ -117,7 +121,7 @@ def _print_item(d: dict[str, Any]) -> None:
     )
     rule = {"source": "from the source", "category": "the category's deadline", "default": f"{fb.DEFAULT_DUE_DAYS} days after receipt"}
     timing = "OVERDUE" if d["overdue"] else {True: "handled on time", False: "handled late", None: "open"}[d["on_time"]]
-    click.echo(f"  due {d['due_at']} ({rule[d['due_rule']]}): {timing}")
+    click.echo(f"  due {local_time(d['due_at'])} ({rule[d['due_rule']]}): {timing}")
     if d["result"]:
         click.echo(f"  result: {d['result']}")
     if d["rating"]:
@@ -125,7 +129,7 @@ def _print_item(d: dict[str, Any]) -> None:
     click.echo("History:")
     for h in d["history"]:
         extra = f" -> {h['assigned_unit']}" if "assigned_unit" in h else f" {h['rating']}/5" if "rating" in h else ""
-        line = f"  {h['at']}  {h['status']}{extra}  by {h['by']}"
+        line = f"  {local_time(h['at'])}  {h['status']}{extra}  by {h['by']}"
         if h["note"]:
             line += f": {h['note']}"
         if not h["applied"]:

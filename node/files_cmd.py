@@ -14,6 +14,7 @@ from lienthong.sync.store import Store
 
 from . import runtime
 from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_i18n import ngettext
 
 
 @click.group()
@@ -47,7 +48,10 @@ def get(node_dir: Path, sha256: str, out_file: Path) -> None:
         os.replace(name, out_file)
     finally:
         Path(name).unlink(missing_ok=True)
-    click.echo(f"Wrote {out_file} ({out_file.stat().st_size:,} bytes, SHA-256 verified).")
+    size = out_file.stat().st_size
+    click.echo(
+        ngettext("Wrote {0} ({1:,} byte, SHA-256 verified).", "Wrote {0} ({1:,} bytes, SHA-256 verified).", size).format(out_file, size)
+    )
 
 
 def _why_absent(node_dir: Path, sha: str, blobs: Blobs) -> tuple[str, str]:

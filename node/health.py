@@ -14,6 +14,9 @@ HEALTHCHECK and the console's `/healthz` share.
   `[health] max_silence` seconds. A link that is up counts as reached now; otherwise the
   silence runs from the last contact, or from the node's start when it never reached it.
 
+A PostgreSQL sink that cannot write, or is far behind, is a warning (`details["warnings"]`),
+not a reason: the node itself is healthy.
+
 Each failed condition adds one sentence to `reasons`; `details` holds what was measured (JSON-able,
 stable names). Blocking: call it from a worker thread inside a running event loop.
 """
@@ -31,6 +34,7 @@ from lienthong.sync.errors import LienthongError
 from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 
+from . import sink_task
 from .disk import disk_state
 from .runtime import STORE_FILE, running_info, tls_paths
 from .status import clock_warning
@@ -74,6 +78,10 @@ def assess(node_dir: Path, settings: Settings, *, now: float | None = None, time
             _server(node_dir, settings, int(info["port"]), timeout, reasons, details)
         if settings.parent.address and store is not None:
             _parent(store, settings, info, now, reasons, details)
+        if settings.sink.postgres.dsn:
+            # The PostgreSQL sink is a warning, never a failure: replication and the inbox go on without it.
+            details["sink"] = sink_task.state_of(node_dir, settings, store.head() if store is not None else None)
+            details["warnings"] = [details["sink"]["warning"]] if details["sink"]["warning"] else []
     finally:
         if store is not None:
             store.close()

@@ -25,6 +25,7 @@ from lienthong.sync.store import VIA_PARENT, Store
 
 from . import runtime
 from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_i18n import _, ngettext
 
 QUERY_KINDS = {"indicators": records.INDICATOR, "reports": records.REPORT, "feedback": records.FEEDBACK}
 FORMATS = ("table", "csv", "json", "dhis2")
@@ -149,7 +150,14 @@ def query(
         click.echo(text, nl=not text.endswith("\n"))
         return
     _write(out_file, text, bom=fmt == "csv")
-    click.echo(f"Wrote {len(rows)} {'rolled-up values' if rollup else what} to {out_file} ({fmt}).")
+    n = len(rows)
+    counted = {
+        "rollup": ngettext("{0} rolled-up value", "{0} rolled-up values", n),
+        "indicators": ngettext("{0} indicator value", "{0} indicator values", n),
+        "reports": ngettext("{0} report", "{0} reports", n),
+        "feedback": ngettext("{0} feedback item", "{0} feedback items", n),
+    }["rollup" if rollup else what]
+    click.echo(_("Wrote {0} to {1} ({2}).").format(counted.format(n), out_file, fmt))
 
 
 def _approved_row(approved: Approved, what: str, row: dict[str, Any]) -> bool:
@@ -305,10 +313,9 @@ def _write(path: Path, text: str, *, bom: bool) -> None:
 
 
 def _print_rollup(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from . import display
 
-    table = Table(title=f"{len(rows)} rolled-up values")
+    table = display.table(title=f"{len(rows)} rolled-up values")
     for column in ("indicator", "unit", "disaggregation", "value", "measure", "rule"):
         table.add_column(column, no_wrap=column != "measure")
     table.add_column("sources", overflow="fold")
@@ -327,4 +334,4 @@ def _print_rollup(rows: list[dict[str, Any]]) -> None:
             row["aggregation"] or "?",
             sources,
         )
-    Console().print(table)
+    display.console().print(table)

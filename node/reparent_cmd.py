@@ -15,6 +15,7 @@ from lienthong.sync.upstream import Upstream
 
 from . import runtime
 from .cli_common import DIR_OPTION, audited, load_settings
+from .cli_i18n import _, ngettext
 
 
 @click.command()
@@ -45,8 +46,13 @@ def reparent(node_dir: Path, address: str, parent_id: str) -> None:
         tmp.rename(path)
 
     audited(node_dir, "admin.command", "reparent", old_parent=old_address, old_parent_id=old_id, parent=address, parent_id=parent_id)
-    click.echo(f"Moved {settings.node.id} from {old_address or 'no parent'} to {address}{f' ({parent_id})' if parent_id else ''}.")
+    target = f"{address} ({parent_id})" if parent_id else address
+    click.echo(_("Moved {0} from {1} to {2}.").format(settings.node.id, old_address or _("no parent"), target))
     click.echo(
-        f"On its next start it sends the new parent its whole history ({entries} change-log entries); the old parent keeps its copy."
+        ngettext(
+            "On its next start it sends the new parent its whole history ({0} change-log entry); the old parent keeps its copy.",
+            "On its next start it sends the new parent its whole history ({0} change-log entries); the old parent keeps its copy.",
+            entries,
+        ).format(entries)
     )
-    click.echo(f"Next: lienthong run --dir {node_dir}")
+    click.echo(_("Next: {0}").format(f"lienthong run --dir {node_dir}"))

@@ -28,6 +28,7 @@ from lienthong.sync.units import Units
 
 from . import runtime
 from .cli_common import DIR_OPTION, audited, fail, load_settings
+from .display import local_time
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
@@ -288,7 +289,7 @@ def _answer_line(row: dict[str, Any]) -> str:
     files = ", ".join(a["name"] + ("" if a.get("present", True) else " (still arriving)") for a in row.get("files") or row["attachments"])
     parts = [
         f"{row['unit']:<12} {row['status']}{' (late)' if row['late'] else ''}",
-        f"at {row['answered_at']} by node {row['node']}" + (f" ({row['operator']})" if row["operator"] else ""),
+        f"at {local_time(row['answered_at'])} by node {row['node']}" + (f" ({row['operator']})" if row["operator"] else ""),
     ]
     if row["reason"]:
         parts.append(f"reason: {row['reason']}")

@@ -44,7 +44,7 @@ from lienthong.sync.store import RESTORING, Store
 from lienthong.sync.uplink import Uplink
 from lienthong.sync.wire import replication_pb2 as wire
 
-from . import disk
+from . import disk, sink_task
 from .intake import DROP_TO_COMMIT, StoreSink
 from .permissions import secure
 from .trust import ca as ca_ops
@@ -437,6 +437,8 @@ class Node:
                 tasks.append(asyncio.create_task(_send_audit_up(store, audit_log, own_units(settings)[0], changes), name="audit"))
                 if ca_dir is not None:
                     tasks.append(asyncio.create_task(_renew_own_certificate(renewal, ca_dir, audit_log), name="renewal"))
+                if settings.sink.postgres.dsn:  # its own thread and store connection (node/sink_task.py)
+                    tasks.append(asyncio.create_task(sink_task.run(self.dir, store.path, settings, self.log), name="sink"))
                 web_runner = await self._start_console(store, audit_log, changes)
                 lock_path.write_text(
                     json.dumps(

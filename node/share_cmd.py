@@ -14,6 +14,7 @@ from lienthong.sync.sharing import share_record
 
 from . import runtime
 from .cli_common import DIR_OPTION, audited, fail, load_settings
+from .cli_i18n import ngettext
 
 
 @click.command()
@@ -59,5 +60,9 @@ def share(node_dir: Path, what: str, period: str, indicators: tuple[str, ...], t
         click.echo(json.dumps({**fields, "children": children}, ensure_ascii=False, indent=2))
         return
     click.echo(
-        f"Shared {what} of {canonical} with {', '.join(fields['to'])}: it goes down through {children} child node(s) at their next sync."
+        ngettext(
+            "Shared {0} of {1} with {2}: it goes down through {3} child node at their next sync.",
+            "Shared {0} of {1} with {2}: it goes down through {3} child nodes at their next sync.",
+            children,
+        ).format(what, canonical, ", ".join(fields["to"]), children)
     )

@@ -7,6 +7,7 @@ link is shown connected only while the node process holds its run lock.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 from lienthong.sync.upstream import Upstream
 
+from . import sink_task
 from .disk import disk_state
 from .runtime import STORE_FILE, node_files, own_units, running_info, tls_paths
+from .trust import ca, tokens
 from .trust.tls import certificate_summary
 
 
@@ -61,6 +64,58 @@ def clock_warning(whose: str, offset_ms: int | None, than: str) -> str | None:
     return f"{whose} is {amount} {direction} {than}: records it seals may be refused; set the clock right (NTP)"
 
 
+def _enrolled(node_dir: Path, settings: Settings) -> list[str]:
+    """Node ids that enrolled here with a token (the province's enroll.db), and those its CA
+    issued a valid certificate naming this node as their parent (none when it has neither)."""
+    out: list[str] = []
+    try:
+        if (node_dir / tokens.TOKENS_FILE).exists():  # never made here by a read
+            out += [row["node_id"] for row in tokens.list_tokens(node_dir) if row["used_at"]]
+        ca_dir = node_dir / settings.tls.ca_dir if settings.tls.ca_dir else None
+        if ca_dir is not None and (ca_dir / ca.REGISTRY).exists():
+            out += [r["node_id"] for r in ca.list_issued(ca_dir) if r["status"] == "valid" and r["parent"] == settings.node.id]
+    except LienthongError:
+        pass  # status shows what it can read; `ca list` and `token list` name the trouble
+    return out
+
+
+def subordinates(node_dir: Path, settings: Settings, store: Store, children: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """Every unit under this node, connected or not: the units registered under its own units, the
+    nodes that enrolled here and the children that ever connected; the silent ones first (never
+    connected, then the longest silent), as an operator looks for them."""
+    own = own_units(settings)
+    names: dict[str, tuple[str, str]] = {}
+    marks = ",".join("?" * len(own))
+    for code, name, level in store.reader().execute(
+        f"SELECT code, name, level FROM units WHERE parent IN ({marks}) AND (valid_to IS NULL OR valid_to = '' OR valid_to >= ?)",
+        [*own, dt.datetime.now(dt.UTC).date().isoformat()],
+    ):
+        names[code] = (name, level)
+    links = {c["id"]: c for c in children}
+    silence = settings.web.silence_minutes * 60
+    out = []
+    for unit in sorted({*names, *_enrolled(node_dir, settings), *links} - set(own)):
+        link = links.get(unit)
+        contact = link["last_contact"] if link else None
+        age = now - dt.datetime.fromisoformat(contact).timestamp() if contact else None
+        connected = bool(link and link["connected"])
+        out.append(
+            {
+                "id": unit,
+                "name": names.get(unit, ("", ""))[0],
+                "level": names.get(unit, ("", ""))[1],
+                "registered": unit in names,
+                "connected": connected,
+                "last_contact": contact,
+                "never_connected": contact is None,
+                "silent": not connected and (age is None or age > silence),
+                "applied": link["applied"] if link else 0,
+            }
+        )
+    out.sort(key=lambda u: (not u["silent"], not u["never_connected"], u["last_contact"] or "", u["id"]))
+    return out
+
+
 def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
     running = running_info(node_dir)
     store = Store.open(node_dir / STORE_FILE)
@@ -95,6 +150,7 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
         out["files"] = node_files(node_dir, settings, store).pending()
         out["reports_owed"], out["schedule_problems"] = reports_owed(store, settings)
         out["feedback"] = feedback_items.status_summary(store, dt.datetime.now(dt.UTC))
+        out["sink"] = sink_task.state_of(node_dir, settings, head)
         if settings.parent.address:
             up = upstream.uplink_state()
             out["parent"] = {
@@ -133,6 +189,7 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
                     "clock_warning": clock_warning(f"node {child['child']}'s clock", child["clock_offset_ms"], "this node's"),
                 }
             )
+        out["units"] = subordinates(node_dir, settings, store, out["children"], time.time())
         return out
     finally:
         store.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .cli_common import DIR_OPTION, audited, load_settings
+from .cli_i18n import _
 from .web.accounts import ROLES, Accounts
 
 PASSWORD_OPTION = click.option(
@@ -40,7 +41,7 @@ def add(node_dir: Path, name: str, role: str, units: tuple[str, ...], agencies: 
     account = Accounts(node_dir).add(name, role, password, list(units), list(agencies))
     audited(node_dir, "user.add", name, role=role, units=list(account.units), agencies=list(account.agencies))
     scope = ", ".join([*account.units, *account.agencies]) or "the whole node"
-    click.echo(f"Added {name} ({role}; sees {scope}).")
+    click.echo(_("Added {0} ({1}; sees {2}).").format(name, role, scope))
 
 
 @user.command("list")
@@ -54,11 +55,11 @@ def list_users(node_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps([a.to_dict() for a in accounts], ensure_ascii=False, indent=2))
         return
     if not accounts:
-        click.echo("No accounts: the console answers on loopback only, read-only.")
+        click.echo(_("No accounts: the console answers on loopback only, read-only."))
         return
     for a in accounts:
         scope = ", ".join([*a.units, *a.agencies]) or "whole node"
-        click.echo(f"{a.name:<24} {a.role:<9} {scope}" + ("  (disabled)" if a.disabled else ""))
+        click.echo(f"{a.name:<24} {a.role:<9} {scope}" + ("  " + _("(disabled)") if a.disabled else ""))
 
 
 @user.command("disable")
@@ -69,7 +70,7 @@ def disable(node_dir: Path, name: str) -> None:
     load_settings(node_dir)
     Accounts(node_dir).disable(name)
     audited(node_dir, "user.disable", name)
-    click.echo(f"Disabled {name}.")
+    click.echo(_("Disabled {0}.").format(name))
 
 
 @user.command("passwd")
@@ -81,4 +82,4 @@ def passwd(node_dir: Path, name: str, password: str) -> None:
     load_settings(node_dir)
     Accounts(node_dir).set_password(name, password)
     audited(node_dir, "user.passwd", name)
-    click.echo(f"Changed the password of {name}.")
+    click.echo(_("Changed the password of {0}.").format(name))

@@ -14,6 +14,7 @@ from lienthong.sync.verify import verify_store
 
 from . import runtime
 from .cli_common import DIR_OPTION, audited, fail, load_settings
+from .cli_i18n import _, ngettext
 
 SHOWN = 50
 
@@ -40,14 +41,22 @@ def verify(node_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
     else:
-        verdict = "verified" if report.ok else f"{len(report.findings)} problem(s)"
-        click.echo(f"{report.records} records and {report.seals} seals from {len(report.origins)} origins: {verdict}.")
+        problems = len(report.findings)
+        verdict = _("verified") if report.ok else ngettext("{0} problem", "{0} problems", problems).format(problems)
+        counted = ", ".join(
+            (
+                ngettext("{0} record", "{0} records", report.records).format(report.records),
+                ngettext("{0} seal", "{0} seals", report.seals).format(report.seals),
+                ngettext("{0} origin", "{0} origins", len(report.origins)).format(len(report.origins)),
+            )
+        )
+        click.echo(_("{0}: {1}.").format(counted, verdict))
         for finding in report.findings[:SHOWN]:
             what = f"{finding.kind} {finding.id}" if finding.id else "chain"
             unit = f" (unit {finding.unit})" if finding.unit else ""
             click.echo(f"  {finding.code}: {what}{unit} from {finding.origin}: {finding.reason}", err=True)
         if len(report.findings) > SHOWN:
-            click.echo(f"  … and {len(report.findings) - SHOWN} more (use --json for all)", err=True)
+            click.echo(_("  … and {0} more (use --json for all)").format(len(report.findings) - SHOWN), err=True)
     if not report.ok:
         # A security event: it goes up to the province with the audit log's other entries.
         codes: dict[str, int] = {}

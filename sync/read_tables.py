@@ -32,19 +32,30 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from . import feedback, records
+from . import clock, feedback, records
 from .errors import InputError
 from .records import Envelope
 from .sqlite import execute_script
 from .units import Units
 
 CHECKPOINT = "read_tables_seq"
+INDICATOR_COLUMNS = 17
+# The period types the catalogue knows (sync/schedule.py's, plus the weekly and daily forms adapters read).
+_PERIOD_TYPES = (
+    ("monthly", re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")),
+    ("quarterly", re.compile(r"^\d{4}Q[1-4]$")),
+    ("sixmonthly", re.compile(r"^\d{4}S[12]$")),
+    ("yearly", re.compile(r"^\d{4}$")),
+    ("weekly", re.compile(r"^\d{4}W(0[1-9]|[1-4]\d|5[0-3])$")),
+    ("daily", re.compile(r"^\d{4}-\d{2}-\d{2}$")),
+)
 CHUNK = 20_000  # change-log entries decoded per pass (memory stays flat on a large catch-up)
 
 TABLES = """
@@ -61,7 +72,11 @@ CREATE TABLE indicator_values (
     value_number   REAL,
     comment        TEXT NOT NULL,
     follow_up      INTEGER NOT NULL,
-    version        INTEGER NOT NULL
+    version        INTEGER NOT NULL,
+    period_type    TEXT NOT NULL,        -- monthly, quarterly, sixmonthly, yearly, weekly, daily ('' for none of them)
+    approval_state TEXT,                 -- filled when approvals exist; NULL until then
+    first_received_at TEXT NOT NULL,     -- when this node's tables first took the value (UTC)
+    changed_at     TEXT NOT NULL         -- when its current version was written (the version's clock, UTC)
 );
 CREATE INDEX indicator_values_by_period ON indicator_values(period, indicator, unit);
 CREATE INDEX indicator_values_by_unit ON indicator_values(unit, period);
@@ -153,8 +168,12 @@ CREATE TABLE units (
     valid_from TEXT,
     valid_to   TEXT,
     successor  TEXT NOT NULL,
-    depth      INTEGER NOT NULL
+    depth      INTEGER NOT NULL,
+    path       TEXT NOT NULL   -- codes from the top down to this unit, '/'-separated
 );
+CREATE VIEW IF NOT EXISTS indicator_values_by_unit_path AS
+    SELECT v.*, u.level AS unit_level, u.path AS unit_path, u.name AS unit_name
+    FROM indicator_values v LEFT JOIN units u ON u.code = v.unit;
 CREATE INDEX units_by_parent ON units(parent);
 """
 
@@ -179,10 +198,14 @@ def catch_up(db: sqlite3.Connection, limit: int | None = None) -> int:
     if head <= done:
         return 0
     seen = 0
+    # A value first taken now is stamped now; on a full rebuild (checkpoint 0: a new or upgraded
+    # store) the moment of arrival is unknown and its version's time stands in.
+    received = None if done == 0 else _iso_ms(clock.wall_ms())
     while done < head:
         last = min(done + CHUNK, head)
         _apply(
             db,
+            received,
             db.execute(
                 "SELECT r.rid, r.id, r.kind, r.deleted, r.envelope FROM changelog c JOIN records r ON r.rid = c.rid "
                 "WHERE c.seq > ? AND c.seq <= ? AND c.version = r.version ORDER BY c.seq",
@@ -195,7 +218,16 @@ def catch_up(db: sqlite3.Connection, limit: int | None = None) -> int:
     return seen
 
 
-def _apply(db: sqlite3.Connection, rows: Sequence[tuple[int, bytes, int, int, bytes]]) -> None:
+def period_type(period: str) -> str:
+    """The type a period is written in (2026-10 → monthly), '' for none."""
+    return next((name for name, form in _PERIOD_TYPES if form.match(period)), "")
+
+
+def _iso_ms(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _apply(db: sqlite3.Connection, received: str | None, rows: Sequence[tuple[int, bytes, int, int, bytes]]) -> None:
     latest: dict[bytes, tuple[int, int, int, bytes]] = {}
     for row_key, rid, kind, deleted, raw in rows:
         latest[rid] = (row_key, kind, deleted, raw)  # a record written twice in the window: its last version
@@ -218,7 +250,7 @@ def _apply(db: sqlite3.Connection, rows: Sequence[tuple[int, bytes, int, int, by
         except (DecodeError, KeyError):
             continue  # nothing to show for a body this version cannot read
         if kind == records.INDICATOR:
-            indicators.append(_indicator_row(row_key, env, body))
+            indicators.append(_indicator_row(row_key, env, body, received))
         elif kind == records.REPORT:
             _put_report(db, env, body)
         elif kind == records.FEEDBACK:
@@ -230,7 +262,7 @@ def _apply(db: sqlite3.Connection, rows: Sequence[tuple[int, bytes, int, int, by
             definitions_changed = True
             categories_changed |= body.type == feedback.CATEGORY_DEFINITION
     if indicators:
-        db.executemany(f"INSERT OR REPLACE INTO indicator_values VALUES ({','.join('?' * 13)})", indicators)
+        db.executemany(_UPSERT_INDICATOR, indicators)
     db.executemany("DELETE FROM indicator_values WHERE rid = ?", gone_indicators)
     for kind, ids in gone.items():
         _forget(db, kind, ids, refold)
@@ -242,7 +274,21 @@ def _apply(db: sqlite3.Connection, rows: Sequence[tuple[int, bytes, int, int, by
         _refold(db, refold)
 
 
-def _indicator_row(row_key: int, env: Envelope, body: Any) -> tuple[object, ...]:
+_INDICATOR_NAMES = (
+    "rid, record_id, indicator, unit, period, disaggregation, agency, origin, value, value_number, comment, follow_up, "
+    "version, period_type, approval_state, first_received_at, changed_at"
+)
+# A new version replaces every column but first_received_at (and approval_state, which approvals set).
+_UPSERT_INDICATOR = (
+    f"INSERT INTO indicator_values ({_INDICATOR_NAMES}) VALUES ({','.join('?' * INDICATOR_COLUMNS)}) ON CONFLICT(rid) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in _INDICATOR_NAMES.replace(" ", "").split(",")[1:] if c not in ("first_received_at", "approval_state")
+    )
+)
+
+
+def _indicator_row(row_key: int, env: Envelope, body: Any, received: str | None) -> tuple[object, ...]:
+    changed = _iso_ms(clock.physical_ms(env.version))
     try:
         number: float | None = float(body.value)  # decimal text (records.decimal_text); float() is 5x cheaper than Decimal
     except ValueError:
@@ -261,6 +307,10 @@ def _indicator_row(row_key: int, env: Envelope, body: Any) -> tuple[object, ...]
         body.comment,
         int(body.follow_up),
         env.version,
+        period_type(body.period),
+        None,
+        received or changed,
+        changed,
     )
 
 
@@ -367,7 +417,7 @@ def _rebuild_units(db: sqlite3.Connection) -> None:
         return  # a unit definition that cannot be read: the registry stays as it was (the CLI names the problem)
     db.execute("DELETE FROM units")
     db.executemany(
-        "INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 u.code,
@@ -378,6 +428,7 @@ def _rebuild_units(db: sqlite3.Connection) -> None:
                 u.valid_to.isoformat() if u.valid_to else None,
                 u.successor,
                 len(registry.ancestors(u.code)),
+                "/".join([*reversed(registry.ancestors(u.code)), u.code]),
             )
             for u in registry
         ],
@@ -475,6 +526,15 @@ def _due_days(db: sqlite3.Connection) -> dict[str, int]:
 
 
 def create(db: sqlite3.Connection) -> None:
-    """Make the read tables (schema migration 5); `catch_up` fills them from the whole change log."""
+    """Make the read tables (schema migration 7); `catch_up` fills them from the whole change log."""
     execute_script(db, TABLES)
     db.execute("INSERT OR REPLACE INTO meta VALUES (?, '0')", (CHECKPOINT,))
+
+
+def recreate(db: sqlite3.Connection) -> None:
+    """Drop the read tables and make them again as this version defines them, empty with their
+    checkpoint at 0 (schema migration 8: columns for analytics); `catch_up` refills them."""
+    db.execute("DROP VIEW IF EXISTS indicator_values_by_unit_path")
+    for table in ("indicator_values", "reports", "report_files", "feedback_items", "feedback_events", "units"):
+        db.execute(f"DROP TABLE IF EXISTS {table}")
+    create(db)

@@ -15,7 +15,7 @@ from . import read_tables
 from .records import REPORT, SEAL
 from .sqlite import Migration, execute_script
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _migration_1(conn: sqlite3.Connection) -> None:
@@ -220,6 +220,13 @@ def _migration_7(conn: sqlite3.Connection) -> None:
     read_tables.create(conn)
 
 
+def _migration_8(conn: sqlite3.Connection) -> None:
+    # The read tables gain what analytics asks for (#13): each value's period type, when it was
+    # first taken and last changed, an approval state; each unit's path. Remade empty, refilled
+    # from the whole change log when the store is opened (as migration 7 fills them).
+    read_tables.recreate(conn)
+
+
 MIGRATIONS: dict[int, Migration] = {
     1: _migration_1,
     2: _migration_2,
@@ -228,4 +235,5 @@ MIGRATIONS: dict[int, Migration] = {
     5: _migration_5,
     6: _migration_6,
     7: _migration_7,
+    8: _migration_8,
 }

@@ -3,6 +3,7 @@ every process a test starts (stopped even when the test fails; its log shown whe
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,10 @@ from typing import Any
 import pytest
 
 from lienthong.node.trust import ca
+
+# The tests read the CLI's English: a Vietnamese locale on the machine running them must not
+# change that (tests of the Vietnamese interface set LIENTHONG_LANG=vi or LANG themselves).
+os.environ["LIENTHONG_LANG"] = "en"
 
 from . import helpers
 from .helpers import cli, relay

@@ -236,6 +236,20 @@ def test_expired_token_is_refused(tmp_path: Path, ca_dir: Path, monkeypatch: pyt
     asyncio.run(main())
 
 
+def test_revoked_token_is_refused(tmp_path: Path, ca_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token withdrawn with `token revoke` enrolls nothing; the refusal is audited as such."""
+
+    async def main() -> None:
+        async with province(tmp_path, ca_dir, monkeypatch) as prov:
+            token = prov.token()
+            tokens.revoke_token(prov.node_dir, tokens.parse_token(token).token_id)
+            assert "revoked" in await refused(tmp_path / "child", token)
+            assert [r["reason"] for r in prov.refusals()] == ["token revoked"]
+            assert [t["state"] for t in tokens.list_tokens(prov.node_dir)] == ["revoked"]
+
+    asyncio.run(main())
+
+
 def test_token_for_another_node_is_refused(tmp_path: Path, ca_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> None:
         async with province(tmp_path, ca_dir, monkeypatch) as prov:

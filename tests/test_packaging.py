@@ -57,7 +57,7 @@ def test_demo_sample_files_are_in_step_with_shared() -> None:
 
 
 def test_the_wheel_carries_the_console_templates(tmp_path: Path) -> None:
-    """A wheel built from the checkout holds node/web/templates (the console works installed from it)."""
+    """A wheel built from the checkout holds node/web/templates and the CLI's compiled catalogue (both work installed from it)."""
     import zipfile
 
     out = subprocess.run(
@@ -72,3 +72,5 @@ def test_the_wheel_carries_the_console_templates(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for template in ("base.html", "overview.html", "reports.html", "feedback_item.html"):
         assert f"lienthong/node/web/templates/{template}" in names
+    # The command line's Vietnamese: the compiled catalogue travels in the wheel (read with the standard library).
+    assert "lienthong/node/locale/vi/LC_MESSAGES/lienthong.mo" in names

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from lienthong.node.cli import cli as lienthong_cli
@@ -106,6 +107,33 @@ def test_read_tables_match_the_records_after_local_writes_and_feedback_events(ma
         units = dict(store.reader().execute("SELECT code, level FROM units").fetchall())
         assert units["86"] == "province" and units[BA_TRI] == "commune"
         assert store.reader().execute("SELECT depth FROM units WHERE code = ?", (BA_TRI,)).fetchone()[0] == 1
+    finally:
+        store.close()
+
+
+def test_analytics_columns_period_type_first_received_changed_and_unit_path(tmp_path: Path) -> None:
+    """Migration 8's columns: the period's type, the first arrival kept across versions, the
+    current version's time, approval_state NULL, and each unit's path from the top."""
+    store = Store.create(tmp_path / "s.db", "86")
+    hlc = HybridClock()
+    try:
+        definitions = [records.build("86", __import__("json").loads(line)) for line in DEFINITIONS.read_text().splitlines() if line]
+        store.write_local(definitions, hlc)
+        periods = {"2026-10": "monthly", "2026Q3": "quarterly", "2026S1": "sixmonthly", "2026": "yearly", "2026W05": "weekly"}
+        rows = [{"kind": "indicator", "indicator": "X", "unit": BA_TRI, "period": p, "value": "1"} for p in periods]
+        store.write_local([records.build("86", r) for r in rows], hlc)
+        db = store.reader()
+        assert dict(db.execute("SELECT period, period_type FROM indicator_values")) == periods
+        first = dict(db.execute("SELECT period, first_received_at FROM indicator_values"))
+        store.write_local([records.build("86", {**rows[0], "value": "2"})], hlc)
+        value, received, changed, approval, version = db.execute(
+            "SELECT value, first_received_at, changed_at, approval_state, version FROM indicator_values WHERE period = '2026-10'"
+        ).fetchone()
+        assert (value, received, approval) == ("2", first["2026-10"], None)
+        assert dt.datetime.fromisoformat(changed).timestamp() * 1000 == pytest.approx((version >> 16), abs=1)
+        assert db.execute("SELECT path FROM units WHERE code = ?", (BA_TRI,)).fetchone()[0] == f"86/{BA_TRI}"
+        wide = db.execute("SELECT unit_level, unit_path FROM indicator_values_by_unit_path WHERE period = '2026'").fetchone()
+        assert wide == ("commune", f"86/{BA_TRI}")
     finally:
         store.close()
 

@@ -194,6 +194,14 @@ class EnrollmentServicer(wire_grpc.EnrollmentServicer):
             if not matches:
                 invalid.reason, invalid.subject = "wrong secret", node_id
                 raise invalid
+            if row["revoked_at"] and not row["used_at"]:
+                raise _Refused(
+                    f"this enrollment token was revoked at {row['revoked_at']}",
+                    "ask the province's operator for a new token",
+                    denied,
+                    "token revoked",
+                    node_id,
+                )
             if row["used_at"]:
                 again = self._issued_before(row, request.csr)
                 if again is not None:  # the same node, same key, finishing an enrollment it could not complete

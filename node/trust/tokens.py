@@ -88,8 +88,13 @@ def _tokens_v1(conn: sqlite3.Connection) -> None:
     sqlite.execute_script(conn, _SCHEMA)
 
 
+def _tokens_v2(conn: sqlite3.Connection) -> None:
+    # `lienthong token revoke`: a token withdrawn before use (ISO 8601, UTC; NULL while it stands).
+    conn.execute("ALTER TABLE tokens ADD COLUMN revoked_at TEXT")
+
+
 # The token store's schema, version by version (`PRAGMA user_version`); append, never edit.
-MIGRATIONS: dict[int, sqlite.Migration] = {1: _tokens_v1}
+MIGRATIONS: dict[int, sqlite.Migration] = {1: _tokens_v1, 2: _tokens_v2}
 
 
 class EnrollError(TrustError):
@@ -288,12 +293,46 @@ def create_token(
     return Token(address, fingerprint, token_id, secret, node_id, expires, province_id).encode()
 
 
-def list_tokens(node_dir: Path) -> list[dict[str, Any]]:
+def list_tokens(node_dir: Path, now: float | None = None) -> list[dict[str, Any]]:
     """Every token made on this node, oldest first (never a secret): token_id, node_id,
-    created, expires, used_at (None while unused), used_by, serial."""
+    created, expires, used_at (None while unused), used_by, serial, revoked_at (None unless
+    revoked), and state: unused, used, expired or revoked."""
+    moment = time.time() if now is None else now
     with token_store(node_dir) as conn:
-        rows = conn.execute("SELECT token_id, node_id, created, expires, used_at, used_by, serial FROM tokens ORDER BY created, rowid")
-        return [dict(r) for r in rows]
+        rows = conn.execute(
+            "SELECT token_id, node_id, created, expires, used_at, used_by, serial, revoked_at FROM tokens ORDER BY created, rowid"
+        )
+        out = [dict(r) for r in rows]
+    for row in out:
+        row["state"] = (
+            "used"
+            if row["used_at"]
+            else "revoked"
+            if row["revoked_at"]
+            else "expired"
+            if moment >= dt.datetime.fromisoformat(row["expires"]).timestamp()
+            else "unused"
+        )
+    return out
+
+
+def revoke_token(node_dir: Path, token_id: str, now: float | None = None) -> dict[str, Any]:
+    """Withdraw an unused token so that it enrolls nothing; returns its row. A used token cannot
+    be withdrawn (its node holds a certificate: revoke that with `lienthong ca revoke`)."""
+    with token_store(node_dir) as conn, transaction(conn):
+        row = find(conn, token_id.strip().lower())
+        if row is None:
+            raise EnrollError(f"no token {token_id!r} was made on this node", "see the token ids with `lienthong token list`")
+        if row["used_at"]:
+            raise EnrollError(
+                f"token {row['token_id']} already enrolled node {row['node_id']} at {row['used_at']}",
+                f"revoke the node's certificate instead: lienthong ca revoke --dir CA_DIR {row['node_id']}",
+            )
+        if not row["revoked_at"]:
+            conn.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE token_id = ?", (_iso(time.time() if now is None else now), row["token_id"])
+            )
+        return dict(conn.execute("SELECT * FROM tokens WHERE token_id = ?", (row["token_id"],)).fetchone())
 
 
 def find(conn: sqlite3.Connection, token_id: str) -> sqlite3.Row | None:

@@ -23,6 +23,7 @@ from lienthong.sync import records
 from lienthong.sync.schedule import Schedules, containing, today_in_vietnam
 from lienthong.sync.units import Units
 
+from .. import sink_task
 from ..intake import DROP_TO_COMMIT
 from . import api
 from .context import CONSOLE, Console
@@ -122,6 +123,7 @@ class NodeCollector(Collector):
         disk = shutil.disk_usage(console.node_dir)
         yield GaugeMetricFamily("lienthong_disk_free_bytes", "Free space on the disk holding the node directory.", value=disk.free)
         yield GaugeMetricFamily("lienthong_store_bytes", "Size of the store file.", value=store.path.stat().st_size)
+        yield from _sink(console, store.head())
 
     def _completeness(self) -> GaugeMetricFamily:
         """Completeness (submitted / expected) per level for the current period of each schedule's period type."""
@@ -161,3 +163,21 @@ async def metrics(request: web.Request) -> web.Response:
         console.runtime["metrics_registry"] = registry_for(console)
     body = await asyncio.to_thread(generate_latest, console.runtime["metrics_registry"])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _sink(console: Console, head: int) -> Iterator[Any]:
+    """The PostgreSQL sink, when the node has one (node/sink_task.py writes its state)."""
+    state = sink_task.state_of(console.node_dir, console.settings, head)
+    if state is None:
+        return
+    yield GaugeMetricFamily(
+        "lienthong_sink_up", "1 while the PostgreSQL sink's last step succeeded, 0 while it retries.", value=int(state["state"] == "ok")
+    )
+    if state["lag"] is not None:
+        yield GaugeMetricFamily("lienthong_sink_lag_entries", "Change-log entries not yet in PostgreSQL.", value=state["lag"])
+    yield CounterMetricFamily(
+        "lienthong_sink_rows", "Rows the sink copied into PostgreSQL since the node started.", value=state["rows"] or 0
+    )
+    if state["last_success"]:
+        when = dt.datetime.fromisoformat(state["last_success"].replace("Z", "+00:00")).timestamp()
+        yield GaugeMetricFamily("lienthong_sink_last_success_timestamp_seconds", "When the sink's last step committed.", value=when)

@@ -1,0 +1,203 @@
+"""The PostgreSQL sink (#13) against a real PostgreSQL server (Debian's `postgresql`, a cluster
+made with initdb for this session, tests/postgres.py) and real node processes: a province
+and three communes. One federation, the checks in order:
+
+1. a wrong password: `status` shows one line, no traceback, and replication goes on;
+2. the province SIGKILLed between the sink's COPY and its COMMIT: nothing in PostgreSQL;
+3. restarted: PostgreSQL equals the province's read tables exactly;
+4. PostgreSQL stopped while a third commune's records arrive, then started again: equal
+   again (nothing lost, nothing twice);
+5. the warehouse emptied, `lienthong sink resync`: equal again.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomlkit
+
+from lienthong.node import pg_schema, pg_sink
+
+from .conftest import MakeNode, listen_address
+from .helpers import STORE_FILE, NodeProcess, bound_port, cli, fill, indicator_rows, status, wait_until
+from .postgres import PASSWORD, Cluster, binaries
+
+DEFINITIONS = Path(__file__).parents[1] / "node" / "demo_data" / "definitions.jsonl"
+SAMPLES = Path(__file__).parent / "testdata" / "samples" / "inbox"
+COMMUNES = ("86-28894", "86-29077", "86-28756")
+ROWS = 300
+
+pytestmark = pytest.mark.skipif(binaries() is None, reason="needs Debian's postgresql (scripts/test.sh installs it)")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    cluster = Cluster().start()
+    yield cluster
+    cluster.destroy()
+
+
+def tables_in_store(node: Path) -> dict[str, list[tuple[Any, ...]]]:
+    sq = sqlite3.connect(f"file:{node / STORE_FILE}?mode=ro", uri=True)
+    try:
+        return {t: sorted(sq.execute(f"SELECT {pg_schema.names(sq, t)} FROM {t}"), key=repr) for t in pg_schema.KEYS}
+    finally:
+        sq.close()
+
+
+def tables_in_postgres(cluster: Cluster, node: Path) -> dict[str, list[tuple[Any, ...]]]:
+    sq = sqlite3.connect(f"file:{node / STORE_FILE}?mode=ro", uri=True)
+    pg: Any = cluster.connect()
+    try:
+        return {t: sorted(pg.execute(f"SELECT {pg_schema.names(sq, t)} FROM lienthong.{t}").fetchall(), key=repr) for t in pg_schema.KEYS}
+    finally:
+        pg.close()
+        sq.close()
+
+
+def sink_position(cluster: Cluster) -> int | None:
+    pg: Any = cluster.connect()
+    try:
+        if pg_schema.version(pg) is None:
+            return None
+        row = pg.execute("SELECT position FROM lienthong.sink_state").fetchone()
+        return None if row is None else int(row[0])
+    finally:
+        pg.close()
+
+
+def read_tables_head(node: Path) -> int:
+    sq = sqlite3.connect(f"file:{node / STORE_FILE}?mode=ro", uri=True)
+    try:
+        return int(sq.execute("SELECT value FROM meta WHERE key = 'read_tables_seq'").fetchone()[0])
+    finally:
+        sq.close()
+
+
+def indicator_count(node: Path, unit: str) -> int:
+    sq = sqlite3.connect(f"file:{node / STORE_FILE}?mode=ro", uri=True)
+    try:
+        return int(sq.execute("SELECT count(*) FROM indicator_values WHERE unit = ?", (unit,)).fetchone()[0])
+    finally:
+        sq.close()
+
+
+def assert_equal(cluster: Cluster, node: Path, procs: list[NodeProcess]) -> None:
+    """Wait for the sink to reach the read tables' head, then compare every table row for row."""
+
+    def caught_up() -> bool:
+        if not all(p.alive() for p in procs):
+            raise AssertionError("a node exited:\n" + "\n".join(p.tail() for p in procs))
+        return sink_position(cluster) == read_tables_head(node)
+
+    wait_until(caught_up, timeout=120, what="the sink to reach the read tables' head")
+    want, got = tables_in_store(node), tables_in_postgres(cluster, node)
+    assert want["indicator_values"] and want["feedback_items"] and want["reports"] and want["units"]
+    for table in pg_schema.KEYS:
+        assert got[table] == want[table], f"lienthong.{table} differs from the store's {table}"
+
+
+def metrics(node: Path) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{bound_port(node, 'web_port')}/metrics", timeout=30) as answer:
+        return str(answer.read().decode())
+
+
+def sink_config(node: Path, **values: str) -> None:
+    """Set [sink.postgres] fields in the node's lienthong.toml (init writes the section empty)."""
+    config = node / "lienthong.toml"
+    doc = tomlkit.parse(config.read_text())
+    for key, value in values.items():
+        doc["sink"]["postgres"][key] = value  # type: ignore[index]
+    config.write_text(tomlkit.dumps(doc))
+
+
+def test_the_sink_mirrors_the_read_tables_exactly_once_through_kills_and_outages(
+    make_node: MakeNode, postgres: Cluster, tmp_path: Path
+) -> None:
+    province = make_node("86")
+    communes = [make_node(code, parent=listen_address(province)) for code in COMMUNES]
+    cli("ingest", "--dir", str(province), str(DEFINITIONS))
+    cli("ingest", "--dir", str(province), "--agency", "1022", str(SAMPLES / "1022" / "open311-2026-11-20.json"))
+    cli("ingest", "--dir", str(province), "--agency", "vanphong", str(SAMPLES / "vanphong" / "bc-ioc-thang-10-2026-ba-tri.report.json"))
+    for commune in communes:
+        fill(commune, indicator_rows(commune.name, ROWS, agency="thongke"))
+    password = tmp_path / "pg-password"
+    password.write_text("not the password\n")
+    sink_config(province, dsn=postgres.dsn, password_file=str(password))
+
+    # 1. A wrong password: one line in status, the node and replication go on.
+    pp = NodeProcess(province).start()
+    kids = [NodeProcess(c).start() for c in communes[:2]]
+    for commune in communes[:2]:
+        wait_until(lambda c=commune: indicator_count(province, c.name) == ROWS, timeout=120, what=f"{commune.name}'s rows at the province")
+    sink = wait_until(lambda: (s := status(province)["sink"]) and s["state"] == "retrying" and s, timeout=60, what="the sink's error")
+    assert "password authentication failed" in sink["last_error"] and "\n" not in sink["last_error"]
+    shown = cli("status", "--dir", str(province)).stdout
+    assert [line for line in shown.splitlines() if "PostgreSQL sink" in line and "password authentication failed" in line]
+    assert "Traceback" not in shown + pp.log()
+    assert "password authentication failed" in cli("sink", "status", "--dir", str(province)).stdout
+    health = cli("health", "--dir", str(province), check=False)
+    assert "warning: the PostgreSQL sink cannot write" in health.stdout
+
+    # 2. The right password; the province killed after the sink's COPY, before its COMMIT.
+    pp.stop()
+    password.write_text(PASSWORD + "\n")
+    marker = tmp_path / "paused"
+    pp = NodeProcess(province, env={pg_sink.PAUSE_ENV: str(marker)}).start()
+    wait_until(marker.exists, timeout=120, what="the sink to pause between its COPY and its COMMIT")
+    pp.kill()
+    assert sink_position(postgres) is None, "rows were committed by a step that never reached its COMMIT"
+
+    # 3. Restarted: PostgreSQL holds exactly the read tables.
+    pp = NodeProcess(province).start()
+    procs = [pp, *kids]
+    assert_equal(postgres, province, procs)
+    assert cli("sink", "status", "--dir", str(province), "--json").stdout.count('"lag": 0') == 1
+    assert "lienthong_sink_up 1.0" in metrics(province)
+
+    # 4. PostgreSQL stopped while the third commune's records arrive, then started again.
+    postgres.stop()
+    late = NodeProcess(communes[2]).start()
+    procs.append(late)
+    wait_until(lambda: indicator_count(province, COMMUNES[2]) == ROWS, timeout=120, what="the third commune's rows at the province")
+    wait_until(lambda: status(province)["sink"]["state"] == "retrying", timeout=60, what="the sink to notice PostgreSQL is gone")
+    assert "lienthong_sink_up 0.0" in metrics(province)
+    postgres.start()
+    assert_equal(postgres, province, procs)
+
+    # 5. The warehouse lost: `sink resync` rebuilds it from the store.
+    for p in procs:
+        p.stop()
+    pg: Any = postgres.connect()
+    pg.execute("DROP SCHEMA lienthong CASCADE")
+    pg.close()
+    out = cli("sink", "resync", "--dir", str(province)).stdout
+    assert "Loaded" in out
+    assert_equal(postgres, province, [])
+    pg = postgres.connect()
+    try:
+        assert pg.execute("SELECT count(*) FROM lienthong.completeness").fetchone()[0] > 0
+        assert pg.execute("SELECT count(*) FROM lienthong.indicator_series WHERE unit = %s", (COMMUNES[2],)).fetchone()[0] == ROWS
+    finally:
+        pg.close()
+
+
+def test_an_unreachable_server_is_one_line_and_a_password_in_the_dsn_is_refused(make_node: MakeNode, tmp_path: Path) -> None:
+    """No server at the address: `sink resync` says so in one Error/Try line. A dsn with a password in it is refused."""
+    node = make_node("86")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink_config(node, dsn=f"host=127.0.0.1 port={port} dbname=x user=y")
+    result = cli("sink", "resync", "--dir", str(node), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: cannot reach PostgreSQL") and "Try:" in result.stderr
+    sink_config(node, dsn="postgresql://y:hunter2@127.0.0.1/x")
+    result = cli("sink", "status", "--dir", str(node), check=False)
+    assert result.returncode != 0 and "must not hold a password" in result.stderr and "hunter2" not in result.stderr
