@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _soak_world import Node, World, lienthong, log_events, log_mark, now, waiting_files, wall
+from _soak_world import PROVINCE, Node, World, lienthong, log_events, log_mark, now, waiting_files, wall
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Faults:
     def run(self) -> None:
         """Inject faults until `stop()`: one every 1–4 s, each undone after its own time."""
         restore_target = self.rng.choice([n for n in self.world.nodes if not n.children])
+        self._t0 = time.monotonic()
         while not self._stop.is_set():
             self._undo_due()
             self._restart_dead()
@@ -58,6 +59,8 @@ class Faults:
                 self._restore()
             elif self.world.disk_node is not None and self._ballast is None and self._disk_due(elapsed):
                 self._fill_disk()
+            elif elapsed > self.duration * 0.4 and not any(e.kind == "kill" and e.node == PROVINCE for e in self.episodes):
+                self._kill(self.world.province)  # the province at least once, whatever the dice say
             else:
                 self._random_fault()
             self._stop.wait(self.rng.uniform(1.0, 4.0))

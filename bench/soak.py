@@ -167,7 +167,7 @@ def check(world: World, writer: Writer) -> tuple[Counter[str], list[str]]:
             down = held(node, PROVINCE)
             want = set().union(*(writer.feedback_for[n.id] for n in node.subtree()))
             differ("feedback for its subtree missing", node.id, want - set(down), "lost")
-            differ("province records not for its subtree", node.id, set(down) - set(own[PROVINCE]) - want, "duplicated")
+            differ("province records not for its subtree", node.id, set(down) - want, "duplicated")
             stale = {rid for rid in set(down) & set(own[PROVINCE]) if down[rid] != own[PROVINCE][rid]}
             differ("province records at another version", node.id, stale, "lost")
         # Nothing from outside its subtree, but the province's.
