@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import code_under_test, command_line, loadavg
+from _common import code_under_test, command_line, loadavg, save_result
 from _soak_faults import Faults
 from _soak_world import (
     PROVINCE,
@@ -225,6 +225,7 @@ def report(world: World, writer: Writer, faults: Faults, converged: float | None
             f"peak RSS {tier}: max {max(n.peak_rss_kb for n in nodes) / 1024:.0f} MB, "
             f"mean {sum(n.peak_rss_kb for n in nodes) / len(nodes) / 1024:.0f} MB over {len(nodes)}"
         )
+    out("peak RSS per node (MB): " + ", ".join(f"{n.id} {n.peak_rss_kb / 1024:.0f}" for n in world.nodes))
     out(f"all {len(world.nodes)} nodes: {sum(n.rss_kb for n in world.nodes) / 1024:.0f} MB RSS at the end")
     out("converged in " + (f"{converged:.0f} s after the faults stopped" if converged is not None else "— NOT within the bound"))
     found, diffs = check(world, writer)
@@ -258,6 +259,7 @@ def main() -> None:
     seed = args.seed if args.seed is not None else int(time.time())
     root = Path(tempfile.mkdtemp(prefix="lienthong-soak-"))
     result = soak(root, args.minutes, seed, args.middles, args.communes, args.settle)
+    print(f"saved: {save_result('soak', {**result, 'command': command_line(), 'code': code_under_test()})}")
     if args.keep or result["differences"] or result["converged_s"] is None:
         print(f"kept: {root}")
     else:

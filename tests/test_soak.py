@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
+@pytest.mark.timeout(1200)  # 2 minutes of faults, but 20 nodes to start and stop: slow on a loaded machine
 def test_a_two_minute_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     """20 real nodes over 3 tiers, data at every tier, 2 minutes of kills (the province too), cuts,
     slow links, a full disk (as root) and a restore from an older backup: every node ends holding
