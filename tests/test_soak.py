@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from .conftest import MakeNode
 from .fault_helpers import events
-from .helpers import STORE_FILE, NodeProcess, fill, indicator_rows, relay, running, small_disk, versions, wait_until
+from .helpers import STORE_FILE, NodeProcess, fill, indicator_rows, relay, running, small_disk, versions, wait_until, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +78,34 @@ def test_a_child_whose_disk_fills_keeps_running_and_resends_once_space_returns(m
             fill(commune, indicator_rows(commune.name, 100, start=500))
             wait_until(lambda: len(versions(province, origin=commune.name)) == 600, what="the later records up")
             assert child.alive()
+
+
+def test_a_file_whose_receipt_meets_a_full_disk_is_finished_once_space_returns(make_node: MakeNode, tmp_path: Path) -> None:
+    """The records of an agency file are committed, then its receipt cannot be written: the inbox's disk is
+    full. The node says so in words (no traceback) and, once space returns, archives the file with its
+    receipt, the records once. (Found by bench/soak.py, seed 1207: the file was set aside as failed and
+    stayed in the inbox until the node restarted.)"""
+    with small_disk(tmp_path / "inbox-disk", "2m") as disk:
+        province = make_node("86")
+        config = province / "lienthong.toml"
+        text = config.read_text().replace("rescan_seconds = 30.0", "rescan_seconds = 1.0")
+        config.write_text(text + f'\n[inbox.thongke]\npath = "{disk}"\n')
+        write_jsonl(disk / "values.jsonl", indicator_rows("86", 200))
+        ballast = disk / ".ballast"  # a hidden file: not an agency's
+        with contextlib.suppress(OSError), ballast.open("wb") as filler:
+            for block in (65536, 4096, 512, 64):
+                with contextlib.suppress(OSError):
+                    while True:
+                        filler.write(b"\0" * block)
+                        filler.flush()
+        node = NodeProcess(province)
+        with running(node):
+            wait_until(lambda: len(versions(province, origin="86")) == 200, what="the file's records committed")
+            wait_until(lambda: '"level": "error"' in node.log(), what="the full disk said")
+            assert "is full: the file was not finished" in node.log()
+            assert (disk / "values.jsonl").exists() and "Traceback" not in node.log()
+            ballast.unlink()
+            wait_until(lambda: not (disk / "values.jsonl").exists(), what="the file archived once space returned")
+            (receipt,) = (disk / "archive").glob("*/values.jsonl.receipt.json")
+            assert json.loads(receipt.read_text())["importCount"]["imported"] == 200
+            assert len(versions(province, origin="86")) == 200
