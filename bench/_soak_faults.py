@@ -40,7 +40,7 @@ class Faults:
         self.disk_episodes = 0
         self.unexpected_exits: list[str] = []
         self._ballast: Path | None = None
-        self._stop = threading.Event()
+        self.halted = threading.Event()
         self._t0 = time.monotonic()
 
     # ------------------------------------------------------------ the loop
@@ -49,7 +49,7 @@ class Faults:
         """Inject faults until `stop()`: one every 1–4 s, each undone after its own time."""
         restore_target = self.rng.choice([n for n in self.world.nodes if not n.children])
         self._t0 = time.monotonic()
-        while not self._stop.is_set():
+        while not self.halted.is_set():
             self._undo_due()
             self._restart_dead()
             elapsed = time.monotonic() - self._t0
@@ -63,11 +63,11 @@ class Faults:
                 self._kill(self.world.province)  # the province at least once, whatever the dice say
             else:
                 self._random_fault()
-            self._stop.wait(self.rng.uniform(1.0, 4.0))
+            self.halted.wait(self.rng.uniform(1.0, 4.0))
 
     def stop(self) -> None:
         """Stop injecting and undo every fault still in force (links open, disk freed, nodes running)."""
-        self._stop.set()
+        self.halted.set()
         for _, episode, undo in self.undo:
             self._finish(episode, undo)
         self.undo.clear()
@@ -230,14 +230,14 @@ class Faults:
         if node is None:
             return
         seen: set[int] = set()
-        while not self._stop.is_set():
+        while not self.halted.is_set():
             for i, episode in enumerate(self.episodes):
                 if episode.kind == "disk_full" and episode.end and i not in seen:
                     seen.add(i)
                     waiting = set(waiting_files(node))
-                    while waiting and not self._stop.is_set():
+                    while waiting and not self.halted.is_set():
                         waiting = {p for p in waiting if p.exists()}
                         time.sleep(0.2)
                     episode.recovered_s = now() - episode.end if not waiting else None
                     episode.note = "until the files waiting in its inbox were taken"
-            self._stop.wait(0.5)
+            self.halted.wait(0.5)

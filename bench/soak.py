@@ -100,7 +100,7 @@ def soak(
         result["seed"] = seed
         return result
     finally:
-        faults._stop.set()
+        faults.halted.set()
         world.close()
 
 
