@@ -32,6 +32,7 @@ in order; a file that never finishes writing never blocks the others.
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import re
@@ -285,18 +286,30 @@ class InboxWatcher:
                 # The node's disk or store failed (full disk): the file is untouched and is taken
                 # again at the next rescan, once the operator has made room.
                 log.error("inbox.store_failed", agency=inbox.agency, file=display_name(path.name), error=exc.message, hint=exc.hint)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    self._set_aside(path, inbox)
+                else:  # the receipt or the archive met a full disk: like the store's, taken again at the next rescan
+                    error = f"the disk holding {path.parent} is full: the file was not finished"
+                    log.error(
+                        "inbox.store_failed", agency=inbox.agency, file=display_name(path.name), error=error, hint="free space on that disk"
+                    )
             except Exception:
-                log.exception("inbox.file_failed", agency=inbox.agency, file=display_name(path.name))
-                try:
-                    st = path.lstat()
-                    self._stuck[path] = (st.st_size, st.st_mtime_ns)
-                except OSError:
-                    pass
+                self._set_aside(path, inbox)
             finally:
                 with self._lock:
                     self._busy.discard(path)
                     if again and path not in self._pending:  # events that came while it was read were not kept
                         self._pending[path] = _Candidate(inbox, False, settle=self.settle, stable_since=time.monotonic())
+
+    def _set_aside(self, path: Path, inbox: Inbox) -> None:
+        """A file that failed for no known reason: logged, and left alone until it changes."""
+        log.exception("inbox.file_failed", agency=inbox.agency, file=display_name(path.name))
+        try:
+            st = path.lstat()
+            self._stuck[path] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass
 
     def idle(self) -> bool:
         """Nothing pending, queued or being taken (for tests and the demo)."""

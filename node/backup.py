@@ -79,6 +79,8 @@ def _snapshot(source_dir: Path, into: Path, skip: Path | None = None) -> list[di
     for folder, dirs, names in os.walk(source_dir):
         base = Path(folder)
         dirs[:] = [d for d in dirs if skip is None or (base / d).resolve() != skip]
+        # Every folder, empty ones too: an agency's inbox folder is there before its first file.
+        (into / base.relative_to(source_dir)).mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
         for name in sorted(names):
             path = base / name
             if name in _SKIP_NAMES or name.endswith(_SKIP_SUFFIXES) or path.is_symlink() or not path.is_file():

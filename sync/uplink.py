@@ -13,7 +13,7 @@ from typing import Any
 
 from .batch import OutBatch, Refusal
 from .clock import HybridClock, wall_ms
-from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationError
+from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationError, StoreError
 from .file_transfer import FILE_MESSAGES, FilePeer, node_files
 from .files import Files
 from .replication import (
@@ -90,14 +90,22 @@ class Uplink:
                 await asyncio.to_thread(self.up.set_refusal, exc.message)
             except ReplicationError as exc:
                 self.log.warning("link.down", error=exc.message)
+            except StoreError as exc:
+                # This node's own disk or store (full, say): said in words, and the link tried again
+                # with backoff; nothing unwritten was acknowledged, so it is sent again.
+                self.log.error("store.write_failed", error=exc.message, hint=exc.hint)
             except Exception:
                 # A bug, not a link failure: say so loudly, but keep the node syncing.
                 self.log.exception("link.failed")
             finally:
                 if self.connected:
                     self.connected = False
-                    # In contact until now: health counts the parent's silence from here.
-                    await asyncio.to_thread(self.up.set_uplink, connected=0, last_contact=time.time())
+                    # In contact until now: health counts the parent's silence from here. A full disk
+                    # must not end the uplink (and the node with it): the flag is set again next session.
+                    try:
+                        await asyncio.to_thread(self.up.set_uplink, connected=0, last_contact=time.time())
+                    except StoreError as exc:
+                        self.log.error("link.state_unsaved", error=exc.message, hint=exc.hint)
             if time.monotonic() - started > 10:
                 delay = self._tuning.backoff_initial  # it was up for a while: start the backoff over
             # Full jitter keeps 170 children from reconnecting in step after an outage.

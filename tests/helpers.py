@@ -302,6 +302,7 @@ class TcpProxy:
         self.blocked = False
         self.bytes = 0
         self.rate = 0  # bytes/s each way and connection when set: a slow link (0: as fast as loopback)
+        self.delay = 0.0  # seconds each chunk is held before it is passed on when set: a link with latency
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -335,6 +336,8 @@ class TcpProxy:
                 if not data:
                     break
                 self.bytes += len(data)
+                if self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
                 if self.rate:
                     time.sleep(len(data) / self.rate)

@@ -89,3 +89,17 @@ def test_the_province_backup_carries_its_ca_and_enrollment_database(make_node: M
     assert (ca_dir / "ca.key").exists() and "intact" in cli("audit", "verify", "--dir", str(province)).stdout
     refused = cli("restore", "--dir", str(province), str(archive), check=False)
     assert refused.returncode == 1 and "is not empty" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_restored_node_keeps_its_empty_inbox_folders(make_node: MakeNode, tmp_path: Path) -> None:
+    """An agency's inbox folder that holds no file yet is part of the node: after a restore it is
+    there again, so the agency's next export lands in it (found by bench/soak.py, seed 2)."""
+    commune = make_node("86-28894", parent="127.0.0.1:9")
+    (commune / "inbox" / "1022").mkdir(parents=True)
+    (commune / "inbox" / "thongke" / "archive").mkdir(parents=True)
+    archive = tmp_path / "commune.tar"
+    cli("backup", "--dir", str(commune), str(archive))
+    restored = tmp_path / "restored"
+    cli("restore", "--dir", str(restored), str(archive))
+    assert (restored / "inbox" / "1022").is_dir()
+    assert (restored / "inbox" / "thongke" / "archive").is_dir()
