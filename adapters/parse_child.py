@@ -1,0 +1,122 @@
+"""Parsing a large file on the second core: the adapter runs in a child process.
+
+Taking a big CSV is two halves of about equal cost: parsing and building the records
+(the adapter), and checking and committing them (the node's store). In one process they
+share one core; here the adapter's half runs in a child process that reads the held file
+(its descriptor is the child's stdin) and sends the rows back in batches while the parent
+checks and writes the previous ones. The pipe bounds what is in flight, so memory stays
+flat whatever the file's size. What the parent receives is exactly what the adapter would
+have yielded in-process (same rows, same refusals, same errors), so receipts do not change.
+
+    python -m lienthong.adapters.parse_child ADAPTER NAME AGENCY ORIGIN INBOX   < file
+
+NAME is the dropped file's name (adapters and their messages judge by it). Output on stdout
+is a pickle stream:
+
+    ("rows", [Row, ...])                  up to BATCH rows, in order
+    ("refused", code, message_vi, message_en, hint)   the adapter refused the file (FileRefused)
+    ("failed", type_name, detail)         the adapter raised anything else (an adapter bug)
+    ("end",)
+
+Only adapters that need nothing of the node while parsing (no blobs, no store) are run so:
+`CHILD_ADAPTERS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from .base import Adapter, FileRefused, ParseContext, Row
+
+CHILD_ADAPTERS = frozenset({"vn-csv"})
+BATCH = 1_000
+
+
+class ChildFailed(Exception):
+    """The child's adapter raised (not a refusal), or the child ended without finishing."""
+
+
+def wanted(adapter: Adapter, size: int, min_bytes: int) -> bool:
+    """Whether a file of `size` bytes read by `adapter` is parsed in a child process."""
+    return adapter.name in CHILD_ADAPTERS and size >= min_bytes
+
+
+@contextlib.contextmanager
+def child_rows(adapter: Adapter, fd: int, name: str, context: ParseContext) -> Iterator[Iterator[Row]]:
+    """The rows `adapter` yields for the file open at `fd` (named `name`), parsed in a child process.
+
+    Raises `FileRefused` as the adapter would, `ChildFailed` for anything else the child met.
+    Leaving the block stops the child whether or not all rows were read."""
+    args = [sys.executable, "-m", "lienthong.adapters.parse_child", adapter.name, name, context.agency, context.origin, str(context.inbox)]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(args, stdin=fd, stdout=subprocess.PIPE, stderr=errors, bufsize=1 << 20)
+        try:
+            assert proc.stdout is not None
+            yield _read(proc, proc.stdout, errors)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def _read(proc: subprocess.Popen[bytes], stream: IO[bytes], errors: IO[bytes]) -> Iterator[Row]:
+    while True:
+        try:
+            message = pickle.load(stream)
+        except EOFError:
+            errors.seek(0)
+            tail = errors.read()[-400:].decode("utf-8", "replace").strip()
+            raise ChildFailed(f"the parsing process ended early (exit {proc.wait()}): {tail}") from None
+        kind = message[0]
+        if kind == "rows":
+            yield from message[1]
+        elif kind == "end":
+            return
+        elif kind == "refused":
+            raise FileRefused(*message[1:])
+        else:
+            raise ChildFailed(f"{message[1]}: {message[2]}")
+
+
+def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> int:
+    from .registry import Registry
+
+    out = sys.stdout.buffer
+
+    def send(*message: object) -> None:
+        pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+
+    with tempfile.TemporaryDirectory(prefix="lienthong-parse-") as folder:
+        # The adapter opens a path named like the dropped file: a link to our stdin, the held file.
+        path = Path(folder) / name
+        os.symlink("/proc/self/fd/0", path)
+        try:
+            adapter = Registry().get(adapter_name)
+            batch: list[Row] = []
+            for row in adapter.parse(path, ParseContext(origin=origin, agency=agency, inbox=Path(inbox))):
+                batch.append(row)
+                if len(batch) >= BATCH:
+                    send("rows", batch)
+                    batch = []
+            send("rows", batch)
+            send("end")
+        except FileRefused as exc:
+            send("refused", exc.code, exc.message_vi, exc.message_en, exc.hint)
+        except Exception as exc:  # the adapter's bug: the parent refuses the file as it would in-process
+            send("failed", type(exc).__name__, str(exc))
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:6]))
