@@ -13,7 +13,9 @@ have yielded in-process (same rows, same refusals, same errors), so receipts do 
 NAME is the dropped file's name (adapters and their messages judge by it). Output on stdout
 is a pickle stream:
 
-    ("rows", [Row, ...])                  up to BATCH rows, in order
+    ("rows", [row, ...])                  up to BATCH rows, in order: a record row as the tuple
+                                          (line, id, kind, unit, agency, body, deleted), any other
+                                          as its Row (a tuple unpickles in half the time of a dataclass)
     ("refused", code, message_vi, message_en, hint)   the adapter refused the file (FileRefused)
     ("failed", type_name, detail)         the adapter raised anything else (an adapter bug)
     ("end",)
@@ -33,6 +35,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from lienthong.sync.records import Keyed
 
 from .base import Adapter, FileRefused, ParseContext, Row
 
@@ -79,7 +83,8 @@ def _read(proc: subprocess.Popen[bytes], stream: IO[bytes], errors: IO[bytes]) -
             raise ChildFailed(f"the parsing process ended early (exit {proc.wait()}): {tail}") from None
         kind = message[0]
         if kind == "rows":
-            yield from message[1]
+            for row in message[1]:
+                yield Row(row[0], Keyed(*row[1:])) if type(row) is tuple else row
         elif kind == "end":
             return
         elif kind == "refused":
@@ -92,6 +97,7 @@ def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> 
     from .registry import Registry
 
     out = sys.stdout.buffer
+    batch: list[object] = []
 
     def send(*message: object) -> None:
         pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -102,9 +108,12 @@ def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> 
         os.symlink("/proc/self/fd/0", path)
         try:
             adapter = Registry().get(adapter_name)
-            batch: list[Row] = []
             for row in adapter.parse(path, ParseContext(origin=origin, agency=agency, inbox=Path(inbox))):
-                batch.append(row)
+                k = row.record
+                if k is not None and row.error is None and row.cells is None:
+                    batch.append((row.line, k.id, k.kind, k.unit, k.agency, k.body, k.deleted))
+                else:
+                    batch.append(row)
                 if len(batch) >= BATCH:
                     send("rows", batch)
                     batch = []
