@@ -41,6 +41,7 @@ from lienthong.sync.records import Keyed
 from .base import Adapter, FileRefused, ParseContext, Row
 
 CHILD_ADAPTERS = frozenset({"vn-csv"})
+FAILPOINT = "LIENTHONG_FAILPOINT"  # test-only fault injection, as in intake.py
 BATCH = 1_000
 
 
@@ -117,6 +118,8 @@ def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> 
                 if len(batch) >= BATCH:
                     send("rows", batch)
                     batch = []
+                    if os.environ.get(FAILPOINT) == "parse_child_exit":
+                        os._exit(9)  # fault injection for the tests: the child dies mid-file
             send("rows", batch)
             send("end")
         except FileRefused as exc:

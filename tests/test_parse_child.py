@@ -73,3 +73,18 @@ def test_a_file_refused_whole_in_the_child_gets_the_same_receipt(tmp_path: Path,
     assert started == [1]
     assert receipts[0] == receipts[1] and receipts[1]["status"] == "ERROR" and receipts[1]["error_code"] == "no_header"
     assert stored == [[], []]
+
+
+def test_a_child_that_dies_mid_file_refuses_it_and_commits_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parser process ends after its first batch: the file is refused as an adapter failure and none of its rows are kept."""
+    monkeypatch.setenv("LIENTHONG_FAILPOINT", "parse_child_exit")
+    (tmp_path / "big.csv").write_text(vietnamese_csv(2_500), encoding="utf-8-sig")
+    store = Store.create(tmp_path / "86.db", "86")
+    try:
+        sink = StoreSink(store, HybridClock(), tmp_path, ["86"])
+        result = take(tmp_path / "big.csv", Inbox("thongke", tmp_path), Registry(), sink, "86", Limits(parse_child_bytes=0), move=False)
+        assert result["status"] == "ERROR" and result["error_code"] == "adapter_failed"
+        assert "exit 9" in result["description_en"]
+        assert store.counts().get("indicator", 0) == 0
+    finally:
+        store.close()
