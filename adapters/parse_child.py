@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,9 @@ def child_rows(adapter: Adapter, fd: int, name: str, context: ParseContext) -> I
     Leaving the block stops the child whether or not all rows were read."""
     args = [sys.executable, "-m", "lienthong.adapters.parse_child", adapter.name, name, context.agency, context.origin, str(context.inbox)]
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(args, stdin=fd, stdout=subprocess.PIPE, stderr=errors, bufsize=1 << 20)
+        # Its own session: a Ctrl-C in the terminal stops the node's take (the file stays in the inbox),
+        # never the child alone (which would read as a failed parse and refuse the file).
+        proc = subprocess.Popen(args, stdin=fd, stdout=subprocess.PIPE, stderr=errors, bufsize=1 << 20, start_new_session=True)
         try:
             assert proc.stdout is not None
             yield _read(proc, proc.stdout, errors)
@@ -96,6 +99,11 @@ def _read(proc: subprocess.Popen[bytes], stream: IO[bytes], errors: IO[bytes]) -
 
 def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> int:
     from .registry import Registry
+
+    # A stop signal sent to the whole group (systemd stops a unit's every process) is the node's
+    # to handle: it stops reading and kills this process; ended by itself here, the file would be refused.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     out = sys.stdout.buffer
     batch: list[object] = []
