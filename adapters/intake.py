@@ -51,6 +51,7 @@ from lienthong.sync.records import Keyed
 from .base import Adapter, Definitions, FileRefused, ParseContext, RowError, Sink
 from .held import FileChanged, HeldFile, LinkRefused, NotRegularFile, display_name
 from .messages import message
+from .parse_child import ChildFailed, child_rows, wanted
 from .registry import Registry
 
 ARCHIVE = "archive"
@@ -79,6 +80,9 @@ class Inbox:
 @dataclass(frozen=True)
 class Limits:
     max_file_bytes: int = 512 * 1024 * 1024
+    # A file this large (and read by an adapter in parse_child.CHILD_ADAPTERS) is parsed in a child
+    # process on the second core while this one checks and commits (parse_child.py).
+    parse_child_bytes: int = 2 * 1024 * 1024
 
 
 # ---------------------------------------------------------------- validation
@@ -271,7 +275,7 @@ def take(
                     received_at=received_at,
                 )
             else:
-                result = _parse_and_commit(held, sha, inbox, registry, sink, node, received_at, refuse)
+                result = _parse_and_commit(held, sha, inbox, registry, sink, node, received_at, refuse, limits)
                 if os.environ.get(FAILPOINT) == "after_commit":
                     # Fault injection for the crash tests: die between commit and move.
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -291,7 +295,7 @@ def take(
 
 
 def _parse_and_commit(
-    held: HeldFile, sha: str, inbox: Inbox, registry: Registry, sink: Sink, node: str, received_at: str, refuse: Any
+    held: HeldFile, sha: str, inbox: Inbox, registry: Registry, sink: Sink, node: str, received_at: str, refuse: Any, limits: Limits
 ) -> dict[str, Any]:
     path = held.path  # reads the held descriptor (see held.py); name and folder are the dropped file's
     if inbox.adapter:
@@ -307,9 +311,13 @@ def _parse_and_commit(
     attachments: list[str] = []
     refused = 0
     try:
-        with sink.transaction() as writer:
+        with contextlib.ExitStack() as parsing, sink.transaction() as writer:
+            if wanted(adapter, held.size, limits.parse_child_bytes):
+                rows = parsing.enter_context(child_rows(adapter, held.fd, path.name, context))
+            else:
+                rows = adapter.parse(path, context)
             chunk: list[Keyed] = []
-            for row in adapter.parse(path, context):
+            for row in rows:
                 error = row.error
                 if error is None and row.record is not None:
                     error = validator.check(row.line, row.record)
@@ -383,7 +391,8 @@ def _parse_and_commit(
     except Exception as exc:  # an adapter bug: isolate it, refuse the file, keep serving
         log.exception("adapter.failed", adapter=adapter.name, file=display_name(path.name))
         r = refuse("adapter_failed", adapter.name, sha, adapter.name)
-        r["description_en"] += f" ({type(exc).__name__}: {exc})"
+        # ChildFailed carries the child's adapter error as "Type: detail" already (parse_child.py).
+        r["description_en"] += f" ({exc})" if isinstance(exc, ChildFailed) else f" ({type(exc).__name__}: {exc})"
         return r
 
 
