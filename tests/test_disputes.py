@@ -287,3 +287,27 @@ def test_a_commune_refuses_from_its_parent_an_act_that_does_not_match_its_thread
 
 def unit_definition(code: str) -> dict[str, Any]:
     return {"kind": "definition", "type": "unit", "code": code, "fields": {"name": code, "parent": "86"}}
+
+
+def test_acts_held_before_a_child_first_connects_are_queued_to_it_when_it_does(tmp_path: Path) -> None:
+    """A district holds a question about a commune's figure before that commune (named by no
+    definition) has ever connected: nothing can take it yet; when the commune first connects, the
+    question is queued to it, as feedback for its units is, and never to another child."""
+    district = "86-BT"
+    store = Store.create(tmp_path / "district.db", district)
+    clock = HybridClock(0)
+    record = records.indicator_value(BA_TRI, FIGURE).envelope(BA_TRI, clock.now())
+    opening = records.dispute("86", disputes.opening_fields(record, "2026-11-02T08:00:00+07:00", unit="86", agency="", reason="?"))
+    taken, refused = Upstream(store).apply_from_parent("e", 0, 1, [opening.envelope("86", clock.now()).SerializeToString()])
+    assert (taken, refused) == (1, [])
+
+    def queued() -> set[tuple[str, bytes]]:
+        sql = "SELECT d.child, r.id FROM downqueue d JOIN records r ON r.rid = d.rid WHERE r.kind = ?"
+        return {(child, bytes(rid)) for child, rid in store.reader().execute(sql, (records.DISPUTE,))}
+
+    assert queued() == set()
+    down = Downstream(store)
+    down.register_child(LONG_CHAU, "127.0.0.1:1")
+    down.register_child(BA_TRI, "127.0.0.1:2")
+    assert queued() == {(BA_TRI, opening.id)}
+    store.close()
