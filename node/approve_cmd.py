@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,10 +25,14 @@ from lienthong.sync import records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.indicator_sets import IndicatorSets
 from lienthong.sync.schedule import Schedules, bounds
+from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from . import runtime
 from .cli_common import DIR_OPTION, audited, fail, load_settings
+
+# The step each action is, as the console names it (`asked`).
+STEPS = {"approved": "approve", "unapproved": "unapprove", "accepted": "accept", "returned": "return", "unaccepted": "unaccept"}
 
 
 def datasets(store_defs: list[records.Envelope]) -> set[str]:
@@ -52,67 +57,82 @@ def approve(
     from .trust.audit import operator_name
 
     settings = load_settings(node_dir)
+    who = by or operator_name()
+    store = runtime.open_store(node_dir, settings)
+    try:
+        out = take_step(
+            store, settings, period=period, dataset=dataset, unit=unit, give_back=give_back, unapprove=unapprove, reason=reason, by=who
+        )
+    finally:
+        store.close()
+    action, after, unit, reason = out["action"], out["state"], out["unit"], out["reason"]
+    audited(node_dir, f"approval.{action}", f"{unit} {out['dataset']} {out['period']}", reason=reason, by=who, state=after)
+    if as_json:
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{out['dataset']} {out['period']} of unit {unit}: {action} by {who}; now {after}.")
+
+
+def take_step(
+    store: Store,
+    settings: Any,
+    *,
+    period: str,
+    dataset: str,
+    unit: str | None,
+    give_back: bool,
+    unapprove: bool,
+    reason: str,
+    by: str,
+    asked: str = "",
+) -> dict[str, str]:
+    """Check one approval step against where this node stands and the current state, then write it.
+    Which step it is follows from the node (see the table above); `asked` (approve, accept,
+    unapprove, unaccept, return), when given, must be that step. Returns what was written and the
+    state after it. Raises LienthongError (one sentence and a hint) when the step may not be taken.
+    The console's approval actions call this too: the same rules from the page as from the CLI."""
     period, dataset, reason = period.strip(), records.nfc(dataset.strip()), reason.strip()
     bounds(period)  # refuses what is not a reporting period
     if give_back and unapprove:
         fail("--return and --unapprove are two different steps", "give one of them")
     if (give_back or unapprove) and not reason:
-        fail("a return or an un-approval needs its reason", "add --reason '…' (the unit sees it)")
+        fail("a return or an un-approval needs its reason", "give the reason (the unit sees it)")
     own = [records.nfc(code) for code in runtime.own_units(settings)]
     unit = records.nfc(unit.strip()) if unit else own[0]
-    store = runtime.open_store(node_dir, settings)
-    try:
-        definitions = list(store.iter_records(records.DEFINITION))
-        known = datasets(definitions)
-        if dataset not in known:
-            fail(
-                f"{dataset!r} is neither a report type with a schedule nor an indicator set this node holds",
-                "use one of " + (", ".join(sorted(known)) or "(none yet: the province sends them down)"),
-            )
-        registry = Units.from_envelopes(d for d in definitions if records.body_of(d).type == "unit")
-        if unit in own:
-            if give_back:
-                fail(f"unit {unit} is this node's own: it cannot return its own data", "the level above returns it")
-            action = "unapproved" if unapprove else "approved"
-        elif any(unit in registry.descendants(code) for code in own):
-            action = "returned" if give_back else "unaccepted" if unapprove else "accepted"
-        else:
-            fail(
-                f"this node neither answers for unit {unit} nor is above it",
-                "approve at the unit's own node, and accept at the node of the level above it",
-            )
-        current = approval_mod.approvals(store.reader(), [unit]).get((unit, dataset, period))
-        state = current.state if current else approval_mod.SUBMITTED
-        _check_step(action, state, unit, dataset, period)
-        at = datetime.now().astimezone().isoformat(timespec="seconds")
-        who = by or operator_name()
-        keyed = records.approval(
-            store.node_id, {"unit": unit, "dataset": dataset, "period": period, "action": action, "reason": reason, "by": who, "at": at}
+    definitions = list(store.iter_records(records.DEFINITION))
+    known = datasets(definitions)
+    if dataset not in known:
+        fail(
+            f"{dataset!r} is neither a report type with a schedule nor an indicator set this node holds",
+            "use one of " + (", ".join(sorted(known)) or "(none yet: the province sends them down)"),
         )
-        store.write_local([keyed], HybridClock(store.max_version()))
-        after = approval_mod.approvals(store.reader(), [unit])[(unit, dataset, period)].state
-    finally:
-        store.close()
-    audited(node_dir, f"approval.{action}", f"{unit} {dataset} {period}", reason=reason, by=who, state=after)
-    out = {"unit": unit, "dataset": dataset, "period": period, "action": action, "state": after, "by": who, "at": at, "reason": reason}
-    if as_json:
-        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
-        return
-    click.echo(f"{dataset} {period} of unit {unit}: {action} by {who}; now {after}.")
-
-
-def _check_step(action: str, state: str, unit: str, dataset: str, period: str) -> None:
-    """Refuse a step that does not follow from the current state, saying what would."""
-    what = f"{dataset} {period} of unit {unit}"
-    if action == "approved" and state in approval_mod.LOCKED:
-        fail(f"{what} is already {state}", "change data only after --unapprove")
-    if action == "unapproved" and state == approval_mod.ACCEPTED:
-        fail(f"{what} was accepted by the level above", "ask the level above to un-accept or return it first")
-    if action == "unapproved" and state != approval_mod.APPROVED:
-        fail(f"{what} is not approved (it is {state})", "there is nothing to un-approve")
-    if action in ("accepted", "returned") and state not in (approval_mod.APPROVED, approval_mod.ACCEPTED):
-        fail(f"{what} is not approved by its unit yet (it is {state})", "the unit's head approves it first")
-    if action == "accepted" and state == approval_mod.ACCEPTED:
-        fail(f"{what} is already accepted", "nothing to do")
-    if action == "unaccepted" and state != approval_mod.ACCEPTED:
-        fail(f"{what} is not accepted (it is {state})", "there is nothing to un-accept")
+    registry = Units.from_envelopes(d for d in definitions if records.body_of(d).type == "unit")
+    if unit in own:
+        if give_back:
+            fail(f"unit {unit} is this node's own: it cannot return its own data", "the level above returns it")
+        action = "unapproved" if unapprove else "approved"
+    elif any(unit in registry.descendants(code) for code in own):
+        action = "returned" if give_back else "unaccepted" if unapprove else "accepted"
+    else:
+        fail(
+            f"this node neither answers for unit {unit} nor is above it",
+            "approve at the unit's own node, and accept at the node of the level above it",
+        )
+    if asked and STEPS[action] != asked:
+        here = "its own node" if unit in own else "the level above it"
+        fail(
+            f"this node is {here}: for unit {unit} it may {STEPS[action]}, not {asked}",
+            "approve and un-approve at the unit's own node; accept, return and un-accept at the level above",
+        )
+    current = approval_mod.approvals(store.reader(), [unit]).get((unit, dataset, period))
+    state = current.state if current else approval_mod.SUBMITTED
+    problem = approval_mod.step_problem(action, state, unit, dataset, period)
+    if problem:
+        fail(*problem)
+    at = datetime.now().astimezone().isoformat(timespec="seconds")
+    keyed = records.approval(
+        store.node_id, {"unit": unit, "dataset": dataset, "period": period, "action": action, "reason": reason, "by": by, "at": at}
+    )
+    store.write_local([keyed], HybridClock(store.max_version()))
+    after = approval_mod.approvals(store.reader(), [unit])[(unit, dataset, period)].state
+    return {"unit": unit, "dataset": dataset, "period": period, "action": action, "state": after, "by": by, "at": at, "reason": reason}

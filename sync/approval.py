@@ -169,6 +169,25 @@ def check_unlocked(db: sqlite3.Connection, keyed: Sequence[Keyed]) -> None:
                 raise ApprovalLocked(item.unit, dataset, body.period, state)
 
 
+def step_problem(action: str, state: str, unit: str, dataset: str, period: str) -> tuple[str, str] | None:
+    """Why `action` (approved, unapproved, accepted, returned, unaccepted) does not follow from
+    `state`, as (message, hint), or None: the same rules for the CLI and the console."""
+    what = f"{dataset} {period} of unit {unit}"
+    if action == APPROVED and state in LOCKED:
+        return f"{what} is already {state}", "change data only after un-approving it"
+    if action == "unapproved" and state == ACCEPTED:
+        return f"{what} was accepted by the level above", "ask the level above to un-accept or return it first"
+    if action == "unapproved" and state != APPROVED:
+        return f"{what} is not approved (it is {state})", "there is nothing to un-approve"
+    if action in (ACCEPTED, RETURNED) and state not in (APPROVED, ACCEPTED):
+        return f"{what} is not approved by its unit yet (it is {state})", "the unit's head approves it first"
+    if action == ACCEPTED and state == ACCEPTED:
+        return f"{what} is already accepted", "nothing to do"
+    if action == "unaccepted" and state != ACCEPTED:
+        return f"{what} is not accepted (it is {state})", "there is nothing to un-accept"
+    return None
+
+
 def authority_problem(subtrees: Subtrees, env: Envelope) -> tuple[str, str] | None:
     """Why the origin of an approval record may not write it, or None: only the node that answers
     for the unit approves or un-approves its data; that node never accepts, returns or un-accepts it."""

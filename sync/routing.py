@@ -5,8 +5,9 @@
   unit; an event also to the child holding its item's unit; an `assigned` event
   also to the child holding the newly assigned unit, with the item's whole history
   when that child did not hold it yet.
-- A child that names a unit for the first time is queued the feedback it must now
-  hold (`queue_feedback_for`), and what was shared with its units.
+- A child that connects for the first time, or names a unit or node for the first time, is
+  queued the feedback it must now hold (`queue_feedback_for`), what was shared with its
+  units, and the acts of disputes its nodes are a party to.
 - Acts of a dispute on a figure go to the child holding the disputed record's origin
   and to the child holding the node that opened the thread (sync/disputes.py).
 - An approval step (sync/approval.py) goes to the child whose subtree holds its unit, never back
@@ -91,7 +92,8 @@ class Router:
 
     def queue_feedback_for(self, db: sqlite3.Connection, child: str) -> None:
         """`child` holds new units: queue the feedback it must now hold — items of its units,
-        their events, and items assigned to its units before it first connected, with their history."""
+        their events, and items assigned to its units before it first connected, with their history —
+        and the dispute acts its nodes are a party to."""
         rows = db.execute(
             "SELECT rid, kind, unit, via, envelope FROM records WHERE kind IN (?, ?) AND via != ? ORDER BY rid",
             (records.FEEDBACK, records.FEEDBACK_EVENT, child),
@@ -99,9 +101,21 @@ class Router:
         queued = {rid for (rid,) in db.execute("SELECT rid FROM downqueue WHERE child = ?", (child,))}
         wanted = sorted({rid for target, rid in self.feedback_routes(db, rows) if target == child} - queued)
         db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", [(child, rid) for rid in wanted])
+        queued.update(wanted)
         # And what was shared with its units (sharing.py), the share's definition first.
-        shared = [rid for _, rid in sharing.routes_for_child(db, _Owners(db, self.node_id), child) if rid not in queued]
+        owners = _Owners(db, self.node_id)
+        shared = [rid for _, rid in sharing.routes_for_child(db, owners, child) if rid not in queued]
         db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", [(child, rid) for rid in dict.fromkeys(shared)])
+        queued.update(shared)
+        # And the acts of disputes it is a party to (its nodes' records questioned, or its nodes' questions).
+        acts = [
+            rid
+            for rid, raw in db.execute(
+                "SELECT rid, envelope FROM records WHERE kind = ? AND via != ? ORDER BY rid", (records.DISPUTE, child)
+            )
+            if rid not in queued and child in disputes.routes(Envelope.FromString(raw), owners.child_for_node)
+        ]
+        db.executemany("INSERT INTO downqueue(child, rid) VALUES (?, ?)", [(child, rid) for rid in acts])
 
     def feedback_routes(self, db: sqlite3.Connection, rows: Iterable[FeedbackRow]) -> list[tuple[str, int]]:
         """(child, rid) pairs to queue for feedback items and events. Never back to the child it came from."""

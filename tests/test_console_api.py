@@ -1,18 +1,21 @@
 """The console's read API on a real running node: answers equal the CLI's --json for the same
 store, bad parameters are clear 4xx JSON, accounts log in (rate-limited, audited), scoped accounts
-cannot read outside their scope through any endpoint, and operators' feedback actions follow the
-CLI's rules and are audited."""
+cannot read outside their scope through any endpoint, and operators' feedback and approval actions
+follow the CLI's rules and are audited with the account's name."""
 
 from __future__ import annotations
 
 import json
+import urllib.parse
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lienthong.node.trust.audit import AuditLog
 
 from .conftest import MakeNode
-from .helpers import NodeProcess, cli, running, status
+from .helpers import STORE_FILE, NodeProcess, cli, running, status
 from .web_helpers import BA_TRI, BAD_ROWS, LITTER, LONG_CHAU, POTHOLE, Client, add_user, fill_province, lienthong
 
 pytestmark = pytest.mark.slow
@@ -111,17 +114,20 @@ def test_without_accounts_the_api_answers_read_only_what_the_cli_says(make_node:
 
 
 def test_accounts_scopes_and_feedback_actions(make_node: MakeNode) -> None:
-    """Logins are checked, rate-limited and audited; a scoped viewer sees only its unit through every endpoint; an operator's update follows the CLI's rules and is audited."""
+    """Logins are checked, rate-limited and audited; a scoped viewer sees only its unit through every endpoint; an operator's update follows the CLI's rules and is audited; so do its approval steps."""
     node = make_node("86")
     fill_province(node)
     add_user(node, "admin", "admin")
     add_user(node, "ba-tri", "viewer", "--unit", BA_TRI)
     add_user(node, "soyte", "viewer", "--agency", "soyte")
     add_user(node, "dieu-phoi", "operator")
+    add_user(node, "long-chau", "operator", "--unit", LONG_CHAU)
+    approved_by_commune(node, BA_TRI)
     assert [u["name"] for u in json.loads(lienthong("user", "list", "--dir", str(node), "--json"))] == [
         "admin",
         "ba-tri",
         "dieu-phoi",
+        "long-chau",
         "soyte",
     ]
     proc = NodeProcess(node)
@@ -187,6 +193,9 @@ def test_accounts_scopes_and_feedback_actions(make_node: MakeNode) -> None:
         shown = json.loads(cli("feedback", "show", "--dir", str(node), POTHOLE, "--json").stdout)
         assert (shown["state"], shown["assignee"]) == ("assigned", LONG_CHAU)
         assert operator.ok(f"/api/v1/feedback/{POTHOLE}")["assignee"] == LONG_CHAU
+        long_chau = Client(base)
+        assert long_chau.login("long-chau") == 200
+        approval_steps(operator, ba_tri, long_chau)
 
         # Wrong passwords: refused, then the address is blocked for a while; all audited.
         stranger = Client(base)
@@ -201,3 +210,85 @@ def test_accounts_scopes_and_feedback_actions(make_node: MakeNode) -> None:
     assert ("web.login_blocked", "web:admin") in actions
     assert ("feedback.assigned", "web:dieu-phoi") in actions
     assert any(action == "user.add" for action, _ in actions)
+    approval_steps_recorded(node)
+
+
+def approved_by_commune(node: Path, unit: str) -> None:
+    """The commune's own approval of its October report, as its node sends it up (written with the
+    commune's key pair's node id, applied by the province's store as from that child)."""
+    from lienthong.sync import records
+    from lienthong.sync.clock import HybridClock
+    from lienthong.sync.downstream import Downstream
+    from lienthong.sync.store import Store
+
+    fields = {"unit": unit, "dataset": "BC-IOC-THANG", "period": "2026-10", "action": "approved", "by": "Chủ tịch UBND xã"}
+    store = Store.open(node / STORE_FILE)
+    try:
+        down = Downstream(store)
+        down.register_child(unit, "127.0.0.1:1")
+        raw = records.approval(unit, {**fields, "reason": "", "at": "2026-11-20T09:00:00+07:00"}).envelope(unit, HybridClock(0).now())
+        assert down.apply_from_child(unit, "e", 0, 1, b"", [raw.SerializeToString()]) == []
+    finally:
+        store.close()
+
+
+def approval_steps(operator: Client, viewer: Client, scoped: Client) -> None:
+    """An operator accepts, un-accepts and returns a commune's report and approves the province's own
+    from the console (API and the page's form), under `lienthong approve`'s rules: a step that does
+    not follow is refused in one sentence; viewers and accounts scoped elsewhere are refused."""
+    step = {"unit": BA_TRI, "dataset": "BC-IOC-THANG", "period": "2026-10"}
+    assert viewer.request("POST", "/api/v1/approvals", body={**step, "action": "accept"})[1]["error"]["code"] == "forbidden"
+    assert scoped.request("POST", "/api/v1/approvals", body={**step, "action": "accept"})[1]["error"]["code"] == "outside_scope"
+    assert operator.request("POST", "/api/v1/approvals", body={**step, "action": "lose"})[0] == 400
+
+    def take(action: str, reason: str = "") -> tuple[int, dict[str, Any]]:
+        code, body = operator.request("POST", "/api/v1/approvals", body={**step, "action": action, "reason": reason})
+        return code, body
+
+    refused = [take("approve"), take("return"), take("unaccept", "?")]
+    assert [(code, body["error"]["code"]) for code, body in refused] == [(409, "refused")] * 3
+    messages = [body["error"]["message"] for _, body in refused]
+    assert messages[0] == f"this node is the level above it: for unit {BA_TRI} it may accept, not approve"
+    assert messages[1] == "a return or an un-approval needs its reason"
+    assert messages[2] == f"BC-IOC-THANG 2026-10 of unit {BA_TRI} is not accepted (it is approved)"
+    assert all(body["error"]["hint"] for _, body in refused)
+    code, body = take("accept")
+    assert (code, body["state"], body["action"], body["by"]) == (200, "accepted", "accepted", "dieu-phoi"), body
+    assert take("accept")[1]["error"]["message"] == f"BC-IOC-THANG 2026-10 of unit {BA_TRI} is already accepted"
+    assert take("unaccept", "thiếu phụ lục")[1]["state"] == "approved"
+    assert take("return", "bổ sung phụ lục")[1]["state"] == "returned"
+    completeness = operator.ok(f"/api/v1/completeness?period=2026-10&unit={BA_TRI}")["reports"]
+    assert [r["approval"] for r in completeness if r["report_type"] == "BC-IOC-THANG"] == ["returned"]
+
+    # The page: the state, the last step with its reason, and the form, which posts and comes back.
+    page = f"/reports/cell?unit={BA_TRI}&period=2026-10&report_type=BC-IOC-THANG"
+    code, text = operator.get(page)
+    assert code == 200 and 'data-approval="returned"' in text and "bổ sung phụ lục" in text and "data-approval-form" in text
+    assert "data-approval-form" not in viewer.get(page)[1]
+    own = {"unit": "86", "dataset": "BC-IOC-THANG", "period": "2026-10", "action": "approve", "_csrf": operator.csrf}
+    code, text = operator.request("POST", "/api/v1/approvals?next=" + urllib.parse.quote(page.replace(BA_TRI, "86")), form=own)
+    assert code == 200 and 'data-approval="approved"' in text and "dieu-phoi" in text
+
+
+def approval_steps_recorded(node: Path) -> None:
+    """The steps taken from the console carry the account's name: in the records' `by` and the audit log."""
+    from lienthong.sync import approval
+    from lienthong.sync.store import Store
+
+    store = Store.open(node / STORE_FILE)
+    try:
+        held = approval.approvals(store.reader())
+    finally:
+        store.close()
+    above = held[(BA_TRI, "BC-IOC-THANG", "2026-10")].above
+    assert above is not None and (above.action, above.by, above.reason) == ("returned", "dieu-phoi", "bổ sung phụ lục")
+    own_step = held[("86", "BC-IOC-THANG", "2026-10")].own
+    assert own_step is not None and (own_step.action, own_step.by) == ("approved", "dieu-phoi")
+    with AuditLog.open(node) as log:
+        steps = [(e.action, e.actor, e.details.get("by")) for e in log.entries() if e.action.startswith("approval.")]
+    assert steps == [
+        ("approval.accepted", "web:dieu-phoi", "dieu-phoi"),
+        ("approval.unaccepted", "web:dieu-phoi", "dieu-phoi"),
+        ("approval.returned", "web:dieu-phoi", "dieu-phoi"),
+        ("approval.approved", "web:dieu-phoi", "dieu-phoi"),
+    ]

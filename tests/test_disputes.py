@@ -28,6 +28,8 @@ from .helpers import STORE_FILE, NodeProcess, fill, running, wait_until
 DEFINITIONS = Path(__file__).parents[1] / "node" / "demo_data" / "definitions.jsonl"
 BA_TRI, LONG_CHAU = "86-28894", "86-29254"
 FIGURE = {"kind": "indicator", "indicator": "KTXH.NS.01", "unit": BA_TRI, "period": "2026-10", "value": 12450, "agency": "thongke"}
+STATION = f"{BA_TRI}.tyt"  # Ba Tri's health station, a node below the commune's
+STATION_FIGURE = {"kind": "indicator", "indicator": "KTXH.YT.01", "unit": STATION, "period": "2026-10", "value": 830, "agency": "soyte"}
 
 
 def lienthong(*args: str) -> str:
@@ -115,13 +117,17 @@ def test_the_fold_is_the_same_in_any_order_and_ignores_acts_of_non_parties() -> 
 def test_dispute_opened_at_province_is_corrected_at_the_commune_and_forgeries_are_refused(make_node: MakeNode, tmp_path: Path) -> None:
     """Province questions Ba Tri's figure; Ba Tri corrects it; both print the same thread and the
     province holds the corrected value; Long Châu's forged answer, its answer claiming to be the
-    origin, and its dispute in Ba Tri's name are refused at the province; every act is audited."""
+    origin, and its dispute in Ba Tri's name are refused at the province; every act is audited.
+    Then over three tiers: a question on the figure of a station below Ba Tri is answered at the
+    station, and the three nodes print the same thread."""
     province = make_node("86")
-    ba_tri = make_node(BA_TRI, parent=listen_address(province))
+    ba_tri = make_node(BA_TRI, parent=listen_address(province), listen=True)
     long_chau = make_node(LONG_CHAU, parent=listen_address(province))
+    station = make_node(STATION, parent=listen_address(ba_tri), parent_id=BA_TRI)  # a third tier, below Ba Tri
     lienthong("ingest", "--dir", str(province), str(DEFINITIONS))
     fill(ba_tri, [FIGURE])
-    procs = [NodeProcess(n) for n in (province, ba_tri, long_chau)]
+    fill(station, [STATION_FIGURE])
+    procs = [NodeProcess(n) for n in (province, ba_tri, long_chau, station)]
 
     def until(predicate: Any, what: str) -> Any:
         def probe() -> Any:
@@ -189,10 +195,28 @@ def test_dispute_opened_at_province_is_corrected_at_the_commune_and_forgeries_ar
         ]
         assert (final["corrected_value"], final["answer"]) == ("12405", "Hộ tạm trú không tính vào chỉ tiêu này")
 
+        # Three tiers: the province questions the station's figure; Ba Tri carries the question down
+        # and the station's answer up; the province, Ba Tri and the station show the same thread.
+        figures = until(
+            lambda: [
+                r for r in json.loads(lienthong("query", "--dir", str(province), "indicators", "--format", "json")) if r["unit"] == STATION
+            ],
+            "the station's figure at the province",
+        )
+        out = lienthong("dispute", "open", "--dir", str(province), figures[0]["id"], "--reason", "Số ca tăng gấp đôi tháng 9?")
+        third = out.split()[1]
+        until(lambda: third in {t["id"] for t in threads(station)}, "the question at the station")
+        lienthong("dispute", "answer", "--dir", str(station), third, "--explanation", "Ổ dịch tại ấp 3, đã báo Sở Y tế")
+        until(lambda: show(province, third)["state"] == "answered", "the station's answer at the province")
+        at_top = show(province, third)
+        assert at_top == show(station, third) == show(ba_tri, third)
+        assert [(h["action"], h["by"]) for h in at_top["history"]] == [("answered", STATION)]
+
     assert [(e["action"], e["subject"]) for e in audit_actions(province, tmp_path) if e["action"].startswith("dispute.")] == [
         ("dispute.opened", thread),
         ("dispute.reopened", thread),
         ("dispute.closed", thread),
+        ("dispute.opened", third),
     ]
     assert [e["subject"] for e in audit_actions(province, tmp_path) if e["action"] == "record.refused"] == [LONG_CHAU] * 3
     at_commune = [e for e in audit_actions(ba_tri, tmp_path) if e["action"].startswith("dispute.")]
@@ -287,3 +311,27 @@ def test_a_commune_refuses_from_its_parent_an_act_that_does_not_match_its_thread
 
 def unit_definition(code: str) -> dict[str, Any]:
     return {"kind": "definition", "type": "unit", "code": code, "fields": {"name": code, "parent": "86"}}
+
+
+def test_acts_held_before_a_child_first_connects_are_queued_to_it_when_it_does(tmp_path: Path) -> None:
+    """A district holds a question about a commune's figure before that commune (named by no
+    definition) has ever connected: nothing can take it yet; when the commune first connects, the
+    question is queued to it, as feedback for its units is, and never to another child."""
+    district = "86-BT"
+    store = Store.create(tmp_path / "district.db", district)
+    clock = HybridClock(0)
+    record = records.indicator_value(BA_TRI, FIGURE).envelope(BA_TRI, clock.now())
+    opening = records.dispute("86", disputes.opening_fields(record, "2026-11-02T08:00:00+07:00", unit="86", agency="", reason="?"))
+    taken, refused = Upstream(store).apply_from_parent("e", 0, 1, [opening.envelope("86", clock.now()).SerializeToString()])
+    assert (taken, refused) == (1, [])
+
+    def queued() -> set[tuple[str, bytes]]:
+        sql = "SELECT d.child, r.id FROM downqueue d JOIN records r ON r.rid = d.rid WHERE r.kind = ?"
+        return {(child, bytes(rid)) for child, rid in store.reader().execute(sql, (records.DISPUTE,))}
+
+    assert queued() == set()
+    down = Downstream(store)
+    down.register_child(LONG_CHAU, "127.0.0.1:1")
+    down.register_child(BA_TRI, "127.0.0.1:2")
+    assert queued() == {(BA_TRI, opening.id)}
+    store.close()

@@ -4,7 +4,7 @@ One SQLite file per node directory, `accounts.db` (owner-only), made on first us
 A password is kept as its argon2id hash (argon2-cffi's defaults: memory-hard, salted).
 
     role       viewer    reads pages and the API
-               operator  also acts on feedback (assign, update) from the page
+               operator  also acts on feedback (assign, update) and takes approval steps from the pages
                admin     also sees the security page (audit log)
     units      a unit scope: the account sees these units and the units below them
     agencies   an agency scope: the account sees these agencies' data only

@@ -112,6 +112,30 @@ DOCUMENT: dict[str, Any] = {
                 "responses": {"200": OBJECT, "400": ERROR, "403": ERROR, "404": ERROR, "409": ERROR},
             }
         },
+        "/api/v1/approvals": {
+            "post": {
+                "summary": "Approve, accept, return, un-approve or un-accept a unit's data set for a period "
+                "(operator role; the rules of `lienthong approve`; recorded with the account's name; audited).",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["unit", "dataset", "period", "action"],
+                                "properties": {
+                                    "unit": {"type": "string"},
+                                    "dataset": {"type": "string"},
+                                    "period": {"type": "string"},
+                                    "action": {"type": "string", "enum": ["approve", "accept", "return", "unapprove", "unaccept"]},
+                                    "reason": {"type": "string"},
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {"200": OBJECT, "400": ERROR, "403": ERROR, "409": ERROR},
+            }
+        },
         "/api/v1/files": _get(
             "Files taken from the inboxes, newest first, with refused rows.", [AGENCY, _param("status", "success, warning, error"), *PAGE]
         ),

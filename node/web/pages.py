@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from lienthong.sync import records
+from lienthong.sync import approval, records
 from lienthong.sync.schedule import Schedules, containing, period_type, shift, today_in_vietnam
 
 from . import api
@@ -23,6 +23,7 @@ from .accounts import Account
 from .context import CONSOLE
 from .i18n import LANGS, translator
 from .overview import overview
+from .routes import APPROVAL_ACTIONS
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -125,7 +126,16 @@ async def report_cell_page(request: web.Request) -> web.Response:
     def work(console: Any, scope: api.Scope) -> dict[str, Any]:
         unit, period, report_type = (request.query.get(k, "") for k in ("unit", "period", "report_type"))
         found = api.reports(console.store, _q(request), scope)["items"]
-        return {"unit": unit, "period": period, "report_type": report_type, "items": found}
+        step = approval.approvals(console.store.reader(), [unit]).get((unit, report_type, period))
+        return {
+            "unit": unit,
+            "period": period,
+            "report_type": report_type,
+            "items": found,
+            "approval": step.to_dict() if step else {"state": approval.SUBMITTED, "last_step": None},
+            "approval_actions": APPROVAL_ACTIONS,
+            "here": request.path_qs,
+        }
 
     return await _render(request, "report_cell.html", "reports", work)
 

@@ -1,4 +1,4 @@
-"""The console's URLs: the read API (`/api/v1/…`), logging in and out, the feedback actions and
+"""The console's URLs: the read API (`/api/v1/…`), logging in and out, the feedback and approval actions and
 the OpenAPI description. Each handler checks the account's role, builds its scope and runs the
 blocking query (`api.py`) in a worker thread."""
 
@@ -181,6 +181,59 @@ async def feedback_event(request: web.Request) -> web.Response:
     return web.json_response(result, dumps=_dumps)
 
 
+APPROVAL_ACTIONS = ("approve", "accept", "return", "unapprove", "unaccept")
+
+
+async def approval_step(request: web.Request) -> web.Response:
+    """Approve, accept, return, un-approve or un-accept a unit's data set for a period (operators):
+    `lienthong approve`'s rules (node/approve_cmd.py `take_step`), recorded with the account's name."""
+    console, account = _console(request), _account(request)
+    if not account.may("operator"):
+        raise api.ApiError(403, "forbidden", "approving data needs the operator role", "ask an admin of this node")
+    form: Any = await request.json() if request.content_type == "application/json" else await request.post()
+    fields = {k: records.nfc(str(form.get(k, "") or "").strip()) for k in ("unit", "dataset", "period", "action", "reason")}
+    if fields["action"] not in APPROVAL_ACTIONS:
+        raise api.ApiError(
+            400, "bad_parameter", f"action must be one of {', '.join(APPROVAL_ACTIONS)} (got {fields['action']!r})", "e.g. action=approve"
+        )
+    for name in ("unit", "dataset", "period"):
+        if not fields[name]:
+            raise api.ApiError(400, "missing_parameter", f"{name} is required", f"add {name}=…")
+    if not records.PERIOD.match(fields["period"]):
+        raise api.ApiError(400, "bad_parameter", f"period is not a period (got {fields['period']!r})", "write it as 2026-10")
+
+    def run() -> dict[str, str]:
+        from ..approve_cmd import take_step
+
+        api.Scope.of(console.store, account).check_unit(fields["unit"])
+        try:
+            done = take_step(
+                console.store,
+                console.settings,
+                period=fields["period"],
+                dataset=fields["dataset"],
+                unit=fields["unit"],
+                give_back=fields["action"] == "return",
+                unapprove=fields["action"] in ("unapprove", "unaccept"),
+                reason=fields["reason"],
+                by=account.name,
+                asked=fields["action"],
+            )
+        except LienthongError as exc:
+            raise api.ApiError(409, "refused", exc.message, exc.hint) from None
+        subject = f"{done['unit']} {done['dataset']} {done['period']}"
+        details = {"reason": done["reason"], "by": done["by"], "state": done["state"]}
+        console.audit_append(f"approval.{done['action']}", subject, details, actor=f"web:{account.name}")
+        return done
+
+    result = await asyncio.to_thread(run)
+    console.runtime.get("notify", lambda: None)()  # wake the uplink and the children's streams
+    if request.content_type != "application/json" and "next" in request.query:
+        target = request.query["next"]
+        raise web.HTTPSeeOther(target if target.startswith("/") and not target.startswith("//") else "/")
+    return web.json_response(result, dumps=_dumps)
+
+
 async def files(request: web.Request) -> web.Response:
     return await _read(request, api.files)
 
@@ -289,6 +342,7 @@ def add(app: web.Application) -> None:
     r.add_get("/api/v1/feedback/counts", feedback_counts)
     r.add_get("/api/v1/feedback/{item}", feedback_item)
     r.add_post("/api/v1/feedback/{item}/events", feedback_event)
+    r.add_post("/api/v1/approvals", approval_step)
     r.add_get("/api/v1/files", files)
     r.add_get("/api/v1/audit", audit)
     r.add_get("/api/v1/openapi.json", openapi_json)
