@@ -143,6 +143,16 @@ def run_lock(node_dir: Path) -> Iterator[Path]:
         os.close(fd)
 
 
+def _write_run_info(path: Path, text: str) -> None:
+    """What `status` and the tests read to find this run's ports; a full disk is said in words."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise StoreError(
+            f"the node cannot write {path}: {exc.strerror}", f"free space on the disk that holds {path.parent} (df -h), then start it again"
+        ) from None
+
+
 def running_info(node_dir: Path) -> dict[str, Any] | None:
     """What the running node wrote into its lock file, or None if no node runs."""
     path = node_dir / LOCK_FILE
@@ -440,7 +450,8 @@ class Node:
                 if settings.sink.postgres.dsn:  # its own thread and store connection (node/sink_task.py)
                     tasks.append(asyncio.create_task(sink_task.run(self.dir, store.path, settings, self.log), name="sink"))
                 web_runner = await self._start_console(store, audit_log, changes)
-                lock_path.write_text(
+                _write_run_info(
+                    lock_path,
                     json.dumps(
                         {
                             "pid": os.getpid(),
@@ -451,7 +462,7 @@ class Node:
                             "started": time.time(),
                             "crl": str(crl_file) if crl_file is not None else "",
                         }
-                    )
+                    ),
                 )
                 self.state = State.RUNNING
                 self.log.info(

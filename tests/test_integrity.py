@@ -447,3 +447,23 @@ def test_a_running_node_whose_wal_is_deleted_stops_taking_files_and_says_so(make
         assert "restore the store from a backup" in node.log()
         assert (inbox / "second.jsonl").exists() and not list((inbox / "archive").glob("*/second.jsonl"))
         assert "Traceback" not in node.log()
+
+
+@pytest.mark.slow
+def test_a_node_started_on_a_full_disk_says_so_in_words(make_node: MakeNode, tmp_path: Path) -> None:
+    """`lienthong run` on a disk with no byte left (a node restarted after its disk filled) stops with
+    one Error/Try sentence — whichever write meets the full disk first — never a traceback."""
+    with small_disk(tmp_path / PROVINCE, "6m"):
+        province = make_node(PROVINCE)
+        fill(province, [unit_definition(ATTACKER)])
+        ballast = province / "ballast"
+        with contextlib.suppress(OSError), ballast.open("wb") as out:  # fill it to the last byte
+            while True:
+                out.write(bytes(65536))
+        with contextlib.suppress(OSError), (province / "ballast2").open("wb") as out:
+            while True:
+                out.write(bytes(1))
+        started = cli("run", "--dir", str(province), check=False, timeout=60)
+        assert started.returncode != 0, started.stdout
+        err = started.stderr
+        assert "Traceback" not in err and "Error:" in err and "Try:" in err, err
