@@ -189,6 +189,9 @@ def collect(node_dir: Path, settings: Settings) -> dict[str, Any]:
                     "clock_warning": clock_warning(f"node {child['child']}'s clock", child["clock_offset_ms"], "this node's"),
                 }
             )
+        # The unit registry is read from the read tables, which follow the records (a stopped node's
+        # ingest left them behind): caught up first, a no-op while the node runs and keeps them.
+        store.fresh_read_tables()
         out["units"] = subordinates(node_dir, settings, store, out["children"], time.time())
         return out
     finally:

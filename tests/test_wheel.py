@@ -1,6 +1,7 @@
 """`pip install lienthong-*.whl` is a tested path: the wheel the test command builds
-(`python -m build`, scripts/test.sh) goes into a clean virtual environment, and a small part of the demo
-runs from there, outside the checkout (console script, adapters' entry points, the demo's files)."""
+(`python -m build`, scripts/test.sh) goes into a clean virtual environment, and the demo runs from
+there, outside the checkout (console script, adapters' entry points, the demo's files), after the
+first steps a commune's IT would take with it."""
 
 from __future__ import annotations
 
@@ -62,8 +63,7 @@ def test_the_built_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> 
     assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
     where = run([str(venv / "bin" / "python"), "-c", "import lienthong.node.cli as c; print(c.__file__)"], tmp_path, 60)
     assert where.stdout.strip().startswith(str(venv)), where.stdout + where.stderr  # the installed copy, not the checkout
-    # A small part of the demo, from the venv, outside the checkout: the CA, a commune made from it,
-    # an agency's file taken in, the node's self-check (no node processes: the demo test runs those).
+    # From the venv, outside the checkout: the CA, a commune made from it, an agency's file taken in.
     lienthong = str(venv / "bin" / "lienthong")
     node = tmp_path / "ba-tri"
     steps = [
@@ -78,3 +78,6 @@ def test_the_built_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> 
     assert " 0 refused" in out.stdout
     demo_files = run([str(venv / "bin" / "python"), "-c", DEMO_FILES], tmp_path, 60)
     assert int(demo_files.stdout) >= 9, demo_files.stderr  # the demo's agency files are in the wheel
+    # And the demo itself (a province, its children and one node two tiers down: real processes), small.
+    demo = run([lienthong, "demo", "--children", "2", "--records", "500", "--timeout", "240"], tmp_path, 300)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
