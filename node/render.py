@@ -52,6 +52,8 @@ def _record_count(kind: str, n: int) -> str:
         "definition": ngettext("{0} definition", "{0} definitions", n),
         "seal": ngettext("{0} seal", "{0} seals", n),
         "audit_entry": ngettext("{0} audit entry", "{0} audit entries", n),
+        "approval": ngettext("{0} approval step", "{0} approval steps", n),
+        "dispute": ngettext("{0} dispute act", "{0} dispute acts", n),
     }
     return words[kind].format(n) if kind in words else f"{n} {kind}"
 
