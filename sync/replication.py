@@ -142,6 +142,11 @@ class QueueHead:
                 self._read_at, self._generation = now, generation
             return self._value
 
+    @property
+    def current_generation(self) -> int:
+        """The store change the head was last read after."""
+        return self._generation
+
 
 class WindowedSender:
     """Sends batches fetched from the store with at most `window` unacknowledged."""
