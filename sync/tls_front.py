@@ -263,7 +263,7 @@ def _small_buffers(writer: asyncio.StreamWriter) -> None:
     transport = writer.transport
     transport.set_write_buffer_limits(high=CHUNK)
     if hasattr(transport, "max_size"):
-        transport.max_size = CHUNK  # type: ignore[attr-defined]
+        transport.max_size = CHUNK
 
 
 async def _copy(read: Callable[[int], Any], write: Callable[[bytes], None], drain: Callable[[], Any]) -> None:
