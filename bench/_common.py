@@ -355,3 +355,38 @@ def save_result(name: str, result: dict[str, Any]) -> Path:
 
 def mb(nbytes: float) -> float:
     return nbytes / 1e6
+
+
+def memory_map(pid: int) -> dict[str, Any]:
+    """Where a process's resident memory is, from /proc/PID/smaps (kB): the main malloc heap
+    (`[heap]`), anonymous mappings (other threads' malloc arenas, large mallocs, thread
+    stacks), thread stacks the kernel names, and files (libraries); plus the thread count
+    and the five largest anonymous mappings (resident kB)."""
+    parts: dict[str, Any] = {"heap_kb": 0, "anon_kb": 0, "files_kb": 0, "stack_kb": 0}
+    anon: list[int] = []
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            name = ""
+            for line in f:
+                head = line.split()
+                if not head:
+                    continue
+                if not head[0].endswith(":"):
+                    name = head[5] if len(head) > 5 else ""
+                elif head[0] == "Rss:":
+                    rss = int(head[1])
+                    if name == "[heap]":
+                        parts["heap_kb"] += rss
+                    elif name.startswith("[stack"):
+                        parts["stack_kb"] += rss
+                    elif name == "":
+                        parts["anon_kb"] += rss
+                        anon.append(rss)
+                    else:
+                        parts["files_kb"] += rss
+    except OSError:
+        pass
+    parts["anon_top_kb"] = sorted(anon, reverse=True)[:5]
+    parts["threads"] = proc_status_kb(pid, "Threads")
+    parts["rss_kb"] = proc_status_kb(pid, "VmRSS")
+    return parts

@@ -20,10 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
+import multiprocessing
 import os
+import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -47,6 +51,7 @@ from _common import (
     loadavg,
     make_ca,
     mb,
+    memory_map,
     prefill,
     proc_status_kb,
     save_result,
@@ -120,19 +125,56 @@ def worker(kids: Path, ids: list[str], port: int, log_path: Path) -> None:
 # ====================================================================== coordinator
 
 
-def prepare(kids: Path, ca: Path, n: int, records: int, pad: int) -> dict[str, Any]:
-    heads: dict[str, int] = {}
-    nbytes = 0
+def prepare_one(job: tuple[Path, Path, str, int, int]) -> tuple[str, int, int]:
+    kids, ca, cid, records, pad = job
+    path, tls_paths = child_paths(kids, cid)
+    Store.create(path, cid).close()
+    issue_node(ca, tls_paths, cid, "district", [])
+    facts = prefill(path, records, pad, tls=tls_paths)
+    return cid, facts["head"], facts["envelope_bytes"]
+
+
+def prepare(kids: Path, ca: Path, n: int, records: int, pad: int, procs: int) -> dict[str, Any]:
+    """Create, certify and pre-fill every child's store, `procs` children at a time."""
     t0 = time.monotonic()
-    for i in range(n):
-        cid = child_id(i)
-        path, tls_paths = child_paths(kids, cid)
-        Store.create(path, cid).close()
-        issue_node(ca, tls_paths, cid, "district", [])
-        facts = prefill(path, records, pad, tls=tls_paths)
-        heads[cid] = facts["head"]
-        nbytes += facts["envelope_bytes"]
-    return {"heads": heads, "envelope_bytes": nbytes, "prepare_s": time.monotonic() - t0}
+    jobs = [(kids, ca, child_id(i), records, pad) for i in range(n)]
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        done = pool.map(prepare_one, jobs, chunksize=8)
+    heads = {cid: head for cid, head, _ in done}
+    return {"heads": heads, "envelope_bytes": sum(b for _, _, b in done), "prepare_s": time.monotonic() - t0}
+
+
+def fingerprints(db: Path, origin: str | None = None) -> dict[str, tuple[int, str]]:
+    """Per origin: how many records and the SHA-256 of their (id, version, envelope) in id order."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    sums: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    try:
+        where, args = ("WHERE origin = ?", (origin,)) if origin else ("", ())
+        for o, rid, version, envelope in conn.execute(
+            f"SELECT origin, id, version, envelope FROM records {where} ORDER BY origin, id", args
+        ):
+            h = sums.get(o)
+            if h is None:
+                h = sums[o] = hashlib.sha256()
+            h.update(rid)
+            h.update(version.to_bytes(8, "big"))
+            h.update(envelope)
+            counts[o] = counts.get(o, 0) + 1
+    finally:
+        conn.close()
+    return {o: (counts[o], h.hexdigest()) for o, h in sums.items()}
+
+
+def check_exact(kids: Path, province_db: Path, ids: list[str]) -> dict[str, Any]:
+    """Every child's own records, byte for byte, at the province: none missing, none extra."""
+    at_province = fingerprints(province_db)
+    differ = []
+    for cid in ids:
+        mine = fingerprints(child_paths(kids, cid)[0], cid).get(cid, (0, ""))
+        if at_province.get(cid, (0, "")) != mine:
+            differ.append({"child": cid, "child_records": mine[0], "province_records": at_province.get(cid, (0, ""))[0]})
+    return {"children_checked": len(ids), "children_differ": len(differ), "first_differences": differ[:5]}
 
 
 def run(n: int, records: int, procs: int, pad: int, profile: bool, timeout: float, keep: bool) -> dict[str, Any]:
@@ -146,7 +188,7 @@ def run(n: int, records: int, procs: int, pad: int, profile: bool, timeout: floa
         pdir = init_province(root, ca, port)
         kids = root / "kids"
         print(f"preparing {n} children with {records:,} records each ...", flush=True)
-        prep = prepare(kids, ca, n, records, pad)
+        prep = prepare(kids, ca, n, records, pad, max(2, procs))
         heads = prep["heads"]
         total = sum(heads.values())
         print(f"  {total:,} records, {mb(prep['envelope_bytes']):.1f} MB of envelopes, in {prep['prepare_s']:.1f} s", flush=True)
@@ -180,6 +222,8 @@ def run(n: int, records: int, procs: int, pad: int, profile: bool, timeout: floa
         worker_hwm = [0] * len(workers)
         samples = []
         done = 0
+        peak_map: dict[str, Any] = {}
+        next_map = 0.0
         while True:
             time.sleep(0.2)
             province.check_alive()
@@ -192,6 +236,11 @@ def run(n: int, records: int, procs: int, pad: int, profile: bool, timeout: floa
             done_records = sum(min(applied.get(c, 0), h) for c, h in heads.items())
             done = sum(1 for c, h in heads.items() if applied.get(c, 0) >= h)
             now = time.monotonic()
+            if now >= next_map:  # reading smaps of a large process costs a few ms: once a second
+                next_map = now + 1.0
+                m = memory_map(province.pid)
+                if m["rss_kb"] >= peak_map.get("rss_kb", 0):
+                    peak_map = m
             samples.append((round(now - t0, 1), len(applied), done, done_records, proc_status_kb(province.pid, "VmRSS")))
             if done == n:
                 break
@@ -209,6 +258,7 @@ def run(n: int, records: int, procs: int, pad: int, profile: bool, timeout: floa
         if spy is not None:
             stop_profiler(spy)
         status = json.loads(cli("status", "--dir", str(pdir), "--json"))
+        exact = check_exact(kids, pdir / STORE_FILE, ids)
         result = {
             "command": command_line(),
             "code": code_under_test(),
@@ -228,6 +278,8 @@ def run(n: int, records: int, procs: int, pad: int, profile: bool, timeout: floa
             "worker_cpu_s": [round(c, 2) for c in worker_cpu],
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
+            "province_memory_at_peak": peak_map,
+            "exact": exact,
             "status_children_connected": sum(1 for c in status["children"] if c["connected"]),
             "status_children_rejected": sum(c["rejected"] for c in status["children"]),
             "status_province_records": status["records"],
@@ -275,6 +327,15 @@ def report(r: dict[str, Any]) -> None:
         f"province status: {r['status_children_connected']} children connected, {r['status_children_rejected']} records rejected, "
         f"records {r['status_province_records']}"
     )
+    m = r["province_memory_at_peak"]
+    print(
+        f"province memory at its sampled peak (smaps, MB): heap {m.get('heap_kb', 0) / 1024:.0f}, "
+        f"anonymous {m.get('anon_kb', 0) / 1024:.0f} (largest {[round(k / 1024) for k in m.get('anon_top_kb', [])]}), "
+        f"files {m.get('files_kb', 0) / 1024:.0f}; {m.get('threads', 0)} threads"
+    )
+    e = r["exact"]
+    verdict = "all exact" if e["children_differ"] == 0 else f"{e['children_differ']} DIFFER, first: {e['first_differences']}"
+    print(f"every child's records at the province, byte for byte ({e['children_checked']} children): {verdict}")
     if r.get("profile"):
         print(f"py-spy profile of the province (raw collapsed stacks): {r['profile']}")
 
@@ -293,8 +354,14 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:  # each child holds a store and a connection; the province three sockets per child
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     r = run(args.children, args.records, args.procs, args.pad, args.profile, args.timeout, args.keep)
     report(r)
+    if r["exact"]["children_differ"]:
+        print(f"result saved to {save_result('many_children', r)}")
+        sys.exit(1)
     print(f"result saved to {save_result('many_children', r)}")
 
 

@@ -26,6 +26,7 @@ from .replication import (
     REVOCATION_CHECK,
     Changes,
     Issuer,
+    QueueHead,
     Tuning,
     WindowedSender,
     batch_message,
@@ -95,6 +96,8 @@ class ChildSession:
         self._revocations = revocations
         # Security events (refused records, revoked peers cut off) go to the node's audit log.
         self._audit = audit or (lambda action, subject, details: None)
+        # One read of the downward queue's head for all sessions, not one fetch per child per change.
+        self._down_head = QueueHead(self.down.queue_head, changes, tuning.poll_interval)
 
     async def serve(self, peer: Peer, address: str, stream: Stream) -> None:
         """Serve a child whose identity (`peer.node_id`, `peer.serial`) the transport took from its certificate."""
@@ -178,7 +181,7 @@ class ChildSession:
             async def send_file(which: str, message: Any) -> None:
                 await stream.send(wire.Down(**{which: message}))
 
-            sender = WindowedSender(fetch, send, down_cursor, self._tuning, self._changes)
+            sender = WindowedSender(fetch, send, down_cursor, self._tuning, self._changes, self._down_head)
             files = FilePeer(self.files, child, send_file, self._changes, bound)
             await first_done(
                 [

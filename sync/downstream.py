@@ -101,6 +101,11 @@ class Downstream:
         row = self.store.reader().execute("SELECT max(seq) FROM downqueue WHERE child = ?", (child,)).fetchone()
         return int(row[0] or 0)
 
+    def queue_head(self) -> int:
+        """The last sequence of the downward queue over all children (0 when empty)."""
+        row = self.store.reader().execute("SELECT max(seq) FROM downqueue").fetchone()
+        return int(row[0] or 0)
+
     def set_child(self, child: str, **values: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in values)
         with self.store.writing() as db:

@@ -1,0 +1,91 @@
+"""A province with many children: a store change wakes every child's down sender, and only
+those whose queue grew may query the store (issue #16, fan-in to 1,000 children)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from lienthong.sync import records
+from lienthong.sync.batch import OutBatch
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.downstream import Downstream
+from lienthong.sync.replication import Changes, QueueHead, Tuning, WindowedSender
+from lienthong.sync.store import Store
+
+CHILDREN = [f"86-3{i:04d}" for i in range(40)]
+
+
+def feedback(unit: str) -> dict[str, Any]:
+    return {
+        "kind": "feedback",
+        "source_id": "1022-0042",
+        "unit": unit,
+        "agency": "1022",
+        "category": "GT-01",
+        "description": "Ổ gà lớn trên đường tỉnh 885",
+        "received_at": "2026-11-20T07:42:10+07:00",
+    }
+
+
+async def until(check: Any, what: str) -> None:
+    for _ in range(2000):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not within 10 s: {what}")
+
+
+def test_store_changes_wake_only_the_senders_whose_queue_grew(tmp_path: Path) -> None:
+    store = Store.create(tmp_path / "province.db", "86")
+    down = Downstream(store)
+    for child in CHILDREN:
+        down.register_child(child, "127.0.0.1:1")
+    fetched: dict[str, int] = dict.fromkeys(CHILDREN, 0)
+    sent: dict[str, list[OutBatch]] = {child: [] for child in CHILDREN}
+
+    async def main() -> None:
+        changes, tuning = Changes(), Tuning(poll_interval=30.0)  # only store changes wake the senders here
+        head = QueueHead(down.queue_head, changes, tuning.poll_interval)
+        senders = []
+        for child in CHILDREN:
+
+            def fetch(seq: int, limit: int, child: str = child) -> OutBatch | None:
+                fetched[child] += 1
+                return down.down_after(child, seq, limit)
+
+            async def send(batch: OutBatch, child: str = child) -> None:
+                sent[child].append(batch)
+
+            senders.append(WindowedSender(fetch, send, 0, tuning, changes, head))
+        tasks = [asyncio.create_task(s.run()) for s in senders]
+        try:
+            await until(lambda: all(fetched.values()), "every sender's first fetch")
+            for i in range(5):  # what each group commit of any child does
+                changes.notify()
+                # Either the shared head was read again (and the senders may skip their fetch)
+                # or every sender fetched again.
+                await until(
+                    lambda i=i: head.current_generation == changes.generation or min(fetched.values()) >= i + 2,
+                    "the senders woken",
+                )
+                for _ in range(50):
+                    await asyncio.sleep(0)
+            item = records.build("86", feedback(CHILDREN[7]))
+            await asyncio.to_thread(store.write_local, [item], HybridClock(store.latest_version()))
+            changes.notify()
+            await until(lambda: bool(sent[CHILDREN[7]]), "the item sent down to its child")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        assert [e for b in sent[CHILDREN[7]] for e in b.envelopes][-1] == store.envelope(item.id)
+        assert not any(sent[c] for c in CHILDREN if c != CHILDREN[7])
+
+    asyncio.run(main())
+    store.close()
+    # One empty fetch each at the start and one when the queue (of any child) grew; the five
+    # changes that added nothing to it cost no query (before: every change, every sender).
+    others = sum(n for c, n in fetched.items() if c != CHILDREN[7])
+    assert others == 2 * (len(CHILDREN) - 1), fetched
