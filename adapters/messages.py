@@ -171,6 +171,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Trạng thái «{value}» không được hỗ trợ. Hãy dùng một trong: {allowed}.",
         "The status «{value}» is not supported. Use one of: {allowed}.",
     ),
+    "bad_action": (
+        "Bước phê duyệt «{value}» không hợp lệ. Hãy dùng một trong: {allowed}.",
+        "The approval step «{value}» is not valid. Use one of: {allowed}.",
+    ),
     "too_long": (
         "{label_cap}{column_vi} quá dài. Hãy rút gọn.",
         "The {label_en}{column_en} is too long. Shorten it.",

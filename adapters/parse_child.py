@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from lienthong.sync.errors import LienthongError
 from lienthong.sync.records import Keyed
 
 from .base import Adapter, FileRefused, ParseContext, Row
@@ -46,8 +47,11 @@ FAILPOINT = "LIENTHONG_FAILPOINT"  # test-only fault injection, as in intake.py
 BATCH = 1_000
 
 
-class ChildFailed(Exception):
+class ChildFailed(LienthongError):
     """The child's adapter raised (not a refusal), or the child ended without finishing."""
+
+    def __init__(self, message: str, hint: str = "send the file again; if it fails again, report it with the node's log") -> None:
+        super().__init__(message, hint)
 
 
 def wanted(adapter: Adapter, size: int, min_bytes: int) -> bool:

@@ -312,19 +312,24 @@ def holds(node: Node, rid: bytes) -> bool:
         return False
 
 
+# What nodes write by themselves besides seals and audit entries: the CA's home (the province)
+# publishes its registry (`node` definitions) and revocation lists. A definition's body opens
+# with its `type` (field 1), so SQL tells these apart without decoding them.
+SELF_WRITTEN = "kind NOT IN (?, ?) AND NOT (kind = ? AND (instr(envelope, ?) > 0 OR instr(envelope, ?) > 0))"
+SELF_WRITTEN_ARGS = (records.SEAL, records.AUDIT_ENTRY, records.DEFINITION, b"\x0a\x04node", b"\x0a\x0frevocation_list")
+
+
 def held(node: Node, origin: str) -> Versions:
-    """Every (record id, version) `node` holds of `origin`, leaving out seals and audit entries (which
-    nodes write by themselves) and the seals that cover audit entries."""
-    rows = query(
-        node, "SELECT id, version, kind FROM records WHERE origin = ? AND kind NOT IN (?, ?)", (origin, records.SEAL, records.AUDIT_ENTRY)
-    )
+    """Every (record id, version) `node` holds of `origin`, leaving out what nodes write by
+    themselves (seals, audit entries, the CA home's registry and revocation lists)."""
+    rows = query(node, f"SELECT id, version, kind FROM records WHERE origin = ? AND {SELF_WRITTEN}", (origin, *SELF_WRITTEN_ARGS))
     return {rid: version for rid, version, _ in rows}
 
 
 def digest(node: Node) -> dict[str, tuple[int, int]]:
     """A cheap fingerprint of what `node` holds per origin: (records, sum of versions), for polling."""
-    sql = "SELECT origin, count(*), sum(version % 1000003) FROM records WHERE kind NOT IN (?, ?) GROUP BY origin"
-    return {o: (n, s) for o, n, s in query(node, sql, (records.SEAL, records.AUDIT_ENTRY))}
+    sql = f"SELECT origin, count(*), sum(version % 1000003) FROM records WHERE {SELF_WRITTEN} GROUP BY origin"
+    return {o: (n, s) for o, n, s in query(node, sql, SELF_WRITTEN_ARGS)}
 
 
 def duplicates(node: Node) -> int:

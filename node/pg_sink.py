@@ -220,10 +220,13 @@ def _copy(pg: Any, sq: sqlite3.Connection, table: str, where: str, keys: Sequenc
 
 
 class _Reader:
-    """What `completeness.submissions` reads through: the store's connection as `db`."""
+    """What `completeness.submissions` reads through: the sink's own connection to the store."""
 
     def __init__(self, sq: sqlite3.Connection) -> None:
         self.db = sq
+
+    def reader(self) -> sqlite3.Connection:
+        return self.db
 
 
 def _judge_completeness(pg: Any, sq: sqlite3.Connection, today: dt.date) -> int:

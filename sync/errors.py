@@ -11,6 +11,7 @@
     │   ├── HandshakeRefused  the peer refused us (or we refused it) at the handshake
     │   ├── ProtocolError     the peer broke the protocol; the session is dropped
     │   └── EpochChanged      this node's change log was restored; resync from the start
+    ├── ApprovalLocked        a change to data its unit approved, refused until it is un-approved (sync/approval.py)
     ├── AuditError            the audit log cannot be used, or was asked something malformed (node/trust/audit_chain.py)
     ├── BackupError           a backup or a restore could not be made (node/backup.py)
     ├── AccountError          a console account cannot be made or used (node/web/accounts.py)
@@ -21,6 +22,7 @@
     ├── NumberError           not a number, or one that reads two ways (`code`, `value`, `detail_vi`, `detail_en`;
     │                         adapters/numbers.py), also a ValueError
     ├── FileChanged           an inbox file changed while it was read; it is read again later (adapters/held.py)
+    ├── ChildFailed           the process parsing a large file failed or ended early (adapters/parse_child.py)
     ├── LinkRefused           an inbox name is a symbolic link, never followed (adapters/held.py), also an OSError
     ├── NotRegularFile        an inbox name is a folder, pipe or device (adapters/held.py), also an OSError
     └── BadName               an attachment named with a folder or `..` (adapters/held.py), also a ValueError

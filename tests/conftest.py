@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from lienthong.node.trust import ca
 
@@ -73,6 +74,14 @@ def listen_address(node_dir: Path) -> str:
     """The host:port children of `node_dir` connect to: a relay the test holds (bound to port 0 by
     the kernel) to whatever port the node process bound, read from the node at each connection."""
     return ADDRESSES[node_dir]
+
+
+@pytest.fixture(autouse=True)
+def _log_defaults() -> Iterator[None]:
+    """A command run in this process sets the log level (one-shot commands log warnings only):
+    put structlog back after each test, or a later test capturing a node's info events sees none."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)

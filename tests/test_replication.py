@@ -22,6 +22,7 @@ from lienthong.sync.child_session import Children, ChildSession
 from lienthong.sync.clock import LOGICAL_BITS, HybridClock, wall_ms
 from lienthong.sync.downstream import Downstream
 from lienthong.sync.replication import PROTOCOL, Changes
+from lienthong.sync.revocation import Revoked
 from lienthong.sync.store import Store
 from lienthong.sync.uplink import Uplink
 from lienthong.sync.upstream import Upstream
@@ -52,6 +53,9 @@ class _Revoked:
 
     def revoked(self, serial: str) -> bool:
         return serial in self.serials
+
+    def for_certificate(self, serial: str, der: bytes) -> Revoked | None:
+        return Revoked(serial, "key_compromise", 0.0, 0.0) if serial in self.serials else None
 
 
 @contextlib.asynccontextmanager
