@@ -198,9 +198,7 @@ class Upstream:
                 return 0, []
             if after != applied:
                 raise ProtocolError(f"the parent sent down {after}..{last} but we hold {applied}", "it reconnects by itself")
-            rows = self._dispute_parties(db, rows, refusals, quarantined, now)
-            if any(r[1] == records.APPROVAL for r in rows):
-                rows = self._approvals_allowed(db, rows, refusals, quarantined, now)
+            rows = self._authorized(db, rows, refusals, quarantined, now)
             db.executemany(UPSERT, rows)
             db.executemany("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", quarantined)
             self._take_back_own(db, rows)
@@ -213,32 +211,21 @@ class Upstream:
             )
         return len(rows), refusals
 
-    @staticmethod
-    def _dispute_parties(
-        db: sqlite3.Connection, rows: list[admission.Row], refusals: list[Refusal], quarantined: list[admission.Row], now: float
+    def _authorized(
+        self, db: sqlite3.Connection, rows: list[admission.Row], refusals: list[Refusal], quarantined: list[admission.Row], now: float
     ) -> list[admission.Row]:
-        """The rows less the dispute acts that do not belong to the thread they name (disputes.thread_problem):
-        who may act on a dispute is checked here too, whichever way the act came."""
-        kept = []
+        """The rows less what their origin may not write, whichever way it came: dispute acts that do
+        not belong to the thread they name (`disputes.thread_problem`), and approval steps in a unit's
+        name by a node that may not take them (`approval.authority_problem`; not even the parent)."""
         arriving = {r[0]: r[9] for r in rows if r[1] == records.DISPUTE}
-        for r in rows:
-            problem = disputes.thread_problem(db, records.Envelope.FromString(r[9]), arriving) if r[1] == records.DISPUTE else None
-            if problem is None:
-                kept.append(r)
-            else:
-                refusals.append(Refusal(r[0], r[5], *problem))
-                quarantined.append((VIA_PARENT, r[0], r[5], *problem, now, r[9]))
-        return kept
-
-    def _approvals_allowed(
-        self, db: sqlite3.Connection, rows: list[Any], refusals: list[Refusal], quarantined: list[Any], now: float
-    ) -> list[Any]:
-        """The rows without the approval steps their origin may not write (`approval.authority_problem`):
-        not even the parent approves a unit's data in its name."""
-        subtrees = Subtrees.load(db, self.store.node_id)
+        subtrees = Subtrees.load(db, self.store.node_id) if any(r[1] == records.APPROVAL for r in rows) else None
         kept = []
         for r in rows:
-            problem = approval_authority(subtrees, records.Envelope.FromString(r[9])) if r[1] == records.APPROVAL else None
+            problem = None
+            if r[1] == records.DISPUTE:
+                problem = disputes.thread_problem(db, records.Envelope.FromString(r[9]), arriving)
+            elif r[1] == records.APPROVAL and subtrees is not None:
+                problem = approval_authority(subtrees, records.Envelope.FromString(r[9]))
             if problem is None:
                 kept.append(r)
             else:
