@@ -29,6 +29,9 @@ from .wire import replication_pb2_grpc as wire_grpc
 MAX_MESSAGE = 64 * 1024 * 1024
 # How long a connection that bypassed the TLS front gets to send its first message before the refusal.
 FIRST_MESSAGE_WAIT_S = 5.0
+# How long a child leaving its stream waits for the parent's handler to see the end before cancelling
+# (as long as the in-memory transport gives a handler: `memory_transport.LEAVE_GRACE`).
+LEAVE_WAIT_S = 5.0
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -127,9 +130,21 @@ async def connect(address: str, tls: TlsFiles, server_name: str = "") -> AsyncIt
     try:
         call = wire_grpc.ReplicationStub(channel).Sync()
         yield _GrpcStream(call.read, call.write)
-        call.cancel()
+        await _leave(call)
     finally:
         await channel.close(grace=None)
+
+
+async def _leave(call: Any) -> None:
+    """End the call the way a peer that is done ends it: half-close, let the parent's handler read the
+    end (and finish), then cancel whatever is left. Cancelling at once raced the half-close: on a
+    loaded machine the parent's handler was cancelled before it read the end it was owed."""
+    with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError, TimeoutError):
+        await call.done_writing()
+        async with asyncio.timeout(LEAVE_WAIT_S):
+            while await call.read() is not grpc.aio.EOF:
+                pass  # the parent's last words to a child that is leaving: nothing to act on
+    call.cancel()
 
 
 # ---------------------------------------------------------------- parent side

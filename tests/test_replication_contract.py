@@ -112,13 +112,15 @@ def test_a_handlers_error_reaches_the_child_as_the_same_kind(link: Link, raised:
 
 
 def test_leaving_connect_ends_the_parents_stream_and_a_cut_fails_both_ends(link: Link) -> None:
-    """The child leaving its stream ends the handler's (recv returns None); a cut makes the child's stream raise ReplicationError."""
+    """The child leaving its stream ends the handler's (recv returns None) even while the handler is busy
+    when the child leaves (as a parent applying a batch is); a cut makes the child's stream raise ReplicationError."""
     outcomes: list[str] = []
 
     async def wait(peer: Peer, address: str, stream: Stream) -> None:
         try:
             while await stream.recv() is not None:
                 await stream.send(wire.Down(welcome=wire.Welcome()))
+                await asyncio.sleep(0.3)  # busy with what the child sent when the child leaves
             outcomes.append("ended")
         except asyncio.CancelledError:
             outcomes.append("cancelled")
