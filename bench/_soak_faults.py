@@ -4,7 +4,6 @@ recorded with what is needed to say afterwards how long the federation took to r
 
 from __future__ import annotations
 
-import contextlib
 import random
 import shutil
 import threading
@@ -12,7 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _soak_world import PROVINCE, Node, World, lienthong, log_events, log_mark, now, waiting_files, wall
+from _soak_world import PROVINCE, Node, World, lienthong, now, waiting_files, wall
+
+# The suite's helpers, one copy for the tests and the soak (_soak_world put the repository on sys.path).
+from tests.fault_helpers import events, log_size
+from tests.helpers import fill_disk
 
 
 @dataclass
@@ -96,7 +99,7 @@ class Faults:
         if callable(undo):
             undo()
         episode.end = now()
-        episode.marks = {n.id: log_mark(n) for n in self.world.nodes}
+        episode.marks = {n.id: log_size(n.proc) for n in self.world.nodes}
 
     def _restart_dead(self) -> None:
         """A node that died by itself (not killed here) is noted and started again."""
@@ -162,13 +165,7 @@ class Faults:
         """Fill the small disk of `world.disk_node` to the last byte for 5–15 s, then free it."""
         node = self.world.disk_node
         assert node is not None
-        ballast = node.dir / "ballast"
-        with contextlib.suppress(OSError), ballast.open("wb") as filler:
-            for block in (65536, 4096, 512):
-                with contextlib.suppress(OSError):
-                    while True:
-                        filler.write(b"\0" * block)
-                        filler.flush()
+        ballast = fill_disk(node.dir / "ballast")
         self._ballast = ballast
         self.disk_episodes += 1
         episode = Episode("disk_full", node.id, now())
@@ -217,7 +214,7 @@ class Faults:
             concerned = ([node] if node.parent is not None else []) + (node.children if episode.kind in ("kill", "restore") else [])
             times = []
             for child in concerned:
-                ups = [e for e in log_events(child, "link.up", episode.marks.get(child.id, 0)) if "down_applied" in e]
+                ups = [e for e in events(child.proc, "link.up", episode.marks.get(child.id, 0)) if "down_applied" in e]
                 if not ups:
                     break
                 times.append(wall(ups[0]) - episode.end)

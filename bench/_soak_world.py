@@ -35,7 +35,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from lienthong.node.cli import cli as lienthong_cli  # noqa: E402
 from lienthong.sync import records  # noqa: E402
-from tests.helpers import NodeProcess, TcpProxy, bound_port  # noqa: E402
+from tests.helpers import NodeProcess, TcpProxy, bound_port, can_mount, mount_tmpfs, unmount  # noqa: E402
 
 STORE_FILE = "lienthong.db"
 PROVINCE = "86"
@@ -103,7 +103,7 @@ class World:
         lienthong("ca", "init", str(self.ca))
         self.province = self._make(PROVINCE, None)
         mids = [self._make(f"{PROVINCE}-10{i + 1}", self.province, listen=True) for i in range(middles)]
-        self.disk_node = mids[-1] if os.geteuid() == 0 and shutil.which("mount") else None
+        self.disk_node = mids[-1] if can_mount() else None
         if self.disk_node is not None:  # made again on its own small disk
             self._mount(self.disk_node, disk_mb)
         for j in range(communes):
@@ -137,7 +137,7 @@ class World:
         keep = node.dir.with_name(node.dir.name + ".init")
         node.dir.rename(keep)
         node.dir.mkdir(mode=0o700)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(node.dir)], check=True)
+        mount_tmpfs(node.dir, f"{size_mb}m")
         self.mounted = node.dir
         subprocess.run(["cp", "-a", f"{keep}/.", str(node.dir)], check=True)
         shutil.rmtree(keep)
@@ -161,7 +161,7 @@ class World:
         for relay in self.relays:
             relay.close()
         if self.mounted is not None:
-            subprocess.run(["umount", "-l", str(self.mounted)], check=False)
+            unmount(self.mounted)
             self.mounted = None
 
 
@@ -345,23 +345,6 @@ def waiting_files(node: Node) -> list[Path]:
 
 def rejected_files(node: Node) -> list[Path]:
     return [p for agency in (AGENCY, FEEDBACK_AGENCY) for p in (node.dir / "inbox" / agency / "rejected").glob("*")]
-
-
-def log_events(node: Node, event: str, since: int = 0) -> list[dict[str, Any]]:
-    """The node's JSON log entries named `event`, from byte offset `since`."""
-    path = node.proc.log_path
-    text = path.read_bytes()[since:].decode(errors="replace") if path.exists() else ""
-    out = []
-    for line in text.splitlines():
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-            if isinstance(entry, dict) and entry.get("event") == event:
-                out.append(entry)
-    return out
-
-
-def log_mark(node: Node) -> int:
-    return node.proc.log_path.stat().st_size if node.proc.log_path.exists() else 0
 
 
 def wall(entry: dict[str, Any]) -> float:

@@ -13,7 +13,6 @@ of the node's audit log.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from . import runtime
-from .cli_common import DIR_OPTION, audited, fail, load_settings
+from .cli_common import DIR_OPTION, audited, echo_json, fail, load_settings, writing_store
 
 # The step each action is, as the console names it (`asked`).
 STEPS = {"approved": "approve", "unapproved": "unapprove", "accepted": "accept", "returned": "return", "unaccepted": "unaccept"}
@@ -58,17 +57,14 @@ def approve(
 
     settings = load_settings(node_dir)
     who = by or operator_name()
-    store = runtime.open_store(node_dir, settings)
-    try:
+    with writing_store(node_dir, settings) as store:
         out = take_step(
             store, settings, period=period, dataset=dataset, unit=unit, give_back=give_back, unapprove=unapprove, reason=reason, by=who
         )
-    finally:
-        store.close()
     action, after, unit, reason = out["action"], out["state"], out["unit"], out["reason"]
     audited(node_dir, f"approval.{action}", f"{unit} {out['dataset']} {out['period']}", reason=reason, by=who, state=after)
     if as_json:
-        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
+        echo_json(out)
         return
     click.echo(f"{out['dataset']} {out['period']} of unit {unit}: {action} by {who}; now {after}.")
 

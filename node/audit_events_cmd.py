@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from lienthong.sync.store import Store
-
 from . import runtime
-from .cli_common import DIR_OPTION, fail
+from .cli_common import DIR_OPTION, echo_json, fail, opened_store
 from .cli_i18n import _, ngettext
 from .display import local_time
 from .trust.audit_copies import held
@@ -28,15 +25,12 @@ def events(node_dir: Path, unit: str, limit: int, as_json: bool) -> None:
     path = node_dir / runtime.STORE_FILE
     if not path.exists():
         fail(f"no store in {node_dir}", "give the node directory with --dir")
-    store = Store.open(path)
-    try:
+    with opened_store(node_dir) as store:
         nodes = held(store, unit or None)
-    finally:
-        store.close()
     if unit and not nodes:
         fail(f"no audit entries from node or unit {unit!r} are held here", "check the id, or wait until that node has connected")
     if as_json:
-        click.echo(json.dumps([n.as_dict(limit) for n in nodes], ensure_ascii=False, indent=2))
+        echo_json([n.as_dict(limit) for n in nodes])
     else:
         for node in nodes:
             data = node.as_dict(limit)

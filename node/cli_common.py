@@ -1,11 +1,13 @@
-"""What every `lienthong` command module shares: the --dir option, settings loading, and auditing an operator's command."""
+"""What every `lienthong` command module shares: the --dir option, settings loading, the store opened for one
+command, printing a result as JSON, and auditing an operator's command."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -13,8 +15,9 @@ import click
 
 from lienthong.config import settings as config
 from lienthong.sync.errors import LienthongError
+from lienthong.sync.store import Store
 
-from . import display
+from . import display, runtime
 from .trust.audit import AuditLog
 
 DIR_OPTION = click.option(
@@ -48,6 +51,27 @@ def load_settings(node_dir: Path) -> config.Settings:
     settings = config.load(node_dir)
     display.set_zone(settings.display.timezone)  # every time this command shows is in the node's zone
     return settings
+
+
+@contextlib.contextmanager
+def opened_store(node_dir: Path) -> Iterator[Store]:
+    """The node's store, opened for one command and closed after it, also when the command fails."""
+    store = Store.open(node_dir / runtime.STORE_FILE)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def writing_store(node_dir: Path, settings: config.Settings, *, sign: bool = True) -> Iterator[Store]:
+    """The node's store for a command that writes records: sealing what it writes (with `sign`;
+    see `runtime.open_store`), closed after the command, also when it fails."""
+    store = runtime.open_store(node_dir, settings, sign=sign)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def audited(directory: Path, action: str, subject: str, **details: Any) -> None:

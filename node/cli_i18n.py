@@ -227,6 +227,9 @@ DATA_WORDS = (
     "commune",
     "ward",
     "agency",
+    # the kinds of definition named in sync/schedule.py's DefinitionReader errors
+    "indicator set",
+    "report schedule",
     # table headers, translated where the table is made (`_(column)`)
     "id",
     "source id",

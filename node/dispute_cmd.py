@@ -13,7 +13,6 @@ is one `dispute` record (sync/disputes.py) and one entry in this node's audit lo
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from lienthong.sync.clock import HybridClock
 from lienthong.sync.store import Store
 
 from . import runtime
-from .cli_common import DIR_OPTION, audited, aware_datetime, fail, load_settings
+from .cli_common import DIR_OPTION, audited, aware_datetime, echo_json, fail, load_settings, opened_store, writing_store
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 DISPUTE_ARGUMENT = click.argument("dispute_ref", metavar="DISPUTE")
@@ -44,11 +43,8 @@ def _at(value: str) -> str:
 
 
 def _folded(node_dir: Path) -> disputes.Folded:
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
+    with opened_store(node_dir) as store:
         return disputes.load(store)
-    finally:
-        store.close()
 
 
 # ---------------------------------------------------------------- reading
@@ -63,7 +59,7 @@ def list_threads(node_dir: Path, only_open: bool, as_json: bool) -> None:
     load_settings(node_dir)
     threads = [t for t in _folded(node_dir).threads if not only_open or t.state != "closed"]
     if as_json:
-        click.echo(json.dumps([t.to_dict() for t in threads], ensure_ascii=False, indent=2))
+        echo_json([t.to_dict() for t in threads])
         return
     if not threads:
         click.echo("No disputes" + (" open." if only_open else " on this node."))
@@ -85,7 +81,7 @@ def show(node_dir: Path, dispute_ref: str, as_json: bool) -> None:
     load_settings(node_dir)
     data = disputes.find(_folded(node_dir).threads, dispute_ref).to_dict(history=True)
     if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        echo_json(data)
         return
     click.echo(f"Dispute {data['id']}: {data['state']}")
     click.echo(f"  on {data['record_kind']} {data['record']} (unit {data['record_unit']}, origin {data['record_origin']})")
@@ -126,16 +122,13 @@ def open_thread(node_dir: Path, record_ref: str, reason: str, unit: str, agency:
     if not reason.strip():
         fail("a dispute needs its reason", '--reason "what is wrong with the figure"')
     when = _at(at)
-    store = runtime.open_store(node_dir, settings)
-    try:
+    with writing_store(node_dir, settings) as store:
         record = disputes.find_record(store, record_ref)
         if record.origin == store.node_id:
             fail("this node wrote that record itself", "correct it by ingesting the corrected file; disputes are for other nodes' figures")
         fields = disputes.opening_fields(record, when, unit=unit, agency=records.nfc(agency.strip()), reason=reason)
         keyed = records.dispute(store.node_id, fields)
         store.write_local([keyed], HybridClock(store.latest_version()))
-    finally:
-        store.close()
     thread = keyed.id.hex()
     audited(node_dir, "dispute.opened", thread, record=record.id.hex(), origin=record.origin, unit=unit, agency=agency, reason=reason)
     click.echo(f"Dispute {thread} opened on {records.KIND_NAMES[record.kind]} {record.id.hex()}; it goes to node {record.origin}.")
@@ -181,8 +174,7 @@ def reopen(node_dir: Path, dispute_ref: str, reason: str, at: str) -> None:
 def _act(node_dir: Path, dispute_ref: str, action: str, at: str, *, note: str = "", value: str = "") -> dict[str, Any]:
     """Check an act against the thread's state on this node, write it (with the corrected record), audit it."""
     settings = load_settings(node_dir)
-    store = runtime.open_store(node_dir, settings)
-    try:
+    with writing_store(node_dir, settings) as store:
         thread = disputes.find(disputes.load(store).threads, dispute_ref)
         party = thread.record_origin if action in disputes.ORIGIN_ACTS else thread.opened_by
         if party != store.node_id:
@@ -199,8 +191,6 @@ def _act(node_dir: Path, dispute_ref: str, action: str, at: str, *, note: str = 
         if reason:
             fail(f"dispute {thread.id} is {thread.state}: {reason}", f"see its history: lienthong dispute show --dir DIR {thread.id}")
         store.write_local(keyed, HybridClock(store.latest_version()))
-    finally:
-        store.close()
     details = {"thread": thread.id, "record": thread.record, "note": note, **({"value": fields["value"]} if value else {})}
     audited(node_dir, f"dispute.{action}", thread.id, **details)
     return details

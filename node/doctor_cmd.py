@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from .cli_common import DIR_OPTION
+from .cli_common import DIR_OPTION, echo_json
 
 
 @click.command()
@@ -24,7 +23,7 @@ def doctor(node_dir: Path, timeout: float, as_json: bool) -> None:
 
     report = examine(node_dir, timeout=timeout)
     if as_json:
-        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+        echo_json(report.as_dict())
     else:
         for finding in report.findings:
             click.echo(f"{finding.level}: {finding.check}: {finding.message}. Try: {finding.hint}")

@@ -11,7 +11,6 @@ taken from) is refused here with the reason instead of being written.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from . import runtime
-from .cli_common import DIR_OPTION, aware_datetime, fail, load_settings
+from .cli_common import DIR_OPTION, aware_datetime, echo_json, fail, load_settings, opened_store, writing_store
 from .cli_i18n import _, ngettext
 from .display import local_time
 
@@ -43,11 +42,8 @@ def feedback() -> None:
 
 
 def _folded(node_dir: Path) -> fb.Folded:
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
+    with opened_store(node_dir) as store:
         return fb.load(store)
-    finally:
-        store.close()
 
 
 def _now() -> dt.datetime:
@@ -70,7 +66,7 @@ def list_items(node_dir: Path, overdue: bool, unit: str, only_open: bool, as_jso
         i for i in folded.items if (not overdue or i.overdue(now)) and (not unit or i.responsible == unit) and (not only_open or i.is_open)
     ]
     if as_json:
-        click.echo(json.dumps([i.to_dict(now) for i in items], ensure_ascii=False, indent=2))
+        echo_json([i.to_dict(now) for i in items])
         return
     if not items:
         click.echo(_("No feedback items match.") if overdue or unit or only_open else _("No feedback items on this node."))
@@ -101,7 +97,7 @@ def show(node_dir: Path, item_ref: str, as_json: bool) -> None:
     now = _now()
     data = item.to_dict(now, history=True)
     if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        echo_json(data)
         return
     _print_item(data)
 
@@ -143,11 +139,8 @@ def _print_item(d: dict[str, Any]) -> None:
 def _write_event(node_dir: Path, item_ref: str, status: str, *, at: str, note: str = "", unit: str = "", rating: int | None = None) -> None:
     """Check the event against the item's current state on this node, then write it."""
     settings = load_settings(node_dir)
-    store = runtime.open_store(node_dir, settings)
-    try:
+    with writing_store(node_dir, settings) as store:
         item, after, written = record_event(store, settings, item_ref, status, at=at, note=note, unit=unit, rating=rating)
-    finally:
-        store.close()
     if not written:
         click.echo(f"{item.source_id}: this event is already recorded; nothing changed.")
         return
@@ -268,13 +261,10 @@ def stats(node_dir: Path, period: str, satisfaction: bool, unit: str, as_json: b
     if unit:
         fail("--unit goes with --satisfaction", "drop --unit, or add --satisfaction")
     load_settings(node_dir)
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
+    with opened_store(node_dir) as store:
         rows = fb.derived_values(store, period)
-    finally:
-        store.close()
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        echo_json(rows)
         return
     table: dict[str, dict[str, int]] = {}
     for row in rows:

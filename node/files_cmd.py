@@ -10,10 +10,8 @@ from pathlib import Path
 import click
 
 from lienthong.sync.blobs import BLOBS, Blobs, valid
-from lienthong.sync.store import Store
 
-from . import runtime
-from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_common import DIR_OPTION, fail, load_settings, opened_store
 from .cli_i18n import ngettext
 
 
@@ -55,11 +53,8 @@ def get(node_dir: Path, sha256: str, out_file: Path) -> None:
 
 
 def _why_absent(node_dir: Path, sha: str, blobs: Blobs) -> tuple[str, str]:
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
+    with opened_store(node_dir) as store:
         row = store.reader().execute("SELECT name, size, origin, source, state, error FROM blob_wants WHERE sha256 = ?", (sha,)).fetchone()
-    finally:
-        store.close()
     if row is None:
         return f"this node holds no file {sha}", "check the SHA-256 in `lienthong query reports --json` (a report's files)"
     name, size, origin, source, state, error = row

@@ -10,7 +10,7 @@ import click
 from lienthong.sync.clock import HybridClock
 
 from . import cli_i18n, runtime
-from .cli_common import DIR_OPTION, JSON_OPTION, echo_json, load_settings
+from .cli_common import DIR_OPTION, JSON_OPTION, echo_json, load_settings, writing_store
 from .cli_i18n import _, ngettext
 from .intake import StoreSink
 
@@ -36,11 +36,10 @@ def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ..
     registry = Registry()
     if adapter_name:
         registry.get(adapter_name)  # an UnknownAdapter lists the installed ones
-    store = runtime.open_store(node_dir, settings)
     refused_any = False
     taken: list[dict[str, object]] = []
     vi = cli_i18n.language() == "vi"  # receipts carry both languages; the operator reads one
-    try:
+    with writing_store(node_dir, settings) as store:
         sink = StoreSink(store, HybridClock(store.max_version()), node_dir, runtime.own_units(settings), settings.node.mode == "provincial")
         limits = Limits(max_file_bytes=settings.ingest.max_file_mb * 1024 * 1024)
         for path in files:
@@ -76,8 +75,6 @@ def ingest(node_dir: Path, agency: str, adapter_name: str, files: tuple[Path, ..
             if counts["refused"] > 50:
                 more = counts["refused"] - 50
                 click.echo(ngettext("  … and {0} more refused row", "  … and {0} more refused rows", more).format(more), err=True)
-    finally:
-        store.close()
     if as_json:
         echo_json({"files": taken, "refused": refused_any})
     if refused_any:

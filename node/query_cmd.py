@@ -23,8 +23,7 @@ from lienthong.sync.blobs import BLOBS, Blobs
 from lienthong.sync.catalogue import dhis2_period
 from lienthong.sync.store import VIA_PARENT, Store
 
-from . import runtime
-from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_common import DIR_OPTION, fail, load_settings, opened_store
 from .cli_i18n import _, ngettext
 
 QUERY_KINDS = {"indicators": records.INDICATOR, "reports": records.REPORT, "feedback": records.FEEDBACK}
@@ -126,8 +125,7 @@ def query(
     period = _canonical_period(period, strict=rollup)
     unit = records.nfc(unit) if unit else None
     agency = records.nfc(agency) if agency else None
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
+    with opened_store(node_dir) as store:
         approved = Approved(store.reader()) if approved_only else None
         if rollup:
             from lienthong.sync.rollup import rollup as roll
@@ -138,8 +136,6 @@ def query(
             rows = _listing(store, what, unit, period, agency)
             if approved is not None:
                 rows = [r for r in rows if _approved_row(approved, what, r)]
-    finally:
-        store.close()
     if fmt == "table":
         from .render import print_rows
 

@@ -10,11 +10,10 @@ import tomlkit
 
 from lienthong.config import settings as config
 from lienthong.sync.errors import ConfigError
-from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 
 from . import runtime
-from .cli_common import DIR_OPTION, audited, load_settings
+from .cli_common import DIR_OPTION, audited, load_settings, opened_store
 from .cli_i18n import _, ngettext
 
 
@@ -36,11 +35,8 @@ def reparent(node_dir: Path, address: str, parent_id: str) -> None:
     if parent_id and parent_id == settings.node.id:
         raise ConfigError(f"parent.id: a node cannot be its own parent (got {parent_id!r})", "give the new parent's id")
     with runtime.run_lock(node_dir):  # refuses while the node runs
-        store = Store.open(node_dir / runtime.STORE_FILE)
-        try:
+        with opened_store(node_dir) as store:
             entries = Upstream(store).reparent(parent_id)
-        finally:
-            store.close()
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(tomlkit.dumps(document), encoding="utf-8")
         tmp.rename(path)

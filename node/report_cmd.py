@@ -24,7 +24,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from . import runtime
-from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_common import DIR_OPTION, fail, load_settings, opened_store
 from .report_document import Letterhead, markdown
 
 FORMATS = ("docx", "pdf", "md", "json")
@@ -84,8 +84,7 @@ def draft(
     if not out.parent.is_dir():
         fail(f"cannot write {out}: {out.parent} is not a folder", "give --out in an existing folder")
     now = dt.datetime.now(dt.UTC)
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
+    with opened_store(node_dir) as store:
         store.fresh_read_tables()  # survey results come from the read tables, which follow the records
         units = Units.from_store(store)
         root = _unit(units, records.nfc(unit.strip()), runtime.own_units(settings))
@@ -99,8 +98,6 @@ def draft(
             audit_problems=problems,
             indicators=[records.nfc(i.strip()) for i in indicators],
         )
-    finally:
-        store.close()
     name = figures["unit_name"] or settings.node.name
     head = Letterhead(
         superior=superior or (f"UBND {name}" if name else "UBND ……"),

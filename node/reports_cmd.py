@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,10 @@ from lienthong.sync import approval, indicator_sets, records
 from lienthong.sync import completeness as completeness_mod
 from lienthong.sync.indicator_sets import IndicatorSets
 from lienthong.sync.schedule import Schedules, bounds, today_in_vietnam
-from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from . import runtime
-from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_common import DIR_OPTION, echo_json, fail, load_settings, opened_store
 
 
 @click.group()
@@ -66,8 +64,7 @@ def completeness(
         approved_only = settings.approval.count_only_approved
     dataset = records.nfc(dataset.strip()) if dataset else None
     level = records.nfc(level) if level else None
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
+    with opened_store(node_dir) as store:
         store.fresh_read_tables()  # indicator sets are judged on the read tables, which follow the records
         units = Units.from_store(store)
         schedules = Schedules.from_store(store)
@@ -118,8 +115,6 @@ def completeness(
             if len(sets) and not (dataset or report_type)
             else None
         )
-    finally:
-        store.close()
     result = completeness_mod.completeness(
         units,
         schedules.items,
@@ -138,7 +133,7 @@ def completeness(
         sets_data = set_result.to_dict()
         data["indicator_sets"] = {"units": sets_data["units"], "levels": sets_data["levels"]}
     if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        echo_json(data)
         return
     from .render import print_completeness
 
@@ -149,7 +144,7 @@ def completeness(
 
 def _show_sets(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        echo_json(data)
         return
     from .render import print_set_completeness
 

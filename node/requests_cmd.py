@@ -9,25 +9,21 @@ the shared files, the audit log, output.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from lienthong.config.settings import Settings
 from lienthong.sync import records
 from lienthong.sync import requests as data_requests
 from lienthong.sync.blobs import BLOBS, Blobs
 from lienthong.sync.clock import HybridClock
-from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from . import runtime
-from .cli_common import DIR_OPTION, audited, fail, load_settings
+from .cli_common import DIR_OPTION, audited, echo_json, fail, load_settings, writing_store
 from .display import local_time
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -78,7 +74,7 @@ def create(
             canonical.append(period_forms.canonical(text))
         except period_forms.PeriodError as exc:
             fail(f"--period {text!r} is not a period{exc.reason_en}", "write it as 2026-10, 2026Q3, 2026 or Tháng 10/2026")
-    with _open(node_dir, settings) as store:
+    with writing_store(node_dir, settings) as store:
         registry = Units.from_store(store)
         _check_units(registry, [records.nfc(u) for u in units], now.date())
         held = data_requests.requests(store)
@@ -113,7 +109,7 @@ def create(
         reason=request.reason,
     )
     if as_json:
-        click.echo(json.dumps(request.as_dict(), ensure_ascii=False, indent=2))
+        echo_json(request.as_dict())
         return
     click.echo(f"{'Replaced' if replace else 'Created'} request {request.key} for {', '.join(request.units)}, due {request.due}.")
     click.echo("It reaches those units at their next sync; follow the answers with `lienthong requests list`.")
@@ -125,7 +121,7 @@ def create(
 def list_(node_dir: Path, as_json: bool) -> None:
     """The requests for this node's units (all of them where they were made), with each unit's answer."""
     settings = load_settings(node_dir)
-    with _open(node_dir, settings, sign=False) as store:
+    with writing_store(node_dir, settings, sign=False) as store:
         scope = data_requests.Scope.from_store(store, runtime.own_units(settings))
         rows = data_requests.board(data_requests.requests(store), data_requests.answers(store), scope, datetime.now().astimezone())
     # Each answer's data files, and whether this node holds each (`files get` writes it out).
@@ -134,7 +130,7 @@ def list_(node_dir: Path, as_json: bool) -> None:
         for answer in row["answers"]:
             answer["files"] = [{**a, "present": blobs.has(str(a["sha256"]).lower())} for a in answer.get("attachments") or []]
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        echo_json(rows)
         return
     if not rows:
         click.echo("No data requests for this node's units.")
@@ -186,7 +182,7 @@ def answer(
     if len(set(names)) != len(names):
         fail("two data files have the same name", "rename one: the province sees the files by name")
     now = datetime.now().astimezone()
-    with _open(node_dir, settings) as store:
+    with writing_store(node_dir, settings) as store:
         request = data_requests.find(data_requests.requests(store), request_ref)
         scope = data_requests.Scope.from_store(store, runtime.own_units(settings))
         targets = [records.nfc(u) for u in units] or [u for u in request.units if u in scope.answerable]
@@ -250,16 +246,6 @@ def answer(
 
 
 # ---------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _open(node_dir: Path, settings: Settings, *, sign: bool = True) -> Iterator[Store]:
-    """The node's store (sealing what it writes, with `sign`), closed on leaving the block."""
-    store = runtime.open_store(node_dir, settings, sign=sign)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def _check_units(registry: Units, units: list[str], today: date) -> None:

@@ -10,7 +10,6 @@ corrects the file and runs the command again. What it stores are indicator value
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from . import runtime
-from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_common import DIR_OPTION, echo_json, fail, load_settings, opened_store, writing_store
 
 MAX_SHOWN = 50
 
@@ -39,8 +38,7 @@ def import_survey(node_dir: Path, file: Path, agency: str) -> None:
     All or nothing: when a row is refused, nothing is stored and every refused row is named."""
     settings = load_settings(node_dir)
     agency = records.nfc(agency.strip())
-    store = runtime.open_store(node_dir, settings)
-    try:
+    with writing_store(node_dir, settings) as store:
         keyed, refused = survey_csv.read(file, store.node_id, agency)
         registry = Units.from_store(store)
         if len(registry):
@@ -63,8 +61,6 @@ def import_survey(node_dir: Path, file: Path, agency: str) -> None:
         if not keyed:
             fail(f"{file} holds no survey results", "add one row per unit, period, category and rating under the header")
         summary = store.write_local([record for _, record in keyed], HybridClock(store.latest_version()))
-    finally:
-        store.close()
     click.echo(
         f"{file}: {summary.imported} imported, {summary.updated} updated, {summary.unchanged} unchanged (survey results, {satisfaction.SURVEY_INDICATOR})."
     )
@@ -106,13 +102,10 @@ def print_satisfaction(data: dict[str, Any]) -> None:
 def stats_satisfaction(node_dir: Path, period: str, unit: str, as_json: bool) -> None:
     load_settings(node_dir)
     period = satisfaction.canonical_period(period)
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
+    with opened_store(node_dir) as store:
         store.fresh_read_tables()  # survey results come from the read tables, which follow the records
         data = satisfaction_summary(store, period, records.nfc(unit.strip()))
-    finally:
-        store.close()
     if as_json:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        echo_json(data)
     else:
         print_satisfaction(data)

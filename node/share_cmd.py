@@ -3,7 +3,6 @@ reports it holds with units of its subtree (sync/sharing.py)."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 
@@ -12,8 +11,7 @@ import click
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.sharing import share_record
 
-from . import runtime
-from .cli_common import DIR_OPTION, audited, fail, load_settings
+from .cli_common import DIR_OPTION, audited, echo_json, fail, load_settings, writing_store
 from .cli_i18n import ngettext
 
 
@@ -47,17 +45,14 @@ def share(node_dir: Path, what: str, period: str, indicators: tuple[str, ...], t
         operator_name(),
         datetime.now().astimezone().isoformat(timespec="seconds"),
     )
-    store = runtime.open_store(node_dir, settings)
-    try:
+    with writing_store(node_dir, settings) as store:
         store.write_local([keyed], HybridClock(store.max_version()))
         row = store.reader().execute("SELECT count(*) FROM downqueue d JOIN records r ON r.rid = d.rid WHERE r.id = ?", (keyed.id,))
         children = row.fetchone()[0]
-    finally:
-        store.close()
     fields = {"what": what, "period": canonical, "indicators": sorted(set(indicators)), "to": sorted(set(to_units))}
     audited(node_dir, "share", ",".join(fields["to"]), **fields)
     if as_json:
-        click.echo(json.dumps({**fields, "children": children}, ensure_ascii=False, indent=2))
+        echo_json({**fields, "children": children})
         return
     click.echo(
         ngettext(

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import click
 
-from lienthong.sync.store import Store
-
 from . import pg_sink, runtime, sink_task
-from .cli_common import DIR_OPTION, fail, load_settings
+from .cli_common import DIR_OPTION, fail, load_settings, opened_store
 
 
 @click.group()
@@ -24,11 +22,8 @@ def sink() -> None:
 def status(node_dir: Path, as_json: bool) -> None:
     """How far PostgreSQL is behind this node's store, and the sink's last error."""
     settings = load_settings(node_dir)
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
+    with opened_store(node_dir) as store:
         state = sink_task.state_of(node_dir, settings, store.head())
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps({"sink": state}, indent=2))
         return

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from .cli_common import DIR_OPTION, audited, load_settings
+from .cli_common import DIR_OPTION, audited, echo_json, load_settings
 from .cli_i18n import _
 from .web.accounts import ROLES, Accounts
 
@@ -52,7 +51,7 @@ def list_users(node_dir: Path, as_json: bool) -> None:
     load_settings(node_dir)
     accounts = Accounts(node_dir).list()
     if as_json:
-        click.echo(json.dumps([a.to_dict() for a in accounts], ensure_ascii=False, indent=2))
+        echo_json([a.to_dict() for a in accounts])
         return
     if not accounts:
         click.echo(_("No accounts: the console answers on loopback only, read-only."))

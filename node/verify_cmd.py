@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from lienthong.sync.revocation import Revocations
-from lienthong.sync.store import Store
 from lienthong.sync.verify import verify_store
 
 from . import runtime
-from .cli_common import DIR_OPTION, audited, fail, load_settings
+from .cli_common import DIR_OPTION, audited, echo_json, fail, load_settings, opened_store
 from .cli_i18n import _, ngettext
 
 SHOWN = 50
@@ -31,15 +29,12 @@ def verify(node_dir: Path, as_json: bool) -> None:
     ca_path = runtime.tls_paths(node_dir, settings).ca
     if not ca_path.exists():
         fail(f"{ca_path} is missing: without the province's CA certificate nothing can be verified", "enroll the node, or copy ca.crt")
-    store = Store.open(node_dir / runtime.STORE_FILE)
-    try:
+    with opened_store(node_dir) as store:
         revocations = Revocations(store)
         revocations.refresh()
         report = verify_store(store, ca_path.read_bytes(), revocations.for_certificate)
-    finally:
-        store.close()
     if as_json:
-        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+        echo_json(report.as_dict())
     else:
         problems = len(report.findings)
         verdict = _("verified") if report.ok else ngettext("{0} problem", "{0} problems", problems).format(problems)

@@ -37,7 +37,7 @@ from typing import Any
 from . import records
 from .completeness import APPROVED_STATES, Rates, witnessed_at
 from .errors import LienthongError
-from .schedule import PERIOD_TYPES, VIETNAM, DueRule, bounds, parse_due, period_type
+from .schedule import VIETNAM, DefinitionReader, DueRule, bounds, parse_due, period_type
 from .units import Unit, Units
 
 SET_DEFINITION = "indicator_set"
@@ -64,31 +64,22 @@ class IndicatorSet:
     @classmethod
     def from_definition(cls, code: str, fields: Mapping[str, object], version: int = 0) -> IndicatorSet:
         """Read one `indicator_set` definition; a missing or unreadable field is refused, naming it."""
-        where = repr(code)
-
-        def text(name: str) -> str:
-            value = fields.get(name)
-            if not isinstance(value, str) or not value.strip():
-                raise LienthongError(f"indicator set {where}: '{name}' is missing", f"the province must send '{name}' in this definition")
-            return records.nfc(value.strip())
-
-        kind = text("period_type").lower()
-        if kind not in PERIOD_TYPES:
-            raise LienthongError(f"indicator set {where}: period type {kind!r} is not known", "use one of " + ", ".join(PERIOD_TYPES))
+        read = DefinitionReader("indicator set", code, fields)
+        kind = read.period_type()
         raw = fields.get("indicators")
         items = raw if isinstance(raw, list) else _SEPARATORS.split(raw) if isinstance(raw, str) else []
         indicators = tuple(dict.fromkeys(records.nfc(str(i).strip()) for i in items if str(i).strip()))
         if not indicators:
-            raise LienthongError(f"indicator set {where}: 'indicators' lists no indicator", "list the indicator codes the set holds")
-        dataset = records.nfc(str(fields.get("dataset") or code.split("@", 1)[0]).strip())
+            raise LienthongError(f"indicator set {code!r}: 'indicators' lists no indicator", "list the indicator codes the set holds")
+        dataset = read.subject("dataset")
         return cls(
             code=code,
             dataset=dataset,
             name=str(fields.get("name") or dataset),
             indicators=indicators,
             period_type=kind,
-            level=text("level"),
-            rule=parse_due(text("due"), kind, f"{where} (indicator set)"),
+            level=read.text("level"),
+            rule=parse_due(read.text("due"), kind, f"{code!r} (indicator set)"),
             version=version,
         )
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import calendar
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 
@@ -168,6 +168,40 @@ def parse_due(text: str, kind: str, where: str) -> DueRule:
     return DueRule(text=text, day=day, months=months, from_last=from_last)
 
 
+# ---------------------------------------------------------------- definitions owed by a level
+
+
+@dataclass(frozen=True)
+class DefinitionReader:
+    """Reads the fields of one definition owed by a level (a report schedule, an indicator set).
+
+    `what` names the definition's kind in errors ("report schedule"); a missing or unreadable
+    field is refused with `LienthongError`, naming the definition's code and the field.
+    """
+
+    what: str
+    code: str
+    fields: Mapping[str, object]
+
+    def text(self, name: str) -> str:
+        """A field that must hold text: stripped and NFC-normalised."""
+        value = self.fields.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise LienthongError(f"{self.what} '{self.code}': '{name}' is missing", f"the province must send '{name}' in this definition")
+        return records.nfc(value.strip())
+
+    def period_type(self) -> str:
+        """The `period_type` field, one of PERIOD_TYPES."""
+        kind = self.text("period_type").lower()
+        if kind not in PERIOD_TYPES:
+            raise LienthongError(f"{self.what} '{self.code}': period type {kind!r} is not known", "use one of " + ", ".join(PERIOD_TYPES))
+        return kind
+
+    def subject(self, name: str) -> str:
+        """What the definition is for (its `report_type`, its `dataset`): the field, else the code before '@'."""
+        return records.nfc(str(self.fields.get(name) or self.code.split("@", 1)[0]).strip())
+
+
 # ---------------------------------------------------------------- schedules
 
 
@@ -187,27 +221,18 @@ class Schedule:
         return self.rule.due(period)
 
     @classmethod
-    def from_definition(cls, code: str, fields: dict[str, object], version: int = 0) -> Schedule:
+    def from_definition(cls, code: str, fields: Mapping[str, object], version: int = 0) -> Schedule:
         """Read one `report_schedule` definition; a missing or unreadable field is refused, naming it."""
-        where = repr(code)
-
-        def field(name: str) -> str:
-            value = fields.get(name)
-            if not isinstance(value, str) or not value.strip():
-                raise LienthongError(f"report schedule {where}: '{name}' is missing", f"the province must send '{name}' in this definition")
-            return records.nfc(value.strip())
-
-        kind = field("period_type").lower()
-        if kind not in PERIOD_TYPES:
-            raise LienthongError(f"report schedule {where}: period type {kind!r} is not known", "use one of " + ", ".join(PERIOD_TYPES))
-        report_type = records.nfc(str(fields.get("report_type") or code.split("@", 1)[0]).strip())
+        read = DefinitionReader("report schedule", code, fields)
+        kind = read.period_type()
+        report_type = read.subject("report_type")
         return cls(
             code=code,
             report_type=report_type,
             name=str(fields.get("name") or report_type),
             period_type=kind,
-            level=field("level"),
-            rule=parse_due(field("due"), kind, where),
+            level=read.text("level"),
+            rule=parse_due(read.text("due"), kind, repr(code)),
             version=version,
         )
 

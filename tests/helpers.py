@@ -394,14 +394,40 @@ def reissue(cert_pem: bytes, ca_dir: Path, not_before_days: float, not_after_day
     return builder.sign(ca_key, hashes.SHA256())
 
 
+def can_mount() -> bool:
+    """Whether this process may mount a small disk (root with `mount`)."""
+    return os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+def mount_tmpfs(path: Path, size: str) -> None:
+    """Mount a tmpfs of `size` (`8m`) on the existing folder `path` (root only): a disk that really fills."""
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True)
+
+
+def unmount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 @contextlib.contextmanager
 def small_disk(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size` mounted at `path` (root only): a disk that really fills."""
+    """A tmpfs of `size` mounted at `path` (root only), unmounted afterwards; skips the test when not root."""
     path.mkdir(parents=True)
-    if os.geteuid() != 0 or shutil.which("mount") is None:
+    if not can_mount():
         pytest.skip("mounting a small disk needs root (scripts/test.sh runs as root in CI)")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True)
+    mount_tmpfs(path, size)
     try:
         yield path
     finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
+        unmount(path)
+
+
+def fill_disk(ballast: Path) -> Path:
+    """Fill the disk holding `ballast` to the last byte with that one file (delete it to free the disk).
+    Used by the tests and by bench/soak.py's disk-full episodes."""
+    with contextlib.suppress(OSError), ballast.open("wb") as filler:
+        for block in (65536, 4096, 512, 64):
+            with contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * block)
+                    filler.flush()
+    return ballast

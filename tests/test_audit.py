@@ -25,7 +25,7 @@ from lienthong.node.trust.audit import Action, AuditLog
 from lienthong.node.trust.audit_chain import AuditError, Problem
 from lienthong.sync.errors import LienthongError
 
-from .helpers import small_disk
+from .helpers import fill_disk, small_disk
 
 ZERO = "0" * 64
 HASHED = ("seq", "time", "actor", "action", "subject", "details", "prev_hash")
@@ -547,10 +547,7 @@ def test_a_full_disk_holds_entries_in_memory_and_writes_them_in_order_once_space
         log = AuditLog.open(node_dir, actor="86")
         log.hold_when_full(5)
         log.append("first", "s")
-        ballast = node_dir / "ballast"
-        with ballast.open("wb") as filler, contextlib.suppress(OSError):
-            while True:
-                filler.write(b"\0" * 65536)
+        ballast = fill_disk(node_dir / "ballast")
         with capture_logs() as logs:
             held = [log.append("refused", f"peer-{i}", {"n": i, "pad": "x" * 20_000}) for i in range(8)]
         assert [e.seq for e in held] == [0] * 8 and log.held == 8
@@ -570,9 +567,7 @@ def test_a_command_still_fails_in_words_when_the_audit_log_cannot_be_written(tmp
     """Holding is for the running node only: a CLI command whose audit entry cannot be written fails in words."""
     with small_disk(tmp_path / "node", "1m") as node_dir:
         log = AuditLog.open(node_dir)
-        with (node_dir / "ballast").open("wb") as filler, contextlib.suppress(OSError):
-            while True:
-                filler.write(b"\0" * 65536)
+        fill_disk(node_dir / "ballast")
         with pytest.raises(AuditError, match="cannot be written") as caught:
             for i in range(50):
                 log.append("x", "y", {"pad": "x" * 20_000, "i": i})

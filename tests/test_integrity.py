@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,20 @@ from lienthong.sync.store import Store
 from lienthong.sync.upstream import Upstream
 
 from .conftest import MakeNode, listen_address
-from .helpers import NodeProcess, cli, fill, indicator_rows, running, small_disk, status, versions, wait_until, write_jsonl
+from .helpers import (
+    NodeProcess,
+    cli,
+    fill,
+    fill_disk,
+    indicator_rows,
+    running,
+    small_disk,
+    status,
+    unmount,
+    versions,
+    wait_until,
+    write_jsonl,
+)
 
 PROVINCE, ATTACKER, VICTIM, LATE = "86", "86-28894", "86-29077", "86-29560"
 
@@ -467,3 +481,26 @@ def test_a_node_started_on_a_full_disk_says_so_in_words(make_node: MakeNode, tmp
         assert started.returncode != 0, started.stdout
         err = started.stderr
         assert "Traceback" not in err and "Error:" in err and "Try:" in err, err
+
+
+def test_a_node_whose_run_file_meets_a_full_disk_says_so_in_words(make_node: MakeNode, tmp_path: Path) -> None:
+    """The run file (node.lock: the ports `status` reads) is the one write that meets a full disk:
+    `lienthong run` stops with one Error/Try sentence naming that file, never a traceback.
+    The store and logs stay on a disk with room; only node.lock is a file of a full tmpfs, bound over it."""
+    province = make_node(PROVINCE)
+    lock = province / "node.lock"
+    lock.touch()
+    with small_disk(tmp_path / "full", "1m") as full:
+        held = full / "node.lock"
+        held.touch()
+        fill_disk(full / "ballast")
+        subprocess.run(["mount", "--bind", str(held), str(lock)], check=True)
+        try:
+            started = cli("run", "--dir", str(province), check=False, timeout=60)
+        finally:
+            unmount(lock)
+    err = started.stderr
+    assert started.returncode != 0, started.stdout
+    assert "Traceback" not in err, err
+    assert f"Error: the node cannot write {lock}: No space left on device" in err, err
+    assert "Try: free space on the disk" in err, err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
@@ -13,7 +12,7 @@ import pytest
 
 from .conftest import MakeNode
 from .fault_helpers import events
-from .helpers import STORE_FILE, NodeProcess, fill, indicator_rows, relay, running, small_disk, versions, wait_until, write_jsonl
+from .helpers import STORE_FILE, NodeProcess, fill, fill_disk, indicator_rows, relay, running, small_disk, versions, wait_until, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -61,13 +60,7 @@ def test_a_child_whose_disk_fills_keeps_running_and_resends_once_space_returns(m
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()
-            ballast = commune / "ballast"
-            with contextlib.suppress(OSError), ballast.open("wb") as filler:
-                for block in (65536, 4096, 512):
-                    with contextlib.suppress(OSError):
-                        while True:
-                            filler.write(b"\0" * block)
-                            filler.flush()
+            ballast = fill_disk(commune / "ballast")
             link.blocked = True
             link.cut()
             wait_until(lambda: "is full" in child.log() or not child.alive(), what="the full disk to be met")
@@ -91,13 +84,7 @@ def test_a_file_whose_receipt_meets_a_full_disk_is_finished_once_space_returns(m
         text = config.read_text().replace("rescan_seconds = 30.0", "rescan_seconds = 1.0")
         config.write_text(text + f'\n[inbox.thongke]\npath = "{disk}"\n')
         write_jsonl(disk / "values.jsonl", indicator_rows("86", 200))
-        ballast = disk / ".ballast"  # a hidden file: not an agency's
-        with contextlib.suppress(OSError), ballast.open("wb") as filler:
-            for block in (65536, 4096, 512, 64):
-                with contextlib.suppress(OSError):
-                    while True:
-                        filler.write(b"\0" * block)
-                        filler.flush()
+        ballast = fill_disk(disk / ".ballast")  # a hidden file: not an agency's
         node = NodeProcess(province)
         with running(node):
             wait_until(lambda: len(versions(province, origin="86")) == 200, what="the file's records committed")
