@@ -44,7 +44,7 @@ from lienthong.sync.store import RESTORING, Store
 from lienthong.sync.uplink import Uplink
 from lienthong.sync.wire import replication_pb2 as wire
 
-from . import disk, sink_task
+from . import disk, read_worker, sink_task
 from .intake import DROP_TO_COMMIT, StoreSink
 from .permissions import secure
 from .trust import ca as ca_ops
@@ -419,7 +419,8 @@ class Node:
 
                     server, self.port, health = await transport.serve(settings.server.listen, paths.load, sessions.serve, refused)
                 # The read tables follow the records in the background, not in their commits.
-                tasks.append(asyncio.create_task(read_upkeep.keep_up(store, changes), name="read-tables"))
+                # In a process of their own: another core than the apply path (node/read_worker.py).
+                tasks.append(asyncio.create_task(read_worker.keep_up(store.path, changes, self.log), name="read-tables"))
                 intake = start_intake(self.dir, settings, store, loop, changes)
                 tasks.append(
                     asyncio.create_task(disk.watch(store.path, settings.store.min_free_mb, self.log, audit_log.flush), name="disk")

@@ -1,17 +1,16 @@
 """The read tables (sync/read_tables.py) say what the records say: after local writes, after
 feedback events, after a withdrawal, after replication, and for a store made before they existed.
 They follow the records outside the records' transactions: a reader catches up before it reads
-(`Store.fresh_read_tables`), the running node in the background (sync/read_upkeep.py), and a
+(`Store.fresh_read_tables`), the running node in the background (sync/read_upkeep.py, in a process of its own: node/read_worker.py), and a
 catch-up cut short by a crash resumes from its checkpoint."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import datetime as dt
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,13 @@ from click.testing import CliRunner
 
 from lienthong.node.cli import cli as lienthong_cli
 from lienthong.sync import feedback as fb
-from lienthong.sync import read_tables, read_upkeep, records
+from lienthong.sync import read_tables, records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.downstream import Downstream
-from lienthong.sync.replication import Changes
 from lienthong.sync.store import Store
 
 from .conftest import MakeNode
-from .helpers import STORE_FILE, WAIT_SCALE
+from .helpers import STORE_FILE, WAIT_SCALE, NodeProcess, wait_until
 
 SAMPLES = Path(__file__).parent / "testdata" / "samples" / "inbox"
 DEFINITIONS = Path(__file__).parents[1] / "node" / "demo_data" / "definitions.jsonl"
@@ -243,8 +241,9 @@ def indicator_batches(count: int) -> list[list[records.Keyed]]:
 
 
 def test_the_background_catch_up_after_a_write_burst_equals_a_rebuild(make_node: MakeNode, tmp_path: Path) -> None:
-    """A running node's upkeep task (read_upkeep.keep_up) takes a burst of commits into the read
-    tables on its own — no reader asks — and they end equal to tables built from scratch."""
+    """A running node's upkeep worker (node/read_worker.py, a process of its own) takes a burst of
+    commits into the read tables on its own — no reader asks — they end equal to tables built from
+    scratch, and the worker exits once its node lets go of it (its stdin closes)."""
     node = province_with_samples(make_node)  # written by the CLI: its commits left the tables behind
     store = Store.open(node / STORE_FILE)
     hlc = HybridClock(store.max_version())
@@ -252,31 +251,62 @@ def test_the_background_catch_up_after_a_write_burst_equals_a_rebuild(make_node:
     assign = {**ticket, "status": "assigned", "at": "2026-11-21T09:00:00+07:00", "assigned_unit": BA_TRI}
     burst = [*indicator_batches(1500), [records.build("86", assign)]]
     behind: list[int] = []
-
-    async def run() -> None:
-        changes = Changes()
-        task = asyncio.create_task(read_upkeep.keep_up(store, changes, interval=0.05, poll=0.5))
-        try:
-            for batch in burst:
-                await asyncio.to_thread(store.write_local, batch, hlc)
-                behind.append(store.read_tables_lag())
-                changes.notify()
-            deadline = time.monotonic() + 30 * WAIT_SCALE
-            while store.read_tables_lag() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "lienthong.node.read_worker", str(store.path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert worker.stdin is not None
     try:
-        asyncio.run(run())
+        for batch in burst:
+            store.write_local(batch, hlc)
+            behind.append(store.read_tables_lag())
+            worker.stdin.write(b".")  # what the node writes after its commits
+            worker.stdin.flush()
+        wait_until(lambda: store.read_tables_lag() == 0, timeout=30 * WAIT_SCALE, what="the worker to catch the tables up")
+        said, _ = worker.communicate(timeout=30 * WAIT_SCALE)  # closes its stdin, as a stopping node does
+        assert worker.returncode == 0 and said == b"", f"the worker exits when its node lets go, having nothing to report: {said!r}"
         assert max(behind) > 0, "the writes' own commits left the tables behind"
-        assert store.read_tables_lag() == 0, "the upkeep task caught up"
         got = dump(store.path)
         assert len(got["indicator_values"]) > 1000 and got["feedback_events"]
         assert got == rebuilt(store, tmp_path)
     finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
         store.close()
+
+
+def test_a_killed_node_takes_its_upkeep_worker_with_it(make_node: MakeNode) -> None:
+    """SIGKILL gives the node no chance to stop its worker: the closed pipe does, and no process is left."""
+    node = make_node("86")
+    proc = NodeProcess(node).start()
+    assert proc.proc is not None
+    pid = proc.proc.pid
+
+    def worker_pids() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit() and b"lienthong.node.read_worker" in (entry / "cmdline").read_bytes() and _parent(entry) == pid:
+                    found.append(int(entry.name))
+        return found
+
+    workers = wait_until(worker_pids, timeout=60 * WAIT_SCALE, what=f"the node's upkeep worker to start\n{proc.tail()}")
+    proc.kill()
+    wait_until(
+        lambda: not any(Path(f"/proc/{w}").exists() and _alive(w) for w in workers), timeout=30 * WAIT_SCALE, what="the worker to exit"
+    )
+
+
+def _parent(entry: Path) -> int:
+    return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    """Alive and not a zombie (a zombie waits for its parent: the killed node's init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 CRASH_MID_CATCH_UP = """
