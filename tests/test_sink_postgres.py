@@ -12,6 +12,7 @@ and three communes. One federation, the checks in order:
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import sqlite3
 import urllib.request
@@ -23,10 +24,15 @@ import pytest
 import tomlkit
 
 from lienthong.node import pg_schema, pg_sink
+from lienthong.sync.completeness import completeness, submissions
+from lienthong.sync.schedule import Schedules
+from lienthong.sync.store import Store
+from lienthong.sync.units import Units
 
 from .conftest import MakeNode, listen_address
 from .helpers import STORE_FILE, NodeProcess, bound_port, cli, fill, indicator_rows, status, wait_until
 from .postgres import PASSWORD, Cluster, binaries
+from .test_completeness import WEEKLY_HAND, weekly_and_daily
 
 DEFINITIONS = Path(__file__).parents[1] / "node" / "demo_data" / "definitions.jsonl"
 SAMPLES = Path(__file__).parent / "testdata" / "samples" / "inbox"
@@ -201,3 +207,44 @@ def test_an_unreachable_server_is_one_line_and_a_password_in_the_dsn_is_refused(
     sink_config(node, dsn="postgresql://y:hunter2@127.0.0.1/x")
     result = cli("sink", "status", "--dir", str(node), check=False)
     assert result.returncode != 0 and "must not hold a password" in result.stderr and "hunter2" not in result.stderr
+
+
+def test_weekly_and_daily_completeness_reaches_postgresql(postgres: Cluster, tmp_path: Path) -> None:
+    """lienthong.completeness holds the weekly and daily schedules' expected reports, judged as `reports completeness` judges them."""
+    import psycopg
+
+    store = Store.create(tmp_path / STORE_FILE, "86")
+    try:
+        weekly_and_daily(store, 2024)
+        today = dt.date(2024, 12, 11)  # the day after the week's due day
+        units, schedules, subs = Units.from_store(store), Schedules.from_store(store), submissions(store)
+        want = {
+            (e.unit.code, e.schedule.report_type, e.period, e.schedule.period_type, e.due, e.status)
+            for period in ("2024W49", "2024-12-06")
+            for e in completeness(units, list(schedules), subs, period, today=today).reports
+        }
+    finally:
+        store.close()
+    admin: Any = postgres.connect()
+    admin.execute("CREATE DATABASE weekly_daily")
+    pg: Any = psycopg.connect(postgres.dsn.replace("dbname=postgres", "dbname=weekly_daily"), password=PASSWORD, autocommit=True)
+    sq = pg_sink.open_store(tmp_path / STORE_FILE)
+    try:
+        pg_sink.step(pg, sq, 1000, today=today)
+        got = set(
+            pg.execute(
+                "SELECT unit, report_type, period, period_type, due, status FROM lienthong.completeness WHERE period IN ('2024W49', '2024-12-06')"
+            ).fetchall()
+        )
+        kinds = dict(pg.execute("SELECT period_type, count(DISTINCT period) FROM lienthong.completeness GROUP BY 1").fetchall())
+    finally:
+        sq.close()
+        pg.close()
+        admin.execute("DROP DATABASE weekly_daily")
+        admin.close()
+    assert len(want) == 2 * len(WEEKLY_HAND) and got == want
+    assert {(u, t): s for u, t, _, _, _, s in got} == {
+        **{(u, "BC-TUAN"): weekly for u, (weekly, _) in WEEKLY_HAND.items()},
+        **{(u, "BC-NGAY"): daily for u, (_, daily) in WEEKLY_HAND.items()},
+    }
+    assert kinds == {"weekly": pg_sink.PERIODS_BACK, "daily": pg_sink.PERIODS_BACK}  # the 12 weeks and 12 days up to today
