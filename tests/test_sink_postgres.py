@@ -12,7 +12,10 @@ and three communes. One federation, the checks in order:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import pwd
 import socket
 import sqlite3
 import urllib.request
@@ -30,7 +33,20 @@ from lienthong.sync.store import Store
 from lienthong.sync.units import Units
 
 from .conftest import MakeNode, listen_address
-from .helpers import STORE_FILE, NodeProcess, bound_port, cli, fill, indicator_rows, status, wait_until
+from .helpers import (
+    RELAYS,
+    STORE_FILE,
+    NodeProcess,
+    TcpProxy,
+    bound_port,
+    cli,
+    fill,
+    indicator_rows,
+    small_disk,
+    status,
+    wait_until,
+    write_jsonl,
+)
 from .postgres import PASSWORD, Cluster, binaries
 from .test_completeness import WEEKLY_HAND, weekly_and_daily
 
@@ -38,6 +54,7 @@ DEFINITIONS = Path(__file__).parents[1] / "node" / "demo_data" / "definitions.js
 SAMPLES = Path(__file__).parent / "testdata" / "samples" / "inbox"
 COMMUNES = ("86-28894", "86-29077", "86-28756")
 ROWS = 300
+SMALL_DB = "small_disk"  # the database whose lienthong tables live on a small disk
 
 pytestmark = pytest.mark.skipif(binaries() is None, reason="needs Debian's postgresql (scripts/test.sh installs it)")
 
@@ -57,9 +74,9 @@ def tables_in_store(node: Path) -> dict[str, list[tuple[Any, ...]]]:
         sq.close()
 
 
-def tables_in_postgres(cluster: Cluster, node: Path) -> dict[str, list[tuple[Any, ...]]]:
+def tables_in_postgres(cluster: Cluster, node: Path, db: str = "postgres") -> dict[str, list[tuple[Any, ...]]]:
     sq = sqlite3.connect(f"file:{node / STORE_FILE}?mode=ro", uri=True)
-    pg: Any = cluster.connect()
+    pg: Any = cluster.connect(db)
     try:
         return {t: sorted(pg.execute(f"SELECT {pg_schema.names(sq, t)} FROM lienthong.{t}").fetchall(), key=repr) for t in pg_schema.KEYS}
     finally:
@@ -67,8 +84,8 @@ def tables_in_postgres(cluster: Cluster, node: Path) -> dict[str, list[tuple[Any
         sq.close()
 
 
-def sink_position(cluster: Cluster) -> int | None:
-    pg: Any = cluster.connect()
+def sink_position(cluster: Cluster, db: str = "postgres") -> int | None:
+    pg: Any = cluster.connect(db)
     try:
         if pg_schema.version(pg) is None:
             return None
@@ -94,16 +111,16 @@ def indicator_count(node: Path, unit: str) -> int:
         sq.close()
 
 
-def assert_equal(cluster: Cluster, node: Path, procs: list[NodeProcess]) -> None:
+def assert_equal(cluster: Cluster, node: Path, procs: list[NodeProcess], db: str = "postgres") -> None:
     """Wait for the sink to reach the read tables' head, then compare every table row for row."""
 
     def caught_up() -> bool:
         if not all(p.alive() for p in procs):
             raise AssertionError("a node exited:\n" + "\n".join(p.tail() for p in procs))
-        return sink_position(cluster) == read_tables_head(node)
+        return sink_position(cluster, db) == read_tables_head(node)
 
     wait_until(caught_up, timeout=120, what="the sink to reach the read tables' head")
-    want, got = tables_in_store(node), tables_in_postgres(cluster, node)
+    want, got = tables_in_store(node), tables_in_postgres(cluster, node, db)
     assert want["indicator_values"] and want["feedback_items"] and want["reports"] and want["units"]
     for table in pg_schema.KEYS:
         assert got[table] == want[table], f"lienthong.{table} differs from the store's {table}"
@@ -194,6 +211,129 @@ def test_the_sink_mirrors_the_read_tables_exactly_once_through_kills_and_outages
         pg.close()
 
 
+@contextlib.contextmanager
+def warehouse_on_small_disk(cluster: Cluster, size: str) -> Iterator[Path]:
+    """A database `SMALL_DB` whose new tables go to a tablespace on a tmpfs of `size`; its
+    catalogue and the server's WAL stay on the cluster's own disk (docs/analytics.md, "A full
+    disk"). Dropped, and the tmpfs unmounted, even when the test fails."""
+    with small_disk(cluster.root / "small-disk", size) as disk:
+        owner = pwd.getpwnam(cluster.user)
+        os.chown(disk, owner.pw_uid, owner.pw_gid)
+        admin: Any = cluster.connect()
+        try:
+            admin.execute(f"CREATE TABLESPACE small_disk LOCATION '{disk}'")
+            admin.execute(f"CREATE DATABASE {SMALL_DB}")
+            admin.execute(f"ALTER DATABASE {SMALL_DB} SET default_tablespace = small_disk")
+            yield disk
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {SMALL_DB} WITH (FORCE)")  # a node left running is cut off
+            admin.execute("DROP TABLESPACE IF EXISTS small_disk")
+            admin.close()
+
+
+def fill_up(ballast: Path) -> None:
+    """Write `ballast` until its file system has no byte left."""
+    with contextlib.suppress(OSError), ballast.open("wb") as filler:
+        for block in (1 << 20, 65536, 4096, 512, 64, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * block)
+                    filler.flush()
+
+
+def sink_copying(cluster: Cluster) -> bool:
+    """Whether the sink's PostgreSQL session is in the middle of a COPY."""
+    pg: Any = cluster.connect()
+    try:
+        return bool(
+            pg.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'lienthong sink' AND datname = %s "
+                "AND state = 'active' AND query LIKE 'COPY lienthong.%%'",
+                (SMALL_DB,),
+            ).fetchone()
+        )
+    finally:
+        pg.close()
+
+
+MONTHLY = ("KTXH.NS.01", "KTXH.DVC.01", "KTXH.DVC.02", "KTXH.YT.01", "KTXH.PA.01", "KTXH.PA.02", "YT.KHAM_BENH.LUOT", "YT.TIEMCHUNG.DU_MUI")
+
+
+def agency_rows(count: int, start: int) -> list[dict[str, Any]]:
+    """`count` monthly values of the demo catalogue's indicators for the province (an agency's file)."""
+    return [
+        {"kind": "indicator", "indicator": MONTHLY[i % 8], "unit": "86", "period": f"{1990 + i // 96}-{(i // 8) % 12 + 1:02d}", "value": i}
+        for i in range(start, start + count)
+    ]
+
+
+def own_rows(node: Path) -> int:
+    return indicator_count(node, node.name)
+
+
+def one_error_line(node: Path, proc: NodeProcess, says: str) -> dict[str, Any]:
+    """Wait for the sink to be retrying with `says` in its error; check every place shows it as one line, no traceback."""
+    sink: dict[str, Any] = wait_until(
+        lambda: (s := status(node)["sink"])["state"] == "retrying" and says in (s["last_error"] or "") and s,
+        timeout=60,
+        what=f"the sink's error saying {says!r}",
+    )
+    assert "\n" not in sink["last_error"]
+    shown = cli("status", "--dir", str(node)).stdout
+    assert len([line for line in shown.splitlines() if "PostgreSQL sink: retrying" in line and says in line]) == 1, shown
+    assert says in cli("sink", "status", "--dir", str(node)).stdout
+    assert "Traceback" not in shown + proc.log()
+    return sink
+
+
+def test_the_sink_survives_a_full_disk_and_a_network_cut(make_node: MakeNode, postgres: Cluster) -> None:
+    """PostgreSQL's disk full, then the network to it cut during a COPY: one error line in status,
+    replication and the inbox go on, and once space and the network return PostgreSQL equals
+    the read tables exactly."""
+    with warehouse_on_small_disk(postgres, "24m") as disk:
+        province = make_node("86")
+        commune = make_node(COMMUNES[0], parent=listen_address(province))
+        cli("ingest", "--dir", str(province), str(DEFINITIONS))
+        cli("ingest", "--dir", str(province), "--agency", "1022", str(SAMPLES / "1022" / "open311-2026-11-20.json"))
+        cli("ingest", "--dir", str(province), "--agency", "vanphong", str(SAMPLES / "vanphong" / "bc-ioc-thang-10-2026-ba-tri.report.json"))
+        fill(commune, indicator_rows(commune.name, ROWS, agency="thongke"))
+        fill(province, indicator_rows("86", ROWS, agency="thongke"))
+        link = TcpProxy(postgres.port)  # the sink reaches PostgreSQL through it
+        RELAYS.append(link)
+        sink_config(province, dsn=postgres.dsn_for(SMALL_DB, link.port), password_file=str(postgres.password_file))
+        inbox = province / "inbox" / "thongke"
+        inbox.mkdir(parents=True, exist_ok=True)
+        pp = NodeProcess(province).start()
+        procs = [pp]
+        assert_equal(postgres, province, procs, SMALL_DB)
+
+        # 1. The disk of PostgreSQL's tables full: a commune's records and an agency file arrive all the same.
+        ballast = disk / "ballast"
+        fill_up(ballast)
+        write_jsonl(inbox / "values.jsonl", agency_rows(ROWS, 0))
+        procs.append(NodeProcess(commune).start())
+        wait_until(lambda: own_rows(province) == 2 * ROWS, timeout=120, what="the agency file's rows at the province")
+        wait_until(lambda: indicator_count(province, commune.name) == ROWS, timeout=120, what="the commune's rows at the province")
+        one_error_line(province, pp, "No space left on device")
+        ballast.unlink()
+        assert_equal(postgres, province, procs, SMALL_DB)
+
+        # 2. The network cut while a COPY is in flight (a slow link, so that it lasts), and kept down a while.
+        link.rate = 50_000
+        write_jsonl(inbox / "more.jsonl", agency_rows(3000, ROWS))
+        wait_until(lambda: sink_copying(postgres), timeout=120, interval=0.02, what="the sink's COPY in flight")
+        link.blocked = True
+        link.cut()
+        committed = sink_position(postgres, SMALL_DB)
+        one_error_line(province, pp, "server closed the connection")
+        assert sink_position(postgres, SMALL_DB) == committed, "the step cut during its COPY committed"
+        wait_until(lambda: own_rows(province) == 2 * ROWS + 3000, timeout=60, what="the second file's rows at the province")
+        link.rate, link.blocked = 0, False
+        assert_equal(postgres, province, procs, SMALL_DB)
+        for proc in procs:
+            proc.stop()
+
+
 def test_an_unreachable_server_is_one_line_and_a_password_in_the_dsn_is_refused(make_node: MakeNode, tmp_path: Path) -> None:
     """No server at the address: `sink resync` says so in one Error/Try line. A dsn with a password in it is refused."""
     node = make_node("86")
@@ -227,7 +367,7 @@ def test_weekly_and_daily_completeness_reaches_postgresql(postgres: Cluster, tmp
         store.close()
     admin: Any = postgres.connect()
     admin.execute("CREATE DATABASE weekly_daily")
-    pg: Any = psycopg.connect(postgres.dsn.replace("dbname=postgres", "dbname=weekly_daily"), password=PASSWORD, autocommit=True)
+    pg: Any = psycopg.connect(postgres.dsn_for("weekly_daily"), password=PASSWORD, autocommit=True)
     sq = pg_sink.open_store(tmp_path / STORE_FILE)
     try:
         pg_sink.step(pg, sq, 1000, today=today)
