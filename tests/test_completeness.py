@@ -24,6 +24,7 @@ from lienthong.sync.upstream import Upstream
 
 from .conftest import MakeNode, listen_address
 from .helpers import STORE_FILE, NodeProcess, cli, running, status, wait_until, write_jsonl
+from .web_helpers import lienthong
 
 DEMO_DEFINITIONS = Path(__file__).resolve().parent.parent / "node" / "demo_data" / "definitions.jsonl"
 
@@ -332,13 +333,14 @@ def test_weekly_and_daily_schedules_are_judged_through_the_cli(make_node: MakeNo
         weekly_and_daily(store, 2024)  # a past year: today is after every due day
     finally:
         store.close()
-    week = json.loads(cli("reports", "completeness", "--dir", str(node), "--period", "2024W49", "--json").stdout)
-    day = json.loads(cli("reports", "completeness", "--dir", str(node), "--period", "2024-12-06", "--json").stdout)
+    # The commands in this process (the suite's time): the same code as the installed command.
+    week = json.loads(lienthong("reports", "completeness", "--dir", str(node), "--period", "2024W49", "--json"))
+    day = json.loads(lienthong("reports", "completeness", "--dir", str(node), "--period", "2024-12-06", "--json"))
     assert {(r["report_type"], r["due"]) for r in week["reports"]} == {("BC-TUAN", "2024-12-10")}
     assert {(r["report_type"], r["due"]) for r in day["reports"]} == {("BC-NGAY", "2024-12-06")}
     assert {r["unit"]: (r["status"], d["status"]) for r, d in zip(week["reports"], day["reports"], strict=True)} == WEEKLY_HAND
     assert [(lv["level"], lv["expected"], lv["on_time"], lv["late"], lv["missing"]) for lv in week["levels"]] == [("commune", 3, 1, 1, 1)]
-    assert json.loads(cli("reports", "completeness", "--dir", str(node), "--period", "2024-12", "--json").stdout)["reports"] == []
+    assert json.loads(lienthong("reports", "completeness", "--dir", str(node), "--period", "2024-12", "--json"))["reports"] == []
 
 
 def test_reports_completeness_json_through_the_cli(make_node: MakeNode) -> None:
