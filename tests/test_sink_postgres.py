@@ -233,10 +233,12 @@ def warehouse_on_small_disk(cluster: Cluster, size: str) -> Iterator[Path]:
             admin.execute(f"CREATE DATABASE {SMALL_DB}")
             admin.execute(f"ALTER DATABASE {SMALL_DB} SET default_tablespace = small_disk")
             yield disk
-        finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {SMALL_DB} WITH (FORCE)")  # a node left running is cut off
-            admin.execute("DROP TABLESPACE IF EXISTS small_disk")
-            admin.close()
+        finally:  # then small_disk unmounts, whatever happened here
+            try:
+                admin.execute(f"DROP DATABASE IF EXISTS {SMALL_DB} WITH (FORCE)")  # a node left running is cut off
+                admin.execute("DROP TABLESPACE IF EXISTS small_disk")
+            finally:
+                admin.close()
 
 
 def fill_up(ballast: Path) -> None:
