@@ -37,7 +37,11 @@ def scope(units: Units, settings: Settings) -> list[str] | None:
 
 @reports.command()
 @DIR_OPTION
-@click.option("--period", required=True, help="The period: a month 2026-10, a quarter 2026Q4, a half-year 2026S1 or a year 2026.")
+@click.option(
+    "--period",
+    required=True,
+    help="The period: a month 2026-10, a quarter 2026Q4, a half-year 2026S1, a year 2026, a week 2026W05 or a day 2026-10-31.",
+)
 @click.option("--report-type", help="Only this report type (e.g. BC-IOC-THANG).")
 @click.option("--dataset", help="Only this data set: a report type, or an indicator set (e.g. BCS-KTXH): its units and missing indicators.")
 @click.option("--level", help="Only units of this level (e.g. commune).")

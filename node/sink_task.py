@@ -66,13 +66,23 @@ def connect(config: PostgresSinkSettings) -> Any:
     )
 
 
+# What an error's SQLSTATE means to the operator, said before PostgreSQL's own words (which name
+# a file under pg_tblspc/… and may not say which disk).
+_MEANINGS = {
+    "53100": "PostgreSQL's disk is full",  # disk_full: the tables' tablespace (or the server's data) has no room
+    "53200": "PostgreSQL is out of memory",
+    "57P01": "PostgreSQL is shutting down",  # admin_shutdown: the connection was closed by a stop
+}
+
+
 def one_line(exc: BaseException) -> str:
     """An error from psycopg or the network as one readable line."""
     if isinstance(exc, ConfigError):
         return exc.message
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
     text = "; ".join(dict.fromkeys(lines)) or type(exc).__name__
-    return text[:300]
+    meaning = _MEANINGS.get(getattr(exc, "sqlstate", None) or "")
+    return (f"{meaning}: {text}" if meaning else text)[:300]
 
 
 def write_state(node_dir: Path, state: dict[str, Any]) -> None:

@@ -2,7 +2,7 @@
 
 The province sends them down as `report_schedule` definitions, one per report type
 and level (code `BC-IOC-THANG@commune`), with the fields `report_type`, `name`,
-`period_type` (monthly, quarterly, sixmonthly, yearly), `level` and `due`.
+`period_type` (monthly, quarterly, sixmonthly, yearly, weekly, daily), `level` and `due`.
 
 A due rule names a day of a month counted from the period:
 
@@ -11,15 +11,20 @@ A due rule names a day of a month counted from the period:
     day 30 of the half-year's last month    (six-monthly; also first)
     day 15 of the year's last month         (yearly; also first)
     day 10 of the period's first month      (any period type; also last)
-    day 5 of the month after the period     (any period type)
+    day 5 of the month after the period     (monthly to yearly periods)
     last day of …                           (any of the above)
+    2 days after the period                 (any period type; "0 days": its last day)
+
+Weeks and days are counted in days, never in months: "day 10 of the period's first month"
+of a week that starts on 28 September would fall before the week.
 
 A day beyond the month's end means its last day ("day 30" in February is the 28th or
 29th), as the regulations' "by the 30th" is read. Deadlines are calendar days in
 Vietnam time (UTC+07:00) and the due day itself is on time. A rule that does not
 read exactly like one of these is refused with the definition's code, never guessed.
 
-Periods are written as the adapters write them: 2026-10, 2026Q3, 2026S1, 2026.
+Periods are written as the adapters write them: 2026-10, 2026Q3, 2026S1, 2026, 2026W05 (an
+ISO 8601 week, Monday to Sunday), 2026-10-31.
 """
 
 from __future__ import annotations
@@ -37,23 +42,28 @@ from .store import Store
 
 VIETNAM = timezone(timedelta(hours=7), "ICT")
 SCHEDULE_DEFINITION = "report_schedule"
-PERIOD_TYPES = ("monthly", "quarterly", "sixmonthly", "yearly")
+PERIOD_TYPES = ("monthly", "quarterly", "sixmonthly", "yearly", "weekly", "daily")
 MONTHS_IN = {"monthly": 1, "quarterly": 3, "sixmonthly": 6, "yearly": 12}
+DAYS_IN = {"weekly": 7, "daily": 1}  # the period types counted in days
+_BY_MONTHS = frozenset(MONTHS_IN)
 
 _PERIOD_FORMS = {
     "monthly": re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$"),
     "quarterly": re.compile(r"^(\d{4})Q([1-4])$"),
     "sixmonthly": re.compile(r"^(\d{4})S([12])$"),
     "yearly": re.compile(r"^(\d{4})$"),
+    "weekly": re.compile(r"^(\d{4})W(0[1-9]|[1-4]\d|5[0-3])$"),
+    "daily": re.compile(r"^(\d{4})-(\d{2})-(\d{2})$"),
 }
 _RULE = re.compile(r"^(?:day (?P<day>\d{1,2})|(?P<last>last day)) of the (?P<anchor>.+)$")
+_DAYS_AFTER = re.compile(r"^(?P<days>\d{1,3}) days? after the period$")
 # anchor -> (period types it fits, None for any; months to count; counted from the period's
 # last month rather than its first)
 _ANCHORS: dict[str, tuple[frozenset[str] | None, int, bool]] = {
     "period's month": (frozenset({"monthly"}), 0, False),
-    "period's first month": (None, 0, False),
-    "period's last month": (None, 0, True),
-    "month after the period": (None, 1, True),
+    "period's first month": (_BY_MONTHS, 0, False),
+    "period's last month": (_BY_MONTHS, 0, True),
+    "month after the period": (_BY_MONTHS, 1, True),
     "quarter's first month": (frozenset({"quarterly"}), 0, False),
     "quarter's second month": (frozenset({"quarterly"}), 1, False),
     "quarter's third month": (frozenset({"quarterly"}), 2, False),
@@ -64,7 +74,8 @@ _ANCHORS: dict[str, tuple[frozenset[str] | None, int, bool]] = {
     "year's last month": (frozenset({"yearly"}), 0, True),
 }
 RULE_HINT = (
-    'write it like "day 25 of the period\'s month", "day 25 of the quarter\'s last month" or "last day of the month after the period"'
+    'write it like "day 25 of the period\'s month", "day 25 of the quarter\'s last month", "last day of the month after the period"'
+    ' or "2 days after the period"'
 )
 
 
@@ -79,13 +90,32 @@ def period_type(period: str) -> str | None:
     return None
 
 
+def _not_a_period(period: str) -> LienthongError:
+    return LienthongError(
+        f"{period!r} is not a reporting period",
+        "write a month 2026-10, a quarter 2026Q3, a half-year 2026S1, a year 2026, a week 2026W05 or a day 2026-10-31",
+    )
+
+
+def _first_day(period: str) -> tuple[str, date]:
+    """(period type, first day) of a week or a day; refuses anything else."""
+    kind = period_type(period) or ""
+    match = _PERIOD_FORMS[kind].match(period) if kind in DAYS_IN else None
+    try:
+        if match and kind == "weekly":
+            return kind, date.fromisocalendar(int(match.group(1)), int(match.group(2)), 1)
+        if match:
+            return kind, date.fromisoformat(period)
+    except ValueError:  # week 53 of a year with 52, 31 April
+        pass
+    raise _not_a_period(period)
+
+
 def _first_month(period: str) -> tuple[str, int, int]:
-    """(period type, year, first month) of a period; refuses anything else."""
+    """(period type, year, first month) of a period of months; refuses anything else."""
     kind = period_type(period)
-    if kind is None:
-        raise LienthongError(
-            f"{period!r} is not a reporting period", "write a month 2026-10, a quarter 2026Q3, a half-year 2026S1 or a year 2026"
-        )
+    if kind is None or kind in DAYS_IN:
+        raise _not_a_period(period)
     match = _PERIOD_FORMS[kind].match(period)
     assert match is not None
     year = int(match.group(1))
@@ -104,6 +134,9 @@ def _month_end(year: int, month: int) -> date:
 
 def bounds(period: str) -> tuple[date, date]:
     """The first and last day of a period (both inclusive)."""
+    if period_type(period) in DAYS_IN:
+        kind, first = _first_day(period)
+        return first, first + timedelta(days=DAYS_IN[kind] - 1)
     kind, year, month = _first_month(period)
     end_year, end_month = _add_months(year, month, MONTHS_IN[kind] - 1)
     return date(year, month, 1), _month_end(end_year, end_month)
@@ -116,11 +149,19 @@ def _name(kind: str, year: int, month: int) -> str:
 
 def containing(day: date, kind: str) -> str:
     """The period of type `kind` that holds `day`."""
+    if kind == "weekly":
+        year, week, _ = day.isocalendar()
+        return f"{year}W{week:02d}"
+    if kind == "daily":
+        return day.isoformat()
     return _name(kind, day.year, day.month)
 
 
 def shift(period: str, n: int) -> str:
     """The period `n` periods after `period` (before, when negative)."""
+    if period_type(period) in DAYS_IN:
+        kind, first = _first_day(period)
+        return containing(first + timedelta(days=n * DAYS_IN[kind]), kind)
     kind, year, month = _first_month(period)
     return _name(kind, *_add_months(year, month, n * MONTHS_IN[kind]))
 
@@ -134,14 +175,18 @@ def today_in_vietnam(now: datetime | None = None) -> date:
 
 @dataclass(frozen=True)
 class DueRule:
-    """A parsed due rule: a day (None: the last) of a month counted from the period."""
+    """A parsed due rule: a day (None: the last) of a month counted from the period, or
+    `days_after` days after the period's last day."""
 
     text: str
     day: int | None
     months: int
     from_last: bool
+    days_after: int | None = None
 
     def due(self, period: str) -> date:
+        if self.days_after is not None:
+            return bounds(period)[1] + timedelta(days=self.days_after)
         kind, year, month = _first_month(period)
         offset = self.months + (MONTHS_IN[kind] - 1 if self.from_last else 0)
         due_year, due_month = _add_months(year, month, offset)
@@ -152,6 +197,9 @@ class DueRule:
 def parse_due(text: str, kind: str, where: str) -> DueRule:
     """Read a due rule for periods of type `kind`; `where` names the definition in errors."""
     normal = " ".join(records.nfc(text).replace("\u2019", "'").lower().split())
+    after = _DAYS_AFTER.match(normal)
+    if after:
+        return DueRule(text=text, day=None, months=0, from_last=True, days_after=int(after.group("days")))
     match = _RULE.match(normal)
     anchor = _ANCHORS.get(match.group("anchor")) if match else None
     if match is None or anchor is None:
@@ -160,7 +208,8 @@ def parse_due(text: str, kind: str, where: str) -> DueRule:
     if fits is not None and kind not in fits:
         raise LienthongError(
             f"report schedule {where}: the due rule {text!r} does not fit {kind} periods",
-            'use "the period\'s month" for monthly reports, "the quarter\'s … month" for quarterly ones, or "the period\'s last month"',
+            'use "the period\'s month" for monthly reports, "the quarter\'s … month" for quarterly ones, "the period\'s last month",'
+            ' or "N days after the period" for weekly and daily ones',
         )
     day = None if match.group("last") else int(match.group("day"))
     if day is not None and not 1 <= day <= 31:

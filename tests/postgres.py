@@ -66,7 +66,11 @@ class Cluster:
 
     @property
     def dsn(self) -> str:
-        return f"host=127.0.0.1 port={self.port} dbname=postgres user=lienthong"
+        return self.dsn_for()
+
+    def dsn_for(self, dbname: str = "postgres", port: int | None = None) -> str:
+        """The dsn of one database, at the server's port or another (a relay's)."""
+        return f"host=127.0.0.1 port={port or self.port} dbname={dbname} user=lienthong"
 
     def start(self) -> Cluster:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "start")
@@ -87,7 +91,7 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.password_file.parent, ignore_errors=True)
 
-    def connect(self) -> object:
+    def connect(self, dbname: str = "postgres") -> object:
         import psycopg
 
-        return psycopg.connect(self.dsn, password=PASSWORD, autocommit=True)
+        return psycopg.connect(self.dsn_for(dbname), password=PASSWORD, autocommit=True)

@@ -24,6 +24,7 @@ from lienthong.sync.upstream import Upstream
 
 from .conftest import MakeNode, listen_address
 from .helpers import STORE_FILE, NodeProcess, cli, running, status, wait_until, write_jsonl
+from .web_helpers import lienthong
 
 DEMO_DEFINITIONS = Path(__file__).resolve().parent.parent / "node" / "demo_data" / "definitions.jsonl"
 
@@ -293,6 +294,53 @@ def test_a_unit_definition_with_a_bad_date_is_named(tmp_path: Path) -> None:
             Units.from_store(store)
     finally:
         store.close()
+
+
+def weekly_and_daily(store: Store, y: int) -> None:
+    """A weekly and a daily commune schedule, three communes, and their reports for week {y}W49
+    (Monday 2 to Sunday 8 December in 2024, due 2 days after) and for the day {y}-12-06 (due that day)."""
+    schedules = [
+        {"kind": "definition", "type": "report_schedule", "code": f"{t}@commune", "fields": {"report_type": t, **f}}
+        for t, f in (
+            ("BC-TUAN", {"name": "Báo cáo tuần", "period_type": "weekly", "level": "commune", "due": "2 days after the period"}),
+            ("BC-NGAY", {"name": "Báo cáo ngày", "period_type": "daily", "level": "commune", "due": "0 days after the period"}),
+        )
+    ]
+    units = [row for row in definitions(y) if row["type"] == "unit" and row["code"] in {"86", *WEEKLY_HAND}]
+    store.write_local([records.build("86", row) for row in schedules + units], clock_at(f"{y}-09-01T08:00:00+07:00"))
+    week, day = f"{y}W49", f"{y}-12-06"
+    write_as_stated(
+        store,
+        "86",
+        [
+            report("86-28894", f"{y}-12-10T23:00:00+07:00", period=week, report_type="BC-TUAN"),  # the due day, late evening
+            report("86-29077", f"{y}-12-10T17:30:00+00:00", period=week, report_type="BC-TUAN"),  # the 11th in Vietnam
+            report("86-28894", f"{y}-12-06T20:00:00+07:00", period=day, report_type="BC-NGAY"),
+            report("86-29077", f"{y}-12-07T08:00:00+07:00", period=day, report_type="BC-NGAY"),
+        ],
+    )
+
+
+# unit -> (weekly status, daily status), worked out by hand; 86-29278 sent nothing
+WEEKLY_HAND = {"86-28894": ("on_time", "on_time"), "86-29077": ("late", "late"), "86-29278": ("missing", "missing")}
+
+
+def test_weekly_and_daily_schedules_are_judged_through_the_cli(make_node: MakeNode) -> None:
+    """`reports completeness` judges a week (ISO, due 2 days after its Sunday) and a day (due that day) against their own schedules only."""
+    node = make_node("86")
+    store = Store.open(node / STORE_FILE)
+    try:
+        weekly_and_daily(store, 2024)  # a past year: today is after every due day
+    finally:
+        store.close()
+    # The commands in this process (the suite's time): the same code as the installed command.
+    week = json.loads(lienthong("reports", "completeness", "--dir", str(node), "--period", "2024W49", "--json"))
+    day = json.loads(lienthong("reports", "completeness", "--dir", str(node), "--period", "2024-12-06", "--json"))
+    assert {(r["report_type"], r["due"]) for r in week["reports"]} == {("BC-TUAN", "2024-12-10")}
+    assert {(r["report_type"], r["due"]) for r in day["reports"]} == {("BC-NGAY", "2024-12-06")}
+    assert {r["unit"]: (r["status"], d["status"]) for r, d in zip(week["reports"], day["reports"], strict=True)} == WEEKLY_HAND
+    assert [(lv["level"], lv["expected"], lv["on_time"], lv["late"], lv["missing"]) for lv in week["levels"]] == [("commune", 3, 1, 1, 1)]
+    assert json.loads(lienthong("reports", "completeness", "--dir", str(node), "--period", "2024-12", "--json"))["reports"] == []
 
 
 def test_reports_completeness_json_through_the_cli(make_node: MakeNode) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,11 @@ DEMO_DEFINITIONS = Path(__file__).resolve().parent.parent / "node" / "demo_data"
         ("day 15 of the year's last month", "yearly", "2026", date(2026, 12, 15)),
         ("day 31 of the half-year's last month", "sixmonthly", "2026S1", date(2026, 6, 30)),
         ("day 20 of the period's first month", "yearly", "2026", date(2026, 1, 20)),
+        ("2 days after the period", "weekly", "2026W49", date(2026, 12, 8)),  # Mon 30 Nov – Sun 6 Dec, then 2 days
+        ("1 day after the period", "weekly", "2026W53", date(2027, 1, 4)),  # 2026 has an ISO week 53, ending 3 Jan 2027
+        ("0 days after the period", "daily", "2026-10-31", date(2026, 10, 31)),
+        ("1 day after the period", "daily", "2026-12-31", date(2027, 1, 1)),
+        ("5 days after the period", "monthly", "2026-02", date(2026, 3, 5)),
     ],
 )
 def test_due_rules_give_the_regulations_deadlines(rule: str, kind: str, period: str, due: date) -> None:
@@ -65,6 +70,9 @@ def test_due_rules_tolerate_case_spacing_and_typographic_apostrophes() -> None:
         ("day 25 of the period's month", "quarterly", "does not fit quarterly"),
         ("day 0 of the period's month", "monthly", "names day 0"),
         ("day 32 of the period's month", "monthly", "names day 32"),
+        ("day 10 of the period's first month", "weekly", "does not fit weekly"),  # a month counted from a week: refused
+        ("day 5 of the month after the period", "daily", "does not fit daily"),
+        ("2 days before the period", "daily", "cannot be read"),
         ("", "monthly", "cannot be read"),
     ],
 )
@@ -83,7 +91,7 @@ def test_due_rule_parser_never_crashes(text: str) -> None:
         rule = parse_due(text, "monthly", "'X'")
     except LienthongError:
         return
-    assert date(2026, 1, 1) <= rule.due("2026-01") <= date(2026, 2, 28)
+    assert date(2026, 1, 1) <= rule.due("2026-01") <= date(2026, 1, 31) + timedelta(days=999)
 
 
 periods = st.one_of(
@@ -92,9 +100,13 @@ periods = st.one_of(
     st.builds(lambda y, s: f"{y}S{s}", st.integers(1990, 2090), st.integers(1, 2)),
     st.builds(str, st.integers(1990, 2090)),
 )
+weeks_and_days = st.one_of(
+    st.builds(lambda d: f"{d.isocalendar()[0]}W{d.isocalendar()[1]:02d}", st.dates(date(1990, 1, 1), date(2090, 12, 31))),
+    st.builds(date.isoformat, st.dates(date(1990, 1, 1), date(2090, 12, 31))),
+)
 
 
-@given(periods, st.integers(-30, 30))
+@given(st.one_of(periods, weeks_and_days), st.integers(-30, 30))
 def test_periods_tile_the_calendar(period: str, n: int) -> None:
     """Periods of one type follow each other without gap or overlap, and shifting back and forth returns."""
     kind = period_type(period)
@@ -113,12 +125,12 @@ def test_due_day_of_the_periods_last_month_lies_in_that_month(period: str, day: 
     assert first <= due <= last and (due.year, due.month) == (last.year, last.month)
 
 
-@pytest.mark.parametrize("bad", ["2026-13", "2026Q5", "2026W05", "2026-10-24", "Tháng 10/2026", ""])
+@pytest.mark.parametrize("bad", ["2026-13", "2026Q5", "2026W00", "2027W53", "2026W5", "2026-02-30", "2026-10-1", "Tháng 10/2026", ""])
 def test_a_period_that_is_not_a_reporting_period_is_refused(bad: str) -> None:
-    """Weeks, days and malformed periods are refused with a hint giving the accepted forms."""
+    """Malformed periods, a week 53 of a year of 52 weeks and a day that does not exist are refused with a hint giving the accepted forms."""
     with pytest.raises(LienthongError) as caught:
         bounds(bad)
-    assert "2026Q3" in caught.value.hint
+    assert "2026Q3" in caught.value.hint and "2026W05" in caught.value.hint
 
 
 def test_today_is_the_calendar_day_in_vietnam() -> None:
@@ -158,7 +170,7 @@ def test_demo_schedules_load_from_a_store_and_a_bad_one_is_named(tmp_path: Path)
     ("fields", "says"),
     [
         ({"period_type": "monthly", "due": "day 25 of the period's month"}, "'level' is missing"),
-        ({"period_type": "weekly", "level": "commune", "due": "day 1 of the period's month"}, "period type 'weekly'"),
+        ({"period_type": "fortnightly", "level": "commune", "due": "2 days after the period"}, "period type 'fortnightly'"),
         ({"period_type": "monthly", "level": "commune"}, "'due' is missing"),
     ],
 )
@@ -167,3 +179,14 @@ def test_an_incomplete_schedule_definition_is_refused_naming_it(fields: dict[str
     with pytest.raises(LienthongError) as caught:
         Schedule.from_definition("BC-X@commune", fields)
     assert "'BC-X@commune'" in caught.value.message and says in caught.value.message
+
+
+def test_weekly_and_daily_schedules_are_read_and_their_periods_follow_the_calendar() -> None:
+    """A weekly and a daily report schedule load; weeks are ISO weeks (Monday to Sunday, across a year's end) and days follow each other."""
+    weekly = Schedule.from_definition("BC-TUAN@commune", {"period_type": "weekly", "level": "commune", "due": "2 days after the period"})
+    daily = Schedule.from_definition("BC-NGAY@commune", {"period_type": "Daily", "level": "commune", "due": "0 days after the period"})
+    assert (weekly.period_type, daily.period_type) == ("weekly", "daily")
+    assert bounds("2026W01") == (date(2025, 12, 29), date(2026, 1, 4))
+    assert containing(date(2027, 1, 3), "weekly") == "2026W53" and shift("2026W53", 1) == "2027W01"
+    assert containing(date(2026, 12, 31), "daily") == "2026-12-31" and shift("2026-12-31", 1) == "2027-01-01"
+    assert weekly.due("2026W53") == date(2027, 1, 5) and daily.due("2026-12-06") == date(2026, 12, 6)
