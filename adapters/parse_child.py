@@ -15,13 +15,18 @@ is a pickle stream:
 
     ("rows", [row, ...])                  up to BATCH rows, in order: a record row as the tuple
                                           (line, id, kind, unit, agency, body, deleted), any other
-                                          as its Row (a tuple unpickles in half the time of a dataclass)
+                                          as its Row (a tuple unpickles in half the time of a dataclass);
+                                          a dict among them is the `cells` of the record rows that
+                                          follow (a workbook names each field's column once, not per row)
     ("refused", code, message_vi, message_en, hint)   the adapter refused the file (FileRefused)
     ("failed", type_name, detail)         the adapter raised anything else (an adapter bug)
     ("end",)
 
 Only adapters that need nothing of the node while parsing (no blobs, no store) are run so:
-`CHILD_ADAPTERS`.
+`CHILD_ADAPTERS`, each from its own size (a workbook is zipped: 1 MiB of .xlsx holds ≈ 25,000
+rows, as much as ≈ 2 MiB of CSV). The adapter reads the file through a `HeldPath` on the
+child's stdin, as it would in the node; the workbook adapter passes that descriptor on to its
+own reading process (workbook_reader.py).
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ from lienthong.sync.errors import LienthongError
 from lienthong.sync.records import Keyed
 
 from .base import Adapter, FileRefused, ParseContext, Row
+from .held import HeldFile
 
-CHILD_ADAPTERS = frozenset({"vn-csv"})
+CHILD_ADAPTERS = {"vn-csv": 1, "xlsx": 4}  # adapter -> how many times smaller a file it takes than `min_bytes`
 FAILPOINT = "LIENTHONG_FAILPOINT"  # test-only fault injection, as in intake.py
 BATCH = 1_000
 
@@ -56,7 +62,8 @@ class ChildFailed(LienthongError):
 
 def wanted(adapter: Adapter, size: int, min_bytes: int) -> bool:
     """Whether a file of `size` bytes read by `adapter` is parsed in a child process."""
-    return adapter.name in CHILD_ADAPTERS and size >= min_bytes
+    divisor = CHILD_ADAPTERS.get(adapter.name)
+    return divisor is not None and size >= min_bytes // divisor
 
 
 @contextlib.contextmanager
@@ -82,6 +89,7 @@ def child_rows(adapter: Adapter, fd: int, name: str, context: ParseContext) -> I
 
 
 def _read(proc: subprocess.Popen[bytes], stream: IO[bytes], errors: IO[bytes]) -> Iterator[Row]:
+    cells: dict[str, str] | None = None
     while True:
         try:
             message = pickle.load(stream)
@@ -92,7 +100,12 @@ def _read(proc: subprocess.Popen[bytes], stream: IO[bytes], errors: IO[bytes]) -
         kind = message[0]
         if kind == "rows":
             for row in message[1]:
-                yield Row(row[0], Keyed(*row[1:])) if type(row) is tuple else row
+                if type(row) is tuple:
+                    yield Row(row[0], Keyed(*row[1:]), cells=cells)
+                elif type(row) is dict:
+                    cells = row or None
+                else:
+                    yield row
         elif kind == "end":
             return
         elif kind == "refused":
@@ -111,19 +124,24 @@ def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> 
 
     out = sys.stdout.buffer
     batch: list[object] = []
+    cells: dict[str, str] | None = None
 
     def send(*message: object) -> None:
         pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
 
     with tempfile.TemporaryDirectory(prefix="lienthong-parse-") as folder:
-        # The adapter opens a path named like the dropped file: a link to our stdin, the held file.
-        path = Path(folder) / name
-        os.symlink("/proc/self/fd/0", path)
+        # The adapter reads a path named like the dropped file: our stdin, the held file, as a HeldPath
+        # (a reader process it starts gets the descriptor, held.held_fd); the name is a link to it too.
+        os.symlink("/proc/self/fd/0", Path(folder) / name)
+        held = HeldFile(0, os.open(folder, os.O_RDONLY | os.O_DIRECTORY), name, Path(folder) / name, os.fstat(0))
         try:
             adapter = Registry().get(adapter_name)
-            for row in adapter.parse(path, ParseContext(origin=origin, agency=agency, inbox=Path(inbox))):
+            for row in adapter.parse(held.path, ParseContext(origin=origin, agency=agency, inbox=Path(inbox))):
                 k = row.record
-                if k is not None and row.error is None and row.cells is None:
+                if k is not None and row.error is None:
+                    if row.cells is not cells:
+                        cells = row.cells
+                        batch.append(dict(cells or {}))
                     batch.append((row.line, k.id, k.kind, k.unit, k.agency, k.body, k.deleted))
                 else:
                     batch.append(row)
