@@ -38,7 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -124,7 +124,7 @@ def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> 
 
     out = sys.stdout.buffer
     batch: list[object] = []
-    cells: dict[str, str] | None = None
+    cells: Mapping[str, str] | None = None
 
     def send(*message: object) -> None:
         pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
