@@ -8,9 +8,10 @@ checks and writes the previous ones. The pipe bounds what is in flight, so memor
 flat whatever the file's size. What the parent receives is exactly what the adapter would
 have yielded in-process (same rows, same refusals, same errors), so receipts do not change.
 
-    python -m lienthong.adapters.parse_child ADAPTER NAME AGENCY ORIGIN INBOX   < file
+    python -m lienthong.adapters.parse_child ADAPTER NAME AGENCY ORIGIN INBOX SHEET   < file
 
-NAME is the dropped file's name (adapters and their messages judge by it). Output on stdout
+NAME is the dropped file's name (adapters and their messages judge by it); SHEET the
+workbook sheet the inbox names (`inbox.<agency>.sheet`, may be empty). Output on stdout
 is a pickle stream:
 
     ("rows", [row, ...])                  up to BATCH rows, in order: a record row as the tuple
@@ -72,7 +73,17 @@ def child_rows(adapter: Adapter, fd: int, name: str, context: ParseContext) -> I
 
     Raises `FileRefused` as the adapter would, `ChildFailed` for anything else the child met.
     Leaving the block stops the child whether or not all rows were read."""
-    args = [sys.executable, "-m", "lienthong.adapters.parse_child", adapter.name, name, context.agency, context.origin, str(context.inbox)]
+    args = [
+        sys.executable,
+        "-m",
+        "lienthong.adapters.parse_child",
+        adapter.name,
+        name,
+        context.agency,
+        context.origin,
+        str(context.inbox),
+        context.sheet,
+    ]
     with tempfile.TemporaryFile() as errors:
         # Its own session: a Ctrl-C in the terminal stops the node's take (the file stays in the inbox),
         # never the child alone (which would read as a failed parse and refuse the file).
@@ -114,7 +125,7 @@ def _read(proc: subprocess.Popen[bytes], stream: IO[bytes], errors: IO[bytes]) -
             raise ChildFailed(f"{message[1]}: {message[2]}")
 
 
-def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> int:
+def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str, sheet: str = "") -> int:
     from .registry import Registry
 
     # A stop signal sent to the whole group (systemd stops a unit's every process) is the node's
@@ -136,7 +147,7 @@ def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> 
         held = HeldFile(0, os.open(folder, os.O_RDONLY | os.O_DIRECTORY), name, Path(folder) / name, os.fstat(0))
         try:
             adapter = Registry().get(adapter_name)
-            for row in adapter.parse(held.path, ParseContext(origin=origin, agency=agency, inbox=Path(inbox))):
+            for row in adapter.parse(held.path, ParseContext(origin=origin, agency=agency, inbox=Path(inbox), sheet=sheet)):
                 k = row.record
                 if k is not None and row.error is None:
                     if row.cells is not cells:
@@ -161,4 +172,4 @@ def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> 
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:6]))
+    sys.exit(main(*sys.argv[1:7]))

@@ -403,3 +403,17 @@ def test_a_workbook_parsed_in_a_child_process_gives_the_same_receipt_and_records
     assert receipts[0] == receipts[1]
     assert [c["cell"] for c in receipts[1]["conflicts"]] == ["'Biểu 01'!E12", "'Biểu 01'!D13", "'Biểu 01'!F14"]
     assert stored[0] == stored[1] and len(stored[1]) == 2
+
+
+def test_the_sheet_named_in_config_is_read_when_the_workbook_is_parsed_in_a_child(tmp_path: Path) -> None:
+    """`inbox.<agency>.sheet` reaches the child process that reads a large workbook: the named sheet's values
+    are taken, not the first sheet's (which has no table)."""
+    from lienthong.adapters.intake import Limits
+
+    store, sink = node(tmp_path, "86", definitions=False)
+    rows = [*TITLE, ["Mã chỉ tiêu", "Kỳ báo cáo", "Mã đơn vị", "Giá trị"], ["KTXH.NS.01", "Tháng 10/2026", "86", 7]]
+    book = write_xlsx(tmp_path / "two-sheets.xlsx", {"Hướng dẫn": [["Hướng dẫn điền biểu"]], "Số liệu": rows})
+    result = take(book, Inbox("thongke", tmp_path, sheet="Số liệu"), REGISTRY, sink, "86", Limits(parse_child_bytes=0), move=False)
+    assert result["importCount"]["imported"] == 1, result
+    assert values(store) == {("KTXH.NS.01", "2026-10", "86"): "7"}
+    store.close()
