@@ -80,8 +80,8 @@ class Inbox:
 @dataclass(frozen=True)
 class Limits:
     max_file_bytes: int = 512 * 1024 * 1024
-    # A file this large (and read by an adapter in parse_child.CHILD_ADAPTERS) is parsed in a child
-    # process on the second core while this one checks and commits (parse_child.py).
+    # A file this large (and read by an adapter in parse_child.CHILD_ADAPTERS; a workbook from a quarter
+    # of it) is parsed in a child process on the second core while this one checks and commits (parse_child.py).
     parse_child_bytes: int = 2 * 1024 * 1024
 
 

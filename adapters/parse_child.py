@@ -8,20 +8,26 @@ checks and writes the previous ones. The pipe bounds what is in flight, so memor
 flat whatever the file's size. What the parent receives is exactly what the adapter would
 have yielded in-process (same rows, same refusals, same errors), so receipts do not change.
 
-    python -m lienthong.adapters.parse_child ADAPTER NAME AGENCY ORIGIN INBOX   < file
+    python -m lienthong.adapters.parse_child ADAPTER NAME AGENCY ORIGIN INBOX SHEET   < file
 
-NAME is the dropped file's name (adapters and their messages judge by it). Output on stdout
+NAME is the dropped file's name (adapters and their messages judge by it); SHEET the
+workbook sheet the inbox names (`inbox.<agency>.sheet`, may be empty). Output on stdout
 is a pickle stream:
 
     ("rows", [row, ...])                  up to BATCH rows, in order: a record row as the tuple
                                           (line, id, kind, unit, agency, body, deleted), any other
-                                          as its Row (a tuple unpickles in half the time of a dataclass)
+                                          as its Row (a tuple unpickles in half the time of a dataclass);
+                                          a dict among them is the `cells` of the record rows that
+                                          follow (a workbook names each field's column once, not per row)
     ("refused", code, message_vi, message_en, hint)   the adapter refused the file (FileRefused)
     ("failed", type_name, detail)         the adapter raised anything else (an adapter bug)
     ("end",)
 
 Only adapters that need nothing of the node while parsing (no blobs, no store) are run so:
-`CHILD_ADAPTERS`.
+`CHILD_ADAPTERS`, each from its own size (a workbook is zipped: 1 MiB of .xlsx holds ≈ 25,000
+rows, as much as ≈ 2 MiB of CSV). The adapter reads the file through a `HeldPath` on the
+child's stdin, as it would in the node; the workbook adapter passes that descriptor on to its
+own reading process (workbook_reader.py).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -41,8 +47,9 @@ from lienthong.sync.errors import LienthongError
 from lienthong.sync.records import Keyed
 
 from .base import Adapter, FileRefused, ParseContext, Row
+from .held import HeldFile
 
-CHILD_ADAPTERS = frozenset({"vn-csv"})
+CHILD_ADAPTERS = {"vn-csv": 1, "xlsx": 4}  # adapter -> how many times smaller a file it takes than `min_bytes`
 FAILPOINT = "LIENTHONG_FAILPOINT"  # test-only fault injection, as in intake.py
 BATCH = 1_000
 
@@ -56,7 +63,8 @@ class ChildFailed(LienthongError):
 
 def wanted(adapter: Adapter, size: int, min_bytes: int) -> bool:
     """Whether a file of `size` bytes read by `adapter` is parsed in a child process."""
-    return adapter.name in CHILD_ADAPTERS and size >= min_bytes
+    divisor = CHILD_ADAPTERS.get(adapter.name)
+    return divisor is not None and size >= min_bytes // divisor
 
 
 @contextlib.contextmanager
@@ -65,7 +73,17 @@ def child_rows(adapter: Adapter, fd: int, name: str, context: ParseContext) -> I
 
     Raises `FileRefused` as the adapter would, `ChildFailed` for anything else the child met.
     Leaving the block stops the child whether or not all rows were read."""
-    args = [sys.executable, "-m", "lienthong.adapters.parse_child", adapter.name, name, context.agency, context.origin, str(context.inbox)]
+    args = [
+        sys.executable,
+        "-m",
+        "lienthong.adapters.parse_child",
+        adapter.name,
+        name,
+        context.agency,
+        context.origin,
+        str(context.inbox),
+        context.sheet,
+    ]
     with tempfile.TemporaryFile() as errors:
         # Its own session: a Ctrl-C in the terminal stops the node's take (the file stays in the inbox),
         # never the child alone (which would read as a failed parse and refuse the file).
@@ -82,6 +100,7 @@ def child_rows(adapter: Adapter, fd: int, name: str, context: ParseContext) -> I
 
 
 def _read(proc: subprocess.Popen[bytes], stream: IO[bytes], errors: IO[bytes]) -> Iterator[Row]:
+    cells: dict[str, str] | None = None
     while True:
         try:
             message = pickle.load(stream)
@@ -92,7 +111,12 @@ def _read(proc: subprocess.Popen[bytes], stream: IO[bytes], errors: IO[bytes]) -
         kind = message[0]
         if kind == "rows":
             for row in message[1]:
-                yield Row(row[0], Keyed(*row[1:])) if type(row) is tuple else row
+                if type(row) is tuple:
+                    yield Row(row[0], Keyed(*row[1:]), cells=cells)
+                elif type(row) is dict:
+                    cells = row or None
+                else:
+                    yield row
         elif kind == "end":
             return
         elif kind == "refused":
@@ -101,7 +125,7 @@ def _read(proc: subprocess.Popen[bytes], stream: IO[bytes], errors: IO[bytes]) -
             raise ChildFailed(f"{message[1]}: {message[2]}")
 
 
-def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> int:
+def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str, sheet: str = "") -> int:
     from .registry import Registry
 
     # A stop signal sent to the whole group (systemd stops a unit's every process) is the node's
@@ -111,19 +135,24 @@ def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> 
 
     out = sys.stdout.buffer
     batch: list[object] = []
+    cells: Mapping[str, str] | None = None
 
     def send(*message: object) -> None:
         pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
 
     with tempfile.TemporaryDirectory(prefix="lienthong-parse-") as folder:
-        # The adapter opens a path named like the dropped file: a link to our stdin, the held file.
-        path = Path(folder) / name
-        os.symlink("/proc/self/fd/0", path)
+        # The adapter reads a path named like the dropped file: our stdin, the held file, as a HeldPath
+        # (a reader process it starts gets the descriptor, held.held_fd); the name is a link to it too.
+        os.symlink("/proc/self/fd/0", Path(folder) / name)
+        held = HeldFile(0, os.open(folder, os.O_RDONLY | os.O_DIRECTORY), name, Path(folder) / name, os.fstat(0))
         try:
             adapter = Registry().get(adapter_name)
-            for row in adapter.parse(path, ParseContext(origin=origin, agency=agency, inbox=Path(inbox))):
+            for row in adapter.parse(held.path, ParseContext(origin=origin, agency=agency, inbox=Path(inbox), sheet=sheet)):
                 k = row.record
-                if k is not None and row.error is None and row.cells is None:
+                if k is not None and row.error is None:
+                    if row.cells is not cells:
+                        cells = row.cells
+                        batch.append(dict(cells or {}))
                     batch.append((row.line, k.id, k.kind, k.unit, k.agency, k.body, k.deleted))
                 else:
                     batch.append(row)
@@ -143,4 +172,4 @@ def main(adapter_name: str, name: str, agency: str, origin: str, inbox: str) -> 
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:6]))
+    sys.exit(main(*sys.argv[1:7]))

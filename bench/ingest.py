@@ -5,6 +5,7 @@
     python bench/ingest.py latency --files 500
     python bench/ingest.py latency --files 50 --big-rows 1000000
     python bench/ingest.py xlsx --rows 100000
+    python bench/ingest.py take --kind xlsx|csv --rows 100000 [--profile]
 
 `rows` writes a Vietnamese spreadsheet CSV (BOM, `;`, `1.234,5` numbers,
 `Tháng 10/2026` periods) and times `lienthong ingest` on it in a fresh node
@@ -19,8 +20,12 @@ that parses a large file, adapters/parse_child.py): on a busy machine CPU second
 two revisions better than wall time.
 `xlsx` writes a 100,000-row workbook in the Vietnamese report layout (title rows, the
 header, numbers as number cells; openpyxl, write-only) and times `lienthong ingest` on it
-the same way, then the `xlsx` adapter's parse alone in this process (rows yielded per second,
-child process included), to tell reading from committing.
+the same way (with the CPU seconds of the ingest and the processes it started), then the
+`xlsx` adapter's parse alone in this process (rows yielded per second, its reader process
+included), to tell reading from committing.
+`take` runs `take()` in this process as `lienthong ingest` does and prints the CPU seconds of
+the committing process (per row) and of the processes it started (parser, workbook reader):
+which half bounds the rate on two cores.
 Targets: >= 100,000 rows/s parsed and committed; peak RSS independent of file size;
 p50 <= 100 ms and p99 <= 500 ms from drop to commit; >= 50,000 rows/s from a 100,000-row .xlsx.
 Every run prints the load average before and after: on a shared machine whose load is
@@ -130,20 +135,67 @@ def xlsx_bench(args: argparse.Namespace) -> None:
         book = base / "chi-tieu.xlsx"
         write_xlsx(book, args.rows)
         size = book.stat().st_size
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         out = lienthong("ingest", "--dir", str(node), "--agency", "thongke", str(book))
         seconds = time.perf_counter() - started
-        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         print(out.stdout.strip())
         print(
             f"ingest: rows={args.rows:,} file={size / 1e6:.1f} MB seconds={seconds:.2f} rows_per_s={args.rows / seconds:,.0f} "
-            f"peak_rss_mb={peak_kb / 1024:.0f} (largest child: the ingest process or its workbook reader)"
+            f"cpu_s={cpu:.2f} (the ingest and its parser and reader processes) "
+            f"peak_rss_mb={after.ru_maxrss / 1024:.0f} (largest child: the ingest process, its parser or its workbook reader)"
         )
         started = time.perf_counter()
         parsed = sum(1 for row in WorkbookAdapter().parse(book, ParseContext(origin="86", agency="thongke", inbox=base)) if row.record)
         seconds = time.perf_counter() - started
         print(f"parse only: rows={parsed:,} seconds={seconds:.2f} rows_per_s={parsed / seconds:,.0f}")
         print(f"load average after: {os.getloadavg()}")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def take_bench(args: argparse.Namespace) -> None:
+    """`take()` in this process, as `lienthong ingest` runs it: CPU of the committing process and of its children."""
+    import cProfile
+    import pstats
+
+    from lienthong.adapters.intake import Inbox, Limits, take
+    from lienthong.adapters.registry import Registry
+    from lienthong.node import runtime
+    from lienthong.node.cli_common import load_settings
+    from lienthong.node.intake import StoreSink
+    from lienthong.sync.clock import HybridClock
+
+    base = Path(tempfile.mkdtemp(prefix="lienthong-bench-take-"))
+    try:
+        node = make_node(base)
+        path = base / f"chi-tieu.{args.kind}"
+        (write_xlsx if args.kind == "xlsx" else write_csv)(path, args.rows)
+        settings = load_settings(node)
+        store = runtime.open_store(node, settings)
+        sink = StoreSink(store, HybridClock(store.max_version()), node, runtime.own_units(settings), True)
+        profile = cProfile.Profile()
+        print(f"load average before: {os.getloadavg()}")
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        if args.profile:
+            profile.enable()
+        result = take(path, Inbox(agency="thongke", path=base), Registry(), sink, settings.node.id, Limits(), move=False)
+        profile.disable()
+        seconds = time.perf_counter() - started
+        own2, children2 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        store.close()
+        cpu = own2.ru_utime + own2.ru_stime - own.ru_utime - own.ru_stime
+        child_cpu = children2.ru_utime + children2.ru_stime - children.ru_utime - children.ru_stime
+        print(
+            f"take: {args.kind} rows={args.rows:,} {result['importCount']} seconds={seconds:.2f} rows_per_s={args.rows / seconds:,.0f} "
+            f"committing_cpu_s={cpu:.2f} ({cpu / args.rows * 1e6:.1f} us/row) children_cpu_s={child_cpu:.2f}"
+        )
+        print(f"load average after: {os.getloadavg()}")
+        if args.profile:
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -216,9 +268,13 @@ def main() -> None:
     latency.add_argument("--timeout", type=float, default=10.0, help="seconds a small file may take before the run gives up")
     workbook = sub.add_parser("xlsx")
     workbook.add_argument("--rows", type=int, default=100_000)
+    inproc = sub.add_parser("take")
+    inproc.add_argument("--kind", choices=("xlsx", "csv"), default="xlsx")
+    inproc.add_argument("--rows", type=int, default=100_000)
+    inproc.add_argument("--profile", action="store_true", help="cProfile the committing process (inflates Python calls)")
     args = parser.parse_args()
     print("command: python bench/ingest.py " + " ".join(sys.argv[1:]))
-    {"rows": rows_bench, "latency": latency_bench, "xlsx": xlsx_bench}[args.what](args)
+    {"rows": rows_bench, "latency": latency_bench, "xlsx": xlsx_bench, "take": take_bench}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,15 @@ class HybridClock:
             self._last = candidate if candidate > self._last else self._last + 1
             return self._last
 
+    def reserve(self, count: int) -> int:
+        """The first of `count` consecutive versions, each as `now()` would have returned it in turn
+        (one lock and one wall-clock read for a whole batch of a file's records)."""
+        with self._lock:
+            candidate = self._wall() << LOGICAL_BITS
+            first = candidate if candidate > self._last else self._last + 1
+            self._last = first + max(count, 1) - 1
+            return first
+
     def observe(self, version: int) -> None:
         with self._lock:
             if version > self._last and not too_far_ahead(version, self._wall()):

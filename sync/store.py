@@ -361,13 +361,15 @@ class Store:
         existing_before = {rid: version for rid, (version, _) in existing.items()}
         seal_id = provenance.new_seal_id() if self.signer else b""
         envelopes: dict[bytes, tuple[Envelope, bytes]] = {}
+        version = hlc.reserve(len(keyed))  # one version per record, in order, as hlc.now() each would give
         for item in keyed:
-            env = item.envelope(self.node_id, hlc.now())
-            chash = records.content_hash(env)
+            version += 1
+            chash = records.content_hash_of(item.unit, item.agency, item.deleted, item.body)
             before = existing.get(item.id)
             if before is not None and before[1] == chash and not again:
                 summary.unchanged += 1
                 continue
+            env = item.envelope(self.node_id, version - 1)
             if item.id in envelopes or before is not None:
                 summary.updated += 1
             else:

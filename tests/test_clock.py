@@ -50,3 +50,16 @@ def test_seeded_clock_continues_after_restart() -> None:
     before = HybridClock(wall=lambda: 1_700_000_050_000).now()
     after = HybridClock(last=before, wall=lambda: 1_700_000_000_000).now()
     assert after > before
+
+
+@given(st.lists(st.tuples(st.integers(1_700_000_000_000, 1_700_000_100_000), st.integers(0, 3_000)), max_size=40))
+def test_a_reserved_run_of_versions_is_what_now_would_have_given_one_by_one(runs: list[tuple[int, int]]) -> None:
+    """`reserve(n)` (a file's records numbered in one call) gives the n versions n calls of `now()` give, and later ones pass them."""
+    wall = [1_700_000_000_000]
+    batched = HybridClock(wall=lambda: wall[0])
+    single = HybridClock(wall=lambda: wall[0])
+    for ms, count in runs:
+        wall[0] = ms
+        first = batched.reserve(count)
+        assert list(range(first, first + max(count, 1))) == [single.now() for _ in range(max(count, 1))]
+        assert batched.now() == single.now()

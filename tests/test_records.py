@@ -75,3 +75,14 @@ def test_to_dict_carries_canonical_fields_and_origin() -> None:
     }
     row = records.to_dict(records.build("86", fb).envelope("86", 5))
     assert {k: row[k] for k in ("kind", "source_id", "unit", "category", "description", "received_at", "origin")} == {**fb, "origin": "86"}
+
+
+def test_the_content_hash_is_the_one_stores_already_hold() -> None:
+    """Re-dropping a file must find its rows unchanged: the hash of unit, agency, deleted and body is byte for byte the
+    one written before it was computed in one call (values from the code before, f4a22e2)."""
+    assert (
+        records.content_hash(records.Envelope(unit="86-28894", agency="thongke", deleted=True, body=b"\x0a\x03abc")).hex()
+        == "ef82de8855aadbf8"
+    )
+    assert records.content_hash(records.Envelope(unit="Đơn vị", agency="", deleted=False, body=b"")).hex() == "c82376277ea6878f"
+    assert records.content_hash_of("Đơn vị", "", False, b"") == bytes.fromhex("c82376277ea6878f")

@@ -380,3 +380,40 @@ def test_a_table_that_starts_below_and_right_of_a1_names_the_right_cells(tmp_pat
     book.save(path)
     errors = [(r.line, r.error.cell, r.error.code) for r in parse(path) if r.error]
     assert errors == [(6, "Sheet1!F6", "bad_value"), (7, "Sheet1!D7", "missing")]
+
+
+def test_a_workbook_parsed_in_a_child_process_gives_the_same_receipt_and_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large workbook is read and its records built on the second core (parse_child.py): the refused
+    cells (the adapter's and the unknown unit the node finds) and the values stored are those of an in-process take."""
+    from lienthong.adapters import intake
+    from lienthong.adapters.intake import Limits
+
+    started: list[int] = []
+    real = intake.child_rows
+    monkeypatch.setattr(intake, "child_rows", lambda *a, **k: started.append(1) or real(*a, **k))
+    receipts, stored = [], []
+    for mode, limits in (("inproc", Limits(parse_child_bytes=1 << 40)), ("child", Limits(parse_child_bytes=0))):
+        store, sink = node(tmp_path / mode if (tmp_path / mode).mkdir() is None else tmp_path, "86-28894")
+        book = write_xlsx(tmp_path / mode / "bao-cao-thang-10.xlsx", {"Biểu 01": _report_rows()}, {"Biểu 01": ["A1:C1", "F7:G7"]})
+        result = take(book, Inbox("thongke", book.parent), REGISTRY, sink, "86-28894", limits, move=False)
+        receipts.append({k: v for k, v in result.items() if k not in ("received_at", "processed_at")})
+        stored.append(values(store))
+        store.close()
+    assert started == [1]
+    assert receipts[0] == receipts[1]
+    assert [c["cell"] for c in receipts[1]["conflicts"]] == ["'Biểu 01'!E12", "'Biểu 01'!D13", "'Biểu 01'!F14"]
+    assert stored[0] == stored[1] and len(stored[1]) == 2
+
+
+def test_the_sheet_named_in_config_is_read_when_the_workbook_is_parsed_in_a_child(tmp_path: Path) -> None:
+    """`inbox.<agency>.sheet` reaches the child process that reads a large workbook: the named sheet's values
+    are taken, not the first sheet's (which has no table)."""
+    from lienthong.adapters.intake import Limits
+
+    store, sink = node(tmp_path, "86", definitions=False)
+    rows = [*TITLE, ["Mã chỉ tiêu", "Kỳ báo cáo", "Mã đơn vị", "Giá trị"], ["KTXH.NS.01", "Tháng 10/2026", "86", 7]]
+    book = write_xlsx(tmp_path / "two-sheets.xlsx", {"Hướng dẫn": [["Hướng dẫn điền biểu"]], "Số liệu": rows})
+    result = take(book, Inbox("thongke", tmp_path, sheet="Số liệu"), REGISTRY, sink, "86", Limits(parse_child_bytes=0), move=False)
+    assert result["importCount"]["imported"] == 1, result
+    assert values(store) == {("KTXH.NS.01", "2026-10", "86"): "7"}
+    store.close()
