@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -481,6 +482,9 @@ class Node:
                 for task in tasks:
                     if task.done() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
+            except sqlite3.DatabaseError as exc:
+                # A read anywhere met the store's files changed under it (or the disk failing): in words.
+                raise store.explain(exc) from None
             finally:
                 self.state = State.STOPPING
                 self.log.info("node.stopping")

@@ -242,11 +242,18 @@ class Store:
                 with transaction(self._w):
                     yield self._w
             except sqlite3.OperationalError as exc:
-                raise _store_error(self.path, exc) from None
+                raise self.explain(exc) from None
             except sqlite3.DatabaseError as exc:
                 if type(exc) is not sqlite3.DatabaseError:
                     raise  # a constraint the code broke (IntegrityError): a bug, not the disk
-                raise _store_error(self.path, exc) from None
+                raise self.explain(exc) from None
+
+    def explain(self, exc: sqlite3.DatabaseError) -> StoreError:
+        """A SQLite failure met anywhere (a read as well as a write) in one sentence: a file removed
+        or replaced under the running node is said as that, not as a damaged database."""
+        with contextlib.suppress(StoreError):
+            self._check_files()
+        return self._removed() if self._damaged else _store_error(self.path, exc)
 
     def _check_files(self) -> None:
         """Refuse to write when the database or its WAL is no longer the file this store opened."""
@@ -262,10 +269,13 @@ class Store:
             elif now != seen:
                 self._damaged = f"{path} was {'removed' if now is None else 'replaced'} while this node had it open"
         if self._damaged:
-            raise StoreError(
-                f"the store cannot be written: {self._damaged}; nothing more is taken, so nothing is acknowledged and lost",
-                "stop the node, restore the store from a backup (or its files), and start it again",
-            )
+            raise self._removed()
+
+    def _removed(self) -> StoreError:
+        return StoreError(
+            f"the store cannot be written: {self._damaged}; nothing more is taken, so nothing is acknowledged and lost",
+            "stop the node, restore the store from a backup (or its files), and start it again",
+        )
 
     def backup(self, dest: Path) -> None:
         """Online backup to `dest` (SQLite's backup API; the node may be running)."""

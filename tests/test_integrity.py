@@ -8,11 +8,13 @@ child's change log → the province's apply path, in one transaction with its ch
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -343,6 +345,27 @@ def test_a_store_whose_wal_is_deleted_under_it_stops_taking_data(tmp_path: Path)
             with pytest.raises(StoreError, match="was removed while this node had it open") as caught:
                 store.write_local([records.build(ATTACKER, indicator(ATTACKER, value))], clock)
             assert "restore the store from a backup" in caught.value.hint
+    finally:
+        store.close()
+
+
+def test_a_read_that_meets_a_deleted_wal_is_said_as_the_removed_file_not_a_damaged_store(tmp_path: Path) -> None:
+    """A running node's reads in a new thread are where a deleted WAL often shows first (a loaded CI run:
+    the node stopped with "the node's database is damaged or unreadable (disk I/O error)"). The node
+    turns such a failure into the same sentence as the refused write (`Store.explain`, used by
+    `lienthong run` for any SQLite error that reaches it): what happened and to restore."""
+    store = Store.create(tmp_path / "node.db", ATTACKER)
+    try:
+        store.write_local([records.build(ATTACKER, indicator(ATTACKER, 1))], HybridClock())
+        store.set_meta("seen", "1")  # a running node keeps writing and reading: the WAL holds frames its index points to
+        assert store.head() > 0
+        Path(f"{store.path}-wal").unlink()
+        # A thread with no read connection yet; its failed read leaves an empty WAL in place of the deleted one.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, pytest.raises(sqlite3.OperationalError) as met:
+            pool.submit(lambda: store.reader().execute("SELECT count(*) FROM meta").fetchone()).result()
+        said = store.explain(met.value)
+        assert re.search(r"-wal was (removed|replaced) while this node had it open", said.message), said.message
+        assert "restore the store from a backup" in said.hint
     finally:
         store.close()
 
