@@ -138,7 +138,12 @@ class Query:
                 raise ApiError(400, "missing_parameter", "period is required", "e.g. period=2026-10")
             return ""
         if not records.PERIOD.match(value):
-            raise ApiError(400, "bad_parameter", f"period is not a period (got {value!r})", "write it as 2026-10, 2026Q3, 2026S1 or 2026")
+            raise ApiError(
+                400,
+                "bad_parameter",
+                f"period is not a period (got {value!r})",
+                "write it as 2026-10, 2026Q3, 2026S1, 2026, a week (2026W05) or a day (2026-10-31)",
+            )
         return value
 
     def page(self) -> tuple[int, int]:

@@ -15,7 +15,7 @@ PAGE = [
 ]
 UNIT = _param("unit", "Only this unit (a unit code).")
 SUBTREE = _param("subtree", "With unit: the units below it too.", schema={"type": "boolean"})
-PERIOD = _param("period", "A period: 2026-10, 2026Q3, 2026S1, 2026.")
+PERIOD = _param("period", "A period: 2026-10, 2026Q3, 2026S1, 2026, a week 2026W05 or a day 2026-10-31.")
 AGENCY = _param("agency", "Only this agency's data.")
 ERROR = {
     "description": "A refused request: {error: {code, message, hint}}",
