@@ -133,5 +133,6 @@ def test_what_only_the_lost_disk_held_comes_back_when_its_agency_files_are_dropp
     with running(NodeProcess(province), NodeProcess(restored)):
         wait_until(lambda: len(versions(province, origin=commune.name)) == 50, timeout=60, what="the re-dropped records up")
     assert versions(restored, origin=commune.name) == versions(province, origin=commune.name) > before
+    assert len(versions(restored, origin=commune.name)) == 50  # the rows the backup held: unchanged, not new versions
     assert not list((restored / "inbox" / "thongke").glob("*.jsonl"))
     assert not list((restored / "inbox" / "thongke" / "rejected").glob("*"))
