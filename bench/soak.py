@@ -157,7 +157,7 @@ def check(world: World, writer: Writer, faults: Faults) -> tuple[Counter[str], l
     if faults.left_behind is not None:
         lb, parent = faults.left_behind, faults.left_behind.node.parent
         assert parent is not None
-        differ(f"{lb.node.id}'s records it had acknowledged (not held)", parent.id, acked_missing, "lost")
+        differ(f"{lb.node.id}'s records acknowledged but not held", parent.id, acked_missing, "lost")
     province = world.province
     own = {n.id: held(n, n.id) for n in world.nodes}
     for node in world.nodes:
