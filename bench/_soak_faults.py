@@ -11,11 +11,43 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _soak_world import PROVINCE, Node, World, lienthong, now, waiting_files, wall
+from _soak_world import (
+    PROVINCE,
+    SELF_WRITTEN,
+    SELF_WRITTEN_ARGS,
+    STORE_FILE,
+    Node,
+    World,
+    held,
+    held_in,
+    ids_in_files,
+    lienthong,
+    now,
+    query_store,
+    waiting_files,
+    waiting_in,
+    wall,
+)
 
 # The suite's helpers, one copy for the tests and the soak (_soak_world put the repository on sys.path).
 from tests.fault_helpers import events, log_size
 from tests.helpers import fill_disk
+
+
+@dataclass
+class LeftBehind:
+    """What a node held only on the disk its restore replaced, measured when it was stopped.
+
+    `candidates`: its own records (and those of the files still in its inbox) that neither the
+    backup nor its parent held then: taken out of what the soak expects, and put back at the end
+    for those its parent held after all (a batch committed as the node died) — those must come
+    back down to it. `acked`: its own records its parent had acknowledged: the parent must hold
+    every one of them (acknowledgement only after a durable commit)."""
+
+    node: Node
+    candidates: set[bytes]
+    acked: set[bytes]
+    untaken_files: int
 
 
 @dataclass
@@ -32,8 +64,10 @@ class Episode:
 
 
 class Faults:
-    def __init__(self, world: World, rng: random.Random, duration: float) -> None:
+    def __init__(self, world: World, rng: random.Random, duration: float, written: dict[str, set[bytes]]) -> None:
         self.world = world
+        self.written = written  # the writer's record ids per origin: what the restore drops comes out of it
+        self.left_behind: LeftBehind | None = None
         self.rng = rng
         self.duration = duration
         self.episodes: list[Episode] = []
@@ -192,11 +226,38 @@ class Faults:
             aside = node.dir.with_name(node.dir.name + ".before-restore")
             node.dir.rename(aside)
             lienthong("restore", "--dir", str(node.dir), str(archive))
+            self.left_behind = self._left_behind(node, aside)
+            self.written[node.id] -= self.left_behind.candidates
             shutil.rmtree(aside)
             node.proc.start()
             self._finish(episode, None)
             self.episodes.append(episode)
         self.restored = True
+
+    def _left_behind(self, node: Node, aside: Path) -> LeftBehind:
+        """Measure what the stopped node held that the restored copy and its parent do not."""
+        assert node.parent is not None
+        store = aside / STORE_FILE
+        own = set(held_in(store, node.id))
+        untaken = waiting_in(aside)
+        (acked,) = query_store(store, "SELECT acked FROM uplink")[0]
+        sql = f"SELECT DISTINCT id FROM changelog c JOIN records r ON r.rid = c.rid WHERE seq <= ? AND up = 1 AND origin = ? AND {SELF_WRITTEN}"
+        acked_ids = {rid for (rid,) in query_store(store, sql, (acked, node.id, *SELF_WRITTEN_ARGS))}
+        restored = set(held(node, node.id))
+        candidates = (own | ids_in_files(node.id, untaken)) - restored - set(held(node.parent, node.id))
+        return LeftBehind(node, candidates, acked_ids, len(untaken))
+
+    def settle_left_behind(self) -> tuple[int, set[bytes]]:
+        """At the end, on stopped stores: what the restore legitimately dropped (in no store now and
+        not written again), after putting back what the parent held after all; and the records the
+        parent had acknowledged but does not hold (a defect). Returns (dropped, acked but missing)."""
+        lb = self.left_behind
+        if lb is None:
+            return 0, set()
+        assert lb.node.parent is not None
+        parent_has = set(held(lb.node.parent, lb.node.id))
+        self.written[lb.node.id] |= lb.candidates & parent_has
+        return len(lb.candidates - self.written[lb.node.id]), lb.acked - parent_has
 
     # ------------------------------------------------------------ recovery
 

@@ -297,7 +297,12 @@ def indicator(unit: str, i: int, revised: bool = False) -> dict[str, Any]:
 
 def query(node: Node, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """A read on a (possibly running) node's store, on a connection of its own."""
-    conn = sqlite3.connect(f"file:{node.dir / STORE_FILE}?mode=ro", uri=True, timeout=30)
+    return query_store(node.dir / STORE_FILE, sql, args)
+
+
+def query_store(store: Path, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """A read on the store file `store` (a node's, or one put aside), on a connection of its own."""
+    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30)
     try:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn.execute(sql, args).fetchall()
@@ -322,7 +327,12 @@ SELF_WRITTEN_ARGS = (records.SEAL, records.AUDIT_ENTRY, records.DEFINITION, b"\x
 def held(node: Node, origin: str) -> Versions:
     """Every (record id, version) `node` holds of `origin`, leaving out what nodes write by
     themselves (seals, audit entries, the CA home's registry and revocation lists)."""
-    rows = query(node, f"SELECT id, version, kind FROM records WHERE origin = ? AND {SELF_WRITTEN}", (origin, *SELF_WRITTEN_ARGS))
+    return held_in(node.dir / STORE_FILE, origin)
+
+
+def held_in(store: Path, origin: str) -> Versions:
+    """`held` on the store file `store`."""
+    rows = query_store(store, f"SELECT id, version, kind FROM records WHERE origin = ? AND {SELF_WRITTEN}", (origin, *SELF_WRITTEN_ARGS))
     return {rid: version for rid, version, _ in rows}
 
 
@@ -340,7 +350,17 @@ def duplicates(node: Node) -> int:
 
 def waiting_files(node: Node) -> list[Path]:
     """Files still in `node`'s inboxes (not yet taken)."""
-    return [p for agency in (AGENCY, FEEDBACK_AGENCY) for p in (node.dir / "inbox" / agency).glob("*.jsonl")]
+    return waiting_in(node.dir)
+
+
+def waiting_in(node_dir: Path) -> list[Path]:
+    """Files still in the inboxes of the node directory `node_dir` (not yet taken)."""
+    return [p for agency in (AGENCY, FEEDBACK_AGENCY) for p in (node_dir / "inbox" / agency).glob("*.jsonl")]
+
+
+def ids_in_files(origin: str, paths: list[Path]) -> set[bytes]:
+    """The ids of the records `origin` makes of the JSON Lines files `paths`."""
+    return {records.build(origin, json.loads(line)).id for p in paths for line in p.read_text(encoding="utf-8").splitlines() if line}
 
 
 def rejected_files(node: Node) -> list[Path]:

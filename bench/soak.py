@@ -61,7 +61,7 @@ def soak(
     if world.disk_node is None:
         out("disk-full episodes: skipped (mounting a small tmpfs needs root)")
     writer = Writer(world, rng)
-    faults = Faults(world, random.Random(rng.random()), duration)
+    faults = Faults(world, random.Random(rng.random()), duration, writer.written)
     threads: list[threading.Thread] = []
     try:
         world.start()
@@ -140,17 +140,24 @@ def agree(world: World, digests: dict[str, dict[str, tuple[int, int]]]) -> bool:
     return True
 
 
-def check(world: World, writer: Writer) -> tuple[Counter[str], list[str]]:
-    """The full comparison, on stopped stores. Returns counts of lost and duplicated records, and
-    the differences found (the first ones), each naming the node and the records."""
+def check(world: World, writer: Writer, faults: Faults) -> tuple[Counter[str], list[str]]:
+    """The full comparison, on stopped stores. Returns counts of lost and duplicated records (and
+    `dropped_by_restore`: what only the restored node's replaced disk held, which no restore can
+    bring back, see `Faults.settle_left_behind`), and the differences found (the first ones), each
+    naming the node and the records."""
     found: Counter[str] = Counter()
     diffs: list[str] = []
+    found["dropped_by_restore"], acked_missing = faults.settle_left_behind()
 
     def differ(what: str, node: str, ids: set[bytes], kind: str) -> None:
         found[kind] += len(ids)
         if ids:
             diffs.append(f"{kind}: {what} at {node}: {len(ids)} records, e.g. {sorted(i.hex() for i in ids)[:3]}")
 
+    if faults.left_behind is not None:
+        lb, parent = faults.left_behind, faults.left_behind.node.parent
+        assert parent is not None
+        differ(f"{lb.node.id}'s records acknowledged but not held", parent.id, acked_missing, "lost")
     province = world.province
     own = {n.id: held(n, n.id) for n in world.nodes}
     for node in world.nodes:
@@ -228,10 +235,16 @@ def report(world: World, writer: Writer, faults: Faults, converged: float | None
     out("peak RSS per node (MB): " + ", ".join(f"{n.id} {n.peak_rss_kb / 1024:.0f}" for n in world.nodes))
     out(f"all {len(world.nodes)} nodes: {sum(n.rss_kb for n in world.nodes) / 1024:.0f} MB RSS at the end")
     out("converged in " + (f"{converged:.0f} s after the faults stopped" if converged is not None else "— NOT within the bound"))
-    found, diffs = check(world, writer)
+    found, diffs = check(world, writer, faults)
     out(f"province holds {sum(len(v) for v in [held(world.province, n.id) for n in world.nodes])} records")
     out(f"load average after: {loadavg()}")
     out(f"command: {command_line()}\ncode: {code_under_test()}")
+    lb = faults.left_behind
+    if lb is not None:
+        out(
+            f"dropped by the restore of {lb.node.id}: {found['dropped_by_restore']} records only its replaced disk held "
+            f"(written after the backup, not yet at its parent; {lb.untaken_files} files not yet taken from its inbox)"
+        )
     out(f"lost = {found['lost']}, duplicated = {found['duplicated']}")
     if diffs:
         out("first difference: " + diffs[0])
@@ -240,6 +253,7 @@ def report(world: World, writer: Writer, faults: Faults, converged: float | None
     return {
         "lost": found["lost"],
         "duplicated": found["duplicated"],
+        "dropped_by_restore": found["dropped_by_restore"],
         "differences": diffs,
         "faults": dict(kinds),
         "converged_s": converged,

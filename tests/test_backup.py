@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lienthong.node.backup import backup_node, restore_node
 from lienthong.node.trust import tokens
 
 from .conftest import MakeNode, listen_address
@@ -103,3 +104,35 @@ def test_a_restored_node_keeps_its_empty_inbox_folders(make_node: MakeNode, tmp_
     cli("restore", "--dir", str(restored), str(archive))
     assert (restored / "inbox" / "1022").is_dir()
     assert (restored / "inbox" / "thongke" / "archive").is_dir()
+
+
+def test_what_only_the_lost_disk_held_comes_back_when_its_agency_files_are_dropped_again(make_node: MakeNode, tmp_path: Path) -> None:
+    """A restore from an older backup cannot bring back what the commune took after the backup and
+    never sent up (its parent was out of reach): those records went with the disk. Dropping the
+    agency's files again into the restored node's inbox brings them back, to it and to its parent;
+    rows the backup already holds change nothing (what bench/soak.py counts as dropped by its
+    restore, and docs/install.md tells an operator to do)."""
+    province = make_node("86")
+    commune = make_node("86-28894", parent=listen_address(province))
+    fill(commune, indicator_rows(commune.name, 30, agency="thongke"))
+    (commune / "inbox" / "thongke").mkdir(parents=True, exist_ok=True)
+    archive = tmp_path / "commune.tar"
+    backup_node(commune, archive, commune.name)
+    before = versions(commune, origin=commune.name)
+    export = write_jsonl(
+        tmp_path / "thongke-export.jsonl", indicator_rows(commune.name, 50, agency="thongke")
+    )  # 20 rows newer than the backup
+    shutil.copy(export, commune / "inbox" / "thongke" / export.name)
+    with running(NodeProcess(commune)):  # its parent is not running: nothing of this leaves the disk
+        wait_until(lambda: len(versions(commune, origin=commune.name)) == 50, timeout=30, what="the export taken")
+    shutil.rmtree(commune)  # the disk is lost
+    restored = tmp_path / "restored"
+    restore_node(archive, restored)
+    assert versions(restored, origin=commune.name) == before  # the restore alone cannot bring them back
+    shutil.copy(export, restored / "inbox" / "thongke" / export.name)  # the agency's export, dropped again
+    with running(NodeProcess(province), NodeProcess(restored)):
+        wait_until(lambda: len(versions(province, origin=commune.name)) == 50, timeout=60, what="the re-dropped records up")
+    assert versions(restored, origin=commune.name) == versions(province, origin=commune.name) > before
+    assert len(versions(restored, origin=commune.name)) == 50  # the rows the backup held: unchanged, not new versions
+    assert not list((restored / "inbox" / "thongke").glob("*.jsonl"))
+    assert not list((restored / "inbox" / "thongke" / "rejected").glob("*"))
