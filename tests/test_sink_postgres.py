@@ -111,6 +111,14 @@ def read_tables_head(node: Path) -> int:
         sq.close()
 
 
+def records_head(node: Path) -> int:
+    sq = sqlite3.connect(f"file:{node / STORE_FILE}?mode=ro", uri=True)
+    try:
+        return int(sq.execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0])
+    finally:
+        sq.close()
+
+
 def indicator_count(node: Path, unit: str) -> int:
     sq = sqlite3.connect(f"file:{node / STORE_FILE}?mode=ro", uri=True)
     try:
@@ -120,14 +128,17 @@ def indicator_count(node: Path, unit: str) -> int:
 
 
 def assert_equal(cluster: Cluster, node: Path, procs: list[NodeProcess], db: str = "postgres") -> None:
-    """Wait for the sink to reach the read tables' head, then compare every table row for row."""
+    """Wait for the read tables to reach the records (the node's upkeep worker follows them) and the
+    sink to reach the read tables, then compare every table row for row. (Both at 0 before the
+    worker's first pass is not "caught up": a loaded run compared empty tables.)"""
 
     def caught_up() -> bool:
         if not all(p.alive() for p in procs):
             raise AssertionError("a node exited:\n" + "\n".join(p.tail() for p in procs))
-        return sink_position(cluster, db) == read_tables_head(node)
+        head = read_tables_head(node)
+        return head == records_head(node) and sink_position(cluster, db) == head
 
-    wait_until(caught_up, timeout=120, what="the sink to reach the read tables' head")
+    wait_until(caught_up, timeout=120, what="the read tables to reach the records and the sink the read tables")
     want, got = tables_in_store(node), tables_in_postgres(cluster, node, db)
     assert want["indicator_values"] and want["feedback_items"] and want["reports"] and want["units"]
     for table in pg_schema.KEYS:
