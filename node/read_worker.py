@@ -4,7 +4,8 @@ A running node starts `python -m lienthong.node.read_worker STORE` and writes a 
 stdin after commits; the worker catches the read tables up (`read_upkeep.follow`: the same
 loop, bursts gathered for up to a second) in short transactions of its own. It exits when its
 stdin closes: when the node stops, and when the node dies (SIGKILL closes the pipe too), so it
-never outlives the node by more than one pass. What it cannot do (a full disk) comes back as
+never outlives the node by more than one pass (it runs in a session of its own, so Ctrl+C in a
+terminal stops the node, which then closes the pipe). What it cannot do (a full disk) comes back as
 JSON lines on its stdout that the node logs as its own events. A worker that dies is started
 again after a pause; readers never see its lag either way, since each catches the tables up
 itself before reading (`Store.fresh_read_tables`).
@@ -33,8 +34,16 @@ STOP_WAIT = 10.0  # seconds a stopping worker gets to finish its pass before it 
 async def keep_up(path: Path, changes: Changes, log: Any) -> None:
     """Run until cancelled: a worker process following the store at `path`, woken by `changes`."""
     while True:
+        # A session of its own: Ctrl+C in a terminal reaches the node's process group, not the
+        # worker (it printed a KeyboardInterrupt traceback); the node ends it by closing the pipe.
         worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "lienthong.node.read_worker", str(path), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-m",
+            "lienthong.node.read_worker",
+            str(path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
         assert worker.stdin is not None and worker.stdout is not None
         relay = asyncio.create_task(_relay(worker.stdout, log))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -275,14 +277,14 @@ def test_the_background_catch_up_after_a_write_burst_equals_a_rebuild(make_node:
         store.close()
 
 
-def test_a_killed_node_takes_its_upkeep_worker_with_it(make_node: MakeNode) -> None:
-    """SIGKILL gives the node no chance to stop its worker: the closed pipe does, and no process is left."""
+def test_ctrl_c_and_a_kill_take_the_nodes_upkeep_worker_with_it_and_print_no_traceback(make_node: MakeNode) -> None:
+    """Ctrl+C in a terminal (SIGINT to the node's whole process group) stops the node and its worker
+    in words, no traceback; SIGKILL gives the node no chance to stop its worker: the closed pipe does.
+    Either way no process is left."""
     node = make_node("86")
-    proc = NodeProcess(node).start()
-    assert proc.proc is not None
-    pid = proc.proc.pid
+    argv = ["setsid", sys.executable, "-m", "lienthong.node", "run", "--dir", str(node)]  # its own group, as in a terminal
 
-    def worker_pids() -> list[int]:
+    def workers_of(pid: int) -> list[int]:
         found = []
         for entry in Path("/proc").iterdir():
             with contextlib.suppress(OSError):
@@ -290,11 +292,22 @@ def test_a_killed_node_takes_its_upkeep_worker_with_it(make_node: MakeNode) -> N
                     found.append(int(entry.name))
         return found
 
-    workers = wait_until(worker_pids, timeout=60 * WAIT_SCALE, what=f"the node's upkeep worker to start\n{proc.tail()}")
-    proc.kill()
-    wait_until(
-        lambda: not any(Path(f"/proc/{w}").exists() and _alive(w) for w in workers), timeout=30 * WAIT_SCALE, what="the worker to exit"
-    )
+    def gone(pids: list[int]) -> bool:
+        return not any(_alive(p) for p in pids)
+
+    first = NodeProcess(node, argv=argv).start()
+    assert first.proc is not None
+    workers = wait_until(lambda: workers_of(first.proc.pid), timeout=60 * WAIT_SCALE, what=f"the upkeep worker to start\n{first.tail()}")
+    os.killpg(first.proc.pid, signal.SIGINT)
+    assert first.proc.wait(timeout=60 * WAIT_SCALE) == 0, first.tail()
+    wait_until(lambda: gone(workers), timeout=30 * WAIT_SCALE, what="the worker to exit after Ctrl+C")
+    assert "Traceback" not in first.log() and "KeyboardInterrupt" not in first.log(), first.tail()
+
+    second = NodeProcess(node, argv=argv, log_name="run2.log").start()
+    assert second.proc is not None
+    workers = wait_until(lambda: workers_of(second.proc.pid), timeout=60 * WAIT_SCALE, what=f"the upkeep worker to start\n{second.tail()}")
+    second.kill()
+    wait_until(lambda: gone(workers), timeout=30 * WAIT_SCALE, what="the worker to exit after its node was killed")
 
 
 def _parent(entry: Path) -> int:
