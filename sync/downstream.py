@@ -24,8 +24,9 @@ from .approval import authority_problem as approval_authority
 from .batch import InBatch, OutBatch, Refusal
 from .errors import HandshakeRefused, ProtocolError
 from .records import Envelope
-from .store import UPSERT, Store, existing_versions
+from .store import UPSERT, Store
 from .subtree import Subtrees
+from .versions import existing_versions
 
 # Refused records kept per child: whole up to QUARANTINE_KEEP, then without their bytes;
 # past QUARANTINE_LIMIT the child's stream is refused.

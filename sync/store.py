@@ -2,7 +2,9 @@
 replication checkpoints. This module is the file itself (open, migrate, meta,
 epoch), local writes and their seals, the file ledger, and reads; the two sides
 of a link live in `upstream.py` (the child's) and `downstream.py` (the parent's),
-and what the parent queues for which child in `routing.py`.
+what the parent queues for which child in `routing.py`, the check that the files are
+still the ones opened in `store_files.py`, and the versions a write is compared with in
+`versions.py`.
 
 Invariants this module keeps (DESIGN §3–§4):
 
@@ -43,6 +45,8 @@ from .records import Envelope, Keyed
 from .routing import Router
 from .schema import MIGRATIONS
 from .sqlite import transaction
+from .store_files import FileGuard
+from .versions import carry_first_versions, existing_versions
 
 CACHE_KIB = 128 * 1024
 # Change-log entries the read tables take per transaction when catching up (`catch_up_read_tables`):
@@ -104,9 +108,7 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._w = conn
-        self._db_identity: tuple[int, int] | None = None
-        self._wal_identity: tuple[int, int] | None = None
-        self._damaged = ""
+        self._files = FileGuard(path)
         # The writer's page cache is bounded (128 MiB): a large group commit keeps the
         # random-key id index in memory instead of spilling pages to the WAL mid-transaction.
         conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
@@ -237,7 +239,7 @@ class Store:
         opened: a file deleted or replaced under a running node would take commits that no
         one can read back. A full disk or a damaged file is a StoreError in words."""
         with self._wlock:
-            self._check_files()
+            self._files.check()
             try:
                 with transaction(self._w):
                     yield self._w
@@ -249,33 +251,8 @@ class Store:
                 raise self.explain(exc) from None
 
     def explain(self, exc: sqlite3.DatabaseError) -> StoreError:
-        """A SQLite failure met anywhere (a read as well as a write) in one sentence: a file removed
-        or replaced under the running node is said as that, not as a damaged database."""
-        with contextlib.suppress(StoreError):
-            self._check_files()
-        return self._removed() if self._damaged else _store_error(self.path, exc)
-
-    def _check_files(self) -> None:
-        """Refuse to write when the database or its WAL is no longer the file this store opened."""
-        for path, attr in ((self.path, "_db_identity"), (Path(f"{self.path}-wal"), "_wal_identity")):
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                st = None
-            seen = getattr(self, attr)
-            now = None if st is None else (st.st_dev, st.st_ino)
-            if seen is None:
-                setattr(self, attr, now)  # the WAL appears with the first transaction
-            elif now != seen:
-                self._damaged = f"{path} was {'removed' if now is None else 'replaced'} while this node had it open"
-        if self._damaged:
-            raise self._removed()
-
-    def _removed(self) -> StoreError:
-        return StoreError(
-            f"the store cannot be written: {self._damaged}; nothing more is taken, so nothing is acknowledged and lost",
-            "stop the node, restore the store from a backup (or its files), and start it again",
-        )
+        """A SQLite failure met anywhere, in one sentence (see store_files.py)."""
+        return self._files.explain(exc)
 
     def backup(self, dest: Path) -> None:
         """Online backup to `dest` (SQLite's backup API; the node may be running)."""
@@ -393,7 +370,7 @@ class Store:
             return
         if self.write_guard is not None and not again:
             self.write_guard(db, [k for k in keyed if k.id in envelopes])
-        _carry_first_versions(db, [env for env, _ in envelopes.values()], existing_before)
+        carry_first_versions(db, [env for env, _ in envelopes.values()], existing_before)
         rows = []
         repairs = []
         entries = []
@@ -545,46 +522,5 @@ def new_epoch() -> str:
     return uuid.uuid4().hex
 
 
-def _carry_first_versions(db: sqlite3.Connection, envelopes: Sequence[Envelope], stored: dict[bytes, int]) -> None:
-    """A new version of a record this node holds (not withdrawn) carries the version at which it
-    was first written (`Envelope.first_version`): a node that only receives the later version
-    still judges timeliness on the first (completeness.py)."""
-    ids = [env.id for env in envelopes if env.id in stored and env.kind != records.SEAL]
-    firsts: dict[bytes, int] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        for rid, deleted, raw in db.execute(f"SELECT id, deleted, envelope FROM records WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-            if not deleted:
-                before = Envelope.FromString(raw)
-                firsts[rid] = before.first_version or before.version
-    for env in envelopes:
-        first = firsts.get(env.id)
-        if first is not None and not env.deleted and first < env.version:
-            env.first_version = first
-
-
 def _row(env: Envelope, chash: bytes, via: str, raw: bytes) -> tuple[Any, ...]:
     return (env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, chash, via, raw)
-
-
-def existing_versions(db: sqlite3.Connection, ids: Sequence[bytes]) -> dict[bytes, tuple[int, bytes]]:
-    """id -> (stored version, content hash) of those of `ids` the store holds."""
-    found: dict[bytes, tuple[int, bytes]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for rid, version, chash in db.execute(f"SELECT id, version, chash FROM records WHERE id IN ({marks})", chunk):
-            found[rid] = (version, chash)
-    return found
-
-
-def _store_error(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
-    """A SQLite failure while writing, told in one sentence with what to do."""
-    text = str(exc)
-    if "full" in text:
-        return StoreError(
-            f"the disk holding {path} is full: nothing was written", "free space on that disk; what was not written is sent again"
-        )
-    if "malformed" in text or "not a database" in text or not isinstance(exc, sqlite3.OperationalError):
-        return StoreError(f"the store at {path} is damaged ({text})", "stop the node and restore the store from a backup")
-    return StoreError(f"the store at {path} could not be written ({text})", "check the disk and the file's permissions; the node retries")
