@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from lienthong.sync.blobs import CHUNK
+
 from .conftest import MakeNode, listen_address
 from .fault_helpers import wait_alive
 from .helpers import RELAYS, NodeProcess, TcpProxy, cli, indicator_rows, running, status, versions, wait_until, write_jsonl
@@ -106,11 +108,16 @@ def test_a_large_attachment_two_tiers_down_arrives_whole_through_cuts_and_a_kill
         arriving = status(province)["files"]["from_children"]
         assert arriving["files"] == 1 and arriving["bytes"] == size and 0 < arriving["received"] < size
         before = len(versions(province, origin=station.name))
+        # An eighth of a chunk a second while the records are written: the rest of the file needs over
+        # ten minutes, longer than the wait (even scaled), so records that arrive at all went ahead of
+        # it, however loaded the machine (a loaded run saw the whole file arrive first at 4 MB/s).
+        up_link.rate = CHUNK // 8
         cli("ingest", "--dir", str(station), str(write_jsonl(tmp_path / "more.jsonl", indicator_rows(station.name, 200, agency="thongke"))))
         wait_alive(
             lambda: len(versions(province, origin=station.name)) >= before + 200, procs, timeout=60, what="the records written meanwhile"
         )
         assert not whole(province, sha), "the records waited for the file"
+        up_link.rate = rate
         for share in (0.33, 0.5, 0.67):
             at = int(size * share)
             wait_alive(lambda at=at: received(province, sha) >= at, procs, timeout=60, what=f"{at:,} bytes at the province")
