@@ -50,6 +50,17 @@ def css(driver: Any, selector: str) -> Any:
     return driver.find_element(By.CSS_SELECTOR, selector)
 
 
+def text_of(driver: Any, selector: str) -> str | None:
+    """The element's text, or None while the page is being replaced (the form's answer loading:
+    an element found on the old page goes stale before its text is read — a loaded run met it)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    try:
+        return str(css(driver, selector).text)
+    except (StaleElementReferenceException, NoSuchElementException):
+        return None
+
+
 def all_css(driver: Any, selector: str) -> list[Any]:
     from selenium.webdriver.common.by import By
 
@@ -189,7 +200,7 @@ def test_every_page_shows_what_the_cli_says_and_an_update_from_a_page_reaches_th
         Select(css(form, "select[name=status]")).select_by_value("accepted")
         css(form, "input[name=note]").send_keys("Đã tiếp nhận, cử cán bộ khảo sát")
         css(form, "button[type=submit]").click()
-        wait_until(lambda: css(browser, "[data-item-state]").text == "accepted", timeout=30, what="the page to show accepted")
+        wait_until(lambda: text_of(browser, "[data-item-state]") == "accepted", timeout=30, what="the page to show accepted")
         shot(browser, "feedback-updated-at-commune")
 
         def at_province() -> str:
