@@ -103,28 +103,25 @@ def sink_position(cluster: Cluster, db: str = "postgres") -> int | None:
         pg.close()
 
 
-def read_tables_head(node: Path) -> int:
+def _scalar(node: Path, sql: str, args: tuple[Any, ...] = ()) -> int:
+    """One number read from a (possibly running) node's store, read-only."""
     sq = sqlite3.connect(f"file:{node / STORE_FILE}?mode=ro", uri=True)
     try:
-        return int(sq.execute("SELECT value FROM meta WHERE key = 'read_tables_seq'").fetchone()[0])
+        return int(sq.execute(sql, args).fetchone()[0])
     finally:
         sq.close()
+
+
+def read_tables_head(node: Path) -> int:
+    return _scalar(node, "SELECT value FROM meta WHERE key = 'read_tables_seq'")
 
 
 def records_head(node: Path) -> int:
-    sq = sqlite3.connect(f"file:{node / STORE_FILE}?mode=ro", uri=True)
-    try:
-        return int(sq.execute("SELECT coalesce(max(seq), 0) FROM changelog").fetchone()[0])
-    finally:
-        sq.close()
+    return _scalar(node, "SELECT coalesce(max(seq), 0) FROM changelog")
 
 
 def indicator_count(node: Path, unit: str) -> int:
-    sq = sqlite3.connect(f"file:{node / STORE_FILE}?mode=ro", uri=True)
-    try:
-        return int(sq.execute("SELECT count(*) FROM indicator_values WHERE unit = ?", (unit,)).fetchone()[0])
-    finally:
-        sq.close()
+    return _scalar(node, "SELECT count(*) FROM indicator_values WHERE unit = ?", (unit,))
 
 
 def assert_equal(cluster: Cluster, node: Path, procs: list[NodeProcess], db: str = "postgres") -> None:
