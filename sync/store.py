@@ -180,14 +180,17 @@ class Store:
         most `step` entries (the writer lock is let go between them, so a stream's commits
         interleave; what they add meanwhile is the next call's). Returns how many entries were
         read; no write transaction when the tables are in step."""
-        target = self.head()
         seen = 0
-        while self.read_tables_lag(target):
-            with self.writing() as db:
-                done = read_tables.catch_up(db, step)
-            if not done:
-                break
-            seen += done
+        try:
+            target = self.head()
+            while self.read_tables_lag(target):
+                with self.writing() as db:
+                    done = read_tables.catch_up(db, step)
+                if not done:
+                    break
+                seen += done
+        except sqlite3.DatabaseError as exc:  # its reads meet what its writes would (a deleted WAL): in words
+            raise self.explain(exc) from None
         return seen
 
     def fresh_read_tables(self) -> bool:

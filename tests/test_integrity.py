@@ -8,6 +8,7 @@ child's change log → the province's apply path, in one transaction with its ch
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -27,7 +28,7 @@ from hypothesis import strategies as st
 
 from lienthong.config.settings import load
 from lienthong.node.runtime import open_store
-from lienthong.sync import admission, downstream, feedback, records
+from lienthong.sync import admission, downstream, feedback, read_upkeep, records
 from lienthong.sync.clock import HybridClock, wall_ms
 from lienthong.sync.downstream import Downstream
 from lienthong.sync.errors import HandshakeRefused, StoreError
@@ -366,6 +367,26 @@ def test_a_read_that_meets_a_deleted_wal_is_said_as_the_removed_file_not_a_damag
         said = store.explain(met.value)
         assert re.search(r"-wal was (removed|replaced) while this node had it open", said.message), said.message
         assert "restore the store from a backup" in said.hint
+    finally:
+        store.close()
+
+
+def test_the_read_tables_catch_up_that_meets_a_deleted_wal_says_so_and_does_not_mask_it(tmp_path: Path) -> None:
+    """The node's last step when it stops is a read-table catch-up (and the read worker runs one after every
+    commit). Its first reads are in a new thread; after a deleted WAL they failed with a bare "disk I/O error"
+    that replaced, while the node stopped, the sentence saying the WAL was removed (a loaded CI run:
+    `lienthong run` ended with "the node's database is damaged or unreadable"). Now it is the same sentence,
+    raised to a reader and logged (not raised) by the stop path."""
+    store = Store.create(tmp_path / "node.db", ATTACKER)
+    try:
+        store.write_local([records.build(ATTACKER, indicator(ATTACKER, 1))], HybridClock())
+        store.set_meta("seen", "1")
+        Path(f"{store.path}-wal").unlink()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, pytest.raises(StoreError) as said:
+            pool.submit(store.catch_up_read_tables).result()
+        assert re.search(r"-wal was (removed|replaced) while this node had it open", said.value.message), said.value.message
+        assert asyncio.run(read_upkeep.catch_up(store)) == 0  # what `lienthong run` awaits when it stops: logged, not raised
+        assert store.fresh_read_tables() is False  # a console reader shows the tables as they are
     finally:
         store.close()
 
