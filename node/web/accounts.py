@@ -13,6 +13,7 @@ A password is kept as its argon2id hash (argon2-cffi's defaults: memory-hard, sa
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -30,8 +31,14 @@ from lienthong.sync.sqlite import transaction
 FILE_NAME = "accounts.db"
 ROLES = ("viewer", "operator", "admin")
 _HASHER = PasswordHasher()
-# Verified when the name is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY = _HASHER.hash("not a password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown name's password is checked against (so it takes as long as a known one's).
+    Made on first use, not at import: every command imports this module, and one argon2id hash
+    takes 64 MiB and about a tenth of a second."""
+    return _HASHER.hash("not a password")
 
 
 class AccountError(LienthongError):
@@ -162,7 +169,7 @@ class Accounts:
             finally:
                 conn.close()
         try:
-            _HASHER.verify(row[5] if row else _DUMMY, password)
+            _HASHER.verify(row[5] if row else _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
             return None
         if row is None or row[4]:
