@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from lienthong.sync.errors import LienthongError
 from lienthong.sync.records import Keyed
@@ -48,9 +48,8 @@ class RowError:
     cell: str = ""  # a workbook's cell, as Excel names it: `Sheet1!C12` ('' for text files)
 
 
-@dataclass(frozen=True)
-class Row:
-    """One parsed row: a record, or the reason it was refused."""
+class Row(NamedTuple):
+    """One parsed row: a record, or the reason it was refused (a named tuple: one per row)."""
 
     line: int
     record: Keyed | None = None

@@ -112,7 +112,7 @@ def _read(proc: subprocess.Popen[bytes], stream: IO[bytes], errors: IO[bytes]) -
         if kind == "rows":
             for row in message[1]:
                 if type(row) is tuple:
-                    yield Row(row[0], Keyed(*row[1:]), cells=cells)
+                    yield Row(row[0], Keyed._make(row[1:]), None, cells)
                 elif type(row) is dict:
                     cells = row or None
                 else:

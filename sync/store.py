@@ -349,26 +349,35 @@ class Store:
         hlc.observe(latest[0] if latest else 0)
         existing = existing_versions(db, [k.id for k in keyed])
         existing_before = {rid: version for rid, (version, _) in existing.items()}
-        seal_id = provenance.new_seal_id() if self.signer else b""
+        signer = self.signer
+        seal_id = provenance.new_seal_id() if signer else b""
+        origin = self.node_id
+        content_hash_of = records.content_hash_of
         envelopes: dict[bytes, tuple[Envelope, bytes]] = {}
+        imported = updated = unchanged = 0
         version = hlc.reserve(len(keyed))  # one version per record, in order, as hlc.now() each would give
+        # Once per row of a file: names bound locally, counts kept in locals.
         for item in keyed:
-            version += 1
-            chash = records.content_hash_of(item.unit, item.agency, item.deleted, item.body)
-            before = existing.get(item.id)
+            rid = item.id
+            chash = content_hash_of(item.unit, item.agency, item.deleted, item.body)
+            before = existing.get(rid)
             if before is not None and before[1] == chash and not again:
-                summary.unchanged += 1
+                unchanged += 1
+                version += 1
                 continue
-            env = item.envelope(self.node_id, version - 1)
-            if item.id in envelopes or before is not None:
-                summary.updated += 1
+            env = item.envelope(origin, version, seal_id)
+            version += 1
+            if before is not None or rid in envelopes:
+                updated += 1
             else:
-                summary.imported += 1
-            existing[item.id] = (env.version, chash)
-            env.seal = seal_id
-            if self.signer:
-                privacy.commit(env, self.signer.pseudonyms)  # after the content hash: re-ingest stays 'unchanged'
-            envelopes[item.id] = (env, chash)
+                imported += 1
+            existing[rid] = (env.version, chash)
+            if signer and item.kind == records.FEEDBACK:
+                privacy.commit(env, signer.pseudonyms)  # after the content hash: re-ingest stays 'unchanged'
+            envelopes[rid] = (env, chash)
+        summary.imported += imported
+        summary.updated += updated
+        summary.unchanged += unchanged
         if not envelopes:
             return
         if self.write_guard is not None and not again:
@@ -377,18 +386,20 @@ class Store:
         rows = []
         repairs = []
         entries = []
+        record_hash = provenance.record_hash
         for env, chash in envelopes.values():
             raw = env.SerializeToString()
-            stored_version = existing_before.get(env.id)
-            if stored_version is not None and stored_version >= env.version:
+            rid, kind, unit, agency, new, deleted = env.id, env.kind, env.unit, env.agency, env.version, env.deleted
+            stored_version = existing_before.get(rid)
+            if stored_version is not None and stored_version >= new:
                 # The stored version is from a clock that ran ahead (the clock no longer seeds from
                 # it): this write replaces it, or the new content would be silently dropped.
-                repairs.append((env.kind, env.unit, env.agency, env.version, env.deleted, chash, VIA_LOCAL, raw, env.id, env.origin))
+                repairs.append((kind, unit, agency, new, deleted, chash, VIA_LOCAL, raw, rid, origin))
             else:
-                rows.append(_row(env, chash, VIA_LOCAL, raw))
-            if self.signer:
-                entries.append((env.id, env.version, provenance.record_hash(raw, env.kind)))
-        if self.signer:
+                rows.append((rid, kind, origin, unit, agency, new, deleted, chash, VIA_LOCAL, raw))  # as _row()
+            if signer:
+                entries.append((rid, new, record_hash(raw, kind)))
+        if signer:
             # The seal goes first: in the change log, every receiver meets it before the records it signs.
             seal = self._seal(db, seal_id, entries, hlc.now())
             db.execute(UPSERT, _row(seal, b"", VIA_LOCAL, seal.SerializeToString()))
