@@ -1,10 +1,11 @@
 """The node's store: one SQLite file (WAL) holding records, the change log and
 replication checkpoints. This module is the file itself (open, migrate, meta,
-epoch), local writes and their seals, the file ledger, and reads; the two sides
-of a link live in `upstream.py` (the child's) and `downstream.py` (the parent's),
-what the parent queues for which child in `routing.py`, the check that the files are
-still the ones opened in `store_files.py`, and the versions a write is compared with in
-`versions.py`.
+epoch), its transactions, the file ledger, and reads. What the node writes itself (versions,
+seals, a file's records) is in `local_write.py`, the `records` table's upsert in
+`records_table.py`; the two sides of a link live in `upstream.py` (the child's) and
+`downstream.py` (the parent's), what the parent queues for which child in `routing.py`, the
+check that the files are still the ones opened in `store_files.py`, and the versions a write is
+compared with in `versions.py`.
 
 Invariants this module keeps (DESIGN §3–§4):
 
@@ -33,73 +34,29 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from . import clock, privacy, provenance, read_tables, records, sqlite
+from . import clock, provenance, read_tables, records, sqlite
 from .errors import StoreError
+from .local_write import LEDGER_ENTRY, RESTORING, FileWriter, WriteSummary, write_keyed
 from .records import Envelope, Keyed
+from .records_table import UPSERT, VIA_LOCAL, VIA_PARENT
 from .routing import Router
 from .schema import MIGRATIONS
 from .sqlite import transaction
 from .store_files import FileGuard
-from .versions import carry_first_versions, existing_versions
+
+# Re-exported: the names other modules import from the store.
+__all__ = ["RESTORING", "UPSERT", "VIA_LOCAL", "VIA_PARENT", "FileWriter", "Store", "WriteSummary"]
 
 CACHE_KIB = 128 * 1024
 # Change-log entries the read tables take per transaction when catching up (`catch_up_read_tables`):
 # large enough that index pages are written once per many rows, small enough that the writer lock
 # is held for well under a second (about 0.1 s of decoding per 10,000 indicator values).
 READ_TABLES_STEP = 10_000
-
-VIA_LOCAL = ""
-VIA_PARENT = "^"
-# Meta key set by `lienthong restore`: the store takes no local write until its parent has sent
-# back what it had sent before the backup was made (its value: the parent's queue head to reach).
-RESTORING = "restoring"
-
-
-UPSERT = """
-INSERT INTO records(id, kind, origin, unit, agency, version, deleted, chash, via, envelope)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT(id) DO UPDATE SET
-    kind = excluded.kind, unit = excluded.unit, agency = excluded.agency,
-    version = excluded.version, deleted = excluded.deleted, chash = excluded.chash,
-    via = excluded.via, envelope = excluded.envelope
-WHERE excluded.version > records.version AND excluded.origin = records.origin
-"""
-
-
-# A local write replacing this node's own version that carries a future time.
-REPAIR = """
-UPDATE records SET kind = ?, unit = ?, agency = ?, version = ?, deleted = ?, chash = ?, via = ?, envelope = ?
-WHERE id = ? AND origin = ?
-"""
-
-
-@dataclass
-class WriteSummary:
-    """What a local write did, counted like a DHIS2 import summary."""
-
-    imported: int = 0
-    updated: int = 0
-    unchanged: int = 0
-
-
-class FileWriter:
-    """Writes one file's records inside its transaction (see `Store.file_transaction`)."""
-
-    def __init__(self, store: Store, db: sqlite3.Connection, hlc: clock.HybridClock) -> None:
-        self._store = store
-        self._db = db
-        self._hlc = hlc
-        self.summary = WriteSummary()
-        self.ledger: dict[str, Any] | None = None
-
-    def write(self, keyed: Sequence[Keyed]) -> None:
-        self._store._write_keyed(self._db, keyed, self._hlc, self.summary)
 
 
 class Store:
@@ -329,95 +286,8 @@ class Store:
         """
         summary = WriteSummary()
         with self.writing() as db:
-            self._write_keyed(db, keyed, hlc, summary)
+            write_keyed(self, db, keyed, hlc, summary)
         return summary
-
-    def _write_keyed(
-        self, db: sqlite3.Connection, keyed: Sequence[Keyed], hlc: clock.HybridClock, summary: WriteSummary, *, again: bool = False
-    ) -> None:
-        """Write `keyed` as new versions (`again`: even when the content is unchanged, to send
-        a record once more under a fresh version and seal)."""
-        if db.execute("SELECT 1 FROM meta WHERE key = ?", (RESTORING,)).fetchone() is not None:
-            # Its seals must continue the chain its parent holds, not fork it: write after the take-back.
-            raise StoreError(
-                "this node was restored from a backup and is taking back from its parent what it had sent; "
-                "it writes nothing new until that is done",
-                "run it with its parent reachable and wait (`lienthong status`); agency files wait in the inbox meanwhile",
-            )
-        # Another process (the CLI, the node) may have written since our clock was seeded.
-        latest = db.execute("SELECT version FROM changelog ORDER BY seq DESC LIMIT 1").fetchone()
-        hlc.observe(latest[0] if latest else 0)
-        existing = existing_versions(db, [k.id for k in keyed])
-        existing_before = {rid: version for rid, (version, _) in existing.items()}
-        signer = self.signer
-        seal_id = provenance.new_seal_id() if signer else b""
-        origin = self.node_id
-        content_hash_of = records.content_hash_of
-        envelopes: dict[bytes, tuple[Envelope, bytes]] = {}
-        imported = updated = unchanged = 0
-        version = hlc.reserve(len(keyed))  # one version per record, in order, as hlc.now() each would give
-        # Once per row of a file: names bound locally, counts kept in locals.
-        for item in keyed:
-            rid = item.id
-            chash = content_hash_of(item.unit, item.agency, item.deleted, item.body)
-            before = existing.get(rid)
-            if before is not None and before[1] == chash and not again:
-                unchanged += 1
-                version += 1
-                continue
-            env = item.envelope(origin, version, seal_id)
-            version += 1
-            if before is not None or rid in envelopes:
-                updated += 1
-            else:
-                imported += 1
-            existing[rid] = (env.version, chash)
-            if signer and item.kind == records.FEEDBACK:
-                privacy.commit(env, signer.pseudonyms)  # after the content hash: re-ingest stays 'unchanged'
-            envelopes[rid] = (env, chash)
-        summary.imported += imported
-        summary.updated += updated
-        summary.unchanged += unchanged
-        if not envelopes:
-            return
-        if self.write_guard is not None and not again:
-            self.write_guard(db, [k for k in keyed if k.id in envelopes])
-        carry_first_versions(db, [env for env, _ in envelopes.values()], existing_before)
-        rows = []
-        repairs = []
-        entries = []
-        record_hash = provenance.record_hash
-        for env, chash in envelopes.values():
-            raw = env.SerializeToString()
-            rid, kind, unit, agency, new, deleted = env.id, env.kind, env.unit, env.agency, env.version, env.deleted
-            stored_version = existing_before.get(rid)
-            if stored_version is not None and stored_version >= new:
-                # The stored version is from a clock that ran ahead (the clock no longer seeds from
-                # it): this write replaces it, or the new content would be silently dropped.
-                repairs.append((kind, unit, agency, new, deleted, chash, VIA_LOCAL, raw, rid, origin))
-            else:
-                rows.append((rid, kind, origin, unit, agency, new, deleted, chash, VIA_LOCAL, raw))  # as _row()
-            if signer:
-                entries.append((rid, new, record_hash(raw, kind)))
-        if signer:
-            # The seal goes first: in the change log, every receiver meets it before the records it signs.
-            seal = self._seal(db, seal_id, entries, hlc.now())
-            db.execute(UPSERT, _row(seal, b"", VIA_LOCAL, seal.SerializeToString()))
-        db.executemany(UPSERT, rows)
-        db.executemany(REPAIR, repairs)
-        self.router.route(db, list(envelopes))
-
-    def _seal(self, db: sqlite3.Connection, seal_id: bytes, entries: list[tuple[bytes, int, bytes]], version: int) -> Envelope:
-        """This node's next seal over `entries`, chained to its previous one (kept in meta)."""
-        assert self.signer is not None
-        state = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('seal_seq', 'seal_head', 'epoch')").fetchall())
-        seq = int(state.get("seal_seq", "0")) + 1
-        seal = self.signer.seal(seal_id, seq, bytes.fromhex(state.get("seal_head", "")), version, state.get("epoch", ""), entries)
-        db.executemany(
-            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-            [("seal_seq", str(seq)), ("seal_head", provenance.seal_hash(seal.body).hex())],
-        )
-        return seal
 
     def write_again(self, ids: Sequence[bytes], hlc: clock.HybridClock) -> int:
         """Write this node's own records `ids` once more, unchanged, under fresh versions and a new
@@ -433,7 +303,7 @@ class Store:
                 ):
                     env = Envelope.FromString(raw[0])
                     keyed.append(Keyed(env.id, env.kind, env.unit, env.agency, records.plain_body(env), env.deleted))
-            self._write_keyed(db, keyed, hlc, WriteSummary(), again=True)
+            write_keyed(self, db, keyed, hlc, WriteSummary(), again=True)
         return len(keyed)
 
     # ------------------------------------------------------------ file ingest ledger
@@ -450,20 +320,12 @@ class Store:
             yield writer
             if writer.ledger is None:
                 raise StoreError("a file transaction ended without its ledger entry", "this is a bug in lienthong")
-            db.execute(
-                "INSERT OR REPLACE INTO files(sha256, name, agency, adapter, status, imported, updated, unchanged, refused, at, receipt) "
-                "VALUES (:sha256, :name, :agency, :adapter, :status, :imported, :updated, :unchanged, :refused, :at, :receipt)",
-                writer.ledger,
-            )
+            db.execute(LEDGER_ENTRY, writer.ledger)
 
     def record_refused_file(self, ledger: dict[str, Any]) -> None:
         """Keep the receipt of a file refused whole (nothing of it was stored)."""
         with self.writing() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO files(sha256, name, agency, adapter, status, imported, updated, unchanged, refused, at, receipt) "
-                "VALUES (:sha256, :name, :agency, :adapter, :status, :imported, :updated, :unchanged, :refused, :at, :receipt)",
-                ledger,
-            )
+            db.execute(LEDGER_ENTRY, ledger)
 
     def ingested(self, sha256: str) -> dict[str, Any] | None:
         """The ledger entry of a file content already committed, or None."""
@@ -534,7 +396,3 @@ class Store:
 
 def new_epoch() -> str:
     return uuid.uuid4().hex
-
-
-def _row(env: Envelope, chash: bytes, via: str, raw: bytes) -> tuple[Any, ...]:
-    return (env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, chash, via, raw)
