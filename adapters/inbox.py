@@ -51,7 +51,8 @@ from watchdog.observers.polling import PollingObserver
 from lienthong.sync.errors import StoreError
 
 from .held import FileChanged, display_name
-from .intake import ARCHIVE, REJECTED, Inbox, agency_folders, ignored, is_attachment, iter_candidates
+from .inbox_names import ARCHIVE, REJECTED, agency_folders, ignored, is_attachment, iter_candidates
+from .intake import Inbox
 
 CLOSE_SETTLE = 0.2
 UNCLOSED_SETTLE = 60.0  # written, never closed, unchanged this long and no writer visible: taken anyway

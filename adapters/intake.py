@@ -33,10 +33,8 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,13 +48,11 @@ from lienthong.sync.records import Keyed
 
 from .base import Adapter, Definitions, FileRefused, ParseContext, RowError, Sink
 from .held import FileChanged, HeldFile, LinkRefused, NotRegularFile, display_name
+from .inbox_names import ARCHIVE, RECEIPT_SUFFIX, REJECTED, agency_folders
 from .messages import message
 from .parse_child import ChildFailed, child_rows, wanted
 from .registry import Registry
 
-ARCHIVE = "archive"
-REJECTED = "rejected"
-RECEIPT_SUFFIX = ".receipt.json"
 CHUNK = 5_000
 FAILPOINT = "LIENTHONG_FAILPOINT"  # test-only fault injection (see tests/test_inbox.py)
 MAX_CONFLICTS = 1_000  # a receipt lists at most this many refused rows (the counts stay exact)
@@ -475,54 +471,9 @@ def _give_back(moved: Path, path: Path) -> None:
     os.unlink(moved)
 
 
-def agency_folders(root: Path) -> list[str]:
-    """The agency inboxes under the inbox root: its folders, but for hidden ones and its own archive/ and rejected/."""
-    try:
-        entries = list(os.scandir(root))
-    except FileNotFoundError:
-        return []
-    return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False) and not ignored(e.name) and e.name not in (ARCHIVE, REJECTED))
-
-
-def agency_folder_name(name: str) -> bool:
-    """Whether `name` can be an agency's inbox folder (`init --agency`): a code, not a folder the inbox keeps for itself."""
-    return bool(re.fullmatch(r"[\w-][\w.-]{0,63}", name)) and not ignored(name) and name not in (ARCHIVE, REJECTED)
-
-
 def _where_to_put(root: Path) -> tuple[str, str]:
     """The receipt of a file dropped in the inbox root: which folders it belongs in."""
     folders = agency_folders(root)
     if not folders:
         return message("no_agency_folders", f"{root.name}/thongke/")
     return message("no_agency", ", ".join(f"{root.name}/{name}/" for name in folders))
-
-
-def iter_candidates(folder: Path) -> Iterator[Path]:
-    """Files directly in an inbox folder that may be taken (see `ignored` and `is_attachment`)."""
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if (entry.is_file(follow_symlinks=False) or entry.is_symlink()) and not ignored(entry.name) and not is_attachment(entry.name):
-            yield Path(entry.path)
-
-
-# Documents and media are attachments: never taken on their own, they wait in the
-# inbox for the report manifest that names them and move to the archive with it.
-ATTACHMENT_TYPES = (".pdf", ".doc", ".docx", ".odt", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".zip", ".rar", ".7z", ".mp4")
-
-
-def is_attachment(name: str) -> bool:
-    return name.lower().endswith(ATTACHMENT_TYPES)
-
-
-def ignored(name: str) -> bool:
-    """Names never taken: hidden files, partial uploads, Office lock files, receipts."""
-    lower = name.lower()
-    return (
-        name.startswith(".")
-        or name.startswith("~$")
-        or lower.endswith((".tmp", ".part", ".partial", ".crdownload", ".swp", RECEIPT_SUFFIX))
-        or name.endswith("~")
-    )

@@ -324,7 +324,7 @@ def _drop(source: Path, inbox: Path) -> None:
 
 
 def _inbox_empty(node: DemoNode) -> bool:
-    from lienthong.adapters.intake import iter_candidates
+    from lienthong.adapters.inbox_names import iter_candidates
 
     root = node.dir / "inbox"
     return all(not any(iter_candidates(folder)) for folder in root.iterdir() if folder.is_dir())

@@ -88,7 +88,7 @@ def init(
     enroll_address: str,
 ) -> None:
     """Create a node directory: configuration, store, inbox folders and (with --ca) certificate."""
-    from lienthong.adapters.intake import agency_folder_name
+    from lienthong.adapters.inbox_names import agency_folder_name
 
     kind, mode = mode, MODES[mode]
     for agency in agencies:

@@ -66,7 +66,8 @@ def test_a_file_dropped_in_the_inbox_root_gets_a_receipt_saying_where_to_put_it(
 
 def test_with_no_agency_folder_the_receipt_says_to_make_one(tmp_path: Path) -> None:
     """In-process: with no agency folder yet, the receipt says to make one; `ingest` without --agency is unaffected."""
-    from lienthong.adapters.intake import Inbox, agency_folders, take
+    from lienthong.adapters.inbox_names import agency_folders
+    from lienthong.adapters.intake import Inbox, take
     from lienthong.adapters.registry import Registry
     from lienthong.node.intake import StoreSink
     from lienthong.sync.clock import HybridClock
