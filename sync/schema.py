@@ -11,7 +11,7 @@ import sqlite3
 
 import sqlite_utils
 
-from . import read_tables
+from . import read_tables_schema
 from .records import REPORT, SEAL
 from .sqlite import Migration, execute_script
 
@@ -217,14 +217,14 @@ def _migration_6(conn: sqlite3.Connection) -> None:
 def _migration_7(conn: sqlite3.Connection) -> None:
     # The read tables (read_tables.py): decoded, indexed copies of the records for the console,
     # its API and analytics. Made empty with their checkpoint at 0; `Store.open` fills them.
-    read_tables.create(conn)
+    read_tables_schema.create(conn)
 
 
 def _migration_8(conn: sqlite3.Connection) -> None:
     # The read tables gain what analytics asks for (#13): each value's period type, when it was
     # first taken and last changed, an approval state; each unit's path. Remade empty, refilled
     # from the whole change log when the store is opened (as migration 7 fills them).
-    read_tables.recreate(conn)
+    read_tables_schema.recreate(conn)
 
 
 MIGRATIONS: dict[int, Migration] = {
