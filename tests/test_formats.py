@@ -531,13 +531,16 @@ def test_jsonl_adapter_defaults_the_agency_and_keeps_the_old_parser(tmp_path: Pa
 
 
 def test_every_records_error_code_has_a_vietnamese_sentence() -> None:
-    """Each InputError code sync/records.py can raise is explained to staff in Vietnamese."""
+    """Each InputError code the record builders (sync/records.py) and their field checks (sync/fields.py)
+    can raise is explained to staff in Vietnamese."""
     import inspect
     import re
 
     from lienthong.adapters import messages
+    from lienthong.sync import fields
 
-    codes = set(re.findall(r'code="(\w+)"', inspect.getsource(records))) | {"invalid"}
+    source = inspect.getsource(records) + inspect.getsource(fields)
+    codes = set(re.findall(r'code="(\w+)"', source)) | {"invalid"}
     assert codes >= {"missing", "bad_period", "bad_value", "bad_time", "bad_kind", "bad_status", "too_long"}
     for code in codes:
         vi, en = messages.text(code, field="period", value="x")
