@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from . import clock, disputes, provenance, records, sharing
 from .batch import Refusal
 from .records import Envelope
+from .records_table import row
 from .store import VIA_PARENT
 
 # Refusals the sender can correct: its clock, its certificate, a unit the province has not
@@ -63,7 +64,7 @@ def prepare(sender: str, raws: Sequence[bytes], now: float, verifier: provenance
             refusals.append(Refusal(env.id, env.version, *problem))
             quarantined.append((sender, env.id, env.version, problem[0], problem[1], now, raw))
             continue
-        rows.append((env.id, env.kind, env.origin, env.unit, env.agency, env.version, env.deleted, b"", sender, raw))
+        rows.append(row(env, b"", sender, raw))
     return rows, refusals, quarantined
 
 

@@ -116,19 +116,17 @@ def write_keyed(
     rows = []
     repairs = []
     entries = []
-    record_hash = provenance.record_hash
     for env, chash in envelopes.values():
         raw = env.SerializeToString()
-        rid, kind, unit, agency, new, deleted = env.id, env.kind, env.unit, env.agency, env.version, env.deleted
-        stored_version = existing_before.get(rid)
-        if stored_version is not None and stored_version >= new:
+        stored_version = existing_before.get(env.id)
+        if stored_version is not None and stored_version >= env.version:
             # The stored version is from a clock that ran ahead (the clock no longer seeds from
             # it): this write replaces it, or the new content would be silently dropped.
-            repairs.append((kind, unit, agency, new, deleted, chash, VIA_LOCAL, raw, rid, origin))
+            repairs.append((env.kind, env.unit, env.agency, env.version, env.deleted, chash, VIA_LOCAL, raw, env.id, origin))
         else:
-            rows.append((rid, kind, origin, unit, agency, new, deleted, chash, VIA_LOCAL, raw))  # as row()
+            rows.append(row(env, chash, VIA_LOCAL, raw))
         if signer:
-            entries.append((rid, new, record_hash(raw, kind)))
+            entries.append((env.id, env.version, provenance.record_hash(raw, env.kind)))
     if signer:
         # The seal goes first: in the change log, every receiver meets it before the records it signs.
         seal = _seal(store, db, seal_id, entries, hlc.now())
