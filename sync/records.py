@@ -120,8 +120,8 @@ def content_hash_of(unit: str, agency: str, deleted: bool, body: bytes) -> bytes
 class Keyed(NamedTuple):
     """A record before its version is assigned: id, kind, unit, agency, body.
 
-    A named tuple, not a dataclass: a file's every row becomes one, and a tuple is made in a
-    third of the time (a 1,000,000-row file spends a second and a half less in the node)."""
+    A named tuple, not a dataclass: a file's every row becomes one, and it is made in about
+    0.6 µs instead of 1.5 µs (frozen dataclass)."""
 
     id: bytes
     kind: int
