@@ -33,6 +33,7 @@ own reading process (workbook_reader.py).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pickle
 import signal
@@ -52,6 +53,7 @@ from .held import HeldFile
 CHILD_ADAPTERS = {"vn-csv": 1, "xlsx": 4}  # adapter -> how many times smaller a file it takes than `min_bytes`
 FAILPOINT = "LIENTHONG_FAILPOINT"  # test-only fault injection, as in intake.py
 BATCH = 1_000
+PIPE_BYTES = 1 << 20  # the rows in flight between the child and the node (see widen)
 
 
 class ChildFailed(LienthongError):
@@ -65,6 +67,17 @@ def wanted(adapter: Adapter, size: int, min_bytes: int) -> bool:
     """Whether a file of `size` bytes read by `adapter` is parsed in a child process."""
     divisor = CHILD_ADAPTERS.get(adapter.name)
     return divisor is not None and size >= min_bytes // divisor
+
+
+def widen(fd: int) -> None:
+    """Give the pipe at `fd` room for more than one of the node's write chunks (about 8,000 rows).
+
+    A pipe holds 64 KiB (≈ 500 rows): while the node commits a chunk (5,000 rows, intake.CHUNK),
+    the child would stop after 500 and wait, and the two halves would take turns on two cores
+    instead of running at once. Linux lets any process grow a pipe to `pipe-max-size` (1 MiB by
+    default); elsewhere, or when refused, the pipe keeps its size and only the overlap is less."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 @contextlib.contextmanager
@@ -90,6 +103,7 @@ def child_rows(adapter: Adapter, fd: int, name: str, context: ParseContext) -> I
         proc = subprocess.Popen(args, stdin=fd, stdout=subprocess.PIPE, stderr=errors, bufsize=1 << 20, start_new_session=True)
         try:
             assert proc.stdout is not None
+            widen(proc.stdout.fileno())
             yield _read(proc, proc.stdout, errors)
         finally:
             if proc.poll() is None:

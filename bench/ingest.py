@@ -46,6 +46,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (compiled modules kept, as installed: see cache_compiled_modules)
+
 HEADER = "Mã chỉ tiêu;Tên chỉ tiêu;Đơn vị tính;Kỳ báo cáo;Mã đơn vị;Tên đơn vị;Giá trị;Ghi chú\r\n"
 
 
