@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +90,21 @@ def test_a_child_that_dies_mid_file_refuses_it_and_commits_nothing(tmp_path: Pat
         assert store.counts().get("indicator", 0) == 0
     finally:
         store.close()
+
+
+def test_the_childs_pipe_holds_more_than_one_write_chunk_of_rows() -> None:
+    """While the node commits a chunk, the child keeps parsing: its pipe holds ~1 MiB, not 64 KiB."""
+    from lienthong.adapters.parse_child import PIPE_BYTES, widen
+
+    read_end, write_end = os.pipe()
+    try:
+        os.set_blocking(write_end, False)
+        widen(read_end)
+        written = 0
+        with contextlib.suppress(BlockingIOError):
+            while written < PIPE_BYTES:
+                written += os.write(write_end, b"x" * 65_536)
+        assert written == PIPE_BYTES  # a plain pipe stops at 65,536 bytes
+    finally:
+        os.close(read_end)
+        os.close(write_end)
