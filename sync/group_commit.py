@@ -38,7 +38,10 @@ class GroupCommit:
 
     async def _write(self) -> None:
         while self._waiting:
-            taken, self._waiting = self._waiting, []
+            # A group whose session ended while it waited is left out: its child sends it again.
+            taken, self._waiting = [(g, f) for g, f in self._waiting if not f.done()], []
+            if not taken:
+                break
             try:
                 outcomes = await asyncio.to_thread(self._down.apply_groups, [group for group, _ in taken])
             except asyncio.CancelledError:

@@ -91,3 +91,21 @@ def test_sessions_that_wait_together_are_written_in_one_commit_and_each_gets_its
     head = parent.head()
     assert asyncio.run(sessions()) == [[[]], [[]], [[]]]
     assert parent.head() == head
+
+
+def test_a_group_whose_session_ended_while_waiting_is_not_written(stores: tuple[Store, dict[str, Store]]) -> None:
+    """The session was replaced (its child reconnected): its group is left out; the new session sends it again."""
+    parent, children = stores
+    down = Downstream(parent)
+    writer = GroupCommit(down)
+    gone, alive = (group(down, children[name]) for name in CHILDREN[:2])
+
+    async def sessions() -> object:
+        ended = asyncio.create_task(writer.apply(gone))
+        await asyncio.sleep(0)  # it waits for the writer now
+        ended.cancel()
+        return await writer.apply(alive)
+
+    assert asyncio.run(sessions()) == [[]]
+    assert down.child_state(CHILDREN[0]).applied == 0
+    assert down.child_state(CHILDREN[1]).applied == children[CHILDREN[1]].head()
