@@ -34,6 +34,14 @@ QUARANTINE_KEEP = 1_000
 QUARANTINE_LIMIT = 100_000
 
 
+class _GroupFailed(Exception):
+    """One child's group failed inside `apply_groups`' transaction (rolled back, redone without it)."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(str(error))
+        self.index, self.error = index, error
+
+
 @dataclass(frozen=True)
 class ChildGroup:
     """One child's waiting batches, verified, for `Downstream.apply_groups`."""
@@ -154,27 +162,31 @@ class Downstream:
     def apply_groups(self, groups: Sequence[ChildGroup]) -> list[list[list[Refusal]] | Exception]:
         """Apply the waiting groups of several children in ONE transaction: one fsync for all.
 
-        Each group is applied as `apply_batches` would, inside its own savepoint: a group that
-        fails (a child out of step, over its quarantine) is rolled back alone and its exception
-        is returned in its place; the others commit. A failure of the store itself (a full
-        disk, a damaged file) fails them all, raised as `writing()` explains it. Nothing is
-        acknowledged before the commit: callers send acks once this returns."""
+        Each group is applied as `apply_batches` would. A group that fails (a child out of
+        step, over its quarantine, a bug) gets its exception in its place and the others are
+        applied again without it (the transaction is rolled back and redone: rare, and cheaper
+        than a savepoint per group, whose journal copies every page a group touches). A failure
+        of the store itself (a full disk, a damaged file) fails them all, raised as `writing()`
+        explains it. Nothing is acknowledged before the commit: callers ack once this returns."""
         now = time.time()
-        outcomes: list[list[list[Refusal]] | Exception] = []
-        with self._dropping_claims_on_error(), self.store.writing() as db:
-            for group in groups:
-                db.execute("SAVEPOINT child_group")
-                try:
-                    outcome: list[list[Refusal]] | Exception = self._apply(db, group.child, group.epoch, group.batches, group.prepared, now)
-                except sqlite3.DatabaseError:
-                    raise  # the store, not this child: every group fails, as one transaction
-                except Exception as exc:  # this child's group only (a ProtocolError, a refusal, a bug)
-                    db.execute("ROLLBACK TO child_group")
-                    self._cached, self._claimed = None, False  # the subtree snapshot may hold what was rolled back
-                    outcome = exc
-                db.execute("RELEASE child_group")
-                outcomes.append(outcome)
-        return outcomes
+        failed: dict[int, Exception] = {}
+        while True:
+            applied: dict[int, list[list[Refusal]]] = {}
+            try:
+                with self._dropping_claims_on_error(), self.store.writing() as db:
+                    for i, group in enumerate(groups):
+                        if i in failed:
+                            continue
+                        try:
+                            applied[i] = self._apply(db, group.child, group.epoch, group.batches, group.prepared, now)
+                        except sqlite3.DatabaseError:
+                            raise  # the store, not this child: every group fails, as one transaction
+                        except Exception as exc:  # this child's group only
+                            raise _GroupFailed(i, exc) from exc
+            except _GroupFailed as failure:
+                failed[failure.index] = failure.error
+                continue
+            return [failed[i] if i in failed else applied[i] for i in range(len(groups))]
 
     def _apply(
         self, db: sqlite3.Connection, child: str, epoch: str, batches: Sequence[InBatch], prepared: Sequence[Prepared], now: float
@@ -189,7 +201,9 @@ class Downstream:
         if row is None:
             raise ProtocolError(f"child {child} sent a batch before its handshake", "it reconnects by itself")
         applied, fingerprint = (row[1], row[2]) if row[0] == epoch else (0, b"")
-        for batch, (batch_rows, refusals, batch_quarantined) in zip(batches, prepared, strict=True):
+        for batch, (batch_rows, checked, checked_quarantined) in zip(batches, prepared, strict=True):
+            # Copies: the transaction may be redone (apply_groups), and must not refuse anything twice.
+            refusals, batch_quarantined = list(checked), list(checked_quarantined)
             if batch.last <= applied:
                 results.append([])
                 continue
