@@ -26,34 +26,51 @@ class GroupCommit:
     def __init__(self, down: Downstream) -> None:
         self._down = down
         self._waiting: list[tuple[ChildGroup, asyncio.Future[Outcome]]] = []
+        self._busy = False  # a transaction is being written (by a session alone, or by the writer task)
         self._writer: asyncio.Task[None] | None = None
 
     async def apply(self, group: ChildGroup) -> Outcome:
         """Write `group` with whatever else waits; its batches' refusals once committed."""
+        if not self._busy:
+            # Nothing is being written: this session writes its group at once, itself (a child
+            # streaming alone goes as it always did); groups arriving meanwhile wait for the next.
+            self._busy = True
+            try:
+                return await asyncio.to_thread(self._down.apply_batches, group.child, group.epoch, group.batches, group.prepared)
+            finally:
+                self._busy = False
+                self._start()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting.append((group, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
+        self._start()
         return await future
 
+    def _start(self) -> None:
+        if not self._busy and self._waiting:
+            self._busy = True
+            self._writer = asyncio.create_task(self._write())
+
     async def _write(self) -> None:
-        while self._waiting:
-            # A group whose session ended while it waited is left out: its child sends it again.
-            taken, self._waiting = [(g, f) for g, f in self._waiting if not f.done()], []
-            if not taken:
-                break
-            try:
-                outcomes = await asyncio.to_thread(self._down.apply_groups, [group for group, _ in taken])
-            except asyncio.CancelledError:
-                for _, future in taken:
-                    future.cancel()
-                raise
-            except Exception as exc:  # the store itself (a full disk): every group it held fails
-                outcomes = [exc] * len(taken)
-            for (_, future), outcome in zip(taken, outcomes, strict=True):
-                if future.done():  # its session ended meanwhile: the child sends the batches again
-                    continue
-                if isinstance(outcome, Exception):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+        try:
+            while self._waiting:
+                # A group whose session ended while it waited is left out: its child sends it again.
+                taken, self._waiting = [(g, f) for g, f in self._waiting if not f.done()], []
+                if not taken:
+                    break
+                try:
+                    outcomes = await asyncio.to_thread(self._down.apply_groups, [group for group, _ in taken])
+                except asyncio.CancelledError:
+                    for _, future in taken:
+                        future.cancel()
+                    raise
+                except Exception as exc:  # the store itself (a full disk): every group it held fails
+                    outcomes = [exc] * len(taken)
+                for (_, future), outcome in zip(taken, outcomes, strict=True):
+                    if future.done():  # its session ended meanwhile: the child sends the batches again
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._busy = False
