@@ -13,11 +13,10 @@ from typing import Any
 
 from .batch import InBatch, OutBatch
 from .clock import wall_ms
-from .downstream import ChildGroup, Downstream
+from .downstream import Downstream
 from .errors import HandshakeRefused, LienthongError, ProtocolError, ReplicationError
 from .file_transfer import FILE_MESSAGES, FilePeer, node_files
 from .files import Files
-from .group_commit import GroupCommit
 from .records import NODE_ID
 from .replication import (
     ADMITTED,
@@ -85,8 +84,6 @@ class ChildSession:
         # Files named by what children send up are fetched from them; they fetch what comes down (file_transfer.py).
         self.files = node_files(store, files)
         self.down = Downstream(store, reported_to)
-        # Every child's waiting groups are written together, one transaction and one fsync for all.
-        self._group_commit = GroupCommit(self.down)
         # Answers children's certificate renewals (the CA's home issues; a middle tier passes them up).
         self._issuer = issuer
         self._renewals: set[asyncio.Task[None]] = set()
@@ -297,7 +294,7 @@ class ChildSession:
                     batches = [InBatch(b.after, b.last, b.last_fingerprint, list(b.records)) for b in group]
                     verified = [await p for p in preparing]
                     try:
-                        results = await self._group_commit.apply(ChildGroup(child, epoch, batches, verified))
+                        results = await asyncio.to_thread(self.down.apply_batches, child, epoch, batches, verified)
                     finally:
                         for _ in group:
                             held[0] -= 1

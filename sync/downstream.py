@@ -34,24 +34,6 @@ QUARANTINE_KEEP = 1_000
 QUARANTINE_LIMIT = 100_000
 
 
-class _GroupFailed(Exception):
-    """One child's group failed inside `apply_groups`' transaction (rolled back, redone without it)."""
-
-    def __init__(self, index: int, error: Exception) -> None:
-        super().__init__(str(error))
-        self.index, self.error = index, error
-
-
-@dataclass(frozen=True)
-class ChildGroup:
-    """One child's waiting batches, verified, for `Downstream.apply_groups`."""
-
-    child: str
-    epoch: str
-    batches: Sequence[InBatch]
-    prepared: Sequence[Prepared]
-
-
 @dataclass(frozen=True)
 class ChildState:
     """What this node durably holds of a child's change log."""
@@ -156,101 +138,66 @@ class Downstream:
         now = time.time()
         if prepared is None:
             prepared = [admission.prepare(child, batch.raws, now, self.store.verifier) for batch in batches]
-        with self._dropping_claims_on_error(), self.store.writing() as db:
-            return self._apply(db, child, epoch, batches, prepared, now)
-
-    def apply_groups(self, groups: Sequence[ChildGroup]) -> list[list[list[Refusal]] | Exception]:
-        """Apply the waiting groups of several children in ONE transaction: one fsync for all.
-
-        Each group is applied as `apply_batches` would. A group that fails (a child out of
-        step, over its quarantine, a bug) gets its exception in its place and the others are
-        applied again without it (the transaction is rolled back and redone: rare, and cheaper
-        than a savepoint per group, whose journal copies every page a group touches). A failure
-        of the store itself (a full disk, a damaged file) fails them all, raised as `writing()`
-        explains it. Nothing is acknowledged before the commit: callers ack once this returns."""
-        now = time.time()
-        failed: dict[int, Exception] = {}
-        while True:
-            applied: dict[int, list[list[Refusal]]] = {}
-            try:
-                with self._dropping_claims_on_error(), self.store.writing() as db:
-                    for i, group in enumerate(groups):
-                        if i in failed:
-                            continue
-                        try:
-                            applied[i] = self._apply(db, group.child, group.epoch, group.batches, group.prepared, now)
-                        except sqlite3.DatabaseError:
-                            raise  # the store, not this child: every group fails, as one transaction
-                        except Exception as exc:  # this child's group only
-                            raise _GroupFailed(i, exc) from exc
-            except _GroupFailed as failure:
-                failed[failure.index] = failure.error
-                continue
-            return [failed[i] if i in failed else applied[i] for i in range(len(groups))]
-
-    def _apply(
-        self, db: sqlite3.Connection, child: str, epoch: str, batches: Sequence[InBatch], prepared: Sequence[Prepared], now: float
-    ) -> list[list[Refusal]]:
-        """`apply_batches`' work inside the caller's transaction."""
         results: list[list[Refusal]] = []
         rows: list[tuple[Any, ...]] = []
         quarantined: list[tuple[Any, ...]] = []
         refused = 0
         assignees: dict[bytes, str] | None = None  # computed once per group commit, when an event needs it
-        row = db.execute("SELECT epoch, applied, fingerprint FROM children WHERE child = ?", (child,)).fetchone()
-        if row is None:
-            raise ProtocolError(f"child {child} sent a batch before its handshake", "it reconnects by itself")
-        applied, fingerprint = (row[1], row[2]) if row[0] == epoch else (0, b"")
-        for batch, (batch_rows, checked, checked_quarantined) in zip(batches, prepared, strict=True):
-            # Copies: the transaction may be redone (apply_groups), and must not refuse anything twice.
-            refusals, batch_quarantined = list(checked), list(checked_quarantined)
-            if batch.last <= applied:
-                results.append([])
-                continue
-            if batch.after != applied:
-                raise ProtocolError(f"child {child} sent {batch.after}..{batch.last} but {applied} is applied", "it reconnects by itself")
-            denied = {origin for origin in {r[2] for r in batch_rows} if not self._claim_origin(db, child, origin)}
-            subtrees = self._subtrees(db)
-            arriving = {x[0]: x[9] for x in batch_rows if x[1] == records.DISPUTE}  # threads opened in this batch
-            for r in batch_rows:
-                problem = self._authority_problem(subtrees, child, r, denied, self.reported_to)
-                if problem is None and r[1] == records.DISPUTE:
-                    problem = disputes.thread_problem(db, Envelope.FromString(r[9]), arriving)
-                if problem is None and r[1] == records.APPROVAL:
-                    problem = approval_authority(subtrees, Envelope.FromString(r[9]))
-                if problem is None and r[1] == records.FEEDBACK_EVENT:
-                    if assignees is None:
-                        assignees = self._assignees(db, subtrees, prepared)
-                    problem = self._event_problem(subtrees, child, r, assignees)
-                if problem is None:
-                    rows.append(r)
-                else:
-                    refusals.append(Refusal(r[0], r[5], *problem))
-                    batch_quarantined.append((child, r[0], r[5], *problem, now, r[9]))
-            quarantined += batch_quarantined
-            refused += len(refusals)
-            results.append(refusals)
-            applied, fingerprint = batch.last, batch.fingerprint
-        cursor = db.executemany(UPSERT, rows)
-        stale = 0
-        if cursor.rowcount < len(rows):
-            # Some versions were not newer than what is stored: a resend (the same
-            # version, harmless) or a replay of an older version, refused and audited.
-            stale = self._refuse_stale(db, child, rows, prepared, results, quarantined, now)
-        # Records shared down by the province (sharing.py) go on to the units they are shared with.
-        self.store.router.route_shared(db, [r[0] for r in rows])
-        # Dispute acts from below go on down to the other party's subtree (an opener's question, an origin's answer).
-        self.store.router.route(db, [r[0] for r in rows if r[1] == records.DISPUTE])
-        if self._claimed:
-            # Records of nodes first seen through this child: feedback for their units goes to it now.
-            self.store.router.queue_feedback_for(db, child)
-            self._claimed = False
-        self._quarantine(db, child, quarantined)
-        db.execute(
-            "UPDATE children SET epoch = ?, applied = ?, fingerprint = ?, received = received + ?, "
-            "rejected = rejected + ?, last_contact = ? WHERE child = ?",
-            (epoch, applied, fingerprint, len(rows) - stale, refused + stale, now, child),
-        )
+        with self._dropping_claims_on_error(), self.store.writing() as db:
+            row = db.execute("SELECT epoch, applied, fingerprint FROM children WHERE child = ?", (child,)).fetchone()
+            if row is None:
+                raise ProtocolError(f"child {child} sent a batch before its handshake", "it reconnects by itself")
+            applied, fingerprint = (row[1], row[2]) if row[0] == epoch else (0, b"")
+            for batch, (batch_rows, refusals, batch_quarantined) in zip(batches, prepared, strict=True):
+                if batch.last <= applied:
+                    results.append([])
+                    continue
+                if batch.after != applied:
+                    raise ProtocolError(
+                        f"child {child} sent {batch.after}..{batch.last} but {applied} is applied", "it reconnects by itself"
+                    )
+                denied = {origin for origin in {r[2] for r in batch_rows} if not self._claim_origin(db, child, origin)}
+                subtrees = self._subtrees(db)
+                arriving = {x[0]: x[9] for x in batch_rows if x[1] == records.DISPUTE}  # threads opened in this batch
+                for r in batch_rows:
+                    problem = self._authority_problem(subtrees, child, r, denied, self.reported_to)
+                    if problem is None and r[1] == records.DISPUTE:
+                        problem = disputes.thread_problem(db, Envelope.FromString(r[9]), arriving)
+                    if problem is None and r[1] == records.APPROVAL:
+                        problem = approval_authority(subtrees, Envelope.FromString(r[9]))
+                    if problem is None and r[1] == records.FEEDBACK_EVENT:
+                        if assignees is None:
+                            assignees = self._assignees(db, subtrees, prepared)
+                        problem = self._event_problem(subtrees, child, r, assignees)
+                    if problem is None:
+                        rows.append(r)
+                    else:
+                        refusals.append(Refusal(r[0], r[5], *problem))
+                        batch_quarantined.append((child, r[0], r[5], *problem, now, r[9]))
+                quarantined += batch_quarantined
+                refused += len(refusals)
+                results.append(refusals)
+                applied, fingerprint = batch.last, batch.fingerprint
+            cursor = db.executemany(UPSERT, rows)
+            stale = 0
+            if cursor.rowcount < len(rows):
+                # Some versions were not newer than what is stored: a resend (the same
+                # version, harmless) or a replay of an older version, refused and audited.
+                stale = self._refuse_stale(db, child, rows, prepared, results, quarantined, now)
+            # Records shared down by the province (sharing.py) go on to the units they are shared with.
+            self.store.router.route_shared(db, [r[0] for r in rows])
+            # Dispute acts from below go on down to the other party's subtree (an opener's question, an origin's answer).
+            self.store.router.route(db, [r[0] for r in rows if r[1] == records.DISPUTE])
+            if self._claimed:
+                # Records of nodes first seen through this child: feedback for their units goes to it now.
+                self.store.router.queue_feedback_for(db, child)
+                self._claimed = False
+            self._quarantine(db, child, quarantined)
+            db.execute(
+                "UPDATE children SET epoch = ?, applied = ?, fingerprint = ?, received = received + ?, "
+                "rejected = rejected + ?, last_contact = ? WHERE child = ?",
+                (epoch, applied, fingerprint, len(rows) - stale, refused + stale, now, child),
+            )
         return results
 
     def _refuse_stale(
