@@ -33,11 +33,12 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from . import records
 from .errors import InputError
+from .fields import finite_decimal
 
 INDICATOR_DEFINITION = "indicator"
 AGGREGATIONS = ("sum", "avg", "weighted_avg", "min", "max", "none", "derived")
@@ -246,15 +247,7 @@ def indicator_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
 def _number(value: object, field_: str, default: Decimal) -> Decimal:
     if value is None or value == "":
         return default
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise InputError(
-            f"'{field_}' is not a number (got {value!r})", "write it in digits, e.g. 100", field=field_, code="bad_value"
-        ) from None
-    if not number.is_finite():
-        raise InputError(f"'{field_}' must be finite (got {value!r})", "write a finite number", field=field_, code="bad_value")
-    return number
+    return finite_decimal(value, field_, "write it in digits, e.g. 100")
 
 
 def indicator_from(code: str, fields: Mapping[str, Any], version: int = 0, origin: str = "") -> Indicator:

@@ -56,18 +56,23 @@ def period(fields: Mapping[str, Any], name: str = "period") -> str:
     return value
 
 
+def finite_decimal(value: object, name: str, hint: str) -> Decimal:
+    """`value` (a number, or its text) as a finite Decimal; else an InputError on field `name`,
+    `hint` saying how to write it."""
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise InputError(f"'{name}' is not a number (got {value!r})", hint, field=name, code="bad_value") from None
+    if not number.is_finite():
+        raise InputError(f"'{name}' must be finite (got {value!r})", "write a finite number", field=name, code="bad_value")
+    return number
+
+
 def decimal_text(fields: Mapping[str, Any], name: str) -> str:
     value = fields.get(name)
     if isinstance(value, bool) or value is None or value == "":
         raise InputError(f"'{name}' must be a number", f"write '{name}' as a JSON number", field=name, code="bad_value")
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise InputError(
-            f"'{name}' is not a number (got {value!r})", "write it with a '.' decimal point and no separators", field=name, code="bad_value"
-        ) from None
-    if not number.is_finite():
-        raise InputError(f"'{name}' must be finite (got {value!r})", "write a finite number", field=name, code="bad_value")
+    number = finite_decimal(value, name, "write it with a '.' decimal point and no separators")
     return format(number.normalize(), "f") if number == number.to_integral() else str(number)
 
 
