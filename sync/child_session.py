@@ -15,7 +15,7 @@ from .batch import InBatch, OutBatch
 from .clock import wall_ms
 from .downstream import Downstream
 from .errors import HandshakeRefused, LienthongError, ProtocolError, ReplicationError
-from .file_transfer import FILE_MESSAGES, FilePeer, node_files
+from .file_transfer import FILE_MESSAGES, FilePeer, FileWatch, node_files
 from .files import Files
 from .records import NODE_ID
 from .replication import (
@@ -83,6 +83,7 @@ class ChildSession:
         self.store = store
         # Files named by what children send up are fetched from them; they fetch what comes down (file_transfer.py).
         self.files = node_files(store, files)
+        self._file_watch = FileWatch(self.files, changes, log)  # one for all children's streams
         self.down = Downstream(store, reported_to)
         # Answers children's certificate renewals (the CA's home issues; a middle tier passes them up).
         self._issuer = issuer
@@ -182,7 +183,7 @@ class ChildSession:
                 await stream.send(wire.Down(**{which: message}))
 
             sender = WindowedSender(fetch, send, down_cursor, self._tuning, self._changes, self._down_head)
-            files = FilePeer(self.files, child, send_file, self._changes, bound)
+            files = FilePeer(self._file_watch, child, send_file, bound)
             await first_done(
                 [
                     asyncio.create_task(sender.run()),

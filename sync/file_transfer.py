@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .blobs import BLOBS, CHUNK, Blobs, valid
@@ -32,19 +32,84 @@ MISSING, REFUSED = "missing", "refused"
 Send = Callable[[str, Any], Awaitable[None]]  # ("file_want" | "file_chunk" | "file_ready", message)
 
 
+class FileWatch:
+    """What the file fetchers of all of a node's streams share: one scan of the change log per
+    store change (or FILE_POLL), not one per stream, and a signal that wakes the fetchers when a
+    file may have become theirs to fetch. A province with 1,000 children idle on files would
+    otherwise wake 1,000 fetchers at every batch any child sent, each asking the store twice."""
+
+    def __init__(self, files: Files, changes: Any, log: Any) -> None:
+        self.files = files
+        self._changes = changes
+        self._log = log
+        self._wants = asyncio.Event()
+        self._peers = 0
+        self._scanner: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def joined(self) -> AsyncIterator[None]:
+        """While a stream's file peer runs: the scanner runs while any does."""
+        self._peers += 1
+        if self._scanner is None or self._scanner.done():
+            self._scanner = asyncio.create_task(self._scan())
+        try:
+            yield
+        finally:
+            self._peers -= 1
+            if self._peers == 0 and self._scanner is not None:
+                self._scanner.cancel()
+                await asyncio.gather(self._scanner, return_exceptions=True)
+                self._scanner = None
+
+    async def _scan(self) -> None:
+        poked = -1
+        try:
+            while True:
+                generation = self._changes.generation
+                try:
+                    for refusal in await asyncio.to_thread(self.files.scan):
+                        self._log.warning("file.refused", **refusal, hint="raise the limit in [files] if the file is wanted here")
+                except LienthongError as exc:  # the store busy, the disk full: scanned again at the next change or poll
+                    self._log.warning("file.scan_failed", error=exc.message, hint=exc.hint)
+                if poked != self.files.wants_changes:  # also what another thread noted (`Files.may_give` scans)
+                    poked = self.files.wants_changes
+                    self.poke()
+                if generation == self._changes.generation:
+                    await self._changes.wait(FILE_POLL)
+        finally:
+            self.poke()  # ended by an error: the idle fetchers wake to end their streams with it
+
+    def poke(self) -> None:
+        """Wake the idle fetchers: the ones whose `Files.wants_version` moved ask the store again."""
+        self._wants.set()
+        self._wants = asyncio.Event()
+
+    async def idle(self, source: str, seen: int, soonest: float | None) -> None:
+        """Wait until `source`'s wants moved past `seen`, or its soonest retry is due."""
+        while self.files.wants_version(source) == seen:
+            scanner = self._scanner
+            if scanner is not None and scanner.done() and not scanner.cancelled() and (error := scanner.exception()) is not None:
+                raise error
+            left = None if soonest is None else soonest - time.time()
+            if left is not None and left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._wants.wait()
+
+
 class FilePeer:
     """The files of one stream. `peer` is '^' on the child's side (the parent), the child's id on the parent's."""
 
-    def __init__(self, files: Files, peer: str, send: Send, changes: Any, log: Any) -> None:
-        self.files = files
+    def __init__(self, watch: FileWatch, peer: str, send: Send, log: Any) -> None:
+        self.watch = watch
+        self.files = watch.files
         self.peer = peer
         self._send = send
-        self._changes = changes
         self.log = log
         self._replies: asyncio.Queue[Any] = asyncio.Queue()
         self._asks: asyncio.Queue[Any] = asyncio.Queue(ASKS)
         self._ready: asyncio.Queue[str] = asyncio.Queue()
-        self._wake = asyncio.Event()
         self._owed: set[str] = set()  # files the peer asked for that this node did not hold yet
         self._allowed: set[str] = set()
         self._telling: set[asyncio.Task[None]] = set()
@@ -64,7 +129,10 @@ class FilePeer:
     async def run(self) -> None:
         self.files.arrived.add(self._on_arrived)
         try:
-            await first_done([asyncio.create_task(self._fetch()), asyncio.create_task(self._give()), asyncio.create_task(self._readied())])
+            async with self.watch.joined():
+                await first_done(
+                    [asyncio.create_task(self._fetch()), asyncio.create_task(self._give()), asyncio.create_task(self._readied())]
+                )
         finally:
             self.files.arrived.discard(self._on_arrived)
             for task in self._telling:
@@ -75,11 +143,10 @@ class FilePeer:
     async def _fetch(self) -> None:
         await asyncio.to_thread(self.files.retry_now, self.peer)  # a new session: ask again for everything now
         while True:
-            for refusal in await asyncio.to_thread(self.files.scan):
-                self.log.warning("file.refused", **refusal, hint="raise the limit in [files] if the file is wanted here")
-            want = await asyncio.to_thread(self.files.next_wanted, self.peer)
+            seen = self.files.wants_version(self.peer)  # read before asking: a want noted meanwhile moves it
+            want, soonest = await asyncio.to_thread(self.files.due, self.peer)
             if want is None:
-                await self._idle()
+                await self.watch.idle(self.peer, seen, soonest)
                 continue
             try:
                 await self._fetch_chunk(want)
@@ -88,7 +155,8 @@ class FilePeer:
                 self.log.error("file.write_failed", sha256=want.sha256, error=error, hint="check the disk and the node's blobs/ folder")
                 with contextlib.suppress(LienthongError):
                     await asyncio.to_thread(self.files.later, want.sha256, error, 60.0)
-                await self._idle()
+                # Not at once again even when the store could not note the pause.
+                await self.watch.idle(self.peer, self.files.wants_version(self.peer), time.time() + FILE_POLL)
 
     async def _fetch_chunk(self, want: Want) -> None:
         blobs = self.files.blobs
@@ -140,23 +208,13 @@ class FilePeer:
                 return reply
         return None
 
-    async def _idle(self) -> None:
-        waiters = [asyncio.create_task(self._changes.wait(FILE_POLL)), asyncio.create_task(self._wake.wait())]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waiters:
-                task.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
-            self._wake.clear()
-
     async def _readied(self) -> None:
         """The peer now holds a file it lacked when asked: ask again at once."""
         while True:
             sha256 = await self._ready.get()
             if valid(sha256):
                 await asyncio.to_thread(self.files.retry_now, None, sha256)
-                self._wake.set()
+                self.watch.poke()
 
     # ------------------------------------------------------------ giving what the peer asks for
 

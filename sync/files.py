@@ -14,6 +14,7 @@ Blocking methods; the engine calls them from worker threads.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,12 @@ class Files:
         self._scanning = threading.Lock()
         self._scanned = -1
         self._cursor = 0
+        # Per source, a value that changes after each commit that may give it a file to fetch now (a
+        # want noted, a retry brought forward): an idle fetcher asks the store again only then or at
+        # its soonest retry, not at every record that arrives (1,000 streams idle at a province).
+        self._wants: dict[str, int] = {}
+        self._bumps = itertools.count(1)  # next() is atomic: two threads bumping never give one value
+        self.wants_changes = 0  # the last value given to any source
         # Called in the event loop with the SHA-256 of each file that arrived whole (FileReady).
         self.arrived: set[Callable[[str], None]] = set()
 
@@ -92,6 +99,7 @@ class Files:
     def _note(self, named: list[tuple[int, str, str, Any]], upto: int) -> list[dict[str, Any]]:
         """Note which records name which files, and the files to fetch, up to change-log entry `upto`."""
         refused: list[dict[str, Any]] = []
+        wanted: set[str] = set()
         with self.store.writing() as db:
             for rid, via, origin, a in named:
                 sha = a.sha256.lower()
@@ -105,7 +113,10 @@ class Files:
                 )
                 if problem:
                     refused.append({"sha256": sha, "name": a.name, "origin": origin, "size": a.size, "reason": problem})
+                else:
+                    wanted.add(via)
             db.execute("INSERT INTO meta VALUES ('files_scanned', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(upto),))
+        self._bump(wanted)
         return refused
 
     def _limit_problem(self, db: Any, origin: str, name: str, size: int) -> str:
@@ -125,6 +136,26 @@ class Files:
 
     # ------------------------------------------------------------ fetching
 
+    def wants_version(self, source: str) -> int:
+        """Changes after every commit that may give `source`'s fetcher a file to fetch now: read it
+        before asking `due`, and ask again once it differs."""
+        return self._wants.get(source, 0)
+
+    def _bump(self, sources: set[str]) -> None:
+        for source in sources:
+            self._wants[source] = self.wants_changes = next(self._bumps)
+
+    def due(self, source: str) -> tuple[Want | None, float | None]:
+        """The file to fetch next from `source` (`next_wanted`), else None and when the soonest
+        wanted file from it is due again (None: nothing is wanted from it)."""
+        want = self.next_wanted(source)
+        if want is not None:
+            return want, None
+        row = (
+            self.store.reader().execute("SELECT min(next_try) FROM blob_wants WHERE source = ? AND state = ?", (source, WANTED)).fetchone()
+        )
+        return None, row[0]
+
     def next_wanted(self, source: str) -> Want | None:
         """The file to fetch next from `source`: the one due longest (a file being fetched stays first)."""
         row = (
@@ -142,9 +173,12 @@ class Files:
         """Ask again at once: every file from `source` (a new session), or one file (it arrived there)."""
         with self.store.writing() as db:
             if sha256 is not None:
-                db.execute("UPDATE blob_wants SET next_try = 0 WHERE sha256 = ? AND state = ?", (sha256, WANTED))
+                sql = "UPDATE blob_wants SET next_try = 0 WHERE sha256 = ? AND state = ? RETURNING source"
+                sources = {row[0] for row in db.execute(sql, (sha256, WANTED)).fetchall()}
             else:
                 db.execute("UPDATE blob_wants SET next_try = 0 WHERE source = ? AND state = ?", (source, WANTED))
+                sources = {source} if source is not None else set()
+        self._bump(sources)
 
     def later(self, sha256: str, error: str, first: float = RETRY_MISSING) -> None:
         """Not now (the sender lacks it, refused it, or it did not verify): ask again after a growing pause."""

@@ -14,7 +14,7 @@ from typing import Any
 from .batch import OutBatch, Refusal
 from .clock import HybridClock, wall_ms
 from .errors import EpochChanged, HandshakeRefused, ProtocolError, ReplicationError, StoreError
-from .file_transfer import FILE_MESSAGES, FilePeer, node_files
+from .file_transfer import FILE_MESSAGES, FilePeer, FileWatch, node_files
 from .files import Files
 from .replication import (
     CLOCK_WARN_MS,
@@ -187,7 +187,7 @@ class Uplink:
             await stream.send(wire.Up(**{which: message}))
 
         sender = WindowedSender(self._fetch_up, send, welcome.applied, tuning, self._changes)
-        self._file_peer = FilePeer(self.files, VIA_PARENT, send_file, self._changes, self.log)
+        self._file_peer = FilePeer(FileWatch(self.files, self._changes, self.log), VIA_PARENT, send_file, self.log)
         tasks = [asyncio.create_task(sender.run()), asyncio.create_task(self._receive(stream, sender, welcome.down_epoch))]
         tasks.append(asyncio.create_task(self._file_peer.run()))
         tasks.append(asyncio.create_task(self._retry_refused()))

@@ -1,5 +1,6 @@
-"""A province with many children: a store change wakes every child's down sender, and only
-those whose queue grew may query the store (issue #16, fan-in to 1,000 children)."""
+"""A province with many children: a store change wakes every child's down sender and file
+fetcher, and only those with something new may query the store (issue #16, fan-in to 1,000
+children)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from lienthong.sync import records
 from lienthong.sync.batch import OutBatch
+from lienthong.sync.blobs import Blobs
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.downstream import Downstream
+from lienthong.sync.file_transfer import FilePeer, FileWatch
+from lienthong.sync.files import Files, Want
 from lienthong.sync.replication import Changes, QueueHead, Tuning, WindowedSender
 from lienthong.sync.store import Store
 
@@ -93,3 +99,77 @@ def test_store_changes_wake_only_the_senders_whose_queue_grew(tmp_path: Path) ->
     # One empty fetch each at the start and one when the queue (of any child) grew; the five
     # changes that added nothing to it cost no query (before: every change, every sender).
     assert all(n == 2 for c, n in fetched.items() if c != CHILDREN[7]), fetched
+
+
+def test_store_changes_wake_only_the_file_fetchers_that_have_a_file_to_fetch(tmp_path: Path) -> None:
+    """Every batch a child sends changes the province's store. Each stream's file fetcher looked
+    at the change log and asked the store for a file to fetch at every such change: with 1,000
+    children idle on files, 2,000 queries a batch. Now one scan serves all streams, and only the
+    fetcher whose peer holds a newly named file asks the store again."""
+    store = Store.create(tmp_path / "province.db", "86")
+    down = Downstream(store)
+    for child in CHILDREN:
+        down.register_child(child, "127.0.0.1:1")
+    counts = {"scan": 0, **dict.fromkeys(CHILDREN, 0)}
+
+    class CountedFiles(Files):
+        def scan(self) -> list[dict[str, Any]]:
+            counts["scan"] += 1
+            return super().scan()
+
+        def next_wanted(self, source: str) -> Want | None:
+            counts[source] += 1
+            return super().next_wanted(source)
+
+    files = CountedFiles(store, Blobs(tmp_path / "blobs"))
+    asked: dict[str, list[Any]] = {child: [] for child in CHILDREN}
+    report = {
+        "kind": "report",
+        "report_type": "BC-IOC-THANG",
+        "period": "2026-11",
+        "title": "Báo cáo tháng 11",
+        "submitted_at": "2026-11-30T16:00:00+07:00",
+        "attachments": [{"name": "bao-cao.pdf", "sha256": "ab" * 32, "size": 1000}],
+    }
+
+    async def main() -> None:
+        changes = Changes()
+        watch = FileWatch(files, changes, structlog.get_logger("test"))
+        peers = []
+        for child in CHILDREN:
+
+            async def send(which: str, message: Any, child: str = child) -> None:
+                asked[child].append((which, message))
+
+            peers.append(FilePeer(watch, child, send, structlog.get_logger("test")))
+        tasks = [asyncio.create_task(p.run()) for p in peers]
+        try:
+            await until(lambda: all(counts[c] for c in CHILDREN), "every fetcher's first look")
+            for _ in range(5):  # what each group commit of any child does
+                changes.notify()
+                for _ in range(200):
+                    await asyncio.sleep(0)
+            quiet = dict(counts)
+            # A child sends a report naming a file the province lacks: that child's fetcher asks for it.
+            sender = CHILDREN[7]
+            item = records.build(sender, {**report, "unit": sender})
+            raw = item.envelope(sender, HybridClock().now()).SerializeToString()
+            await asyncio.to_thread(down.apply_from_child, sender, "e" * 32, 0, 1, b"", [raw])
+            changes.notify()
+            await until(lambda: bool(asked[sender]), "the file asked for from its child")
+            for _ in range(200):
+                await asyncio.sleep(0)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # One look each at the start; the five changes cost one scan each, no fetcher's query.
+        assert all(quiet[c] == 1 for c in CHILDREN), quiet
+        assert quiet["scan"] <= 1 + 5, quiet
+        assert [(which, m.sha256, m.offset) for which, m in asked[sender]] == [("file_want", "ab" * 32, 0)]
+        assert counts[sender] >= 2
+        assert all(counts[c] == 1 for c in CHILDREN if c != sender), counts
+        assert not any(asked[c] for c in CHILDREN if c != sender)
+
+    asyncio.run(main())
+    store.close()
