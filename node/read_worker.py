@@ -82,6 +82,12 @@ def _wake(timeout: float) -> bool:
     return not ready or bool(os.read(0, 4096))
 
 
+def _writing() -> bool:
+    """Whether the node signalled a commit that this worker has not yet taken as a wake."""
+    ready, _, _ = select.select([0], [], [], 0)
+    return bool(ready)
+
+
 def _said(exc: StoreError) -> None:
     print(json.dumps({"event": "read_tables.catch_up_failed", "error": exc.message, "hint": exc.hint}), flush=True)
 
@@ -93,7 +99,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"event": "read_tables.worker_failed", "error": exc.message, "hint": exc.hint}), flush=True)
         return 1
     try:
-        read_upkeep.follow(store, _wake, _said)
+        read_upkeep.follow(store, _wake, _said, writing=_writing)
     finally:
         store.close()
     return 0

@@ -30,6 +30,10 @@ log = structlog.get_logger("lienthong.sync")
 INTERVAL = 1.0
 # Writes by another process (the CLI's `ingest`) wake nobody: polled this often.
 POLL = 5.0
+# While the node is writing: change-log entries per catch-up transaction (about 0.1 s of the
+# write lock), and the pause between them, longer than SQLite's longest sleep between tries.
+STEP = 5_000
+YIELD = 0.12
 
 
 async def catch_up(store: Store) -> int:
@@ -43,15 +47,30 @@ async def catch_up(store: Store) -> int:
 
 
 def follow(
-    store: Store, wake: Callable[[float], bool], failed: Callable[[StoreError], None], interval: float = INTERVAL, poll: float = POLL
+    store: Store,
+    wake: Callable[[float], bool],
+    failed: Callable[[StoreError], None],
+    interval: float = INTERVAL,
+    poll: float = POLL,
+    writing: Callable[[], bool] = lambda: False,
 ) -> None:
     """Catch the read tables up now, then after each wake, until `wake` (which waits at most its
     argument in seconds) returns False: the writer is gone. A pass that cannot write (a full disk)
-    is reported to `failed` and tried again on the next wake or poll."""
+    is reported to `failed` and tried again on the next wake or poll.
+
+    The records' writer comes first. While `writing()` says it committed during this pass, the
+    catch-up takes STEP entries at a time and pauses YIELD seconds between them: SQLite has one
+    write lock and no queue for it, and a writer waiting for it sleeps between tries (up to 0.1 s
+    each), so back-to-back catch-up transactions kept a child's stream waiting for up to 2 s."""
+
+    def between() -> None:
+        if writing():
+            time.sleep(YIELD)
+
     while True:
         started = time.monotonic()
         try:
-            store.catch_up_read_tables()
+            store.catch_up_read_tables(STEP, between)
         except StoreError as exc:
             failed(exc)
         if not wake(poll):

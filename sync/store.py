@@ -136,15 +136,18 @@ class Store:
         row = self.reader().execute("SELECT value FROM meta WHERE key = ?", (read_tables.CHECKPOINT,)).fetchone()
         return 0 if row is None else max(0, (self.head() if head is None else head) - int(row[0]))
 
-    def catch_up_read_tables(self, step: int = READ_TABLES_STEP) -> int:
+    def catch_up_read_tables(self, step: int = READ_TABLES_STEP, between: Callable[[], None] | None = None) -> int:
         """Bring the read tables up to the change log's head as it is now, in transactions of at
         most `step` entries (the writer lock is let go between them, so a stream's commits
-        interleave; what they add meanwhile is the next call's). Returns how many entries were
-        read; no write transaction when the tables are in step."""
+        interleave; what they add meanwhile is the next call's), calling `between` after each
+        that leaves more to do. Returns how many entries were read; no write transaction when
+        the tables are in step."""
         seen = 0
         try:
             target = self.head()
             while self.read_tables_lag(target):
+                if seen and between is not None:
+                    between()
                 with self.writing() as db:
                     done = read_tables.catch_up(db, step)
                 if not done:
