@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,41 @@ def test_the_background_catch_up_after_a_write_burst_equals_a_rebuild(make_node:
         got = dump(store.path)
         assert len(got["indicator_values"]) > 1000 and got["feedback_events"]
         assert got == rebuilt(store, tmp_path)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+        store.close()
+
+
+def test_the_upkeep_worker_lets_the_nodes_commits_in_between_its_steps(tmp_path: Path) -> None:
+    """SQLite has one write lock and no queue for it: a writer waiting for it sleeps between tries.
+    The worker's catch-up transactions ran back to back, and a child's stream at the province
+    waited up to 2 s at a time. While the node commits (and says so on the worker's stdin), the
+    worker now pauses between steps: the node's commits get in part way through a catch-up."""
+    store = Store.create(tmp_path / STORE_FILE, "86")
+    hlc = HybridClock()
+    for batch in indicator_batches(12_000):  # 21,000 change-log entries the tables have not taken
+        store.write_local(batch, hlc)
+    head = store.head()
+    seen: list[int] = []  # the tables' checkpoint, as each of the node's commits saw it
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "lienthong.node.read_worker", str(store.path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert worker.stdin is not None
+    try:
+        deadline = time.monotonic() + 60 * WAIT_SCALE
+        while not seen or seen[-1] < head:
+            assert time.monotonic() < deadline, f"the worker did not catch the tables up: {seen[-5:]} of {head}"
+            with store.writing() as db:  # what the node's group commits do, a few times a second
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('test.commits', ?)", (str(len(seen)),))
+                seen.append(int(db.execute("SELECT value FROM meta WHERE key = ?", (read_tables.CHECKPOINT,)).fetchone()[0]))
+            worker.stdin.write(b".")
+            worker.stdin.flush()
+            time.sleep(0.02)
+        worker.communicate(timeout=30 * WAIT_SCALE)
+        part_way = sorted({c for c in seen if 0 < c < head})
+        assert len(part_way) >= 2, f"the node's commits got in between the worker's steps only at {part_way} (of {head} entries)"
     finally:
         if worker.poll() is None:
             worker.kill()
