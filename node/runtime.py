@@ -37,12 +37,13 @@ from lienthong.sync.clock import HybridClock
 from lienthong.sync.errors import ConfigError, LienthongError, StoreError
 from lienthong.sync.files import FileLimits, Files
 from lienthong.sync.privacy import Redactor, hashing_key
-from lienthong.sync.provenance import Signer, Verifier
+from lienthong.sync.provenance import Signer
 from lienthong.sync.replication import RENEW_CHECK, Changes, Issuer, Tuning
-from lienthong.sync.revocation import Revocations, Revoked
+from lienthong.sync.revocation import Revocations
 from lienthong.sync.sharing import share_record
 from lienthong.sync.store import RESTORING, Store
 from lienthong.sync.uplink import Uplink
+from lienthong.sync.verify_worker import verifier_for
 from lienthong.sync.wire import replication_pb2 as wire
 
 from . import disk, read_worker, sink_task
@@ -95,13 +96,7 @@ def open_store(node_dir: Path, settings: Settings, *, sign: bool = True) -> Stor
         if sign:
             store.signer = Signer.load(settings.node.id, provenance.signing_key_path(paths.key), paths.cert, paths.ca)
         if paths.ca.exists():
-            revocations = Revocations(store)
-
-            def revocation(serial: str, der: bytes) -> Revoked | None:
-                revocations.refresh()  # cheap unless a revocation list changed; once per seal
-                return revocations.for_certificate(serial, der)
-
-            store.verifier = Verifier(paths.ca.read_bytes(), store.envelope, revocation, store.witnessed_at)
+            store.verifier = verifier_for(store, paths.ca.read_bytes())
     except BaseException:
         store.close()
         raise
@@ -370,6 +365,7 @@ class Node:
             files = node_files(self.dir, settings, store)  # one per node: every stream fetches and gives through it
             tune = tuning(settings)
             server = health = None
+            sessions: ChildSession | None = None
             crl_file: Path | None = None
             enroll_server = None
             intake = None
@@ -504,6 +500,8 @@ class Node:
                         session.cancel()
                     await asyncio.gather(*live, return_exceptions=True)
                     await transport.stop(server, health, STOP_GRACE)
+                if sessions is not None:
+                    await sessions.close()  # its verifying process
                 if enroll_server is not None:
                     await enroll_server.stop(STOP_GRACE)
                 # The last window's refused handshakes, counted since the last audit entry.

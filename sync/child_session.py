@@ -37,6 +37,7 @@ from .replication import (
 from .revocation import Revocations
 from .store import Store
 from .stream import Peer, Stream
+from .verify_worker import VerifyWorker
 from .wire import replication_pb2 as wire
 
 # Tries to record that a child's stream ended (the writer may be busy with a batch in its thread).
@@ -88,8 +89,11 @@ class ChildSession:
         # Answers children's certificate renewals (the CA's home issues; a middle tier passes them up).
         self._issuer = issuer
         self._renewals: set[asyncio.Task[None]] = set()
-        # One thread decodes and verifies what children send, ahead of the writing thread.
+        # What children send is decoded and verified ahead of the writing thread: in a process of its
+        # own when the node verifies seals (verify_worker.py: the writer gets the other core), else
+        # (a bare store) on one thread.
         self._verifying = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-verify")
+        self._worker = VerifyWorker(store.path, store.verifier.ca_pem) if store.verifier is not None else None
         self._admission = asyncio.Semaphore(ADMITTED)
         self._tuning = tuning
         self._changes = changes
@@ -99,6 +103,12 @@ class ChildSession:
         self._audit = audit or (lambda action, subject, details: None)
         # One read of the downward queue's head for all sessions, not one fetch per child per change.
         self._down_head = QueueHead(self.down.queue_head, changes, tuning.poll_interval)
+
+    async def close(self) -> None:
+        """Stop verifying (once the sessions have ended): the worker process, the thread."""
+        if self._worker is not None:
+            await self._worker.close()
+        self._verifying.shutdown(wait=False)
 
     async def serve(self, peer: Peer, address: str, stream: Stream) -> None:
         """Serve a child whose identity (`peer.node_id`, `peer.serial`) the transport took from its certificate."""
@@ -251,7 +261,11 @@ class ChildSession:
                         await self._admission.acquire()
                         held[0] += 1
                         raws = list(message.batch.records)
-                        prepared = loop.run_in_executor(self._verifying, self.down.prepare, child, raws)
+                        prepared: asyncio.Future[Any] = (
+                            asyncio.ensure_future(self._worker.prepare(child, raws, time.time()))
+                            if self._worker is not None
+                            else loop.run_in_executor(self._verifying, self.down.prepare, child, raws)
+                        )
                         await inbox.put((message, prepared))
                         continue
                     await inbox.put((message, None))

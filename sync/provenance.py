@@ -293,6 +293,7 @@ class Verifier:
         witnessed: Callable[[bytes], float | None] | None = None,
     ) -> None:
         self._ca = x509.load_pem_x509_certificate(ca_pem)
+        self.ca_pem = ca_pem  # what a verifying worker process builds its own verifier from (verify_worker.py)
         self._lookup = lookup
         self._revocation = revocation or (lambda serial, der: None)
         self._witnessed = witnessed or (lambda seal_id: None)
