@@ -266,6 +266,7 @@ class ChildSession:
                             if self._worker is not None
                             else loop.run_in_executor(self._verifying, self.down.prepare, child, raws)
                         )
+                        outstanding.add(prepared)
                         await inbox.put((message, prepared))
                         continue
                     await inbox.put((message, None))
@@ -277,6 +278,7 @@ class ChildSession:
 
         loop = asyncio.get_running_loop()
         held = [0]  # admitted batches of this session not yet written
+        outstanding: set[asyncio.Future[Any]] = set()  # batches verified or being verified, not yet taken
         reader = asyncio.create_task(read())
         try:
             while True:
@@ -308,6 +310,7 @@ class ChildSession:
                 if group:
                     batches = [InBatch(b.after, b.last, b.last_fingerprint, list(b.records)) for b in group]
                     verified = [await p for p in preparing]
+                    outstanding.difference_update(preparing)
                     try:
                         results = await asyncio.to_thread(self.down.apply_batches, child, epoch, batches, verified)
                     finally:
@@ -328,5 +331,9 @@ class ChildSession:
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+            # Batches verified for a session that ended: not awaited, their failures not raised again.
+            for pending in list(outstanding):
+                pending.cancel()
+            await asyncio.gather(*outstanding, return_exceptions=True)
             for _ in range(held[0]):
                 self._admission.release()

@@ -1,0 +1,79 @@
+"""The province decodes and verifies what children send in a process of its own
+(sync/verify_worker.py), so that the writer has the other core (issue #16). The process is
+part of the node: it starts with the first batch, a forged record is still refused through
+it, a worker killed mid-stream loses nothing (the child reconnects and every record arrives
+once), and it never outlives its node."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from .conftest import MakeNode, listen_address
+from .helpers import WAIT_SCALE, NodeProcess, changelog_duplicates, cli, indicator_rows, running, status, versions, wait_until, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+WORKER = b"lienthong.sync.verify_worker"
+
+
+def workers_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and WORKER in (entry / "cmdline").read_bytes() and _parent(entry) == pid and _alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def _parent(entry: Path) -> int:
+    return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    """Alive and not a zombie (a killed node's worker waits for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_verifying_process_loses_nothing_and_none_outlives_its_node(make_node: MakeNode, tmp_path: Path) -> None:
+    province = make_node("86")
+    commune = make_node("86-28894", parent=listen_address(province))
+    rows = indicator_rows("86-28894", 40_000, agency="thongke")
+    cli("ingest", "--dir", str(commune), str(write_jsonl(tmp_path / "a.jsonl", rows[:20_000])))
+    node = NodeProcess(province)
+    child = NodeProcess(commune)
+    with running(node, child):
+        assert node.proc is not None
+        first = wait_until(lambda: workers_of(node.proc.pid), timeout=60 * WAIT_SCALE, what=f"the verifying process\n{node.tail()}")
+        # Killed while the child has more to send: a session waiting on it ends, the child reconnects.
+        cli("ingest", "--dir", str(commune), str(write_jsonl(tmp_path / "b.jsonl", rows[20_000:])))
+        os.kill(first[0], signal.SIGKILL)
+        expected = versions(commune, origin="86-28894")
+        wait_until(lambda: versions(province, origin="86-28894") == expected, timeout=120 * WAIT_SCALE, what="every record at the province")
+        assert "verify.worker_exited" in node.log(), node.tail()
+        assert "Traceback" not in node.log(), node.tail()
+        again = wait_until(lambda: workers_of(node.proc.pid), timeout=30 * WAIT_SCALE, what="a new verifying process")
+        assert again != first
+        assert status(province)["children"][0]["rejected"] == 0
+    # A clean stop takes it with the node.
+    wait_until(lambda: not any(_alive(p) for p in again), timeout=30 * WAIT_SCALE, what="the worker to exit with its node")
+    assert changelog_duplicates(province) == 0
+    assert len(versions(province, origin="86-28894")) == 40_000
+
+    # SIGKILL gives the node no chance to stop it: its closed stdin does.
+    node = NodeProcess(province, log_name="run2.log")
+    with running(node, NodeProcess(commune, log_name="run2.log")):
+        assert node.proc is not None
+        cli("ingest", "--dir", str(commune), str(write_jsonl(tmp_path / "c.jsonl", indicator_rows("86-28894", 100, start=50_000))))
+        workers = wait_until(lambda: workers_of(node.proc.pid), timeout=60 * WAIT_SCALE, what=f"the verifying process\n{node.tail()}")
+        node.kill()
+        wait_until(
+            lambda: not any(_alive(p) for p in workers), timeout=30 * WAIT_SCALE, what="the worker to exit after its node was killed"
+        )
