@@ -122,8 +122,11 @@ async def parent(link: Link, store: Store, revocations: Any = None, files: Any =
     """`store` serving its children over `link` (a `ChildSession` per stream); yields what it refused."""
     refused: Refused = []
     sessions = ChildSession(store, FAST, Changes(), Children(), revocations, files=files)
-    async with link.serving(sessions.serve, lambda address, kind, exc: refused.append((kind, exc.message))):
-        yield refused
+    try:
+        async with link.serving(sessions.serve, lambda address, kind, exc: refused.append((kind, exc.message))):
+            yield refused
+    finally:
+        await sessions.close()  # its verifying process, when the store verifies seals
 
 
 @contextlib.asynccontextmanager
