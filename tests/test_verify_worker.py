@@ -6,12 +6,21 @@ once), and it never outlives its node."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
+
+from lienthong.config.settings import load
+from lienthong.node.runtime import open_store
+from lienthong.sync import admission, records
+from lienthong.sync.clock import HybridClock
+from lienthong.sync.upstream import Upstream
+from lienthong.sync.verify_worker import VerifyWorker
 
 from .conftest import MakeNode, listen_address
 from .helpers import WAIT_SCALE, NodeProcess, changelog_duplicates, cli, indicator_rows, running, status, versions, wait_until, write_jsonl
@@ -77,3 +86,45 @@ def test_a_killed_verifying_process_loses_nothing_and_none_outlives_its_node(mak
         wait_until(
             lambda: not any(_alive(p) for p in workers), timeout=30 * WAIT_SCALE, what="the worker to exit after its node was killed"
         )
+
+
+def test_the_worker_admits_exactly_what_the_node_itself_would(make_node: MakeNode) -> None:
+    """The same batch through the worker and through `admission.prepare` in the node: the same
+    rows, the same refusals, the same quarantine with the refused records' bytes whole (the
+    worker answers with each envelope's place in the batch; the node puts its own bytes back)."""
+    province_dir = make_node("86")
+    commune_dir = make_node("86-28894", parent="127.0.0.1:1", parent_id="86")
+    province = open_store(province_dir, load(province_dir))
+    commune = open_store(commune_dir, load(commune_dir))
+    try:
+        keyed = [records.build("86-28894", row) for row in indicator_rows("86-28894", 30, agency="thongke")]
+        commune.write_local(keyed, HybridClock(commune.latest_version()))
+        batch = Upstream(commune).changes_after(0, 500)
+        assert batch is not None
+        raws = list(batch.envelopes)
+        altered = records.Envelope.FromString(raws[3])
+        body = records.body_of(altered)
+        body.value = "999999"  # a figure changed after its origin sealed it
+        altered.body = body.SerializeToString()
+        raws[3] = altered.SerializeToString()
+        raws.append(b"\xff\x01 not an envelope")
+        now = time.time()
+        expected = admission.prepare("86-28894", list(raws), now, province.verifier)
+
+        async def through_worker() -> admission.Prepared:
+            assert province.verifier is not None
+            worker = VerifyWorker(province.path, province.verifier.ca_pem)
+            try:
+                return await worker.prepare("86-28894", raws, now)
+            finally:
+                await worker.close()
+
+        got = asyncio.run(through_worker())
+        assert got == expected
+        rows, refusals, quarantined = got
+        assert len(rows) == len(raws) - 2 and {r.code for r in refusals} == {"bad_signature", "malformed"}
+        assert [q[-1] for q in quarantined] == [raws[3]]  # kept whole, byte for byte
+        assert all(r[-1] is raw for r, raw in zip(rows, [x for i, x in enumerate(raws) if i not in (3, len(raws) - 1)], strict=True))
+    finally:
+        province.close()
+        commune.close()
