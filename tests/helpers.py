@@ -259,6 +259,28 @@ def leftovers() -> list[int]:
     return found
 
 
+def workers_of(pid: int, module: bytes) -> list[int]:
+    """The live processes running `python -m MODULE` whose parent is `pid` (a node's worker processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and module in (entry / "cmdline").read_bytes() and _parent(entry) == pid and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def _parent(entry: Path) -> int:
+    return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def alive(pid: int) -> bool:
+    """Alive and not a zombie (a zombie waits for its parent: a killed node's init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def kill_leftovers(wait: float = 10.0) -> list[int]:
     """The session's safety net: SIGTERM this session's leftover processes, SIGKILL those still there after `wait` s."""
     pids = leftovers()

@@ -6,7 +6,6 @@ catch-up cut short by a crash resumes from its checkpoint."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import signal
@@ -28,11 +27,12 @@ from lienthong.sync.downstream import Downstream
 from lienthong.sync.store import Store
 
 from .conftest import MakeNode
-from .helpers import STORE_FILE, WAIT_SCALE, NodeProcess, wait_until
+from .helpers import STORE_FILE, WAIT_SCALE, NodeProcess, alive, wait_until, workers_of
 
 SAMPLES = Path(__file__).parent / "testdata" / "samples" / "inbox"
 DEFINITIONS = Path(__file__).parents[1] / "node" / "demo_data" / "definitions.jsonl"
 BA_TRI = "86-28894"
+READ_WORKER = b"lienthong.node.read_worker"
 
 
 def lienthong(*args: str) -> None:
@@ -320,20 +320,14 @@ def test_ctrl_c_and_a_kill_take_the_nodes_upkeep_worker_with_it_and_print_no_tra
     node = make_node("86")
     argv = ["setsid", sys.executable, "-m", "lienthong.node", "run", "--dir", str(node)]  # its own group, as in a terminal
 
-    def workers_of(pid: int) -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            with contextlib.suppress(OSError):
-                if entry.name.isdigit() and b"lienthong.node.read_worker" in (entry / "cmdline").read_bytes() and _parent(entry) == pid:
-                    found.append(int(entry.name))
-        return found
-
     def gone(pids: list[int]) -> bool:
-        return not any(_alive(p) for p in pids)
+        return not any(alive(p) for p in pids)
 
     first = NodeProcess(node, argv=argv).start()
     assert first.proc is not None
-    workers = wait_until(lambda: workers_of(first.proc.pid), timeout=60 * WAIT_SCALE, what=f"the upkeep worker to start\n{first.tail()}")
+    workers = wait_until(
+        lambda: workers_of(first.proc.pid, READ_WORKER), timeout=60 * WAIT_SCALE, what=f"the upkeep worker to start\n{first.tail()}"
+    )
     os.killpg(first.proc.pid, signal.SIGINT)
     assert first.proc.wait(timeout=60 * WAIT_SCALE) == 0, first.tail()
     wait_until(lambda: gone(workers), timeout=30 * WAIT_SCALE, what="the worker to exit after Ctrl+C")
@@ -341,21 +335,11 @@ def test_ctrl_c_and_a_kill_take_the_nodes_upkeep_worker_with_it_and_print_no_tra
 
     second = NodeProcess(node, argv=argv, log_name="run2.log").start()
     assert second.proc is not None
-    workers = wait_until(lambda: workers_of(second.proc.pid), timeout=60 * WAIT_SCALE, what=f"the upkeep worker to start\n{second.tail()}")
+    workers = wait_until(
+        lambda: workers_of(second.proc.pid, READ_WORKER), timeout=60 * WAIT_SCALE, what=f"the upkeep worker to start\n{second.tail()}"
+    )
     second.kill()
     wait_until(lambda: gone(workers), timeout=30 * WAIT_SCALE, what="the worker to exit after its node was killed")
-
-
-def _parent(entry: Path) -> int:
-    return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def _alive(pid: int) -> bool:
-    """Alive and not a zombie (a zombie waits for its parent: the killed node's init to reap it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 CRASH_MID_CATCH_UP = """

@@ -7,7 +7,6 @@ once), and it never outlives its node."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -23,32 +22,24 @@ from lienthong.sync.upstream import Upstream
 from lienthong.sync.verify_worker import VerifyWorker
 
 from .conftest import MakeNode, listen_address
-from .helpers import WAIT_SCALE, NodeProcess, changelog_duplicates, cli, indicator_rows, running, status, versions, wait_until, write_jsonl
+from .helpers import (
+    WAIT_SCALE,
+    NodeProcess,
+    alive,
+    changelog_duplicates,
+    cli,
+    indicator_rows,
+    running,
+    status,
+    versions,
+    wait_until,
+    workers_of,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.slow
 
 WORKER = b"lienthong.sync.verify_worker"
-
-
-def workers_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and WORKER in (entry / "cmdline").read_bytes() and _parent(entry) == pid and _alive(int(entry.name)):
-                found.append(int(entry.name))
-    return found
-
-
-def _parent(entry: Path) -> int:
-    return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def _alive(pid: int) -> bool:
-    """Alive and not a zombie (a killed node's worker waits for init to reap it)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_killed_verifying_process_loses_nothing_and_none_outlives_its_node(make_node: MakeNode, tmp_path: Path) -> None:
@@ -60,7 +51,7 @@ def test_a_killed_verifying_process_loses_nothing_and_none_outlives_its_node(mak
     child = NodeProcess(commune)
     with running(node, child):
         assert node.proc is not None
-        first = wait_until(lambda: workers_of(node.proc.pid), timeout=60 * WAIT_SCALE, what=f"the verifying process\n{node.tail()}")
+        first = wait_until(lambda: workers_of(node.proc.pid, WORKER), timeout=60 * WAIT_SCALE, what=f"the verifying process\n{node.tail()}")
         # Killed while the child has more to send: a session waiting on it ends, the child reconnects.
         cli("ingest", "--dir", str(commune), str(write_jsonl(tmp_path / "b.jsonl", rows[20_000:])))
         os.kill(first[0], signal.SIGKILL)
@@ -68,11 +59,11 @@ def test_a_killed_verifying_process_loses_nothing_and_none_outlives_its_node(mak
         wait_until(lambda: versions(province, origin="86-28894") == expected, timeout=120 * WAIT_SCALE, what="every record at the province")
         assert "verify.worker_exited" in node.log(), node.tail()
         assert "Traceback" not in node.log(), node.tail()
-        again = wait_until(lambda: workers_of(node.proc.pid), timeout=30 * WAIT_SCALE, what="a new verifying process")
+        again = wait_until(lambda: workers_of(node.proc.pid, WORKER), timeout=30 * WAIT_SCALE, what="a new verifying process")
         assert again != first
         assert status(province)["children"][0]["rejected"] == 0
     # A clean stop takes it with the node.
-    wait_until(lambda: not any(_alive(p) for p in again), timeout=30 * WAIT_SCALE, what="the worker to exit with its node")
+    wait_until(lambda: not any(alive(p) for p in again), timeout=30 * WAIT_SCALE, what="the worker to exit with its node")
     assert changelog_duplicates(province) == 0
     assert len(versions(province, origin="86-28894")) == 40_000
 
@@ -81,11 +72,11 @@ def test_a_killed_verifying_process_loses_nothing_and_none_outlives_its_node(mak
     with running(node, NodeProcess(commune, log_name="run2.log")):
         assert node.proc is not None
         cli("ingest", "--dir", str(commune), str(write_jsonl(tmp_path / "c.jsonl", indicator_rows("86-28894", 100, start=50_000))))
-        workers = wait_until(lambda: workers_of(node.proc.pid), timeout=60 * WAIT_SCALE, what=f"the verifying process\n{node.tail()}")
-        node.kill()
-        wait_until(
-            lambda: not any(_alive(p) for p in workers), timeout=30 * WAIT_SCALE, what="the worker to exit after its node was killed"
+        workers = wait_until(
+            lambda: workers_of(node.proc.pid, WORKER), timeout=60 * WAIT_SCALE, what=f"the verifying process\n{node.tail()}"
         )
+        node.kill()
+        wait_until(lambda: not any(alive(p) for p in workers), timeout=30 * WAIT_SCALE, what="the worker to exit after its node was killed")
 
 
 def test_the_worker_admits_exactly_what_the_node_itself_would(make_node: MakeNode) -> None:
