@@ -58,10 +58,11 @@ def follow(
     argument in seconds) returns False: the writer is gone. A pass that cannot write (a full disk)
     is reported to `failed` and tried again on the next wake or poll.
 
-    The records' writer comes first. While `writing()` says it committed during this pass, the
-    catch-up takes STEP entries at a time and pauses YIELD seconds between them: SQLite has one
-    write lock and no queue for it, and a writer waiting for it sleeps between tries (up to 0.1 s
-    each), so back-to-back catch-up transactions kept a child's stream waiting for up to 2 s."""
+    The records' writer comes first. The catch-up takes STEP entries a transaction and, while
+    `writing()` says the node committed during this pass, pauses YIELD seconds between them:
+    SQLite has one write lock and no queue for it, and a writer waiting for it sleeps between
+    tries (up to 0.1 s each), so back-to-back catch-up transactions kept a child's stream
+    waiting for up to 2 s."""
 
     def between() -> None:
         if writing():
