@@ -83,8 +83,11 @@ class VerifyWorker:
         return _restored(reply[1], raws)
 
     async def _running(self) -> asyncio.subprocess.Process:
-        if self._proc is not None and self._proc.returncode is None and self._reader is not None and not self._reader.done():
+        # A worker is replaced only once its reader has failed every answer it owed: each worker has
+        # its own queue of answers, so no reply is ever matched to another worker's request.
+        if self._proc is not None and self._reader is not None and not self._reader.done():
             return self._proc
+        self._answers = collections.deque()
         # A session of its own: Ctrl+C in a terminal stops the node, which then closes the pipe.
         self._closing = False
         self._proc = proc = await asyncio.create_subprocess_exec(
@@ -98,10 +101,12 @@ class VerifyWorker:
         )
         assert proc.stdin is not None and proc.stdout is not None
         _send(proc.stdin, self._ca_pem)
-        self._reader = asyncio.create_task(self._read(proc, proc.stdout))
+        self._reader = asyncio.create_task(self._read(proc, proc.stdout, self._answers))
         return proc
 
-    async def _read(self, proc: asyncio.subprocess.Process, out: asyncio.StreamReader) -> None:
+    async def _read(
+        self, proc: asyncio.subprocess.Process, out: asyncio.StreamReader, answers: collections.deque[asyncio.Future[Any]]
+    ) -> None:
         code: int | None = None
         try:
             while True:
@@ -110,14 +115,14 @@ class VerifyWorker:
                     reply = pickle.loads(await out.readexactly(length))
                 except asyncio.IncompleteReadError:
                     break
-                if self._answers:
-                    answer = self._answers.popleft()
+                if answers:
+                    answer = answers.popleft()
                     if not answer.done():
                         answer.set_result(reply)
             code = await proc.wait()
         finally:
-            while self._answers:
-                answer = self._answers.popleft()
+            while answers:
+                answer = answers.popleft()
                 if not answer.done():
                     answer.set_exception(
                         ReplicationError(
