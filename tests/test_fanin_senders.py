@@ -5,6 +5,7 @@ children)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from lienthong.sync.batch import OutBatch
 from lienthong.sync.blobs import Blobs
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.downstream import Downstream
-from lienthong.sync.file_transfer import FilePeer, FileWatch
+from lienthong.sync.file_transfer import FILE_POLL, FilePeer, FileWatch
 from lienthong.sync.files import Files, Want
 from lienthong.sync.replication import Changes, QueueHead, Tuning, WindowedSender
 from lienthong.sync.store import Store
@@ -123,6 +124,7 @@ def test_store_changes_wake_only_the_file_fetchers_that_have_a_file_to_fetch(tmp
 
     files = CountedFiles(store, Blobs(tmp_path / "blobs"))
     asked: dict[str, list[Any]] = {child: [] for child in CHILDREN}
+    polls = [0]
     report = {
         "kind": "report",
         "report_type": "BC-IOC-THANG",
@@ -134,6 +136,7 @@ def test_store_changes_wake_only_the_file_fetchers_that_have_a_file_to_fetch(tmp
 
     async def main() -> None:
         changes = Changes()
+        started = time.monotonic()
         watch = FileWatch(files, changes, structlog.get_logger("test"))
         peers = []
         for child in CHILDREN:
@@ -150,6 +153,7 @@ def test_store_changes_wake_only_the_file_fetchers_that_have_a_file_to_fetch(tmp
                 for _ in range(200):
                     await asyncio.sleep(0)
             quiet = dict(counts)
+            polls[0] = int((time.monotonic() - started) / FILE_POLL) + 1  # the scanner also looks every FILE_POLL
             # A child sends a report naming a file the province lacks: that child's fetcher asks for it.
             sender = CHILDREN[7]
             item = records.build(sender, {**report, "unit": sender})
@@ -165,7 +169,7 @@ def test_store_changes_wake_only_the_file_fetchers_that_have_a_file_to_fetch(tmp
             await asyncio.gather(*tasks, return_exceptions=True)
         # One look each at the start; the five changes cost one scan each, no fetcher's query.
         assert all(quiet[c] == 1 for c in CHILDREN), quiet
-        assert quiet["scan"] <= 1 + 5, quiet
+        assert quiet["scan"] <= 1 + 5 + polls[0], quiet
         assert [(which, m.sha256, m.offset) for which, m in asked[sender]] == [("file_want", "ab" * 32, 0)]
         assert counts[sender] >= 2
         assert all(counts[c] == 1 for c in CHILDREN if c != sender), counts
