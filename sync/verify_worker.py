@@ -11,7 +11,8 @@ node builds its own (`verifier_for`): the writer gets the other core.
 
 Each frame is a 4-byte big-endian length and a pickle. The node sends the CA's certificate
 (PEM) first, then `(sender, raws, now)` per batch; the worker answers each batch, in order,
-with `("ok", prepared)` or `("error", message, hint)`. It exits when its stdin closes: when the
+with `("ok", prepared)` (each envelope named by its place in the batch: `_indexed`) or
+`("error", message, hint)`. It exits when its stdin closes: when the
 node stops, and when the node dies, so it never outlives it. A worker that dies ends the
 sessions waiting on it (their children reconnect) and the next batch starts a new one.
 """
