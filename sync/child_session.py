@@ -92,8 +92,10 @@ class ChildSession:
         # What children send is decoded and verified ahead of the writing thread: in a process of its
         # own when the node verifies seals (verify_worker.py: the writer gets the other core), else
         # (a bare store) on one thread.
-        self._verifying = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-verify")
         self._worker = VerifyWorker(store.path, store.verifier.ca_pem) if store.verifier is not None else None
+        self._verifying = (
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lienthong-verify") if self._worker is None else None
+        )
         self._admission = asyncio.Semaphore(ADMITTED)
         self._tuning = tuning
         self._changes = changes
@@ -108,7 +110,8 @@ class ChildSession:
         """Stop verifying (once the sessions have ended): the worker process, the thread."""
         if self._worker is not None:
             await self._worker.close()
-        self._verifying.shutdown(wait=False)
+        if self._verifying is not None:
+            self._verifying.shutdown(wait=False)
 
     async def serve(self, peer: Peer, address: str, stream: Stream) -> None:
         """Serve a child whose identity (`peer.node_id`, `peer.serial`) the transport took from its certificate."""
