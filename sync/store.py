@@ -124,12 +124,15 @@ class Store:
     def open(cls, path: Path) -> Store:
         if not path.exists():
             raise StoreError(f"no store at {path}", "create the node first with `lienthong init`")
+        conn: sqlite3.Connection | None = None
         try:
             conn = cls._connect(path)
             cls._migrate(conn, path)
+            return cls(path, conn)  # its first read (the node's id) can meet a damaged file too
         except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
             raise StoreError(f"the store at {path} cannot be opened: {exc}", "restore it from a backup") from None
-        return cls(path, conn)
 
     def read_tables_lag(self, head: int | None = None) -> int:
         """How many change-log entries the read tables are behind the head (or `head`): one cheap query each side."""

@@ -24,6 +24,7 @@ from lienthong.sync import feedback as fb
 from lienthong.sync import read_tables, records
 from lienthong.sync.clock import HybridClock
 from lienthong.sync.downstream import Downstream
+from lienthong.sync.errors import StoreError
 from lienthong.sync.store import Store
 
 from .conftest import MakeNode
@@ -383,3 +384,22 @@ def test_a_catch_up_killed_mid_step_resumes_from_its_checkpoint(tmp_path: Path) 
         assert dump(path) == rebuilt(store, tmp_path)
     finally:
         store.close()
+
+
+def test_an_upkeep_worker_meeting_a_damaged_store_says_so_in_one_line(tmp_path: Path) -> None:
+    """The worker's first read of a store (its node's id) met a damaged file as a bare SQLite
+    traceback on the node's output. Opening a store says any damage in one sentence."""
+    store = Store.create(tmp_path / STORE_FILE, "86")
+    root = store.reader().execute("SELECT rootpage FROM sqlite_master WHERE name = 'meta'").fetchone()[0]
+    page = store.reader().execute("PRAGMA page_size").fetchone()[0]
+    store.close()
+    with open(tmp_path / STORE_FILE, "r+b") as f:  # the meta table's page overwritten: the header still reads
+        f.seek((root - 1) * page)
+        f.write(b"\xa5" * page)
+    with pytest.raises(StoreError, match="cannot be opened"):
+        Store.open(tmp_path / STORE_FILE)
+    worker = subprocess.run(
+        [sys.executable, "-m", "lienthong.node.read_worker", str(tmp_path / STORE_FILE)], input=b"", capture_output=True, timeout=60
+    )
+    assert worker.returncode == 1 and b"Traceback" not in worker.stderr, worker.stderr.decode()
+    assert b"read_tables.worker_failed" in worker.stdout and b"restore it from a backup" in worker.stdout
