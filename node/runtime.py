@@ -397,6 +397,7 @@ class Node:
                     # about its commune); the province's own units are written by the province alone.
                     reported_to = own_units(settings) if settings.node.mode != "provincial" else []
                     sessions = ChildSession(store, tune, changes, children, revocations, audit_log.append, issuer, reported_to, files)
+                    await sessions.start()
 
                     def refused(peer: str, kind: str, exc: LienthongError) -> None:
                         if isinstance(exc, StoreError):  # this node's own disk or store: the operator must act

@@ -106,6 +106,11 @@ class ChildSession:
         # One read of the downward queue's head for all sessions, not one fetch per child per change.
         self._down_head = QueueHead(self.down.queue_head, changes, tuning.poll_interval)
 
+    async def start(self) -> None:
+        """Start verifying before the first child connects (its first batch waits for no process start)."""
+        if self._worker is not None:
+            await self._worker.start()
+
     async def close(self) -> None:
         """Stop verifying (once the sessions have ended): the worker process, the thread."""
         if self._worker is not None:

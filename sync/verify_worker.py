@@ -67,6 +67,11 @@ class VerifyWorker:
         self._lock = asyncio.Lock()  # one writer of frames at a time: answers come back in order
         self._closing = False
 
+    async def start(self) -> None:
+        """Start the worker now (it imports while the node starts), not with the first batch."""
+        async with self._lock:
+            await self._running()
+
     async def prepare(self, sender: str, raws: list[bytes], now: float) -> Prepared:
         async with self._lock:
             proc = await self._running()
