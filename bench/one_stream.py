@@ -43,6 +43,7 @@ from _common import (
     set_replication,
     start_profiler,
     stop_profiler,
+    workers_cpu_line,
 )
 
 from lienthong.sync.replication import Tuning
@@ -111,6 +112,7 @@ def run(
             if now - t0 > timeout:
                 raise TimeoutError(f"the province applied {applied} of {head} after {timeout} s")
         elapsed = now - t0
+        workers_at_applied = dict(province.workers_cpu_s)
         # The read tables follow in the background (sync/read_upkeep.py): when were they in step too?
         while watch.read_tables_lag() and time.monotonic() - t0 < timeout:
             time.sleep(poll / 4)
@@ -147,6 +149,10 @@ def run(
             "child_peak_rss_mb": round(child.hwm_kb / 1024, 1),
             "province_cpu_s": round(province.cpu_s, 2),
             "child_cpu_s": round(child.cpu_s, 2),
+            # The province's worker processes: when all was applied, and when the read tables were in step.
+            "province_workers_cpu_s_at_applied": workers_at_applied,
+            "province_workers_cpu_s": dict(province.workers_cpu_s),
+            "child_workers_cpu_s": dict(child.workers_cpu_s),
             "province_written_mb": round(mb(province.io.get("wchar", 0)), 1),
             "province_disk_written_mb": round(mb(province.io.get("write_bytes", 0)), 1),
             "province_write_calls": province.io.get("syscw", 0),
@@ -205,6 +211,11 @@ def report(r: dict[str, Any]) -> None:
     print(f"the province's read tables were in step {r['read_tables_in_step_after_s']} s after the child's start")
     print(f"peak RSS: province {r['province_peak_rss_mb']} MB, child {r['child_peak_rss_mb']} MB")
     print(f"CPU: province {r['province_cpu_s']} s, child {r['child_cpu_s']} s (over {r['elapsed_s']} s wall)")
+    print(
+        f"CPU of the province's workers: {workers_cpu_line(r['province_workers_cpu_s_at_applied'])} when all was applied; "
+        f"{workers_cpu_line(r['province_workers_cpu_s'])} when the read tables were in step; "
+        f"the child's: {workers_cpu_line(r['child_workers_cpu_s'])}"
+    )
     print(
         f"province wrote {r['province_written_mb']} MB ({r['province_written_bytes_per_record']} B per record, "
         f"{r['province_write_calls']:,} write calls; {r['province_disk_written_mb']} MB reached the disk)"
