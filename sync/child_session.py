@@ -157,7 +157,8 @@ class ChildSession:
             )
         await self._children.take_over(child)
         try:
-            await asyncio.to_thread(self.down.register_child, child, address)
+            offset = clock_offset(hello.wall_ms)
+            await asyncio.to_thread(self.down.register_child, child, address, offset)
             state = await asyncio.to_thread(self.down.child_state, child)
             if state.epoch and state.epoch != hello.epoch:
                 resent = await asyncio.to_thread(self.down.resend_to_restored, child, hello.epoch)
@@ -185,8 +186,6 @@ class ChildSession:
                     )
                 )
             )
-            offset = clock_offset(hello.wall_ms)
-            await asyncio.to_thread(self.down.set_child, child, clock_offset_ms=offset)
             if offset is not None and abs(offset) > CLOCK_WARN_MS:
                 bound.warning("clock.off", child_clock_offset_s=round(offset / 1000), hint="the child's clock must be set right (NTP)")
             bound.info("link.up", epoch=hello.epoch, resume_from=applied, child_head=hello.head, down_from=down_cursor)

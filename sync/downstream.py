@@ -64,17 +64,23 @@ class Downstream:
             return ChildState("", 0, b"", False)
         return ChildState(row[0] or "", row[1], row[2] or b"", True)
 
-    def register_child(self, child: str, address: str) -> None:
-        """First contact with a child: remember it and queue what it must receive."""
+    def register_child(self, child: str, address: str, clock_offset_ms: int | None = None) -> None:
+        """A child connected: remember it, with how far its clock is from ours, in one
+        transaction (a province restarted under thousands of communes takes each one's
+        handshake in one commit); at first contact, queue what it must receive."""
         now = time.time()
         with self.store.writing() as db:
             known = db.execute("SELECT 1 FROM children WHERE child = ?", (child,)).fetchone()
             if known:
-                db.execute("UPDATE children SET connected = 1, address = ?, last_contact = ? WHERE child = ?", (address, now, child))
+                db.execute(
+                    "UPDATE children SET connected = 1, address = ?, last_contact = ?, clock_offset_ms = ? WHERE child = ?",
+                    (address, now, clock_offset_ms, child),
+                )
                 return
             db.execute(
-                "INSERT INTO children(child, epoch, applied, connected, address, first_seen, last_contact) VALUES (?, '', 0, 1, ?, ?, ?)",
-                (child, address, now, now),
+                "INSERT INTO children(child, epoch, applied, connected, address, first_seen, last_contact, clock_offset_ms) "
+                "VALUES (?, '', 0, 1, ?, ?, ?, ?)",
+                (child, address, now, now, clock_offset_ms),
             )
             db.execute(
                 "INSERT INTO downqueue(child, rid) SELECT ?, rid FROM records WHERE kind = ? AND instr(envelope, ?) = 0 ORDER BY rid",

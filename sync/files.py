@@ -170,7 +170,12 @@ class Files:
         return Want(*row) if row else None
 
     def retry_now(self, source: str | None = None, sha256: str | None = None) -> None:
-        """Ask again at once: every file from `source` (a new session), or one file (it arrived there)."""
+        """Ask again at once: every file from `source` (a new session), or one file (it arrived there).
+        A session's start writes only when a file from its source waits for a retry: thousands of
+        children reconnecting at once must not cost a commit each for nothing."""
+        if sha256 is None and not self._waiting_retry(source):
+            self._bump({source} if source is not None else set())
+            return
         with self.store.writing() as db:
             if sha256 is not None:
                 sql = "UPDATE blob_wants SET next_try = 0 WHERE sha256 = ? AND state = ? RETURNING source"
@@ -179,6 +184,11 @@ class Files:
                 db.execute("UPDATE blob_wants SET next_try = 0 WHERE source = ? AND state = ?", (source, WANTED))
                 sources = {source} if source is not None else set()
         self._bump(sources)
+
+    def _waiting_retry(self, source: str | None) -> bool:
+        """Whether a file wanted from `source` waits for its next try."""
+        sql = "SELECT 1 FROM blob_wants WHERE source = ? AND state = ? AND next_try > 0 LIMIT 1"
+        return self.store.reader().execute(sql, (source, WANTED)).fetchone() is not None
 
     def later(self, sha256: str, error: str, first: float = RETRY_MISSING) -> None:
         """Not now (the sender lacks it, refused it, or it did not verify): ask again after a growing pause."""
