@@ -31,6 +31,7 @@ stored: an item is overdue when `is_open = 1 AND due_ts < now` (see `feedback_ov
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import sqlite3
@@ -98,13 +99,22 @@ def catch_up(db: sqlite3.Connection, limit: int | None = None) -> int:
     return seen
 
 
+@functools.lru_cache(maxsize=4096)  # a province's values name a few hundred periods
 def period_type(period: str) -> str:
     """The type a period is written in (2026-10 → monthly), '' for none."""
     return next((name for name, form in _PERIOD_TYPES if form.match(period)), "")
 
 
 def _iso_ms(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+    """Unix ms as ISO 8601 UTC with milliseconds (2026-12-07T21:00:00.123+00:00). Every value
+    taken is stamped twice: the seconds' text is made once per second, not once per value."""
+    seconds, millis = divmod(ms, 1000)
+    return f"{_iso_second(seconds)}.{millis:03d}+00:00"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")[:19]
 
 
 def _apply(db: sqlite3.Connection, received: str | None, rows: Sequence[tuple[int, bytes, int, int, bytes]]) -> None:

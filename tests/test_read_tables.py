@@ -135,11 +135,19 @@ def test_analytics_columns_period_type_first_received_changed_and_unit_path(tmp_
         ).fetchone()
         assert (value, received, approval) == ("2", first["2026-10"], None)
         assert dt.datetime.fromisoformat(changed).timestamp() * 1000 == pytest.approx((version >> 16), abs=1)
+        assert changed == dt.datetime.fromtimestamp((version >> 16) // 1000, dt.UTC).isoformat()[:19] + f".{(version >> 16) % 1000:03d}+00:00"
         assert db.execute("SELECT path FROM units WHERE code = ?", (BA_TRI,)).fetchone()[0] == f"86/{BA_TRI}"
         wide = db.execute("SELECT unit_level, unit_path FROM indicator_values_by_unit_path WHERE period = '2026'").fetchone()
         assert wide == ("commune", f"86/{BA_TRI}")
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("ms", [0, 999, 1000, 1_796_678_487_000, 1_796_678_487_999, 1_796_678_488_001, 4_102_444_799_999])
+def test_times_in_the_read_tables_are_iso_utc_with_milliseconds(ms: int) -> None:
+    """The seconds' text is cached per second: each millisecond still reads as datetime writes it."""
+    first = read_tables._iso_ms(ms)
+    assert first == read_tables._iso_ms(ms) == dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def test_a_withdrawn_indicator_leaves_the_read_table(tmp_path: Path) -> None:
