@@ -135,7 +135,9 @@ def test_analytics_columns_period_type_first_received_changed_and_unit_path(tmp_
         ).fetchone()
         assert (value, received, approval) == ("2", first["2026-10"], None)
         assert dt.datetime.fromisoformat(changed).timestamp() * 1000 == pytest.approx((version >> 16), abs=1)
-        assert changed == dt.datetime.fromtimestamp((version >> 16) // 1000, dt.UTC).isoformat()[:19] + f".{(version >> 16) % 1000:03d}+00:00"
+        assert (
+            changed == dt.datetime.fromtimestamp((version >> 16) // 1000, dt.UTC).isoformat()[:19] + f".{(version >> 16) % 1000:03d}+00:00"
+        )
         assert db.execute("SELECT path FROM units WHERE code = ?", (BA_TRI,)).fetchone()[0] == f"86/{BA_TRI}"
         wide = db.execute("SELECT unit_level, unit_path FROM indicator_values_by_unit_path WHERE period = '2026'").fetchone()
         assert wide == ("commune", f"86/{BA_TRI}")
