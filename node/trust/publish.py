@@ -129,8 +129,8 @@ class RegistryPublisher:
     def check(self) -> bool:
         """Publish the nodes certified with a parent since the last check; returns whether any was.
 
-        The node checks every half second, and at thousands of certified nodes reading the
-        registry costs tens of milliseconds: it is read only when its files changed, when they
+        The node checks every half second, and reading the registry costs about 7 ms per
+        thousand certified nodes: it is read only when its files changed, when they
         changed too recently for their modification time to tell (another write within the
         same clock tick), and at least every REGISTRY_REREAD seconds."""
         files = self._registry_files()
