@@ -30,12 +30,12 @@ from .crl import read_crl_entries
 
 log = structlog.get_logger("lienthong.crl")
 
-# The node registry is read again when its files changed, else at least this often (seconds).
+# The node registry is read again when its file changed, else at least this often (seconds).
 REGISTRY_REREAD = 60.0
 # A file changed less than this long ago (ns) may change again within its modification time's tick.
 REGISTRY_SETTLE_NS = 2_000_000_000
-# The registry's files as RegistryPublisher last saw them: (inode, size, mtime_ns) or None each.
-_Files = tuple[tuple[int, int, int] | None, ...]
+# The registry's file as RegistryPublisher saw it: (inode, size, mtime_ns), None when not there.
+_Stamp = tuple[int, int, int] | None
 
 
 class CrlPublisher:
@@ -110,36 +110,32 @@ class RegistryPublisher:
         self.ca_dir = ca_dir
         self.clock = HybridClock(store.max_version())
         self._published: dict[str, str] = {}
-        self._seen: _Files | None = None  # the registry's files when last read
-        self._read_by = 0.0  # read again by then (monotonic) whatever the files say
+        self._seen: _Stamp = None  # the registry's file when last read
+        self._read_by = 0.0  # read again by then (monotonic) whatever the file says
 
-    def _registry_files(self) -> _Files:
-        """What the registry's files look like now: inode, size and modification time of the
-        database and of its write-ahead log, if any (None for a file not there)."""
-        seen: list[tuple[int, int, int] | None] = []
-        for name in (ca.REGISTRY, ca.REGISTRY + "-wal"):
-            try:
-                st = (self.ca_dir / name).stat()
-            except FileNotFoundError:
-                seen.append(None)
-                continue
-            seen.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(seen)
+    def _registry_file(self) -> _Stamp:
+        """The registry database's inode, size and modification time (None: not there yet). It
+        is written in rollback-journal mode: every committed write changes this file."""
+        try:
+            st = (self.ca_dir / ca.REGISTRY).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
 
     def check(self) -> bool:
         """Publish the nodes certified with a parent since the last check; returns whether any was.
 
         The node checks every half second, and reading the registry costs about 7 ms per
-        thousand certified nodes: it is read only when its files changed, when they
-        changed too recently for their modification time to tell (another write within the
+        thousand certified nodes: it is read only when its file changed, when it
+        changed too recently for its modification time to tell (another write within the
         same clock tick), and at least every REGISTRY_REREAD seconds."""
-        files = self._registry_files()
-        settled = all(f is None or f[2] < time.time_ns() - REGISTRY_SETTLE_NS for f in files)
-        if files == self._seen and time.monotonic() < self._read_by:
+        stamp = self._registry_file()
+        settled = stamp is None or stamp[2] < time.time_ns() - REGISTRY_SETTLE_NS
+        if stamp is not None and stamp == self._seen and time.monotonic() < self._read_by:
             return False
         wanted = {row["node_id"]: row["parent"] for row in ca.list_issued(self.ca_dir) if row["status"] == "valid" and row["parent"]}
         if wanted == self._published:
-            self._remember(files, settled)
+            self._remember(stamp, settled)
             return False
         new = {node: parent for node, parent in wanted.items() if self._published.get(node) != parent}
         fields = [
@@ -147,12 +143,12 @@ class RegistryPublisher:
         ]
         summary = self.store.write_local([records.build(self.store.node_id, f) for f in fields], self.clock)
         self._published = wanted
-        self._remember(files, settled)
+        self._remember(stamp, settled)
         if summary.imported or summary.updated:
             log.info("registry.published", nodes=summary.imported + summary.updated)
         return bool(summary.imported or summary.updated)
 
-    def _remember(self, files: _Files, settled: bool) -> None:
-        """The registry was read whole as its files were: skip it until they change."""
-        self._seen = files if settled else None
+    def _remember(self, stamp: _Stamp, settled: bool) -> None:
+        """The registry was read whole as its file was: skip it until that changes."""
+        self._seen = stamp if settled else None
         self._read_by = time.monotonic() + REGISTRY_REREAD
